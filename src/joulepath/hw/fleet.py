@@ -1,0 +1,169 @@
+"""Project a request trace onto a fleet of serving units with the hardware model.
+
+A fluid model in time bins: each bin's arriving output tokens (plus any backlog) are spread over the
+fleet's units; each unit settles at the batch size whose steady-state throughput (`perf.steady_state`)
+meets its share, capped by KV-cache memory and the scheduler's maximum batch; above that the unit
+saturates and the rest waits for the next bin. A unit with less work than one sequence keeps is busy
+part of the bin and idles the rest. Everything here is an estimate (`provenance`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from joulepath.hw.perf import (
+    DTYPE_BYTES,
+    ESTIMATE,
+    Deployment,
+    Efficiency,
+    TransformerSpec,
+    calibrated_efficiency,
+    steady_state,
+)
+
+KV_MEMORY_FRACTION = 0.9  # share of device memory left to weights + KV cache (vLLM's default gpu_memory_utilization)
+
+
+@dataclass(frozen=True)
+class FleetProjection:
+    """Per-bin series (arrays of length n_bins) and totals for the whole fleet. Units in names."""
+
+    bin_s: float
+    t_s: np.ndarray  # bin start
+    demand_tokens: np.ndarray  # output tokens arriving in the bin
+    served_tokens: np.ndarray
+    backlog_tokens: np.ndarray  # waiting at the end of the bin
+    batch_per_unit: np.ndarray  # sequences in flight per unit (time-averaged)
+    itl_s: np.ndarray  # inter-token latency at that batch (nan when idle)
+    device_power_w: np.ndarray  # all accelerators of the fleet
+    n_units: int
+    devices_per_unit: int
+    max_batch_per_unit: int
+    capacity_tokens_per_s: float  # fleet, at the maximum batch and the trace's mean lengths
+    idle_power_w: float  # fleet, nothing running
+    provenance: str = ESTIMATE
+
+    @property
+    def device_energy_j(self) -> float:
+        return float(np.sum(self.device_power_w) * self.bin_s)
+
+    @property
+    def total_served_tokens(self) -> float:
+        return float(self.served_tokens.sum())
+
+    @property
+    def utilisation(self) -> float:
+        """Served output tokens over what the fleet could have produced in the same time."""
+        horizon_s = self.bin_s * len(self.t_s)
+        return self.total_served_tokens / (self.capacity_tokens_per_s * horizon_s) if horizon_s else 0.0
+
+
+def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, scheduler_max: int) -> int:
+    """Largest batch whose KV cache fits next to the weights (and under the scheduler's limit)."""
+    mem = dep.accelerator.memory_capacity_gb
+    if mem is None:
+        raise ValueError(f"{dep.accelerator.name}: memory capacity not published; cannot size the KV cache")
+
+    weights = spec.params_total * DTYPE_BYTES[spec.weight_dtype]
+    free = mem * 1e9 * dep.n_devices * KV_MEMORY_FRACTION - weights * dep.data_parallel
+    if free <= 0:
+        raise ValueError(
+            f"{spec.name} weights ({weights / 1e9:.0f} GB) do not fit on {dep.n_devices} x {dep.accelerator.name} "
+            f"({mem:g} GB each); raise fleet.tensor_parallel or choose a larger accelerator"
+        )
+    fit = int(free // (spec.kv_bytes_per_token * max(context_tokens, 1.0)))
+    return max(1, min(fit, scheduler_max))
+
+
+def project_trace(
+    arrival_s: np.ndarray,
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    spec: TransformerSpec,
+    dep: Deployment,
+    n_devices: int,
+    scheduler_max_batch: int = 256,
+    bin_s: float = 60.0,
+    eff: Efficiency | None = None,
+) -> FleetProjection:
+    """Fleet power, throughput and backlog over the trace's horizon, bin by bin."""
+    eff = eff or calibrated_efficiency()
+    n_units = n_devices // dep.n_devices
+    if n_units < 1:
+        raise ValueError(f"fleet of {n_devices} devices is smaller than one serving unit ({dep.n_devices} devices)")
+    horizon_s = float(arrival_s.max()) + 1e-9 if len(arrival_s) else bin_s
+    n_bins = max(1, int(np.ceil(horizon_s / bin_s)))
+    idx = np.minimum((arrival_s // bin_s).astype(int), n_bins - 1)
+    demand = np.bincount(idx, weights=output_tokens, minlength=n_bins).astype(float)
+    prompt_sum = np.bincount(idx, weights=prompt_tokens, minlength=n_bins)
+    count = np.bincount(idx, minlength=n_bins)
+    mean_p, mean_o = float(prompt_tokens.mean()), float(output_tokens.mean())
+    b_max = max_batch(spec, dep, mean_p + mean_o / 2, scheduler_max_batch)
+    full = steady_state(spec, dep, b_max, mean_p, mean_o, eff)
+    idle_w = eff.idle_fraction_of_tdp * dep.tdp_w * dep.n_devices
+    served, backlog, batch, itl, power = (np.zeros(n_bins) for _ in range(5))
+    waiting = 0.0
+    for i in range(n_bins):
+        p = prompt_sum[i] / count[i] if count[i] else mean_p
+        o = demand[i] / count[i] if count[i] else mean_o
+        want_per_unit_s = (demand[i] + waiting) / n_units / bin_s
+        unit = _settle(spec, dep, want_per_unit_s, p, o, b_max, idle_w, eff)
+        served[i] = unit.tokens_per_s * n_units * bin_s
+        waiting = max(demand[i] + waiting - served[i], 0.0)
+        backlog[i], batch[i], itl[i], power[i] = waiting, unit.batch, unit.itl_s, unit.power_w * n_units
+    return FleetProjection(
+        bin_s=bin_s,
+        t_s=np.arange(n_bins) * bin_s,
+        demand_tokens=demand,
+        served_tokens=served,
+        backlog_tokens=backlog,
+        batch_per_unit=batch,
+        itl_s=itl,
+        device_power_w=power,
+        n_units=n_units,
+        devices_per_unit=dep.n_devices,
+        max_batch_per_unit=b_max,
+        capacity_tokens_per_s=full.output_tokens_per_s * n_units,
+        idle_power_w=idle_w * n_units,
+    )
+
+
+@dataclass(frozen=True)
+class _UnitState:
+    batch: float
+    tokens_per_s: float
+    itl_s: float
+    power_w: float
+
+
+def _settle(
+    spec: TransformerSpec,
+    dep: Deployment,
+    want_tokens_per_s: float,
+    prompt: float,
+    output: float,
+    b_max: int,
+    idle_w: float,
+    eff: Efficiency,
+) -> _UnitState:
+    """The batch at which one unit's throughput meets `want_tokens_per_s` (bisection on log batch)."""
+    if want_tokens_per_s <= 0:
+        return _UnitState(0.0, 0.0, float("nan"), idle_w)
+    top = steady_state(spec, dep, b_max, prompt, output, eff)
+    if want_tokens_per_s >= top.output_tokens_per_s:
+        return _UnitState(b_max, top.output_tokens_per_s, top.itl_s, top.power_w)
+    one = steady_state(spec, dep, 1, prompt, output, eff)
+    if want_tokens_per_s <= one.output_tokens_per_s:  # busy part of the bin at batch 1, idle otherwise
+        duty = want_tokens_per_s / one.output_tokens_per_s
+        return _UnitState(duty, want_tokens_per_s, one.itl_s, duty * one.power_w + (1 - duty) * idle_w)
+    lo, hi = 0.0, float(np.log(b_max))
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        if steady_state(spec, dep, float(np.exp(mid)), prompt, output, eff).output_tokens_per_s < want_tokens_per_s:
+            lo = mid
+        else:
+            hi = mid
+    s = steady_state(spec, dep, float(np.exp(hi)), prompt, output, eff)
+    return _UnitState(s.batch, want_tokens_per_s, s.itl_s, s.power_w)

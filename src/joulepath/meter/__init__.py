@@ -1,0 +1,32 @@
+"""Energy measurement (windows over NVML / RAPL / estimate / replay backends) and the energy ledger."""
+
+from joulepath.meter.backends import CpuEstimateBackend, NvmlBackend, RaplBackend, ReplayBackend, select_backends
+from joulepath.meter.base import EnergyBackend, Measurement, Meter, MeterError
+from joulepath.meter.ledger import IDLE, FacilityAssumption, NodeAssumption, Stage, Waterfall, attribute, rollup
+
+
+def auto_meter() -> Meter:
+    """A Meter over every backend this machine supports; `meter.notes` says what was chosen and why."""
+    backends, notes = select_backends()
+    return Meter(backends, notes)
+
+
+__all__ = [
+    "IDLE",
+    "CpuEstimateBackend",
+    "EnergyBackend",
+    "FacilityAssumption",
+    "Measurement",
+    "Meter",
+    "MeterError",
+    "NodeAssumption",
+    "NvmlBackend",
+    "RaplBackend",
+    "ReplayBackend",
+    "Stage",
+    "Waterfall",
+    "attribute",
+    "auto_meter",
+    "rollup",
+    "select_backends",
+]

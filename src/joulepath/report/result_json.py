@@ -1,0 +1,79 @@
+"""`result.json`: a versioned, self-describing serialisation of a `RunResult`.
+
+Written atomically (temporary file, then rename) so an interrupted run never leaves half a file.
+Every energy figure sits next to its provenance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from joulepath.run import RunResult
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) or math.isinf(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def result_to_dict(result: RunResult) -> dict[str, Any]:
+    """The JSON document for a run (schema version in `schema_version`)."""
+    from joulepath.run import SCHEMA_VERSION
+
+    proj = result.projection
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "scenario": result.scenario.model_dump(mode="json"),
+        "summary": _plain(result.summary),
+        "trace": {"source": result.trace_source, **_plain(result.trace)},
+        "waterfall": [_plain(s) for s in result.waterfall.stages],
+        "fleet": {
+            "n_units": proj.n_units,
+            "devices_per_unit": proj.devices_per_unit,
+            "max_batch_per_unit": proj.max_batch_per_unit,
+            "idle_power_w": proj.idle_power_w,
+            "efficiency_source": result.efficiency_source,
+            "provenance": proj.provenance,
+        },
+        "series": {
+            "bin_s": proj.bin_s,
+            "t_s": _plain(proj.t_s),
+            "demand_tokens": _plain(proj.demand_tokens),
+            "served_tokens": _plain(proj.served_tokens),
+            "backlog_tokens": _plain(proj.backlog_tokens),
+            "batch_per_unit": _plain(proj.batch_per_unit),
+            "itl_s": _plain(proj.itl_s),
+            "device_power_w": _plain(proj.device_power_w),
+        },
+        "meter": {"notes": result.meter_notes, "analysis": _plain(result.analysis_energy)},
+    }
+
+
+def write_result(result: RunResult, run_dir: Path) -> Path:
+    """Write `run_dir/result.json` atomically and return its path."""
+    path = run_dir / "result.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result_to_dict(result), indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

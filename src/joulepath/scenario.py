@@ -1,0 +1,199 @@
+"""Scenarios: one TOML file (validated by pydantic) describes model, workload, fleet, facility and
+output. `Scenario()` is the built-in default; `load_scenario(path)` reads a file and turns every
+validation failure into a `ScenarioError` that names the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from joulepath.hw import accelerators, get_model_preset, model_presets
+from joulepath.hw.perf import DTYPE_BYTES, TransformerSpec
+
+Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
+ARCH_FIELDS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size")
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message is meant for the user, field by field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    """A named architecture preset, or the architecture numbers themselves (any of them override the preset)."""
+
+    preset: str | None = "llama-3.1-8b"
+    n_layers: int | None = Field(None, gt=0)
+    d_model: int | None = Field(None, gt=0)
+    n_heads: int | None = Field(None, gt=0)
+    n_kv_heads: int | None = Field(None, gt=0)
+    head_dim: int | None = Field(None, gt=0)
+    d_ff: int | None = Field(None, gt=0)
+    vocab_size: int | None = Field(None, gt=0)
+    n_experts: int | None = Field(None, ge=0)
+    n_experts_active: int | None = Field(None, ge=0)
+    d_ff_expert: int | None = Field(None, ge=0)
+    weight_dtype: Dtype = "bf16"
+    kv_dtype: Dtype = "bf16"
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str | None) -> str | None:
+        if v is not None and v.lower() not in model_presets():
+            raise ValueError(f"unknown preset; allowed: {', '.join(sorted(model_presets()))}")
+        return v
+
+    @model_validator(mode="after")
+    def _complete(self) -> ModelSection:
+        if self.preset is None:
+            missing = [f for f in ARCH_FIELDS if getattr(self, f) is None]
+            if missing:
+                raise ValueError(f"without a preset, give every architecture field; missing: {', '.join(missing)}")
+        return self
+
+    def spec(self) -> TransformerSpec:
+        if self.preset is not None:
+            base = get_model_preset(self.preset)
+            values = {k: v for k, v in base.__dict__.items()}
+        else:
+            values = {"name": "custom"}
+        for key in (*ARCH_FIELDS, "n_experts", "n_experts_active", "d_ff_expert"):
+            if getattr(self, key) is not None:
+                values[key] = getattr(self, key)
+        values["weight_dtype"], values["kv_dtype"] = self.weight_dtype, self.kv_dtype
+        try:
+            return TransformerSpec(**values)
+        except ValueError as exc:
+            raise ScenarioError(f"model: {exc}") from exc
+
+
+class WorkloadSection(_Section):
+    """A trace file (Azure CSV) or the synthetic generator (defaults fitted to the Azure trace)."""
+
+    kind: Literal["synthetic", "azure_csv"] = "synthetic"
+    path: Path | None = None
+    duration_s: float = Field(600.0, gt=0, description="horizon of the trace to use, seconds")
+    time_scale: float = Field(1.0, gt=0, description="2.0 = arrivals twice as fast")
+    seed: int = 0
+    interactive_fraction: float = Field(0.8, ge=0, le=1)
+    arrival_rate_per_s: float | None = Field(None, gt=0)
+    interarrival_cv: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _path_for_files(self) -> WorkloadSection:
+        if self.kind == "azure_csv" and self.path is None:
+            raise ValueError(
+                "kind = 'azure_csv' needs path = '<file>.csv' (columns TIMESTAMP,ContextTokens,GeneratedTokens)"
+            )
+        return self
+
+
+class FleetSection(_Section):
+    """The target fleet the measured work is projected onto."""
+
+    accelerator: str = "h100-sxm"
+    count: int = Field(4, ge=1, description="accelerators in the fleet")
+    tensor_parallel: int = Field(1, ge=1)
+    data_parallel: int = Field(1, ge=1)
+    expert_parallel: int = Field(1, ge=1)
+    power_limit_w: float | None = Field(None, gt=0)
+    assumed_tdp_w: float | None = Field(None, gt=0, description="only for accelerators without a published TDP")
+    max_batch: int = Field(256, ge=1, description="scheduler's maximum running sequences per serving unit")
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, v: str) -> str:
+        usable = sorted(k for k, a in accelerators().items() if a.bf16_dense_tflops and a.memory_bandwidth_tb_s)
+        if v.lower() not in usable:
+            raise ValueError(f"unknown or non-serving accelerator; allowed: {', '.join(usable)}")
+        return v.lower()
+
+    @model_validator(mode="after")
+    def _divides(self) -> FleetSection:
+        unit = self.tensor_parallel * self.data_parallel
+        if self.count % unit:
+            raise ValueError(f"count ({self.count}) must be a multiple of tensor_parallel x data_parallel ({unit})")
+        if self.expert_parallel not in (1, unit):
+            raise ValueError(f"expert_parallel must be 1 or tensor_parallel x data_parallel ({unit})")
+        return self
+
+
+class FacilitySection(_Section):
+    """Facility assumptions, labelled as such in every output until the facility twin replaces them."""
+
+    pue: float = Field(1.3, ge=1.0, le=3.0, description="assumed power usage effectiveness")
+    pue_source: str = "assumed: mid-range of 2024 large-operator fleet PUEs (1.1 hyperscale to 1.56 industry average)"
+    host_w_per_device: float = Field(300.0, ge=0, description="host CPU, DRAM, NICs, fans per accelerator, W")
+    host_source: str = "assumed: about half of DGX H100's non-GPU budget ((10.2 kW max - 8 x 700 W) / 8 = 575 W)"
+
+
+class OutputSection(_Section):
+    dir: Path = Path("runs")
+
+
+class Scenario(_Section):
+    """A whole scenario. `Scenario()` is the built-in default."""
+
+    name: str = "default"
+    description: str = "Llama-3.1-8B shape on 4 x H100 SXM, Azure-conversation-like load at 8x its rate"
+    model: ModelSection = ModelSection()
+    workload: WorkloadSection = WorkloadSection(time_scale=8.0)
+    fleet: FleetSection = FleetSection()
+    facility: FacilitySection = FacilitySection()
+    output: OutputSection = OutputSection()
+
+    def to_toml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return tomli_w.dumps(data)
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        hint = "check its spelling against `joulepath scenario show-default`"
+        return f"{loc}: unknown field (value {err['input']!r}); {hint}"
+    if err["type"] == "missing":
+        return f"{loc}: required field is missing"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"{loc}{shown}: {err['msg'].removeprefix('Value error, ')}"
+
+
+def parse_scenario(data: dict[str, Any], origin: str = "scenario") -> Scenario:
+    """Validate a scenario given as a dict (a parsed TOML file)."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as exc:
+        lines = [_describe(e) for e in exc.errors()]
+        raise ScenarioError(f"{origin} is not a valid scenario:\n  " + "\n  ".join(lines)) from None
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Read a scenario TOML file; `None` gives the built-in default. Relative trace paths are resolved
+    against the scenario file's folder."""
+    if path is None:
+        return Scenario()
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(
+            f"scenario file {path} does not exist; start from `joulepath scenario show-default > {path}`"
+        )
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path} is not valid TOML: {exc}") from None
+    trace = data.get("workload", {}).get("path") if isinstance(data.get("workload"), dict) else None
+    if isinstance(trace, str) and not Path(trace).is_absolute():
+        data["workload"]["path"] = str(path.parent / trace)
+    return parse_scenario(data, str(path))
+
+
+__all__ = ["DTYPE_BYTES", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]

@@ -1,0 +1,51 @@
+import numpy as np
+import pytest
+
+from joulepath.hw import Deployment, get_accelerator, get_model_preset
+from joulepath.hw.fleet import max_batch, project_trace
+
+SPEC = get_model_preset("llama-3.1-8b")
+DEP = Deployment(get_accelerator("h100-sxm"))
+
+
+def _trace(rate_per_s: float, duration_s: float = 300.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    n = int(rate_per_s * duration_s)
+    arrivals = np.sort(rng.uniform(0, duration_s, n))
+    return arrivals, rng.integers(100, 2000, n), rng.integers(20, 500, n)
+
+
+def test_tokens_are_conserved_and_utilisation_bounded() -> None:
+    a, p, o = _trace(20.0)
+    proj = project_trace(a, p, o, SPEC, DEP, n_devices=2, bin_s=10)
+    assert proj.total_served_tokens + proj.backlog_tokens[-1] == pytest.approx(o.sum())
+    assert 0 < proj.utilisation <= 1.0
+    assert (proj.device_power_w >= proj.idle_power_w - 1e-9).all()
+    assert (proj.device_power_w <= 2 * 700 + 1e-9).all()
+
+
+def test_overload_builds_a_backlog_and_saturates() -> None:
+    a, p, o = _trace(400.0, 60.0)
+    proj = project_trace(a, p, o, SPEC, DEP, n_devices=1, bin_s=10)
+    assert proj.backlog_tokens[-1] > 0
+    assert proj.batch_per_unit.max() == proj.max_batch_per_unit
+
+
+def test_more_devices_serve_the_same_load_with_lower_utilisation() -> None:
+    a, p, o = _trace(20.0)
+    small = project_trace(a, p, o, SPEC, DEP, n_devices=2, bin_s=10)
+    large = project_trace(a, p, o, SPEC, DEP, n_devices=8, bin_s=10)
+    assert large.utilisation < small.utilisation
+    assert large.device_energy_j > small.device_energy_j  # more idle silicon
+
+
+def test_kv_memory_limits_the_batch() -> None:
+    assert max_batch(SPEC, DEP, 100_000, 10_000) < max_batch(SPEC, DEP, 1_000, 10_000)
+    with pytest.raises(ValueError, match="do not fit"):
+        max_batch(get_model_preset("llama-3.1-405b"), DEP, 1000, 256)
+
+
+def test_fleet_smaller_than_a_unit_is_refused() -> None:
+    a, p, o = _trace(1.0)
+    with pytest.raises(ValueError, match="smaller than one serving unit"):
+        project_trace(a, p, o, SPEC, Deployment(get_accelerator("h100-sxm"), tensor_parallel=4), n_devices=2)

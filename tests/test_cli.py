@@ -1,0 +1,66 @@
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from joulepath.cli import app
+
+runner = CliRunner(env={"COLUMNS": "200"})
+
+
+def test_help_lists_every_command() -> None:
+    out = runner.invoke(app, ["--help"]).output
+    for cmd in ("run", "hw", "trace", "scenario", "meter"):
+        assert cmd in out
+
+
+def test_hw_list_show_and_json() -> None:
+    assert "h100-sxm" in runner.invoke(app, ["hw", "list"]).output
+    data = json.loads(runner.invoke(app, ["hw", "list", "--json"]).output)
+    assert any(a["name"] == "b200" for a in data["accelerators"])
+    shown = runner.invoke(app, ["hw", "show", "tpu-v5e"]).output
+    assert "not published" in shown and "Google Cloud" in shown
+    bad = runner.invoke(app, ["hw", "show", "h1000"])
+    assert bad.exit_code == 2 and "known:" in bad.output
+
+
+def test_trace_stats(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,10,5\n2023-11-16 18:15:47.1,20,6\n")
+    out = runner.invoke(app, ["trace", "stats", str(path), "--json"])
+    assert out.exit_code == 0 and json.loads(out.output)["n_requests"] == 2
+    missing = runner.invoke(app, ["trace", "stats", str(tmp_path / "x.csv")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_scenario_show_default_and_check(tmp_path: Path) -> None:
+    toml = runner.invoke(app, ["scenario", "show-default"]).output
+    path = tmp_path / "s.toml"
+    path.write_text(toml)
+    assert runner.invoke(app, ["scenario", "check", str(path)]).exit_code == 0
+    path.write_text(toml.replace('accelerator = "h100-sxm"', 'accelerator = "nope"'))
+    bad = runner.invoke(app, ["scenario", "check", str(path)])
+    assert bad.exit_code == 2 and "fleet.accelerator" in bad.output and "Traceback" not in bad.output
+
+
+def test_run_default_writes_result_json_and_never_overwrites(tmp_path: Path) -> None:
+    first = runner.invoke(app, ["run", "--out", str(tmp_path)])
+    assert first.exit_code == 0, first.output
+    assert "J/token" in first.output and "estimated" in first.output
+    second = runner.invoke(app, ["run", "--out", str(tmp_path), "--json"])
+    summary = json.loads(second.output)
+    results = sorted(tmp_path.glob("*/result.json"))
+    assert len(results) == 2 and summary["result_json"] in map(str, results)
+    doc = json.loads(results[0].read_text())
+    assert doc["schema_version"] == "1.0"
+    assert doc["summary"]["wall_j_per_token"] > doc["summary"]["device_j_per_token"] > 0
+    assert [s["name"] for s in doc["waterfall"]] == ["device", "host", "facility"]
+    assert all(s["provenance"] for s in doc["waterfall"])
+
+
+def test_run_with_bad_scenario_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.toml"
+    path.write_text("[fleet]\ncount = -4\n")
+    out = runner.invoke(app, ["run", str(path), "--out", str(tmp_path)])
+    assert out.exit_code == 2 and "fleet.count = -4" in out.output
+    assert not list(tmp_path.glob("*/result.json"))
