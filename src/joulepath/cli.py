@@ -249,6 +249,15 @@ def _print_summary(result: Any, path: Path) -> None:
     console.print(table)
     for stage in result.waterfall.stages:
         console.print(f"  {stage.name:>8}: {stage.energy_j / 3.6e6:8.3f} kWh  [dim]{stage.provenance}[/]")
+    dm = result.data_movement
+    moves = ", ".join(
+        f"{level} {'n/p (pJ/bit not published)' if j is None else f'{1e3 * j:.3g} mJ'}"
+        for level, j in dm.energy_j_per_token.items()
+    )
+    console.print(
+        f"data movement per token at batch {dm.batch:.0f}: {dm.hbm_bytes_per_token / 1e6:.3g} MB from memory, "
+        f"{dm.link_bytes_per_token / 1e3:.3g} kB over links; energy: {moves} [dim](estimated)[/]"
+    )
     a = result.analysis_energy
     console.print(
         f"[dim]this analysis: {a.duration_s:.2f} s, {a.total_energy_j:.3g} J on this machine "

@@ -14,7 +14,7 @@ import numpy as np
 
 from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
-from joulepath.hw.perf import calibrated_efficiency
+from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.meter import FacilityAssumption, Measurement, NodeAssumption, Waterfall, auto_meter, rollup
 from joulepath.scenario import Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, TraceStats, generate, read_azure_csv, trace_stats
@@ -43,6 +43,18 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class DataMovement:
+    """Bytes moved per output token at the run's typical batch, and their energy per memory level
+    (None where the level's pJ/bit is not published). Estimates from the hardware model."""
+
+    batch: float
+    hbm_bytes_per_token: float
+    link_bytes_per_token: float
+    energy_j_per_token: dict[str, float | None]
+    provenance: str
+
+
+@dataclass(frozen=True)
 class RunResult:
     """Everything a run produced; `report.write_result` serialises it (schema `SCHEMA_VERSION`)."""
 
@@ -52,6 +64,7 @@ class RunResult:
     projection: FleetProjection
     waterfall: Waterfall
     summary: Summary
+    data_movement: DataMovement
     efficiency_source: str
     meter_notes: list[str]
     analysis_energy: Measurement  # what this analysis itself cost on this machine
@@ -120,6 +133,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         FacilityAssumption(fac.pue, fac.pue_source),
     )
     summary = _summarise(proj, waterfall, scenario, horizon_s)
+    movement = _data_movement(spec, dep, proj, trace)
     analysis = meter.end("analysis")
     return RunResult(
         scenario,
@@ -128,6 +142,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         proj,
         waterfall,
         summary,
+        movement,
         calibrated_efficiency().source,
         meter.notes,
         analysis,
@@ -152,6 +167,17 @@ def _summarise(proj: FleetProjection, waterfall: Waterfall, scenario: Scenario, 
         horizon_s=horizon_s,
         provenance=f"{proj.provenance}; host and facility: assumptions from the scenario",
     )
+
+
+def _data_movement(spec: TransformerSpec, dep: Deployment, proj: FleetProjection, trace: Trace) -> DataMovement:
+    """Per-token data movement of a decode step at the served-token-weighted mean batch."""
+    busy = proj.served_tokens > 0
+    batch = float(np.average(proj.batch_per_unit[busy], weights=proj.served_tokens[busy])) if busy.any() else 1.0
+    batch = max(batch, 1.0)
+    context = float(trace.prompt_tokens.mean() + trace.output_tokens.mean() / 2)
+    step = decode_step(spec, dep, batch, context)
+    energy = {k: (v / batch if v is not None else None) for k, v in step.movement_energy_j(dep).items()}
+    return DataMovement(batch, step.hbm_bytes / batch, step.link_bytes / batch, energy, step.provenance)
 
 
 def new_run_dir(base: Path, name: str, stamp: str) -> Path:

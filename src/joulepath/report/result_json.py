@@ -48,6 +48,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "summary": _plain(result.summary),
         "trace": {"source": result.trace_source, **_plain(result.trace)},
         "waterfall": [_plain(s) for s in result.waterfall.stages],
+        "data_movement_per_token": _plain(result.data_movement),
         "fleet": {
             "n_units": proj.n_units,
             "devices_per_unit": proj.devices_per_unit,
