@@ -24,6 +24,13 @@ def test_hw_list_show_and_json() -> None:
     assert bad.exit_code == 2 and "known:" in bad.output
 
 
+def test_meter_reports_its_backends() -> None:
+    out = runner.invoke(app, ["meter", "--seconds", "0.05", "--json"])
+    doc = json.loads(out.output)
+    assert doc["notes"] and doc["measurement"]["provenance"]
+    assert all(p.startswith(("measured", "estimated")) for p in doc["measurement"]["provenance"].values())
+
+
 def test_trace_stats(tmp_path: Path) -> None:
     path = tmp_path / "t.csv"
     path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,10,5\n2023-11-16 18:15:47.1,20,6\n")

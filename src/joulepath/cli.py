@@ -170,16 +170,21 @@ def scenario_check(path: Path) -> None:
 
 
 @app.command("meter")
-def meter_cmd(seconds: Annotated[float, typer.Option(help="Length of the test window, s.")] = 1.0) -> None:
+def meter_cmd(
+    seconds: Annotated[float, typer.Option(help="Length of the test window, s.")] = 1.0, json_out: JsonFlag = False
+) -> None:
     """Show which energy backends this machine offers and measure an idle window."""
     import time
 
     meter = auto_meter()
-    for note in meter.notes:
-        console.print(note)
     meter.begin("idle")
     time.sleep(seconds)
     m = meter.end("idle")
+    if json_out:
+        _print_json({"notes": meter.notes, "measurement": m})
+        return
+    for note in meter.notes:
+        console.print(note)
     for comp, joules in m.energy_j.items():
         console.print(f"{comp}: {joules:.3g} J over {m.duration_s:.2f} s ({m.provenance[comp]})")
 

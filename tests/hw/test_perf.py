@@ -96,6 +96,14 @@ def test_movement_energy_is_per_level_and_labels_unpublished() -> None:
     assert energy["link:nvlink4"] is None  # NVLink pJ/bit is not published
 
 
+def test_prefill_counts_activation_traffic() -> None:
+    spec = get_model_preset("llama-3.1-8b")
+    step = prefill_step(spec, Deployment(H100), 4096)
+    weights = spec.params_total * DTYPE_BYTES["bf16"] - spec.vocab_size * spec.d_model * 2  # input table not read
+    kv = 4096 * spec.kv_bytes_per_token
+    assert step.hbm_bytes > weights + kv + 4096 * spec.activation_bytes_per_token() * 0.99
+
+
 def test_prefill_is_compute_bound_for_long_prompts() -> None:
     step = prefill_step(get_model_preset("llama-3.1-8b"), Deployment(H100), 4096)
     assert step.compute_util > step.memory_util

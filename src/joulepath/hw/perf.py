@@ -126,6 +126,16 @@ class TransformerSpec:
         """KV-cache bytes one token adds across all layers."""
         return self.n_layers * self.kv_elems_per_token_layer * DTYPE_BYTES[self.kv_dtype]
 
+    def activation_bytes_per_token(self) -> float:
+        """Activation reads and writes of one token through all layers (BF16): GEMM inputs and outputs,
+        norms and residual adds, and the logits. Attention scores stay on chip (flash-style kernels)."""
+        qkv = (self.n_heads + 2 * self.n_kv_heads) * self.head_dim
+        moe_ff = (self.n_experts_active + self.n_shared_experts) * self.d_ff_expert
+        n_dense = self.n_layers - self.n_moe_layers
+        ff = (self.n_moe_layers * moe_ff + n_dense * self.d_ff) / self.n_layers
+        per_layer = 8 * self.d_model + qkv + 2 * self.n_heads * self.head_dim + 3 * ff
+        return DTYPE_BYTES["bf16"] * (self.n_layers * per_layer + self.vocab_size)
+
     def attended_tokens(self, context_tokens: float) -> float:
         """Context positions one query attends to, averaged over layers (sliding-window layers cap it)."""
         if self.sliding_window <= 0:
@@ -264,6 +274,7 @@ class _Work:
     """Per-device work of one step before efficiency factors are applied."""
 
     weight_bytes: float
+    activation_bytes: float
     kv_bytes: float
     linear_flops: float
     attention_flops: float
@@ -303,7 +314,8 @@ def _decode_work(spec: TransformerSpec, dep: Deployment, batch: float, context_t
     linear = 2.0 * spec.params_active * per_replica / dep.tensor_parallel
     attn = per_replica * spec.attention_flops_per_token(context_tokens) / dep.tensor_parallel
     n_coll, link = _collectives(spec, dep, per_replica)
-    return _Work(_weight_bytes_per_device(spec, dep, per_replica), kv, linear, attn, n_coll, link)
+    act = per_replica * spec.activation_bytes_per_token() / dep.tensor_parallel
+    return _Work(_weight_bytes_per_device(spec, dep, per_replica), act, kv, linear, attn, n_coll, link)
 
 
 def time_features(work: _Work, spec: TransformerSpec, dep: Deployment, batch: float) -> list[float]:
@@ -314,7 +326,7 @@ def time_features(work: _Work, spec: TransformerSpec, dep: Deployment, batch: fl
     link = dep.link
     t_link = work.link_bytes / (link.bandwidth_gb_s * 1e9) if link and link.bandwidth_gb_s else 0.0
     return [
-        max(work.weight_bytes / bw, work.linear_flops / peak),  # GEMMs: roofline
+        max((work.weight_bytes + work.activation_bytes) / bw, work.linear_flops / peak),  # GEMMs: roofline
         max(work.kv_bytes / bw, work.attention_flops / acc.peak_flops("bf16")),  # attention: roofline
         1.0,  # fixed per-step cost (scheduler, launch, sampling setup)
         float(spec.n_layers),  # per-layer launch cost
@@ -367,7 +379,7 @@ def _cost(work: _Work, times: tuple[float, float], spec: TransformerSpec, dep: D
     time_s, kernel_s = times
     acc = dep.accelerator
     peak = acc.peak_flops(COMPUTE_DTYPE.get(spec.weight_dtype, "bf16"))
-    hbm = work.weight_bytes + work.kv_bytes
+    hbm = work.weight_bytes + work.activation_bytes + work.kv_bytes
     flops = work.linear_flops + work.attention_flops
     u_mem = min(hbm / (time_s * acc.memory_bandwidth_b_s), 1.0)
     u_comp = min(flops / (time_s * peak), 1.0)
@@ -411,6 +423,7 @@ def prefill_step(
     n_coll, link = _collectives(spec, dep, tokens_per_replica)
     work = _Work(
         weight_bytes=_weight_bytes_per_device(spec, dep, tokens_per_replica),
+        activation_bytes=prompt_tokens * spec.activation_bytes_per_token() / dep.tensor_parallel,
         kv_bytes=prompt_tokens * spec.kv_bytes_per_token / dep.tensor_parallel,
         linear_flops=2.0 * spec.params_active * prompt_tokens / dep.tensor_parallel,
         attention_flops=prompt_tokens * spec.attention_flops_per_token(prompt_tokens / 2) / dep.tensor_parallel,
