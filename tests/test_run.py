@@ -19,6 +19,13 @@ def test_default_run_energy_adds_up() -> None:
     assert result.analysis_energy.total_energy_j > 0
 
 
+def test_assumed_tdp_is_labelled_in_the_result() -> None:
+    scenario = parse_scenario({"fleet": {"accelerator": "tpu-v6e", "count": 4, "assumed_tdp_w": 300}})
+    result = run(scenario)
+    assert "TDP assumed 300 W" in result.waterfall.stage("device").provenance
+    assert "TDP assumed 300 W" in result.summary.provenance
+
+
 def test_time_scale_raises_load() -> None:
     base = build_trace(Scenario().workload)
     faster = build_trace(parse_scenario({"workload": {"time_scale": 16.0}}).workload)

@@ -25,6 +25,7 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"workload": {"kind": "azure_csv"}}, ["needs path"]),
         ({"facility": {"pue": 0.8}}, ["facility.pue = 0.8"]),
         ({"fleet": {"acelerator": "b200"}}, ["fleet.acelerator: unknown field"]),
+        ({"fleet": {"assumed_tdp_w": 500}}, ["publishes 700 W", "power_limit_w"]),
     ],
 )
 def test_bad_scenarios_name_field_value_and_allowed(data: dict, expected: list[str]) -> None:  # type: ignore[type-arg]

@@ -124,9 +124,12 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
     progress("ledger")
     horizon_s = bin_s * len(proj.t_s)
     fac = scenario.facility
+    device_provenance = proj.provenance
+    if scenario.fleet.assumed_tdp_w:
+        device_provenance += f"; TDP assumed {scenario.fleet.assumed_tdp_w:g} W (fleet.assumed_tdp_w)"
     waterfall = rollup(
         proj.device_energy_j,
-        proj.provenance,
+        device_provenance,
         horizon_s,
         scenario.fleet.count,
         NodeAssumption(fac.host_w_per_device, fac.host_source),
@@ -165,7 +168,7 @@ def _summarise(proj: FleetProjection, waterfall: Waterfall, scenario: Scenario, 
         it_energy_j=waterfall.it_j,
         wall_energy_j=waterfall.wall_j,
         horizon_s=horizon_s,
-        provenance=f"{proj.provenance}; host and facility: assumptions from the scenario",
+        provenance=f"{waterfall.stage('device').provenance}; host and facility: assumptions from the scenario",
     )
 
 

@@ -117,6 +117,16 @@ class FleetSection(_Section):
         return v.lower()
 
     @model_validator(mode="after")
+    def _tdp_only_where_unpublished(self) -> FleetSection:
+        published = accelerators()[self.accelerator].tdp_w
+        if self.assumed_tdp_w is not None and published is not None:
+            raise ValueError(
+                f"assumed_tdp_w is only for accelerators without a published TDP; {self.accelerator} publishes "
+                f"{published:g} W (use power_limit_w to cap it)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _divides(self) -> FleetSection:
         unit = self.tensor_parallel * self.data_parallel
         if self.count % unit:
