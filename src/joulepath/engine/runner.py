@@ -1,0 +1,123 @@
+"""The model runner: turns a scheduled batch into one forward pass over paged KV, and the static
+batch-1 decode path (contiguous cache, fixed shapes) that `torch.compile` can capture.
+
+Attention goes through `torch.nn.functional.scaled_dot_product_attention`, so FlashAttention /
+memory-efficient kernels run where the device has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.model.transformer import Transformer, causal_mask
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Tokens [start, start + len(tokens)) of sequence `seq_id` computed in this step."""
+
+    seq_id: int
+    start: int
+    tokens: list[int]
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.tokens)
+
+
+class PagedAttention:
+    """AttentionBackend over a PagedKVCache for one step's chunks (prefill chunks and decode tokens)."""
+
+    def __init__(self, cache: PagedKVCache, chunks: list[Chunk], window: int | None) -> None:
+        self.cache, self.chunks, self.window = cache, chunks, window
+        self.write_slots = torch.cat([cache.slots(c.seq_id, c.start, len(c.tokens)) for c in chunks])
+        self.read_slots = [cache.slots(c.seq_id, 0, c.end) for c in chunks]
+        self.all_decode = all(len(c.tokens) == 1 for c in chunks)
+        if self.all_decode:
+            self._prepare_padded()
+
+    def _prepare_padded(self) -> None:
+        """Decode-only steps: one batched SDPA over keys padded to the longest context."""
+        longest = max(c.end for c in self.chunks)
+        device = self.cache.k.device
+        self.padded = torch.zeros(len(self.chunks), longest, dtype=torch.int64, device=device)  # (B, L)
+        self.pad_mask = torch.zeros(len(self.chunks), 1, 1, longest, dtype=torch.bool, device=device)  # (B,1,1,L)
+        for i, (c, slots) in enumerate(zip(self.chunks, self.read_slots, strict=True)):
+            lo = max(0, c.end - self.window) if self.window else 0
+            self.padded[i, : c.end] = slots
+            self.pad_mask[i, 0, 0, lo : c.end] = True
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        k_all, v_all = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, D)
+        k_all.index_copy_(0, self.write_slots, k)
+        v_all.index_copy_(0, self.write_slots, v)
+        if self.all_decode:
+            ks = k_all[self.padded].transpose(1, 2)  # (B, KV, L, D)
+            vs = v_all[self.padded].transpose(1, 2)
+            out = F.scaled_dot_product_attention(q[:, :, None, :], ks, vs, attn_mask=self.pad_mask, enable_gqa=True)
+            return out[:, :, 0, :]  # (B, H, D)
+        outs, offset = [], 0
+        for c, slots in zip(self.chunks, self.read_slots, strict=True):
+            n = len(c.tokens)
+            qs = q[offset : offset + n].transpose(0, 1)[None]  # (1, H, n, D)
+            ks, vs = (x[slots].transpose(0, 1)[None] for x in (k_all, v_all))  # (1, KV, end, D)
+            mask = causal_mask(n, c.end, c.start, self.window, q.device)
+            outs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)[0].transpose(0, 1))
+            offset += n
+        return torch.cat(outs)
+
+
+@torch.inference_mode()
+def run_step(model: Transformer, cache: PagedKVCache, chunks: list[Chunk], sample_rows: list[int]) -> Tensor:
+    """Forward one step; returns logits (len(sample_rows), vocab) for the chunks listed in `sample_rows`
+    (their last token). Every chunk's keys and values land in the cache."""
+    device = cache.k.device
+    tokens = torch.tensor([t for c in chunks for t in c.tokens], device=device)
+    positions = torch.cat([torch.arange(c.start, c.end) for c in chunks]).to(device)
+    ends = torch.tensor([c.end - c.start for c in chunks]).cumsum(0) - 1
+    rows = ends[sample_rows].to(device)
+    attend = PagedAttention(cache, chunks, model.cfg.sliding_window)
+    return model(tokens, positions, attend, logit_rows=rows)
+
+
+class StaticCacheAttention:
+    """Batch-1 attention over a contiguous cache of fixed length `max_len` (gpt-fast style): the write
+    position and the visibility mask are tensors, so every decode step has the same shapes."""
+
+    def __init__(self, model: Transformer, max_len: int) -> None:
+        cfg = model.cfg
+        p = next(model.parameters())
+        shape = (cfg.n_layers, 1, cfg.n_kv_heads, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
+        self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
+        self.max_len, self.window = max_len, cfg.sliding_window
+        self.positions = torch.zeros(1, dtype=torch.int64, device=p.device)
+        self.mask = torch.zeros(1, 1, 1, max_len, dtype=torch.bool, device=p.device)
+
+    def set_positions(self, positions: Tensor) -> None:
+        """Where this call's tokens go, and what they may see (causal within the call)."""
+        self.positions = positions
+        k_pos = torch.arange(self.max_len, device=positions.device)[None, :]
+        mask = k_pos <= positions[:, None]
+        if self.window:
+            mask &= k_pos > positions[:, None] - self.window
+        self.mask = mask[None, None]  # (1, 1, T, max_len)
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        self.k[layer, 0].index_copy_(1, self.positions, k.transpose(0, 1))  # (KV, max_len, D)
+        self.v[layer, 0].index_copy_(1, self.positions, v.transpose(0, 1))
+        qs = q.transpose(0, 1)[None]  # (1, H, T, D)
+        out = F.scaled_dot_product_attention(qs, self.k[layer], self.v[layer], attn_mask=self.mask, enable_gqa=True)
+        return out[0].transpose(0, 1)  # (T, H, D)
+
+
+def decode_one_token(model: Transformer, attend: StaticCacheAttention, token: Tensor, position: Tensor) -> Tensor:
+    """The hot function of batch-1 decoding: fixed shapes, no Python-side branching on values.
+    token, position: (1,). Returns logits (1, vocab)."""
+    attend.set_positions(position)
+    return model(token, position, attend)

@@ -1,0 +1,50 @@
+"""Sampling: greedy, temperature, top-k, top-p (nucleus; Holtzman et al. 2020), each request with its
+own seeded generator so results do not depend on what else is in the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick tokens and when to stop. temperature 0 = greedy."""
+
+    max_tokens: int = 64
+    temperature: float = 0.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()  # stop strings; the text is cut before them
+    stop_token_ids: tuple[int, ...] | None = None  # None: the model's EOS ids
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
+
+
+def sample_token(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """One token from a (vocab,) row of logits."""
+    if params.temperature == 0.0:
+        return int(logits.argmax())
+    scores = logits.float() / params.temperature
+    if params.top_k:
+        kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=True)
+        cum = sorted_scores.softmax(-1).cumsum(-1)
+        drop = cum - sorted_scores.softmax(-1) >= params.top_p  # keep the smallest prefix reaching top_p
+        scores = scores.scatter(0, order[drop], float("-inf"))
+    probs = scores.softmax(-1)
+    return int(torch.multinomial(probs.cpu(), 1, generator=generator))

@@ -1,0 +1,252 @@
+"""Checkpoint I/O for Hugging Face model folders, and `dummy:<preset>` random models.
+
+A folder holds `config.json`, `model.safetensors` (or shards plus `model.safetensors.index.json`),
+optionally `tokenizer.json`, `tokenizer_config.json` (its `chat_template`), `chat_template.jinja` and
+`generation_config.json`. Weights are converted once, here: q|k|v and gate|up are fused into our
+`wqkv` and `w13`; `save_checkpoint` splits them back. Every refusal names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from joulepath.model.config import ConfigError, ModelConfig, from_hf, preset, to_hf
+from joulepath.model.tokenizer import ByteTokenizer, JsonTokenizer, Tokenizer
+from joulepath.model.transformer import Transformer, rope_inv_freq
+
+INDEX = "model.safetensors.index.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says what is wrong and how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve, with what came with it."""
+
+    model: Transformer
+    config: ModelConfig
+    tokenizer: Tokenizer
+    source: str  # folder path or "dummy:<preset>"
+    generation_config: dict[str, Any] = field(default_factory=dict)
+    chat_template: str | None = None
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render messages with the checkpoint's jinja2 chat template (sandboxed)."""
+        if self.chat_template is None:
+            raise CheckpointError(f"{self.source} has no chat template; pass a plain prompt instead")
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(self.chat_template).render(
+            messages=messages, add_generation_prompt=add_generation_prompt, bos_token="", eos_token=""
+        )
+
+
+def _hf_to_ours(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Rename and fuse Hugging Face tensors into this model's layout (pops what it uses)."""
+    out = {"tok_embeddings.weight": hf.pop("model.embed_tokens.weight"), "norm.weight": hf.pop("model.norm.weight")}
+    if not cfg.tie_embeddings:
+        out["output.weight"] = hf.pop("lm_head.weight")
+    hf.pop("lm_head.weight", None)  # some tied checkpoints store it anyway
+    for i in range(cfg.n_layers):
+        p, q = f"model.layers.{i}.", f"layers.{i}."
+        out[q + "attention.wqkv.weight"] = torch.cat([hf.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        if cfg.qkv_bias:
+            out[q + "attention.wqkv.bias"] = torch.cat([hf.pop(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
+        out[q + "attention.wo.weight"] = hf.pop(p + "self_attn.o_proj.weight")
+        gate, up = hf.pop(p + "mlp.gate_proj.weight"), hf.pop(p + "mlp.up_proj.weight")
+        out[q + "feed_forward.w13.weight"] = torch.cat([gate, up])
+        out[q + "feed_forward.w2.weight"] = hf.pop(p + "mlp.down_proj.weight")
+        out[q + "attention_norm.weight"] = hf.pop(p + "input_layernorm.weight")
+        out[q + "ffn_norm.weight"] = hf.pop(p + "post_attention_layernorm.weight")
+    return out
+
+
+def _ours_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"], "model.norm.weight": sd["norm.weight"]}
+    if not cfg.tie_embeddings:
+        out["lm_head.weight"] = sd["output.weight"]
+    q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    for i in range(cfg.n_layers):
+        p, q = f"model.layers.{i}.", f"layers.{i}."
+        for kind in ("weight", "bias") if cfg.qkv_bias else ("weight",):
+            parts = sd[q + f"attention.wqkv.{kind}"].split([q_dim, kv_dim, kv_dim])
+            for n, t in zip("qkv", parts, strict=True):
+                out[p + f"self_attn.{n}_proj.{kind}"] = t
+        out[p + "self_attn.o_proj.weight"] = sd[q + "attention.wo.weight"]
+        gate, up = sd[q + "feed_forward.w13.weight"].chunk(2)
+        out[p + "mlp.gate_proj.weight"], out[p + "mlp.up_proj.weight"] = gate, up
+        out[p + "mlp.down_proj.weight"] = sd[q + "feed_forward.w2.weight"]
+        out[p + "input_layernorm.weight"] = sd[q + "attention_norm.weight"]
+        out[p + "post_attention_layernorm.weight"] = sd[q + "ffn_norm.weight"]
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return data
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read JSON ({exc})") from None
+
+
+def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    index = folder / INDEX
+    if index.is_file():
+        files = sorted(set(_read_json(index).get("weight_map", {}).values()))
+    elif (folder / "model.safetensors").is_file():
+        files = ["model.safetensors"]
+    else:
+        raise CheckpointError(f"{folder}: no model.safetensors or {INDEX}; is this a Hugging Face model folder?")
+    tensors: dict[str, torch.Tensor] = {}
+    for name in files:
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path} is listed in {INDEX} but missing; re-download or re-save the checkpoint")
+        try:
+            tensors.update(load_file(str(path)))
+        except (SafetensorError, OSError, RuntimeError) as exc:
+            raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {exc}") from None
+    return tensors
+
+
+def _check_and_load(model: Transformer, sd: dict[str, torch.Tensor], folder: Path) -> None:
+    expected = {
+        k: v.shape for k, v in model.state_dict().items() if not (k == "output.weight" and model.cfg.tie_embeddings)
+    }
+    for key, shape in expected.items():
+        if key not in sd:
+            raise CheckpointError(f"{folder}: tensor for {key} is missing")
+        if sd[key].shape != shape:
+            raise CheckpointError(
+                f"{folder}: {key} has shape {tuple(sd[key].shape)} but config.json implies {tuple(shape)}; "
+                "the weights do not match this config"
+            )
+    model.load_state_dict(sd, strict=False, assign=False)
+
+
+def load_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return ByteTokenizer()
+    try:
+        tok = JsonTokenizer(path)
+    except Exception as exc:  # the tokenizers library raises plain Exception on bad files
+        raise CheckpointError(f"{path}: cannot read tokenizer ({exc})") from None
+    if tok.vocab_size > cfg.vocab_size:
+        raise CheckpointError(
+            f"{path} has {tok.vocab_size} tokens but the model's vocabulary is {cfg.vocab_size}; "
+            "tokenizer and weights come from different models"
+        )
+    return tok
+
+
+def _chat_template(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    tc = folder / "tokenizer_config.json"
+    template = _read_json(tc).get("chat_template") if tc.is_file() else None
+    return template if isinstance(template, str) else None
+
+
+def load_model(
+    spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
+) -> LoadedModel:
+    """Load `spec`: a Hugging Face model folder, or `dummy:<preset>` (random weights, seeded)."""
+    if spec.startswith("dummy:"):
+        try:
+            cfg = preset(spec.removeprefix("dummy:"))
+        except ConfigError as exc:
+            raise CheckpointError(str(exc)) from None
+        torch.manual_seed(seed)
+        model = Transformer(cfg)
+        _init_dummy(model)
+        return LoadedModel(model.to(device=device, dtype=dtype).eval(), cfg, ByteTokenizer(), spec)
+    folder = Path(spec)
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: no config.json; give a Hugging Face model folder or dummy:<preset>")
+    try:
+        cfg = from_hf(_read_json(folder / "config.json"))
+    except ConfigError as exc:
+        raise CheckpointError(f"{folder / 'config.json'}: {exc}") from None
+    hf = _read_tensors(folder)
+    try:
+        sd = _hf_to_ours(hf, cfg)
+    except KeyError as exc:
+        raise CheckpointError(f"{folder}: tensor {exc.args[0]} is missing from the safetensors files") from None
+    with torch.device("meta"):  # no random init of weights that are about to be overwritten
+        model = Transformer(cfg)
+    model.to_empty(device="cpu")
+    if cfg.tie_embeddings:
+        model.output.weight = model.tok_embeddings.weight
+    model.inv_freq = rope_inv_freq(cfg)  # a computed, non-persistent buffer: meta holds no values
+    _check_and_load(model, sd, folder)
+    gen_path = folder / "generation_config.json"
+    return LoadedModel(
+        model=model.to(device=device, dtype=dtype).eval(),
+        config=cfg,
+        tokenizer=load_tokenizer(folder, cfg),
+        source=str(folder),
+        generation_config=_read_json(gen_path) if gen_path.is_file() else {},
+        chat_template=_chat_template(folder),
+    )
+
+
+def _init_dummy(model: Transformer) -> None:
+    """Small random weights (std 0.02, norms at 1): outputs are gibberish but numerically sane."""
+    for name, p in model.named_parameters():
+        if name.endswith("norm.weight"):
+            torch.nn.init.ones_(p)
+        elif name.endswith("bias"):
+            torch.nn.init.zeros_(p)
+        else:
+            torch.nn.init.normal_(p, std=0.02)
+
+
+def save_checkpoint(loaded: LoadedModel, folder: str | Path, shard_bytes: int | None = None) -> Path:
+    """Save as a Hugging Face folder; with `shard_bytes`, split weights into shards with an index."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cfg = loaded.config
+    sd = {k: v.detach().to("cpu", torch.float32) for k, v in loaded.model.state_dict().items()}
+    hf = _ours_to_hf(sd, cfg)
+    if shard_bytes is None:
+        save_file(hf, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        _save_sharded(hf, folder, shard_bytes)
+    (folder / "config.json").write_text(json.dumps(to_hf(cfg), indent=2))
+    if loaded.generation_config:
+        (folder / "generation_config.json").write_text(json.dumps(loaded.generation_config, indent=2))
+    if isinstance(loaded.tokenizer, JsonTokenizer):
+        loaded.tokenizer.save(folder / "tokenizer.json")
+    if loaded.chat_template:
+        (folder / "chat_template.jinja").write_text(loaded.chat_template)
+    return folder
+
+
+def _save_sharded(hf: dict[str, torch.Tensor], folder: Path, shard_bytes: int) -> None:
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name, t in hf.items():
+        nbytes = t.numel() * t.element_size()
+        if shards[-1] and size + nbytes > shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards, start=1):
+        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(folder / fname), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, fname))
+    total = sum(t.numel() * t.element_size() for t in hf.values())
+    (folder / INDEX).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))

@@ -1,0 +1,167 @@
+"""One readable Llama-family decoder (Llama, Qwen2, Mistral layouts), in the spirit of gpt-fast.
+
+Tokens flow flattened: a step's tokens from every sequence are one (T,) tensor with their positions,
+so prefill chunks and decode tokens of many sequences share each matmul. Attention itself is a
+pluggable backend (`AttentionBackend`): dense causal attention for whole sequences here, paged
+attention over the KV cache in `joulepath.engine`. Projections are fused at load time (q|k|v into
+`wqkv`, gate|up into `w13`) so a decode step streams each weight matrix once in a single GEMV.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from joulepath.model.config import ModelConfig
+
+
+class AttentionBackend(Protocol):
+    """Computes attention for one layer over the step's tokens.
+
+    q: (T, n_heads, head_dim); k, v: (T, n_kv_heads, head_dim), already rotated. Returns (T, n_heads, head_dim).
+    The backend owns where keys and values live (nowhere, a contiguous cache, or paged blocks)."""
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor: ...
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm (Zhang & Sennrich 2019), computed in fp32 as the reference does."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+def rope_inv_freq(cfg: ModelConfig) -> Tensor:
+    """RoPE inverse frequencies (head_dim/2,), with Llama-3 scaling when configured (Su et al. 2021)."""
+    inv = 1.0 / (cfg.rope_theta ** (torch.arange(0, cfg.head_dim, 2, dtype=torch.float64) / cfg.head_dim))
+    s = cfg.rope_scaling
+    if s is None:
+        return inv.float()
+    wavelen = 2 * math.pi / inv
+    low_wavelen = s.original_max_position / s.low_freq_factor
+    high_wavelen = s.original_max_position / s.high_freq_factor
+    scaled = torch.where(wavelen > low_wavelen, inv / s.factor, inv)
+    smooth = (s.original_max_position / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return torch.where(medium, smoothed, scaled).float()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate-half RoPE as Hugging Face checkpoints expect. x: (T, H, D); cos, sin: (T, 1, D/2)."""
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.cfg, self.layer = cfg, layer
+        self.wqkv = nn.Linear(cfg.d_model, cfg.qkv_dim, bias=cfg.qkv_bias)
+        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: AttentionBackend) -> Tensor:
+        cfg = self.cfg
+        t = x.shape[0]
+        q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        q, k, v = self.wqkv(x).split([q_dim, kv_dim, kv_dim], dim=-1)  # (T, q_dim), (T, kv_dim) x 2
+        q = apply_rope(q.view(t, cfg.n_heads, cfg.head_dim), cos, sin)  # (T, H, D)
+        k = apply_rope(k.view(t, cfg.n_kv_heads, cfg.head_dim), cos, sin)  # (T, KV, D)
+        out = attend(self.layer, q, k, v.view(t, cfg.n_kv_heads, cfg.head_dim))  # (T, H, D)
+        return self.wo(out.reshape(t, q_dim))
+
+
+class MLP(nn.Module):
+    """SwiGLU feed-forward (Shazeer 2020): down(silu(gate(x)) * up(x)), gate|up fused in w13."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.w13 = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
+        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.w13(x).chunk(2, dim=-1)
+        return self.w2(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer: int) -> None:
+        super().__init__()
+        self.attention_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.attention = Attention(cfg, layer)
+        self.ffn_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.feed_forward = MLP(cfg)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: AttentionBackend) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), cos, sin, attend)
+        return h + self.feed_forward(self.ffn_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
+        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.output.weight = self.tok_embeddings.weight
+        self.inv_freq: Tensor
+        self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
+
+    def forward(
+        self, tokens: Tensor, positions: Tensor, attend: AttentionBackend, logit_rows: Tensor | None = None
+    ) -> Tensor:
+        """tokens, positions: (T,). Returns logits (R, vocab) for `logit_rows` (default: every token)."""
+        freqs = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # (T, D/2)
+        x = self.tok_embeddings(tokens)  # (T, d_model)
+        cos, sin = freqs.cos()[:, None, :].to(x.dtype), freqs.sin()[:, None, :].to(x.dtype)  # (T, 1, D/2)
+        for block in self.layers:
+            x = block(x, cos, sin, attend)
+        if logit_rows is not None:
+            x = x[logit_rows]  # only the rows that sample: skips most of the LM head in prefill
+        return self.output(self.norm(x))
+
+
+class DenseCausalAttention:
+    """Attention over whole sequences with no cache: the reference path for tests and scoring.
+
+    `seq_lens` splits the step's tokens into sequences; each attends causally to itself (and, with a
+    sliding window, only to its last `window` positions)."""
+
+    def __init__(self, seq_lens: list[int], window: int | None = None) -> None:
+        self.seq_lens, self.window = seq_lens, window
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        outs, start = [], 0
+        for n in self.seq_lens:
+            qs, ks, vs = (x[start : start + n].transpose(0, 1)[None] for x in (q, k, v))  # (1, H, n, D)
+            mask = causal_mask(n, n, 0, self.window, q.device)
+            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
+            outs.append(out[0].transpose(0, 1))  # (n, H, D)
+            start += n
+        return torch.cat(outs)
+
+
+def causal_mask(n_q: int, n_k: int, q_start: int, window: int | None, device: torch.device) -> Tensor:
+    """Boolean (n_q, n_k) mask: query i (at absolute position q_start + i) sees keys j <= its position,
+    and with a sliding window only keys j > position - window."""
+    q_pos = torch.arange(q_start, q_start + n_q, device=device)[:, None]
+    k_pos = torch.arange(n_k, device=device)[None, :]
+    mask = k_pos <= q_pos
+    if window:
+        mask &= k_pos > q_pos - window
+    return mask
