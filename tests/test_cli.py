@@ -71,3 +71,16 @@ def test_run_with_bad_scenario_is_a_clear_error(tmp_path: Path) -> None:
     out = runner.invoke(app, ["run", str(path), "--out", str(tmp_path)])
     assert out.exit_code == 2 and "fleet.count = -4" in out.output
     assert not list(tmp_path.glob("*/result.json"))
+
+
+def test_generate_streams_and_reports_energy(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["generate", "hello", "--max-tokens", "5", "--json"])
+    doc = json.loads(out.output)
+    assert doc["record"]["output_tokens"] <= 5 and doc["record"]["energy_provenance"]
+    from joulepath.model import load_model, save_checkpoint
+
+    folder = save_checkpoint(load_model("dummy:tiny-qwen2"), tmp_path / "ckpt")
+    saved = runner.invoke(app, ["generate", "hi", "--model", str(folder), "--max-tokens", "3"])
+    assert saved.exit_code == 0 and "J/token" in saved.output
+    bad = runner.invoke(app, ["generate", "hi", "--model", str(tmp_path / "none")])
+    assert bad.exit_code == 2 and "no config.json" in bad.output

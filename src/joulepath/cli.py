@@ -34,6 +34,8 @@ scenario_app = typer.Typer(help="Scenarios: print the default, check a file.", n
 app.add_typer(hw_app, name="hw")
 app.add_typer(trace_app, name="trace")
 app.add_typer(scenario_app, name="scenario")
+bench_app = typer.Typer(help="Benchmarks: batch-1 decode, continuous batching.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -187,6 +189,82 @@ def meter_cmd(
         console.print(note)
     for comp, joules in m.energy_j.items():
         console.print(f"{comp}: {joules:.3g} J over {m.duration_s:.2f} s ({m.provenance[comp]})")
+
+
+@app.command("generate")
+def generate_cmd(
+    prompt: str,
+    model: Annotated[str, typer.Option(help="A Hugging Face model folder or dummy:PRESET.")] = "dummy:tiny-llama",
+    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
+    temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
+    top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
+    seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
+    chat: Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")] = False,
+    json_out: JsonFlag = False,
+) -> None:
+    """Stream a completion, then print tokens/s and J/token (measured or estimated, labelled)."""
+    import torch
+
+    from joulepath.engine import Engine, SamplingParams
+    from joulepath.model import load_model
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+
+    def prepare() -> tuple[Engine, str, SamplingParams]:
+        loaded = load_model(model, device=device, dtype=dtype)
+        text = loaded.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
+        params = SamplingParams(max_tokens, temperature, top_k, top_p, seed, tuple(stop or ()))
+        return Engine(loaded), text, params
+
+    engine, text, params = _guard(prepare)
+    stream = engine.stream(text, params)
+    pieces = _guard(lambda: list(stream) if json_out else _echo(stream))
+    record = engine.records[-1]
+    decode_s = record.e2e_s - record.ttft_s
+    tok_s = (record.output_tokens - 1) / decode_s if record.output_tokens > 1 and decode_s > 0 else 0.0
+    if json_out:
+        _print_json({"text": "".join(pieces), "record": record, "decode_tokens_per_s": tok_s, "model": model})
+        return
+    console.print()
+    console.print(
+        f"[dim]{record.output_tokens} tokens, TTFT {1e3 * record.ttft_s:.0f} ms, {tok_s:.1f} tokens/s decode, "
+        f"{record.energy_j / max(record.output_tokens, 1):.3g} J/token ({record.energy_provenance}), "
+        f"finish: {record.finish_reason}[/]"
+    )
+
+
+def _echo(stream: Any) -> list[str]:
+    out = []
+    for piece in stream:
+        console.print(piece, end="", highlight=False, markup=False)
+        out.append(piece)
+    return out
+
+
+@bench_app.command("decode")
+def bench_decode(
+    quick: Annotated[bool, typer.Option(help="16 tokens instead of 64.")] = False,
+    model: Annotated[str, typer.Option(help="Model to decode with.")] = "dummy:qwen2.5-0.5b",
+) -> None:
+    """Batch-1 decode: tokens/s and GB/s vs the measured memory roofline and vs transformers."""
+    from joulepath.bench import decode
+
+    decode.main([*(["--quick"] if quick else []), "--model", model])
+
+
+@bench_app.command("batch")
+def bench_batch(
+    quick: Annotated[bool, typer.Option(help="8 requests instead of 32.")] = False,
+    sweep: Annotated[bool, typer.Option(help="Try several batch sizes.")] = False,
+    model: Annotated[str, typer.Option(help="Model to serve.")] = "dummy:qwen2.5-0.5b",
+) -> None:
+    """Continuous batching vs one request at a time on Azure-shaped requests."""
+    from joulepath.bench import batch
+
+    batch.main([*(["--quick"] if quick else []), *(["--sweep"] if sweep else []), "--model", model])
 
 
 @app.command("run")

@@ -31,45 +31,55 @@ class Chunk:
 
 
 class PagedAttention:
-    """AttentionBackend over a PagedKVCache for one step's chunks (prefill chunks and decode tokens)."""
+    """AttentionBackend over a PagedKVCache for one step's chunks (prefill chunks and decode tokens).
+
+    Everything that does not depend on the layer (slots, padding, masks) is built once per step:
+    decode tokens share one batched SDPA over keys padded to the longest context; each prefill chunk
+    gets its own SDPA with a causal mask offset by the context already cached."""
 
     def __init__(self, cache: PagedKVCache, chunks: list[Chunk], window: int | None) -> None:
-        self.cache, self.chunks, self.window = cache, chunks, window
+        self.cache = cache
+        device = cache.k.device
         self.write_slots = torch.cat([cache.slots(c.seq_id, c.start, len(c.tokens)) for c in chunks])
-        self.read_slots = [cache.slots(c.seq_id, 0, c.end) for c in chunks]
-        self.all_decode = all(len(c.tokens) == 1 for c in chunks)
-        if self.all_decode:
-            self._prepare_padded()
-
-    def _prepare_padded(self) -> None:
-        """Decode-only steps: one batched SDPA over keys padded to the longest context."""
-        longest = max(c.end for c in self.chunks)
-        device = self.cache.k.device
-        self.padded = torch.zeros(len(self.chunks), longest, dtype=torch.int64, device=device)  # (B, L)
-        self.pad_mask = torch.zeros(len(self.chunks), 1, 1, longest, dtype=torch.bool, device=device)  # (B,1,1,L)
-        for i, (c, slots) in enumerate(zip(self.chunks, self.read_slots, strict=True)):
-            lo = max(0, c.end - self.window) if self.window else 0
-            self.padded[i, : c.end] = slots
-            self.pad_mask[i, 0, 0, lo : c.end] = True
+        offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
+        decode = [i for i, c in enumerate(chunks) if len(c.tokens) == 1]
+        self.decode_rows = torch.tensor([offsets[i] for i in decode], dtype=torch.int64, device=device)
+        self.prefill = [
+            (
+                offsets[i],
+                len(c.tokens),
+                cache.slots(c.seq_id, 0, c.end),
+                causal_mask(len(c.tokens), c.end, c.start, window, device),
+            )
+            for i, c in enumerate(chunks)
+            if len(c.tokens) > 1
+        ]
+        if decode:
+            longest = max(chunks[i].end for i in decode)
+            self.padded = torch.zeros(len(decode), longest, dtype=torch.int64, device=device)  # (B, L)
+            self.pad_mask = torch.zeros(len(decode), 1, 1, longest, dtype=torch.bool, device=device)  # (B, 1, 1, L)
+            for row, i in enumerate(decode):
+                c = chunks[i]
+                self.padded[row, : c.end] = cache.slots(c.seq_id, 0, c.end)
+                self.pad_mask[row, 0, 0, max(0, c.end - window) if window else 0 : c.end] = True
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         k_all, v_all = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, D)
         k_all.index_copy_(0, self.write_slots, k)
         v_all.index_copy_(0, self.write_slots, v)
-        if self.all_decode:
+        out = torch.empty_like(q)  # (T, H, D)
+        if len(self.decode_rows):
             ks = k_all[self.padded].transpose(1, 2)  # (B, KV, L, D)
             vs = v_all[self.padded].transpose(1, 2)
-            out = F.scaled_dot_product_attention(q[:, :, None, :], ks, vs, attn_mask=self.pad_mask, enable_gqa=True)
-            return out[:, :, 0, :]  # (B, H, D)
-        outs, offset = [], 0
-        for c, slots in zip(self.chunks, self.read_slots, strict=True):
-            n = len(c.tokens)
+            qs = q[self.decode_rows][:, :, None, :]  # (B, H, 1, D)
+            dec = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=self.pad_mask, enable_gqa=True)
+            out[self.decode_rows] = dec[:, :, 0, :]
+        for offset, n, slots, mask in self.prefill:
             qs = q[offset : offset + n].transpose(0, 1)[None]  # (1, H, n, D)
             ks, vs = (x[slots].transpose(0, 1)[None] for x in (k_all, v_all))  # (1, KV, end, D)
-            mask = causal_mask(n, c.end, c.start, self.window, q.device)
-            outs.append(F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)[0].transpose(0, 1))
-            offset += n
-        return torch.cat(outs)
+            pre = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
+            out[offset : offset + n] = pre[0].transpose(0, 1)
+        return out
 
 
 @torch.inference_mode()

@@ -51,40 +51,52 @@ class LoadedModel:
 
 
 def _hf_to_ours(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """Rename and fuse Hugging Face tensors into this model's layout (pops what it uses)."""
-    out = {"tok_embeddings.weight": hf.pop("model.embed_tokens.weight"), "norm.weight": hf.pop("model.norm.weight")}
-    if not cfg.tie_embeddings:
-        out["output.weight"] = hf.pop("lm_head.weight")
-    hf.pop("lm_head.weight", None)  # some tied checkpoints store it anyway
+    """Rename, fuse and transpose Hugging Face tensors into this model's layout (pops what it uses).
+    Linear weights go from (out, in) to (in, out); a tied table becomes the LM head's (d_model, vocab)."""
+    embed = hf.pop("model.embed_tokens.weight")
+    out = {"norm.weight": hf.pop("model.norm.weight")}
+    if cfg.tie_embeddings:
+        out["output.weight"] = embed.t()
+        hf.pop("lm_head.weight", None)  # some tied checkpoints store it anyway
+    else:
+        out["tok_embeddings.weight"] = embed
+        out["output.weight"] = hf.pop("lm_head.weight").t()
     for i in range(cfg.n_layers):
         p, q = f"model.layers.{i}.", f"layers.{i}."
-        out[q + "attention.wqkv.weight"] = torch.cat([hf.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"])
+        qkv = [hf.pop(p + f"self_attn.{n}_proj.weight") for n in "qkv"]
+        out[q + "attention.wqkv.weight"] = torch.cat(qkv).t()
         if cfg.qkv_bias:
             out[q + "attention.wqkv.bias"] = torch.cat([hf.pop(p + f"self_attn.{n}_proj.bias") for n in "qkv"])
-        out[q + "attention.wo.weight"] = hf.pop(p + "self_attn.o_proj.weight")
+        out[q + "attention.wo.weight"] = hf.pop(p + "self_attn.o_proj.weight").t()
         gate, up = hf.pop(p + "mlp.gate_proj.weight"), hf.pop(p + "mlp.up_proj.weight")
-        out[q + "feed_forward.w13.weight"] = torch.cat([gate, up])
-        out[q + "feed_forward.w2.weight"] = hf.pop(p + "mlp.down_proj.weight")
+        out[q + "feed_forward.w13.weight"] = torch.cat([gate, up]).t()
+        out[q + "feed_forward.w2.weight"] = hf.pop(p + "mlp.down_proj.weight").t()
         out[q + "attention_norm.weight"] = hf.pop(p + "input_layernorm.weight")
         out[q + "ffn_norm.weight"] = hf.pop(p + "post_attention_layernorm.weight")
-    return out
+    return {k: v.contiguous() for k, v in out.items()}
 
 
 def _ours_to_hf(sd: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    out = {"model.embed_tokens.weight": sd["tok_embeddings.weight"], "model.norm.weight": sd["norm.weight"]}
-    if not cfg.tie_embeddings:
-        out["lm_head.weight"] = sd["output.weight"]
+    head = sd["output.weight"].t()  # (vocab, d_model)
+    out = {"model.norm.weight": sd["norm.weight"]}
+    if cfg.tie_embeddings:
+        out["model.embed_tokens.weight"] = head
+    else:
+        out["model.embed_tokens.weight"] = sd["tok_embeddings.weight"]
+        out["lm_head.weight"] = head
     q_dim, kv_dim = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
     for i in range(cfg.n_layers):
         p, q = f"model.layers.{i}.", f"layers.{i}."
-        for kind in ("weight", "bias") if cfg.qkv_bias else ("weight",):
-            parts = sd[q + f"attention.wqkv.{kind}"].split([q_dim, kv_dim, kv_dim])
-            for n, t in zip("qkv", parts, strict=True):
-                out[p + f"self_attn.{n}_proj.{kind}"] = t
-        out[p + "self_attn.o_proj.weight"] = sd[q + "attention.wo.weight"]
-        gate, up = sd[q + "feed_forward.w13.weight"].chunk(2)
+        qkv_w = sd[q + "attention.wqkv.weight"].t().split([q_dim, kv_dim, kv_dim])
+        for n, t in zip("qkv", qkv_w, strict=True):
+            out[p + f"self_attn.{n}_proj.weight"] = t
+        if cfg.qkv_bias:
+            for n, t in zip("qkv", sd[q + "attention.wqkv.bias"].split([q_dim, kv_dim, kv_dim]), strict=True):
+                out[p + f"self_attn.{n}_proj.bias"] = t
+        out[p + "self_attn.o_proj.weight"] = sd[q + "attention.wo.weight"].t()
+        gate, up = sd[q + "feed_forward.w13.weight"].t().chunk(2)
         out[p + "mlp.gate_proj.weight"], out[p + "mlp.up_proj.weight"] = gate, up
-        out[p + "mlp.down_proj.weight"] = sd[q + "feed_forward.w2.weight"]
+        out[p + "mlp.down_proj.weight"] = sd[q + "feed_forward.w2.weight"].t()
         out[p + "input_layernorm.weight"] = sd[q + "attention_norm.weight"]
         out[p + "post_attention_layernorm.weight"] = sd[q + "ffn_norm.weight"]
     return {k: v.contiguous() for k, v in out.items()}
@@ -119,10 +131,8 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _check_and_load(model: Transformer, sd: dict[str, torch.Tensor], folder: Path) -> None:
-    expected = {
-        k: v.shape for k, v in model.state_dict().items() if not (k == "output.weight" and model.cfg.tie_embeddings)
-    }
-    for key, shape in expected.items():
+    for key, tensor in model.state_dict().items():
+        shape = tensor.shape
         if key not in sd:
             raise CheckpointError(f"{folder}: tensor for {key} is missing")
         if sd[key].shape != shape:
@@ -130,7 +140,7 @@ def _check_and_load(model: Transformer, sd: dict[str, torch.Tensor], folder: Pat
                 f"{folder}: {key} has shape {tuple(sd[key].shape)} but config.json implies {tuple(shape)}; "
                 "the weights do not match this config"
             )
-    model.load_state_dict(sd, strict=False, assign=False)
+    model.load_state_dict(sd, strict=True)
 
 
 def load_tokenizer(folder: Path, cfg: ModelConfig) -> Tokenizer:
@@ -186,8 +196,6 @@ def load_model(
     with torch.device("meta"):  # no random init of weights that are about to be overwritten
         model = Transformer(cfg)
     model.to_empty(device="cpu")
-    if cfg.tie_embeddings:
-        model.output.weight = model.tok_embeddings.weight
     model.inv_freq = rope_inv_freq(cfg)  # a computed, non-persistent buffer: meta holds no values
     _check_and_load(model, sd, folder)
     gen_path = folder / "generation_config.json"

@@ -28,6 +28,24 @@ class AttentionBackend(Protocol):
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor: ...
 
 
+class Linear(nn.Module):
+    """y = x @ weight (+ bias), with weight stored (in_features, out_features).
+
+    The transpose of nn.Linear's layout: on CPU the small-M GEMMs of decoding run up to 1.6x faster
+    with it (measured on this project's 2-core VM: 16 x 896 by 896 x 151,936 in 43 ms vs 68 ms), and
+    CUDA's GEMMs do not mind. Checkpoints are converted once at load time."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.bias is None:
+            return x @ self.weight
+        return torch.addmm(self.bias, x, self.weight)
+
+
 class RMSNorm(nn.Module):
     """Root-mean-square norm (Zhang & Sennrich 2019), computed in fp32 as the reference does."""
 
@@ -69,8 +87,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer: int) -> None:
         super().__init__()
         self.cfg, self.layer = cfg, layer
-        self.wqkv = nn.Linear(cfg.d_model, cfg.qkv_dim, bias=cfg.qkv_bias)
-        self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+        self.wqkv = Linear(cfg.d_model, cfg.qkv_dim, bias=cfg.qkv_bias)
+        self.wo = Linear(cfg.n_heads * cfg.head_dim, cfg.d_model)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, attend: AttentionBackend) -> Tensor:
         cfg = self.cfg
@@ -88,8 +106,8 @@ class MLP(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.w13 = nn.Linear(cfg.d_model, 2 * cfg.d_ff, bias=False)
-        self.w2 = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.w13 = Linear(cfg.d_model, 2 * cfg.d_ff)
+        self.w2 = Linear(cfg.d_ff, cfg.d_model)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.w13(x).chunk(2, dim=-1)
@@ -113,12 +131,11 @@ class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # Tied models keep one (d_model, vocab) table: the LM head's layout; embedding reads its columns.
+        self.tok_embeddings = None if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)
-        self.output = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        if cfg.tie_embeddings:
-            self.output.weight = self.tok_embeddings.weight
+        self.output = Linear(cfg.d_model, cfg.vocab_size)
         self.inv_freq: Tensor
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
@@ -127,13 +144,19 @@ class Transformer(nn.Module):
     ) -> Tensor:
         """tokens, positions: (T,). Returns logits (R, vocab) for `logit_rows` (default: every token)."""
         freqs = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # (T, D/2)
-        x = self.tok_embeddings(tokens)  # (T, d_model)
+        x = self.embed(tokens)  # (T, d_model)
         cos, sin = freqs.cos()[:, None, :].to(x.dtype), freqs.sin()[:, None, :].to(x.dtype)  # (T, 1, D/2)
         for block in self.layers:
             x = block(x, cos, sin, attend)
         if logit_rows is not None:
             x = x[logit_rows]  # only the rows that sample: skips most of the LM head in prefill
         return self.output(self.norm(x))
+
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token embeddings (T, d_model)."""
+        if self.tok_embeddings is None:
+            return self.output.weight.index_select(1, tokens).t()  # columns of the tied (d, vocab) table
+        return self.tok_embeddings(tokens)
 
 
 class DenseCausalAttention:
