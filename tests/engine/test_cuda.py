@@ -17,7 +17,8 @@ GREEDY = SamplingParams(max_tokens=10, ignore_eos=True)
 
 
 def test_engine_on_cuda_matches_dense_reference() -> None:
-    loaded = load_model("dummy:tiny-qwen2", device="cuda", dtype=torch.float32, seed=4)
+    # float64: exact argmax equality across different GEMM shapes needs rounding far below the logit gaps
+    loaded = load_model("dummy:tiny-qwen2", device="cuda", dtype=torch.float64, seed=4)
     prompts = [[5, 6, 7], [9] * 40, list(range(3, 30))]
     outs = Engine(loaded).generate(prompts, GREEDY)
     for prompt, out in zip(prompts, outs, strict=True):
@@ -28,5 +29,7 @@ def test_bf16_engine_runs_and_compiled_static_decode_matches_eager() -> None:
     loaded = load_model("dummy:tiny-llama", device="cuda", dtype=torch.bfloat16, seed=5)
     assert Engine(loaded).generate(["hello"], GREEDY)[0].record.output_tokens == 10
     eager = generate_static(loaded.model, [1, 2, 3, 4], GREEDY)
+    generate_static(loaded.model, [1, 2, 3, 4], GREEDY, compile_decode=True)  # compile and capture
     compiled = generate_static(loaded.model, [1, 2, 3, 4], GREEDY, compile_decode=True)
     assert compiled.output_ids == eager.output_ids
+    assert compiled.decode_tokens_per_s > eager.decode_tokens_per_s  # captured graphs beat eager launches

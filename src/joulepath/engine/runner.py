@@ -105,6 +105,9 @@ class StaticCacheAttention:
         shape = (cfg.n_layers, 1, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
+        # The cache is mutated in place at fixed addresses: telling dynamo so lets CUDA graphs capture it.
+        torch._dynamo.mark_static_address(self.k)
+        torch._dynamo.mark_static_address(self.v)
         self.max_len, self.window = max_len, cfg.sliding_window
         self.positions = torch.zeros(1, dtype=torch.int64, device=p.device)
         self.mask = torch.zeros(1, 1, 1, max_len, dtype=torch.bool, device=p.device)
