@@ -18,8 +18,10 @@ def tiny_mistral() -> LoadedModel:
 @torch.no_grad()
 def reference_greedy(loaded: LoadedModel, ids: list[int], n: int) -> list[int]:
     """Greedy decoding by full recomputation with dense attention: no cache involved."""
+    device = next(loaded.model.parameters()).device
     seq = list(ids)
     for _ in range(n):
         attend = DenseCausalAttention([len(seq)], loaded.config.sliding_window)
-        seq.append(int(loaded.model(torch.tensor(seq), torch.arange(len(seq)), attend)[-1].argmax()))
+        tokens, positions = torch.tensor(seq, device=device), torch.arange(len(seq), device=device)
+        seq.append(int(loaded.model(tokens, positions, attend)[-1].argmax()))
     return seq[len(ids) :]
