@@ -31,14 +31,17 @@ class Workload:
     source: str
 
 
-def make_workload(n: int, prompt_scale: int, output_scale: int, arrival_scale: float, seed: int = 0) -> Workload:
+def make_workload(
+    n: int, prompt_scale: int, output_scale: int, arrival_scale: float, vocab_size: int, seed: int = 0
+) -> Workload:
     """`n` consecutive requests from the trace: lengths divided by the scales, arrivals sped up."""
     trace: Trace = read_azure_csv(AZURE) if AZURE.is_file() else generate(SyntheticParams(), 600.0, seed=seed)
     start = int(np.random.default_rng(seed).integers(0, len(trace) - n))
     arrivals = (trace.arrival_s[start : start + n] - trace.arrival_s[start]) / arrival_scale
     rng = np.random.default_rng(seed)
     prompts = [
-        rng.integers(10, 30000, max(4, int(p) // prompt_scale)).tolist() for p in trace.prompt_tokens[start : start + n]
+        rng.integers(0, vocab_size, max(4, int(p) // prompt_scale)).tolist()
+        for p in trace.prompt_tokens[start : start + n]
     ]
     outputs = [max(2, int(o) // output_scale) for o in trace.output_tokens[start : start + n]]
     return Workload(arrivals.tolist(), prompts, outputs, trace.source)
@@ -87,8 +90,9 @@ def run(
 ) -> dict[str, Any]:
     n = 8 if quick else n_requests
     loaded = load_model(model, device="cuda" if torch.cuda.is_available() else "cpu")
-    work = make_workload(n, prompt_scale=32, output_scale=8, arrival_scale=20.0)
-    serve(loaded, make_workload(2, 32, 8, 20.0, seed=1), EngineConfig(max_batch=4))  # warm-up
+    vocab = loaded.config.vocab_size
+    work = make_workload(n, prompt_scale=32, output_scale=8, arrival_scale=20.0, vocab_size=vocab)
+    serve(loaded, make_workload(2, 32, 8, 20.0, vocab, seed=1), EngineConfig(max_batch=4))  # warm-up
     serial = summarise(*serve(loaded, work, EngineConfig(max_batch=1, max_tokens_per_step=4096)))
     configs = SWEEP if sweep else ((max_batch, step_tokens),)
     points = []

@@ -20,7 +20,12 @@ from joulepath.engine.static_decode import generate_static
 from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model, save_checkpoint
 
-PROMPT = list(range(1000, 1032))  # 32 tokens
+PROMPT_TOKENS = 32
+
+
+def make_prompt(vocab_size: int) -> list[int]:
+    """32 fixed token ids inside the vocabulary (the content does not matter for timing)."""
+    return [(1000 + i) % vocab_size for i in range(PROMPT_TOKENS)]
 
 
 def bytes_per_token(loaded: LoadedModel, context_tokens: float) -> float:
@@ -32,22 +37,24 @@ def bytes_per_token(loaded: LoadedModel, context_tokens: float) -> float:
     return sum(params.values()) + kv
 
 
-def time_transformers(folder: str, n_tokens: int, device: str) -> tuple[float, list[int]] | None:
+def time_transformers(folder: str, prompt: list[int], n_tokens: int, device: str) -> tuple[float, list[int]] | None:
     """Decode tokens/s of transformers' generate() (prefill removed by differencing), and its tokens."""
     try:
         from transformers import AutoModelForCausalLM
     except ImportError:
         return None
     hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).to(device).eval()  # type: ignore[arg-type]
-    ids = torch.tensor([PROMPT], device=device)
+    hf.generation_config.eos_token_id = None  # fixed-length decode on both sides; no EOS suppression either
+    ids = torch.tensor([prompt], device=device)
+    mask = torch.ones_like(ids)  # explicit: otherwise prompt tokens equal to pad_token_id count as padding
 
     def run(n: int) -> tuple[float, list[int]]:
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = hf.generate(ids, max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+            out = hf.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, pad_token_id=0)
         if device == "cuda":
             torch.cuda.synchronize()
-        return time.perf_counter() - t0, out[0, len(PROMPT) :].tolist()
+        return time.perf_counter() - t0, out[0, len(prompt) :].tolist()
 
     run(2)  # warm-up
     t1, _ = run(1)
@@ -59,14 +66,15 @@ def run(model: str = "dummy:qwen2.5-0.5b", n_tokens: int = 64, quick: bool = Fal
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n_tokens = 16 if quick else n_tokens
     loaded = load_model(model, device=device, dtype=torch.float32)
+    prompt = make_prompt(loaded.config.vocab_size)
     params = SamplingParams(max_tokens=n_tokens, ignore_eos=True)
-    generate_static(loaded.model, PROMPT, SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
+    generate_static(loaded.model, prompt, SamplingParams(max_tokens=4, ignore_eos=True))  # warm-up
     meter = auto_meter()
     meter.begin("decode")
-    ours = generate_static(loaded.model, PROMPT, params)
+    ours = generate_static(loaded.model, prompt, params)
     energy = meter.end("decode")
     bandwidth = read_bandwidth_gb_s(device)
-    per_token = bytes_per_token(loaded, len(PROMPT) + n_tokens / 2)
+    per_token = bytes_per_token(loaded, len(prompt) + n_tokens / 2)
     achieved = ours.decode_tokens_per_s * per_token / 1e9
     result: dict[str, Any] = {
         "model": model,
@@ -84,14 +92,14 @@ def run(model: str = "dummy:qwen2.5-0.5b", n_tokens: int = 64, quick: bool = Fal
         "machine": machine(),
     }
     if device == "cuda":  # the captured static decode (CUDA graphs) next to eager
-        generate_static(loaded.model, PROMPT, params, compile_decode=True)  # compile + capture for these shapes
-        compiled = generate_static(loaded.model, PROMPT, params, compile_decode=True)
+        generate_static(loaded.model, prompt, params, compile_decode=True)  # compile + capture for these shapes
+        compiled = generate_static(loaded.model, prompt, params, compile_decode=True)
         result["compiled_tokens_per_s"] = round(compiled.decode_tokens_per_s, 3)
         result["compiled_outputs_identical"] = compiled.output_ids == ours.output_ids
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(loaded, folder)
         del loaded
-        hf = time_transformers(folder, n_tokens, device)
+        hf = time_transformers(folder, prompt, n_tokens, device)
     if hf is not None:
         result["transformers_tokens_per_s"] = round(hf[0], 3)
         result["speedup_vs_transformers"] = round(ours.decode_tokens_per_s / hf[0], 3)

@@ -1,0 +1,21 @@
+"""The shipped benchmarks run end to end on a tiny model (their numbers are not asserted: speed
+targets live in the benchmarks, not in tests)."""
+
+from pathlib import Path
+
+from joulepath.bench import batch, decode
+
+
+def test_decode_benchmark_runs_and_matches_transformers() -> None:
+    result = decode.run("dummy:tiny-llama", n_tokens=8)
+    assert result["tokens_per_s"] > 0 and result["roofline_fraction"] > 0
+    assert result["outputs_identical_to_transformers"] is True
+
+
+def test_batch_benchmark_writes_its_fields(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("JOULEPATH_BENCH_DIR", str(tmp_path))
+    assert batch.main(["--quick", "--model", "dummy:tiny-llama"]) == 0
+    import json
+
+    doc = json.loads((tmp_path / "batch.json").read_text())
+    assert doc["throughput_ratio"] > 0 and doc["p99_tpot_ratio"] > 0 and doc["n_requests"] == 8
