@@ -61,7 +61,15 @@ def test_run_default_writes_result_json_and_never_overwrites(tmp_path: Path) -> 
     doc = json.loads(results[0].read_text())
     assert doc["schema_version"] == "1.0"
     assert doc["summary"]["wall_j_per_token"] > doc["summary"]["device_j_per_token"] > 0
-    assert [s["name"] for s in doc["waterfall"]] == ["device", "host", "facility"]
+    assert [s["name"] for s in doc["waterfall"]] == [
+        "device",
+        "host",
+        "it_overhead",
+        "power_chain",
+        "cooling",
+        "auxiliary",
+    ]
+    assert 1.0 < doc["facility"]["metrics"]["pue"] < 2.0 and len(doc["facility"]["daily_means"]["it_power_w"]) == 365
     assert all(s["provenance"] for s in doc["waterfall"])
 
 

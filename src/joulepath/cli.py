@@ -321,6 +321,12 @@ def _print_summary(result: Any, path: Path) -> None:
         ("device energy per token", f"{s.device_j_per_token:.3g} J/token", est),
         ("wall energy per token", f"{s.wall_j_per_token:.3g} J/token", "estimated + assumed host and PUE"),
         ("IT power avg / peak", f"{s.avg_it_power_w / 1e3:,.2f} / {s.peak_it_power_w / 1e3:,.2f} kW", est),
+        ("PUE / WUE (facility twin)", f"{s.pue:.3f} / {s.wue_l_per_kwh:.2f} L/kWh", "estimated (facility twin)"),
+        (
+            "water / carbon / cost",
+            f"{s.water_l:.3g} L / {s.carbon_g / 1e3:.3g} kg CO2 / ${s.cost_usd:.3g}",
+            "estimated (twin; grid hourly intensity)",
+        ),
         (
             "energy: device / IT / wall",
             f"{s.device_energy_j / 3.6e6:.3g} / {s.it_energy_j / 3.6e6:.3g} / {s.wall_energy_j / 3.6e6:.3g} kWh",
@@ -331,7 +337,9 @@ def _print_summary(result: Any, path: Path) -> None:
         table.add_row(*row)
     console.print(table)
     for stage in result.waterfall.stages:
-        console.print(f"  {stage.name:>8}: {stage.energy_j / 3.6e6:8.3f} kWh  [dim]{stage.provenance}[/]")
+        console.print(f"  {stage.name:>12}: {stage.energy_j / 3.6e6:8.4f} kWh  [dim]{stage.provenance}[/]")
+    for warning in result.facility.warnings:
+        console.print(f"[yellow]facility warning:[/] {warning}")
     dm = result.data_movement
     moves = ", ".join(
         f"{level} {'n/p (pJ/bit not published)' if j is None else f'{1e3 * j:.3g} mJ'}"

@@ -1,6 +1,7 @@
 """The main job, `joulepath run`: scenario -> trace -> projection onto the fleet (hardware model) ->
-ledger (device -> node -> facility) -> result.json. Later stages (real execution on the engine, the
-hot-path profile, the facility twin, the HTML report) join this same pipe.
+facility twin (the fleet's average board power over the facility horizon) -> ledger (device -> host ->
+IT overheads -> power chain -> cooling -> auxiliaries) -> result.json. Later stages (real execution on
+the engine, the hot-path profile, the HTML report) join this same pipe.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from joulepath.facility import Clock, TwinResult, run_twin
 from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
-from joulepath.meter import FacilityAssumption, Measurement, NodeAssumption, Waterfall, auto_meter, rollup
+from joulepath.meter import FacilityRatios, Measurement, NodeAssumption, Waterfall, auto_meter, rollup
 from joulepath.scenario import Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, TraceStats, generate, read_azure_csv, trace_stats
 
@@ -39,6 +41,11 @@ class Summary:
     it_energy_j: float
     wall_energy_j: float
     horizon_s: float
+    pue: float  # from the facility twin over its horizon
+    wue_l_per_kwh: float
+    water_l: float  # for this run's energy
+    carbon_g: float
+    cost_usd: float
     provenance: str
 
 
@@ -64,6 +71,7 @@ class RunResult:
     projection: FleetProjection
     waterfall: Waterfall
     summary: Summary
+    facility: TwinResult
     data_movement: DataMovement
     efficiency_source: str
     meter_notes: list[str]
@@ -121,9 +129,11 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         scenario.fleet.max_batch,
         bin_s,
     )
-    progress("ledger")
+    progress("facility twin")
     horizon_s = bin_s * len(proj.t_s)
     fac = scenario.facility
+    twin = run_facility(scenario, proj)
+    progress("ledger")
     device_provenance = proj.provenance
     if scenario.fleet.assumed_tdp_w:
         device_provenance += f"; TDP assumed {scenario.fleet.assumed_tdp_w:g} W (fleet.assumed_tdp_w)"
@@ -133,9 +143,9 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         horizon_s,
         scenario.fleet.count,
         NodeAssumption(fac.host_w_per_device, fac.host_source),
-        FacilityAssumption(fac.pue, fac.pue_source),
+        facility_ratios(twin),
     )
-    summary = _summarise(proj, waterfall, scenario, horizon_s)
+    summary = _summarise(proj, waterfall, twin, scenario, horizon_s)
     movement = _data_movement(spec, dep, proj, trace)
     analysis = meter.end("analysis")
     return RunResult(
@@ -145,6 +155,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         proj,
         waterfall,
         summary,
+        twin,
         movement,
         calibrated_efficiency().source,
         meter.notes,
@@ -152,9 +163,44 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
     )
 
 
-def _summarise(proj: FleetProjection, waterfall: Waterfall, scenario: Scenario, horizon_s: float) -> Summary:
-    it_power = proj.device_power_w + scenario.facility.host_w_per_device * scenario.fleet.count
+def run_facility(scenario: Scenario, proj: FleetProjection) -> TwinResult:
+    """The facility twin over its horizon, fed the fleet's average board power (devices + hosts) held
+    constant: the trace covers minutes, the facility a year (an assumption, stated in the provenance)."""
+    fac = scenario.facility
+    host_w = fac.host_w_per_device * scenario.fleet.count
+    clock = Clock(fac.step_s, max(1, round(fac.horizon_days * 86400 / fac.step_s)))
+    avg_board_w = float(np.mean(proj.device_power_w)) + host_w
+    peak_board_w = scenario.fleet.count * _tdp(scenario) + host_w  # the plant is sized for the fleet at TDP
+    return run_twin(fac.config(), np.full(clock.n_steps, avg_board_w), clock, design_board_w=peak_board_w)
+
+
+def _tdp(scenario: Scenario) -> float:
+    return deployment(scenario).power_ceiling_w
+
+
+def facility_ratios(twin: TwinResult) -> FacilityRatios:
+    """The ledger's facility stages as ratios to board energy, from the twin's totals."""
+    s, dt = twin.series, twin.clock.dt_s
+    board_j = float((s["it_power_w"] - s["server_fan_w"] - s["it_conversion_loss_w"]).sum() * dt)
+    stage_j = {
+        "it_overhead": float((s["server_fan_w"] + s["it_conversion_loss_w"]).sum() * dt),
+        "power_chain": float(s["chain_loss_w"].sum() * dt),
+        "cooling": float(s["cooling_power_w"].sum() * dt),
+        "auxiliary": float(s["aux_power_w"].sum() * dt),
+    }
+    days = twin.clock.horizon_s / 86400
+    provenance = f"{twin.metrics.provenance}; the trace's average board power held over {days:g} days"
+    return FacilityRatios(tuple((k, v / board_j) for k, v in stage_j.items()), provenance)
+
+
+def _summarise(
+    proj: FleetProjection, waterfall: Waterfall, twin: TwinResult, scenario: Scenario, horizon_s: float
+) -> Summary:
+    board_w = proj.device_power_w + scenario.facility.host_w_per_device * scenario.fleet.count
+    it_power = board_w * waterfall.it_j / (waterfall.stage("device").energy_j + waterfall.stage("host").energy_j)
     served = max(proj.total_served_tokens, 1e-9)
+    m = twin.metrics
+    wall_kwh, it_kwh = waterfall.wall_j / 3.6e6, waterfall.it_j / 3.6e6
     return Summary(
         capacity_tokens_per_s=proj.capacity_tokens_per_s,
         utilisation=proj.utilisation,
@@ -168,7 +214,12 @@ def _summarise(proj: FleetProjection, waterfall: Waterfall, scenario: Scenario, 
         it_energy_j=waterfall.it_j,
         wall_energy_j=waterfall.wall_j,
         horizon_s=horizon_s,
-        provenance=f"{waterfall.stage('device').provenance}; host and facility: assumptions from the scenario",
+        pue=m.pue,
+        wue_l_per_kwh=m.wue_l_per_kwh,
+        water_l=m.wue_l_per_kwh * it_kwh,
+        carbon_g=m.carbon_g / (m.facility_energy_j / 3.6e6) * wall_kwh,
+        cost_usd=m.cost_usd / (m.facility_energy_j / 3.6e6) * wall_kwh,
+        provenance=f"{waterfall.stage('device').provenance}; facility: {m.provenance}; host: scenario assumption",
     )
 
 

@@ -5,6 +5,7 @@ validation failure into a `ScenarioError` that names the field, the bad value an
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -12,6 +13,12 @@ from typing import Any, Literal
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from joulepath.facility.grid import GRID_PROFILES
+from joulepath.facility.power_chain import TOPOLOGIES
+from joulepath.facility.presets import PRESETS as FACILITY_PRESETS
+from joulepath.facility.supply import SmrConfig, SolarConfig, StorageConfig, WindConfig
+from joulepath.facility.twin import FacilityConfig
+from joulepath.facility.weather import CLIMATES
 from joulepath.hw import accelerators, get_model_preset, model_presets
 from joulepath.hw.perf import DTYPE_BYTES, TransformerSpec
 
@@ -137,12 +144,75 @@ class FleetSection(_Section):
 
 
 class FacilitySection(_Section):
-    """Facility assumptions, labelled as such in every output until the facility twin replaces them."""
+    """The facility the fleet runs in, simulated by the twin (see `joulepath twin`)."""
 
-    pue: float = Field(1.3, ge=1.0, le=3.0, description="assumed power usage effectiveness")
-    pue_source: str = "mid-range of 2024 large-operator fleet PUEs (1.1 hyperscale to 1.56 industry average)"
-    host_w_per_device: float = Field(300.0, ge=0, description="host CPU, DRAM, NICs, fans per accelerator, W")
+    preset: str = "modern-air"
+    topology: str | None = Field(None, description="override the preset's power chain")
+    liquid_fraction: float | None = Field(None, ge=0, le=1, description="override: heat share to cold plates")
+    climate: str = "temperate"
+    weather_file: Path | None = None
+    grid_region: str = "pjm"
+    grid_file: Path | None = None
+    solar_mw: float = Field(0.0, ge=0)
+    wind_mw: float = Field(0.0, ge=0)
+    smr_mw: float = Field(0.0, ge=0)
+    storage_mwh: float = Field(0.0, ge=0)
+    storage_mw: float = Field(0.0, ge=0)
+    rack_kw: float = Field(40.0, gt=0, description="IT power per rack, for the cooling feasibility check")
+    horizon_days: float = Field(365.0, gt=0, le=366)
+    step_s: float = Field(3600.0, ge=60, le=86400)
+    host_w_per_device: float = Field(300.0, ge=0, description="host CPU, DRAM, NICs, storage per accelerator, W")
     host_source: str = "about half of DGX H100's non-GPU budget ((10.2 kW max - 8 x 700 W) / 8 = 575 W)"
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in FACILITY_PRESETS:
+            raise ValueError(f"unknown facility preset; allowed: {', '.join(sorted(FACILITY_PRESETS))}")
+        return v
+
+    @field_validator("topology")
+    @classmethod
+    def _known_topology(cls, v: str | None) -> str | None:
+        if v is not None and v not in TOPOLOGIES:
+            raise ValueError(f"unknown power topology; allowed: {', '.join(TOPOLOGIES)}")
+        return v
+
+    @field_validator("climate")
+    @classmethod
+    def _known_climate(cls, v: str) -> str:
+        if v not in CLIMATES:
+            raise ValueError(f"unknown climate; allowed: {', '.join(sorted(CLIMATES))} (or set weather_file)")
+        return v
+
+    @field_validator("grid_region")
+    @classmethod
+    def _known_region(cls, v: str) -> str:
+        if v not in GRID_PROFILES:
+            raise ValueError(f"unknown grid region; allowed: {', '.join(sorted(GRID_PROFILES))} (or set grid_file)")
+        return v
+
+    def config(self) -> FacilityConfig:
+        """The twin configuration this section describes."""
+        base = FACILITY_PRESETS[self.preset]
+        cooling = base.cooling
+        if self.liquid_fraction is not None:
+            kind = cooling.kind if cooling.kind != "air" or self.liquid_fraction == 0 else "liquid"
+            cooling = dataclasses.replace(cooling, kind=kind, liquid_fraction=self.liquid_fraction)
+        storage = StorageConfig(energy_wh=self.storage_mwh * 1e6, power_w=self.storage_mw * 1e6)
+        return base.replace(
+            cooling=cooling,
+            topology=self.topology or base.topology,
+            climate=self.climate,
+            weather_file=self.weather_file,
+            grid_region=self.grid_region,
+            grid_file=self.grid_file,
+            solar=SolarConfig(capacity_w=self.solar_mw * 1e6),
+            wind=WindConfig(capacity_w=self.wind_mw * 1e6),
+            smr=SmrConfig(capacity_w=self.smr_mw * 1e6),
+            storage=storage,
+            rack_kw=self.rack_kw,
+        )
 
 
 class OutputSection(_Section):
@@ -187,8 +257,8 @@ def parse_scenario(data: dict[str, Any], origin: str = "scenario") -> Scenario:
 
 
 def load_scenario(path: str | Path | None) -> Scenario:
-    """Read a scenario TOML file; `None` gives the built-in default. Relative trace paths are resolved
-    against the scenario file's folder."""
+    """Read a scenario TOML file; `None` gives the built-in default. Relative file paths (trace, weather,
+    grid) are resolved against the scenario file's folder."""
     if path is None:
         return Scenario()
     path = Path(path)
@@ -200,9 +270,10 @@ def load_scenario(path: str | Path | None) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path} is not valid TOML: {exc}") from None
-    trace = data.get("workload", {}).get("path") if isinstance(data.get("workload"), dict) else None
-    if isinstance(trace, str) and not Path(trace).is_absolute():
-        data["workload"]["path"] = str(path.parent / trace)
+    for section, key in (("workload", "path"), ("facility", "weather_file"), ("facility", "grid_file")):
+        value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
+        if isinstance(value, str) and not Path(value).is_absolute():
+            data[section][key] = str(path.parent / value)
     return parse_scenario(data, str(path))
 
 

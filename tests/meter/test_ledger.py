@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from joulepath.meter import IDLE, FacilityAssumption, NodeAssumption, attribute, rollup
+from joulepath.meter import IDLE, FacilityRatios, NodeAssumption, attribute, rollup
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -23,7 +23,7 @@ def test_attribution_is_proportional_and_idle_windows_are_booked() -> None:
 
 
 def test_rollup_adds_host_and_facility_with_labels() -> None:
-    w = rollup(1000.0, "measured:nvml", 10.0, 2, NodeAssumption(50.0, "test"), FacilityAssumption(1.5, "test"))
+    w = rollup(1000.0, "measured:nvml", 10.0, 2, NodeAssumption(50.0, "test"), FacilityRatios.from_pue(1.5, "test"))
     assert w.stage("host").energy_j == pytest.approx(1000.0)
     assert w.it_j == pytest.approx(2000.0)
     assert w.wall_j == pytest.approx(3000.0)
@@ -33,4 +33,13 @@ def test_rollup_adds_host_and_facility_with_labels() -> None:
 
 def test_pue_below_one_refused() -> None:
     with pytest.raises(ValueError, match="PUE"):
-        FacilityAssumption(0.9, "x")
+        FacilityRatios.from_pue(0.9, "x")
+
+
+def test_twin_style_ratios_split_the_facility() -> None:
+    ratios = FacilityRatios((("it_overhead", 0.1), ("power_chain", 0.05), ("cooling", 0.2)), "estimated: twin")
+    w = rollup(800.0, "measured:nvml", 1.0, 1, NodeAssumption(200.0, "test"), ratios)
+    assert w.it_j == pytest.approx(1100.0)  # devices + hosts + fans/PSU
+    assert w.wall_j == pytest.approx(1000.0 * 1.35)
+    with pytest.raises(ValueError):
+        FacilityRatios((("x", -1.0),), "bad")

@@ -2,7 +2,7 @@
 
 from joulepath.meter.backends import CpuEstimateBackend, NvmlBackend, RaplBackend, ReplayBackend, select_backends
 from joulepath.meter.base import EnergyBackend, Measurement, Meter, MeterError
-from joulepath.meter.ledger import IDLE, FacilityAssumption, NodeAssumption, Stage, Waterfall, attribute, rollup
+from joulepath.meter.ledger import IDLE, FacilityRatios, NodeAssumption, Stage, Waterfall, attribute, rollup
 
 
 def auto_meter() -> Meter:
@@ -15,7 +15,7 @@ __all__ = [
     "IDLE",
     "CpuEstimateBackend",
     "EnergyBackend",
-    "FacilityAssumption",
+    "FacilityRatios",
     "Measurement",
     "Meter",
     "MeterError",

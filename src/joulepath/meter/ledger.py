@@ -6,8 +6,9 @@ Two jobs:
    window (prompt tokens it prefilled plus tokens it generated). A window that served no request
    books its joules to `IDLE`. Parts sum to the window total (tested to 1e-9 relative).
 2. Roll-up. Device joules -> node (host CPU, memory, NICs, fans: an assumed watts-per-device
-   overhead until a measured host backend exists) -> facility (power-chain losses and cooling: the
-   scenario's PUE, an explicit labelled assumption until the facility twin lands).
+   overhead until a measured host backend exists) -> facility stages (server fans and PSU losses,
+   power chain, cooling, auxiliaries), each a ratio to board energy taken from the facility twin, or
+   one labelled PUE assumption.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 IDLE = "idle"
+IT_STAGES = ("device", "host", "it_overhead")  # it_overhead: server fans and PSU losses, inside IT
 
 
 def attribute(energy_j: float, tokens_by_request: Mapping[str, float]) -> dict[str, float]:
@@ -43,15 +45,25 @@ class NodeAssumption:
 
 
 @dataclass(frozen=True)
-class FacilityAssumption:
-    """Facility overhead as a PUE (wall / IT). Replaced by the facility twin in a later step."""
+class FacilityRatios:
+    """Joules each stage beyond the boards adds per joule of board energy (devices + hosts).
 
-    pue: float
-    source: str
+    The facility twin supplies them (server fans and PSU losses inside IT, then power chain, cooling,
+    auxiliaries); `from_pue` expresses a plain PUE assumption the same way, so the ledger has one
+    mechanism for both."""
+
+    stages: tuple[tuple[str, float], ...]
+    provenance: str
 
     def __post_init__(self) -> None:
-        if self.pue < 1.0:
-            raise ValueError(f"PUE must be >= 1.0 (wall energy cannot be below IT energy), got {self.pue}")
+        if any(r < 0 for _, r in self.stages):
+            raise ValueError(f"facility ratios must be >= 0, got {self.stages}")
+
+    @classmethod
+    def from_pue(cls, pue: float, source: str) -> FacilityRatios:
+        if pue < 1.0:
+            raise ValueError(f"PUE must be >= 1.0 (wall energy cannot be below IT energy), got {pue}")
+        return cls((("facility", pue - 1.0),), f"assumed: PUE {pue:g} ({source})")
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,7 @@ class Waterfall:
 
     @property
     def it_j(self) -> float:
-        return sum(s.energy_j for s in self.stages if s.name in ("device", "host"))
+        return sum(s.energy_j for s in self.stages if s.name in IT_STAGES)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -87,15 +99,15 @@ def rollup(
     duration_s: float,
     n_devices: int,
     node: NodeAssumption,
-    facility: FacilityAssumption,
+    facility: FacilityRatios,
 ) -> Waterfall:
-    """Roll device joules up to the wall: host overhead for `n_devices` over `duration_s`, then PUE."""
+    """Roll device joules up to the wall: host overhead for `n_devices` over `duration_s`, then each
+    facility stage as its ratio x board energy (devices + hosts)."""
     host_j = node.host_w_per_device * n_devices * duration_s
-    it_j = device_j + host_j
-    return Waterfall(
-        (
-            Stage("device", device_j, device_provenance),
-            Stage("host", host_j, f"assumed: {node.host_w_per_device:g} W per device ({node.source})"),
-            Stage("facility", it_j * (facility.pue - 1.0), f"assumed: PUE {facility.pue:g} ({facility.source})"),
-        )
-    )
+    board_j = device_j + host_j
+    stages = [
+        Stage("device", device_j, device_provenance),
+        Stage("host", host_j, f"assumed: {node.host_w_per_device:g} W per device ({node.source})"),
+    ]
+    stages += [Stage(name, ratio * board_j, facility.provenance) for name, ratio in facility.stages]
+    return Waterfall(tuple(stages))

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from joulepath.facility import TwinResult
     from joulepath.run import RunResult
 
 
@@ -49,6 +50,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "trace": {"source": result.trace_source, **_plain(result.trace)},
         "waterfall": [_plain(s) for s in result.waterfall.stages],
         "data_movement_per_token": _plain(result.data_movement),
+        "facility": facility_to_dict(result.facility),
         "fleet": {
             "n_units": proj.n_units,
             "devices_per_unit": proj.devices_per_unit,
@@ -68,6 +70,44 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
             "device_power_w": _plain(proj.device_power_w),
         },
         "meter": {"notes": result.meter_notes, "analysis": _plain(result.analysis_energy)},
+    }
+
+
+FACILITY_SERIES = (
+    "t_outdoor_c",
+    "it_power_w",
+    "cooling_power_w",
+    "facility_power_w",
+    "grid_import_w",
+    "carbon_intensity_g_per_kwh",
+    "inlet_c",
+)
+
+
+def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
+    """Twin metrics, sources, warnings, and daily means of the main series (the full-resolution
+    telemetry goes to Parquet in a later step)."""
+    steps_per_day = max(1, round(86400 / twin.clock.dt_s))
+    n_days = twin.clock.n_steps // steps_per_day
+    daily = (
+        {
+            name: _plain(twin.series[name][: n_days * steps_per_day].reshape(n_days, steps_per_day).mean(axis=1))
+            for name in FACILITY_SERIES
+        }
+        if n_days
+        else {}
+    )
+    return {
+        "design": twin.config.name,
+        "cooling": _plain(twin.config.cooling),
+        "topology": twin.config.topology,
+        "weather_source": twin.weather_source,
+        "grid_source": twin.grid_source,
+        "horizon_s": twin.clock.horizon_s,
+        "step_s": twin.clock.dt_s,
+        "metrics": _plain(twin.metrics),
+        "warnings": twin.warnings,
+        "daily_means": daily,
     }
 
 

@@ -1,0 +1,164 @@
+"""Cooling: air (CRAH fans + chilled-water plant with economiser), direct-to-chip liquid with a CDU
+(a share of heat to warm water, the rest to air), immersion, and free cooling by weather.
+
+Physics, each with its source or labelled assumption:
+- Chiller COP = carnot_fraction x T_evap / (T_cond - T_evap) (temperatures in K), T_cond following the
+  wet bulb (water-cooled, tower) or the dry bulb (dry cooler); typical carnot_fraction 0.45-0.6
+  (ASHRAE Handbook HVAC Systems; modern centrifugal chillers reach COP 6-7 at design).
+- Water-side economiser: the tower (or dry cooler) carries the load alone when its leaving water is
+  cold enough; partially inside a 3 K band above that.
+- Fans: cube law on airflow (affinity laws) with VFDs; constant speed without.
+- Tower water: evaporation = heat / latent heat (2.43 MJ/kg), plus blowdown at `cycles` of
+  concentration.
+- Server fans belong to the IT load: a share of air-cooled server power, mostly gone where cold plates
+  or immersion take the heat (why PUE moves less than total power when liquid arrives).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+LATENT_HEAT_J_PER_KG = 2.43e6
+ASHRAE_INLET_MIN_C, ASHRAE_INLET_MAX_C = 18.0, 27.0  # ASHRAE TC9.9 recommended envelope
+AIR_MAX_RACK_KW = 40.0  # practical air-cooling limit with containment (assumption; rear doors reach ~70)
+
+
+@dataclass(frozen=True)
+class CoolingConfig:
+    """One cooling design. Fractions are of heat (W/W) unless named otherwise."""
+
+    kind: str = "air"  # air | liquid | immersion
+    liquid_fraction: float = 0.0  # heat captured by cold plates (liquid) or fluid (immersion)
+    facility_water_supply_c: float = 32.0  # liquid loop class, e.g. W32 / W45 (ASHRAE TC9.9 liquid classes)
+    liquid_to_dry_coolers: bool = True  # False: the liquid loop rides the existing chiller plant (retrofit)
+    crah_sized_for_all_heat: bool = False  # retrofit: the air handlers stay as built for an all-air room
+    chilled_water_supply_c: float = 12.0  # air path
+    supply_air_c: float = 24.0
+    carnot_fraction: float = 0.5
+    water_cooled: bool = True  # cooling tower (evaporative) vs dry cooler for the chiller's condenser
+    tower_approach_k: float = 4.0
+    dry_cooler_approach_k: float = 6.0
+    economiser: bool = True  # water-side economiser on the air path
+    air_side_economiser: bool = False  # outside air straight to the room
+    crah_fan_w_per_w: float = 0.04  # at design airflow
+    fan_vfd: bool = True
+    pump_w_per_w: float = 0.02  # chilled / condenser water pumps
+    cdu_pump_w_per_w: float = 0.01  # liquid loop pumps (CDU + facility water)
+    tower_fan_w_per_w: float = 0.008
+    dry_cooler_fan_w_per_w: float = 0.02
+    server_fan_frac_air: float = 0.10  # server fans as a share of air-cooled IT power
+    server_fan_reduction_liquid: float = 0.95  # fan power removed on the liquid-captured share
+    tower_cycles: float = 4.0
+    capacity_margin: float = 0.2  # plant capacity above design heat
+    source: str = "parameters documented in docs/facility.md"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("air", "liquid", "immersion"):
+            raise ValueError(f"cooling kind must be air, liquid or immersion, got {self.kind!r}")
+        if not 0.0 <= self.liquid_fraction <= 1.0:
+            raise ValueError(f"liquid_fraction must be in [0, 1], got {self.liquid_fraction}")
+
+
+@dataclass(frozen=True)
+class CoolingResult:
+    """Per-step cooling power by part (W), water use (L/s), inlet temperature and free-cooling share."""
+
+    crah_fan_w: np.ndarray
+    chiller_w: np.ndarray
+    pump_w: np.ndarray
+    heat_rejection_fan_w: np.ndarray
+    water_l_per_s: np.ndarray  # tower make-up water
+    inlet_c: np.ndarray
+    free_cooling_frac: np.ndarray  # share of heat rejected without compressors
+
+    @property
+    def total_w(self) -> np.ndarray:
+        result: np.ndarray = self.crah_fan_w + self.chiller_w + self.pump_w + self.heat_rejection_fan_w
+        return result
+
+
+def server_fan_frac(cfg: CoolingConfig) -> float:
+    """Server fans as a share of the IT power without fans, for this design."""
+    if cfg.kind == "immersion":
+        return 0.0
+    return cfg.server_fan_frac_air * (1.0 - cfg.liquid_fraction * cfg.server_fan_reduction_liquid)
+
+
+def chiller_cop(t_evap_c: np.ndarray | float, t_cond_c: np.ndarray, carnot_fraction: float) -> np.ndarray:
+    """Vapour-compression COP as a fraction of Carnot; lift floored at 5 K, COP capped at 15."""
+    t_evap_k = np.asarray(t_evap_c) + 273.15
+    lift = np.maximum(t_cond_c + 273.15 - t_evap_k, 5.0)
+    cop: np.ndarray = np.minimum(carnot_fraction * t_evap_k / lift, 15.0)
+    return cop
+
+
+def _reject(
+    heat_w: np.ndarray, supply_c: float, t_sink_c: np.ndarray, approach_k: float, cfg: CoolingConfig, economiser: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(compressor W, free-cooled share) to make water at `supply_c` with a sink at `t_sink_c`."""
+    if economiser:
+        margin = supply_c - (t_sink_c + approach_k)  # > 0: sink alone is cold enough
+        free = np.clip(margin / 3.0 + 1.0, 0.0, 1.0)  # linear over a 3 K band
+    else:
+        free = np.zeros_like(heat_w)
+    t_cond = t_sink_c + approach_k + 2.0  # condenser approach
+    cop = chiller_cop(supply_c - 2.0, t_cond, cfg.carnot_fraction)
+    chiller: np.ndarray = heat_w * (1.0 - free) / cop
+    return chiller, free
+
+
+def run_cooling(
+    cfg: CoolingConfig, heat_w: np.ndarray, design_heat_w: float, t_drybulb_c: np.ndarray, t_wetbulb_c: np.ndarray
+) -> CoolingResult:
+    """Cooling power and water for `heat_w` of heat in the white space."""
+    liquid_heat = heat_w * cfg.liquid_fraction
+    air_heat = heat_w - liquid_heat
+    air_design = max(design_heat_w * (1.0 if cfg.crah_sized_for_all_heat else 1.0 - cfg.liquid_fraction), 1e-9)
+    flow = np.clip(air_heat / air_design, 0.3, 1.5) if cfg.fan_vfd else np.ones_like(heat_w)
+    crah = cfg.crah_fan_w_per_w * air_design * flow**3 * (air_heat > 0)
+    sink = t_wetbulb_c if cfg.water_cooled else t_drybulb_c
+    approach = cfg.tower_approach_k if cfg.water_cooled else cfg.dry_cooler_approach_k
+    inlet = np.full_like(heat_w, cfg.supply_air_c)
+    if cfg.air_side_economiser:  # outside air when it is within the envelope
+        outside_ok = (t_drybulb_c >= ASHRAE_INLET_MIN_C - 8) & (t_drybulb_c <= cfg.supply_air_c - 1)
+        air_free = np.where(outside_ok, 1.0, 0.0)
+        inlet = np.where(outside_ok, np.maximum(t_drybulb_c + 1.0, ASHRAE_INLET_MIN_C), inlet)
+    else:
+        air_free = np.zeros_like(heat_w)
+    air_mech_heat = air_heat * (1 - air_free)
+    chiller_air, free_air = _reject(air_mech_heat, cfg.chilled_water_supply_c, sink, approach, cfg, cfg.economiser)
+    # liquid loop: warm water, dry coolers first, evaporative trim, compressors only when both fall short
+    if cfg.liquid_to_dry_coolers:
+        dry_free = np.clip((cfg.facility_water_supply_c - (t_drybulb_c + cfg.dry_cooler_approach_k)) / 3.0 + 1, 0, 1)
+    else:
+        dry_free = np.zeros_like(heat_w)
+    chiller_liq, wet_free = _reject(
+        liquid_heat * (1 - dry_free), cfg.facility_water_supply_c, sink, approach, cfg, cfg.economiser
+    )
+    capacity = design_heat_w * (1 + cfg.capacity_margin)
+    overload = np.clip(heat_w / capacity - 1.0, 0.0, None)
+    inlet = inlet + 10.0 * overload  # an overloaded plant lets the room warm (coarse, labelled estimate)
+    tower_heat = (air_mech_heat + chiller_air) * cfg.water_cooled + liquid_heat * (1 - dry_free)
+    dry_heat = liquid_heat * dry_free + (air_mech_heat + chiller_air) * (not cfg.water_cooled)
+    pumps = cfg.pump_w_per_w * air_mech_heat + cfg.cdu_pump_w_per_w * liquid_heat
+    rejection_fans = cfg.tower_fan_w_per_w * tower_heat + cfg.dry_cooler_fan_w_per_w * dry_heat
+    evaporated_kg = tower_heat / LATENT_HEAT_J_PER_KG  # per second of operation
+    water_l_per_s = evaporated_kg * (1 + 1 / (cfg.tower_cycles - 1))  # plus blowdown; 1 kg ~ 1 L
+    mech_share = (chiller_air > 0) * air_mech_heat * (1 - free_air) + liquid_heat * (1 - dry_free) * (1 - wet_free)
+    free_frac = 1.0 - mech_share / np.maximum(heat_w, 1e-9)
+    return CoolingResult(crah, chiller_air + chiller_liq, pumps, rejection_fans, water_l_per_s, inlet, free_frac)
+
+
+def rack_warning(cfg: CoolingConfig, rack_kw: float) -> str | None:
+    """A warning when air is asked to carry racks denser than it can."""
+    air_kw = rack_kw * (1 - cfg.liquid_fraction)
+    if cfg.kind == "air" and rack_kw > AIR_MAX_RACK_KW:
+        return (
+            f"{rack_kw:.0f} kW racks exceed what air cooling carries (~{AIR_MAX_RACK_KW:.0f} kW/rack with "
+            "containment); an NVL72-class rack needs direct-to-chip liquid or immersion"
+        )
+    if cfg.kind == "liquid" and air_kw > AIR_MAX_RACK_KW:
+        return f"the air share of each rack ({air_kw:.0f} kW) exceeds ~{AIR_MAX_RACK_KW:.0f} kW; raise liquid_fraction"
+    return None

@@ -1,0 +1,216 @@
+"""The facility twin: board power of the IT fleet in, power at the meter out, step by step.
+
+Flow per run (all vectorised over the horizon):
+  IT boards (+ server fans, by cooling design) -> power chain (PSU inside IT; UPS, PDU, transformer
+  outside) -> heat in the white space -> cooling (weather-dependent) -> + auxiliaries = facility power
+  -> on-site supply and battery -> grid import -> carbon (hourly intensity) and cost (tariff).
+Conservation: facility = IT + chain losses + cooling + auxiliaries at every step (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from joulepath.facility.cooling import (
+    ASHRAE_INLET_MAX_C,
+    ASHRAE_INLET_MIN_C,
+    CoolingConfig,
+    rack_warning,
+    run_cooling,
+    server_fan_frac,
+)
+from joulepath.facility.core import Clock, hourly_to_clock
+from joulepath.facility.grid import DemandResponse, GridSignal, Tariff, get_grid_profile, read_eia_csv, synthetic_grid
+from joulepath.facility.power_chain import run_chain
+from joulepath.facility.supply import (
+    SmrConfig,
+    SolarConfig,
+    StorageConfig,
+    WindConfig,
+    dispatch,
+    smr_w,
+    solar_ac_w,
+    wind_w,
+)
+from joulepath.facility.weather import Weather, get_climate, read_epw, synthetic_weather
+
+HEATED_STAGES = ("ups", "pdu", "busway")  # losses released inside the cooled building
+
+
+@dataclass(frozen=True)
+class FacilityConfig:
+    """One facility design and site. Weather/grid: a file, or a synthetic profile by name."""
+
+    name: str = "modern-air"
+    cooling: CoolingConfig = field(default_factory=CoolingConfig)
+    topology: str = "ac-415v"
+    aux_frac: float = 0.01  # lighting, offices, security: of design IT power, constant
+    climate: str = "temperate"
+    weather_file: Path | None = None
+    grid_region: str = "pjm"
+    grid_file: Path | None = None
+    tariff: Tariff = field(default_factory=Tariff)
+    solar: SolarConfig = field(default_factory=SolarConfig)
+    wind: WindConfig = field(default_factory=WindConfig)
+    smr: SmrConfig = field(default_factory=SmrConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    demand_response: DemandResponse = field(default_factory=DemandResponse)
+    rack_kw: float = 40.0
+    seed: int = 0
+
+    def replace(self, **changes: object) -> FacilityConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TwinMetrics:
+    """Totals over the horizon. Energies in J, water in L, carbon in g, cost in USD."""
+
+    it_energy_j: float
+    facility_energy_j: float  # at the meter (before on-site supply)
+    energy_by_subsystem_j: dict[str, float]
+    pue: float
+    wue_l_per_kwh: float
+    tue: float
+    water_l: float
+    grid_energy_j: float
+    onsite_energy_j: float
+    carbon_g: float
+    cost_usd: float
+    peak_grid_w: float
+    peak_facility_w: float
+    inlet_violation_steps: int
+    free_cooling_frac: float
+    provenance: str
+
+
+@dataclass
+class TwinResult:
+    config: FacilityConfig
+    clock: Clock
+    series: dict[str, np.ndarray]
+    metrics: TwinMetrics
+    warnings: list[str] = field(default_factory=list)
+    weather_source: str = ""
+    grid_source: str = ""
+
+
+def load_weather(cfg: FacilityConfig) -> Weather:
+    return read_epw(cfg.weather_file) if cfg.weather_file else synthetic_weather(get_climate(cfg.climate), cfg.seed)
+
+
+def load_grid(cfg: FacilityConfig, weather: Weather) -> GridSignal:
+    if cfg.grid_file:
+        return read_eia_csv(cfg.grid_file, weather.utc_offset_h, cfg.tariff)
+    return synthetic_grid(get_grid_profile(cfg.grid_region), cfg.seed, cfg.tariff)
+
+
+def run_twin(
+    cfg: FacilityConfig,
+    it_board_w: np.ndarray,
+    clock: Clock,
+    design_board_w: float | None = None,
+    weather: Weather | None = None,
+    grid: GridSignal | None = None,
+) -> TwinResult:
+    """Simulate the facility for `it_board_w` (DC power of the servers' boards, W, one value per step)."""
+    if len(it_board_w) != clock.n_steps:
+        raise ValueError(f"it_board_w has {len(it_board_w)} values; the clock has {clock.n_steps} steps")
+    weather = weather or load_weather(cfg)
+    grid = grid or load_grid(cfg, weather)
+    design = float(design_board_w or np.max(it_board_w))
+    s: dict[str, np.ndarray] = {
+        "t_outdoor_c": hourly_to_clock(weather.t_drybulb_c, clock),
+        "t_wetbulb_c": hourly_to_clock(weather.t_wetbulb_c, clock),
+    }
+    fans = server_fan_frac(cfg.cooling)
+    s["server_fan_w"] = it_board_w * fans
+    chain = run_chain(cfg.topology, it_board_w * (1 + fans), design * (1 + fans))
+    s["it_power_w"] = chain.it_power_w
+    s["chain_loss_w"] = chain.facility_loss_w
+    s["it_conversion_loss_w"] = chain.it_conversion_loss_w
+    heated = sum(
+        (v for k, v in chain.stage_loss_w.items() if any(h in k for h in HEATED_STAGES)), np.zeros(clock.n_steps)
+    )
+    design_heat = float(np.max(chain.it_power_w)) * 1.0
+    cool = run_cooling(cfg.cooling, chain.it_power_w + heated, design_heat, s["t_outdoor_c"], s["t_wetbulb_c"])
+    s.update(
+        crah_fan_w=cool.crah_fan_w,
+        chiller_w=cool.chiller_w,
+        cooling_pump_w=cool.pump_w,
+        heat_rejection_fan_w=cool.heat_rejection_fan_w,
+        inlet_c=cool.inlet_c,
+    )
+    s["cooling_power_w"] = cool.total_w
+    s["aux_power_w"] = np.full(clock.n_steps, cfg.aux_frac * design * (1 + fans))
+    s["facility_power_w"] = s["it_power_w"] + s["chain_loss_w"] + s["cooling_power_w"] + s["aux_power_w"]
+    s["water_l"] = cool.water_l_per_s * clock.dt_s
+    hours = clock.hour_of_year
+    onsite = hourly_to_clock(solar_ac_w(cfg.solar, weather), clock) + hourly_to_clock(wind_w(cfg.wind, weather), clock)
+    onsite = onsite + smr_w(cfg.smr, hours)
+    price = hourly_to_clock(grid.price_usd_per_kwh, clock)
+    dr = hourly_to_clock(cfg.demand_response.active_hourly(), clock) > 0.5
+    d = dispatch(
+        s["facility_power_w"],
+        onsite,
+        price,
+        dr.astype(float),
+        cfg.demand_response.max_import_w,
+        cfg.storage,
+        clock.dt_s,
+    )
+    s.update(
+        grid_import_w=d.grid_import_w,
+        onsite_used_w=d.onsite_used_w,
+        curtailed_w=d.curtailed_w,
+        storage_charge_w=d.charge_w,
+        storage_discharge_w=d.discharge_w,
+        storage_soc_wh=d.soc_wh,
+    )
+    s["carbon_intensity_g_per_kwh"] = hourly_to_clock(grid.carbon_g_per_kwh, clock)
+    s["carbon_g"] = d.grid_import_w * clock.dt_s / 3.6e6 * s["carbon_intensity_g_per_kwh"]
+    s["price_usd_per_kwh"] = price
+    s["cost_usd"] = d.grid_import_w * clock.dt_s / 3.6e6 * price
+    warnings = [w for w in [rack_warning(cfg.cooling, cfg.rack_kw)] if w]
+    metrics = _metrics(cfg, clock, s, cool.free_cooling_frac, it_board_w)
+    return TwinResult(cfg, clock, s, metrics, warnings, weather.source, grid.source)
+
+
+def _metrics(
+    cfg: FacilityConfig, clock: Clock, s: dict[str, np.ndarray], free: np.ndarray, board_w: np.ndarray
+) -> TwinMetrics:
+    dt = clock.dt_s
+    it_j = float(s["it_power_w"].sum() * dt)
+    fac_j = float(s["facility_power_w"].sum() * dt)
+    by = {
+        k.removesuffix("_w"): float(s[k].sum() * dt)
+        for k in ("chain_loss_w", "crah_fan_w", "chiller_w", "cooling_pump_w", "heat_rejection_fan_w", "aux_power_w")
+    }
+    compute_j = float(board_w.sum() * dt)  # boards without fans and PSU losses: TUE's denominator
+    water = float(s["water_l"].sum())
+    months = clock.horizon_s / (30.44 * 86400)
+    peak_grid = float(s["grid_import_w"].max())
+    cost = float(s["cost_usd"].sum()) + cfg.tariff.demand_charge_usd_per_kw_month * peak_grid / 1e3 * max(months, 1.0)
+    inlet = s["inlet_c"]
+    return TwinMetrics(
+        it_energy_j=it_j,
+        facility_energy_j=fac_j,
+        energy_by_subsystem_j=by,
+        pue=fac_j / it_j,
+        wue_l_per_kwh=water / (it_j / 3.6e6),
+        tue=fac_j / compute_j,
+        water_l=water,
+        grid_energy_j=float(s["grid_import_w"].sum() * dt),
+        onsite_energy_j=float(s["onsite_used_w"].sum() * dt),
+        carbon_g=float(s["carbon_g"].sum()),
+        cost_usd=cost,
+        peak_grid_w=peak_grid,
+        peak_facility_w=float(s["facility_power_w"].max()),
+        inlet_violation_steps=int(((inlet < ASHRAE_INLET_MIN_C) | (inlet > ASHRAE_INLET_MAX_C)).sum()),
+        free_cooling_frac=float(np.average(free, weights=np.maximum(s["it_power_w"], 1e-9))),
+        provenance=f"estimated: facility twin ({cfg.name}: {cfg.cooling.kind} cooling, {cfg.topology})",
+    )
