@@ -92,3 +92,22 @@ def test_generate_streams_and_reports_energy(tmp_path: Path) -> None:
     assert saved.exit_code == 0 and "J/token" in saved.output
     bad = runner.invoke(app, ["generate", "hi", "--model", str(tmp_path / "none")])
     assert bad.exit_code == 2 and "no config.json" in bad.output
+
+
+def test_twin_alone_from_csv_and_compare(tmp_path: Path) -> None:
+    csv_path = tmp_path / "it.csv"
+    csv_path.write_text("t_s,it_power_w\n" + "".join(f"{i * 3600},{1e6 + 1e5 * (i % 24)}\n" for i in range(48)))
+    out = runner.invoke(app, ["twin", "--it-csv", str(csv_path), "--compare", "hvdc-800v", "--json"])
+    assert out.exit_code == 0, out.output
+    base, variant = json.loads(out.output)
+    assert variant["metrics"]["facility_energy_j"] < base["metrics"]["facility_energy_j"]
+    assert base["step_s"] == 3600
+    bad = runner.invoke(app, ["twin", "--compare", "igloo"])
+    assert bad.exit_code == 2 and "facility preset" in bad.output
+    missing = runner.invoke(app, ["twin", "--it-csv", str(tmp_path / "none.csv")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_twin_from_the_default_scenario_prints_a_table() -> None:
+    out = runner.invoke(app, ["twin"])
+    assert out.exit_code == 0 and "PUE" in out.output and "WUE" in out.output

@@ -267,6 +267,136 @@ def bench_batch(
     batch.main([*(["--quick"] if quick else []), *(["--sweep"] if sweep else []), "--model", model])
 
 
+def _twin_inputs(scenario: Scenario, it_csv: Path | None) -> tuple[Any, Any, float | None]:
+    """IT board power (W per step) and its clock: a CSV, or the scenario's fleet projection."""
+    import numpy as np
+
+    from joulepath.facility import Clock
+    from joulepath.run import build_trace, deployment, run_facility
+
+    if it_csv is not None:
+        import csv
+
+        if not it_csv.is_file():
+            raise ValueError(f"IT power CSV {it_csv} does not exist; give a CSV with a column it_power_w")
+        with it_csv.open(newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows or "it_power_w" not in rows[0]:
+            raise ValueError(f"{it_csv}: needs a header with it_power_w (W per step; optional t_s for the step)")
+        values = np.array([float(r["it_power_w"]) for r in rows])
+        step = float(rows[1]["t_s"]) - float(rows[0]["t_s"]) if "t_s" in rows[0] and len(rows) > 1 else None
+        clock = Clock(step or scenario.facility.step_s, len(values))
+        return values, clock, None
+    from joulepath.hw.fleet import project_trace
+
+    trace = build_trace(scenario.workload)
+    proj = project_trace(
+        trace.arrival_s,
+        trace.prompt_tokens,
+        trace.output_tokens,
+        scenario.model.spec(),
+        deployment(scenario),
+        scenario.fleet.count,
+        scenario.fleet.max_batch,
+        max(1.0, scenario.workload.duration_s / 60),
+    )
+    twin = run_facility(scenario, proj)
+    return None, twin, None
+
+
+def _variant(scenario: Scenario, name: str) -> Any:
+    from joulepath.facility.power_chain import TOPOLOGIES
+    from joulepath.facility.presets import PRESETS
+
+    base = scenario.facility.config()
+    if name in TOPOLOGIES:
+        return base.replace(name=f"{base.name} + {name}", topology=name)
+    if name in PRESETS:
+        p = PRESETS[name]
+        return base.replace(name=name, cooling=p.cooling, topology=p.topology, aux_frac=p.aux_frac)
+    raise ValueError(
+        f"unknown variant {name!r}; give a facility preset ({', '.join(sorted(PRESETS))}) "
+        f"or a power topology ({', '.join(TOPOLOGIES)})"
+    )
+
+
+@app.command("twin")
+def twin_cmd(
+    scenario_path: Annotated[Path | None, typer.Argument(metavar="[SCENARIO.toml]", help="Default: built-in.")] = None,
+    it_csv: Annotated[Path | None, typer.Option(help="CSV of IT board power (it_power_w, optional t_s).")] = None,
+    compare: Annotated[str | None, typer.Option(help="A second design: facility preset or power topology.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the facility twin alone: PUE, WUE, water, carbon, cost; --compare two designs side by side."""
+    from joulepath.facility import run_twin
+    from joulepath.report.result_json import facility_to_dict
+
+    scenario = _guard(lambda: load_scenario(scenario_path))
+
+    def simulate() -> list[Any]:
+        values, twin_or_clock, _ = _twin_inputs(scenario, it_csv)
+        if values is None:
+            base = twin_or_clock
+            board = base.series["it_power_w"] - base.series["server_fan_w"] - base.series["it_conversion_loss_w"]
+            clock = base.clock
+        else:
+            board, clock = values, twin_or_clock
+            base = run_twin(scenario.facility.config(), board, clock)
+        results = [base]
+        if compare:
+            results.append(run_twin(_variant(scenario, compare), board, clock, design_board_w=float(board.max())))
+        return results
+
+    results = _guard(simulate)
+    if json_out:
+        _print_json([facility_to_dict(r) for r in results])
+        return
+    _print_twin(results)
+
+
+def _print_twin(results: list[Any]) -> None:
+    table = Table(
+        title="facility twin (estimated)",
+        caption=f"weather: {results[0].weather_source}; grid: {results[0].grid_source}",
+    )
+    table.add_column("metric")
+    for r in results:
+        table.add_column(r.config.name, justify="right")
+    if len(results) == 2:
+        table.add_column("change", justify="right")
+    rows: list[tuple[str, Callable[[Any], float], str]] = [
+        ("PUE", lambda m: m.pue, "{:.3f}"),
+        ("TUE", lambda m: m.tue, "{:.3f}"),
+        ("WUE, L/kWh", lambda m: m.wue_l_per_kwh, "{:.2f}"),
+        ("IT energy, MWh", lambda m: m.it_energy_j / 3.6e9, "{:,.1f}"),
+        ("facility energy, MWh", lambda m: m.facility_energy_j / 3.6e9, "{:,.1f}"),
+        (
+            "cooling, MWh",
+            lambda m: (
+                sum(v for k, v in m.energy_by_subsystem_j.items() if k not in ("chain_loss", "aux_power")) / 3.6e9
+            ),
+            "{:,.1f}",
+        ),
+        ("power-chain losses, MWh", lambda m: m.energy_by_subsystem_j["chain_loss"] / 3.6e9, "{:,.1f}"),
+        ("water, m3", lambda m: m.water_l / 1e3, "{:,.1f}"),
+        ("carbon, t CO2", lambda m: m.carbon_g / 1e6, "{:,.1f}"),
+        ("cost, kUSD", lambda m: m.cost_usd / 1e3, "{:,.1f}"),
+        ("peak grid draw, MW", lambda m: m.peak_grid_w / 1e6, "{:,.2f}"),
+        ("free cooling, % of heat", lambda m: 100 * m.free_cooling_frac, "{:.0f}"),
+        ("inlet outside 18-27 C, steps", lambda m: m.inlet_violation_steps, "{:.0f}"),
+    ]
+    for name, get, fmt in rows:
+        values = [get(r.metrics) for r in results]
+        cells = [fmt.format(v) for v in values]
+        if len(values) == 2:
+            cells.append(f"{100 * (values[1] / values[0] - 1):+.1f} %" if values[0] else "-")
+        table.add_row(name, *cells)
+    console.print(table)
+    for r in results:
+        for w in r.warnings:
+            console.print(f"[yellow]{r.config.name}:[/] {w}")
+
+
 @app.command("run")
 def run_cmd(
     scenario_path: Annotated[Path | None, typer.Argument(metavar="[SCENARIO.toml]", help="Default: built-in.")] = None,

@@ -10,6 +10,7 @@ Conservation: facility = IT + chain losses + cooling + auxiliaries at every step
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from joulepath.facility.cooling import (
     run_cooling,
     server_fan_frac,
 )
-from joulepath.facility.core import Clock, hourly_to_clock
+from joulepath.facility.core import Clock, Component, hourly_to_clock, simulate
 from joulepath.facility.grid import DemandResponse, GridSignal, Tariff, get_grid_profile, read_eia_csv, synthetic_grid
 from joulepath.facility.power_chain import run_chain
 from joulepath.facility.supply import (
@@ -109,6 +110,120 @@ def load_grid(cfg: FacilityConfig, weather: Weather) -> GridSignal:
     return synthetic_grid(get_grid_profile(cfg.grid_region), cfg.seed, cfg.tariff)
 
 
+@dataclass(frozen=True)
+class WeatherInputs:
+    """Outdoor conditions on the clock."""
+
+    weather: Weather
+    name: str = "weather"
+
+    def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
+        return {
+            "t_outdoor_c": hourly_to_clock(self.weather.t_drybulb_c, clock),
+            "t_wetbulb_c": hourly_to_clock(self.weather.t_wetbulb_c, clock),
+        }
+
+
+@dataclass(frozen=True)
+class ItAndPowerChain:
+    """Server fans (set by the cooling design) and the power chain from boards to the grid side."""
+
+    cfg: FacilityConfig
+    design_board_w: float
+    name: str = "it-and-power-chain"
+
+    def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
+        fans = server_fan_frac(self.cfg.cooling)
+        board = s["it_board_w"]
+        chain = run_chain(self.cfg.topology, board * (1 + fans), self.design_board_w * (1 + fans))
+        heated = sum(
+            (v for k, v in chain.stage_loss_w.items() if any(h in k for h in HEATED_STAGES)), np.zeros(clock.n_steps)
+        )
+        return {
+            "server_fan_w": board * fans,
+            "it_power_w": chain.it_power_w,
+            "chain_loss_w": chain.facility_loss_w,
+            "it_conversion_loss_w": chain.it_conversion_loss_w,
+            "heat_load_w": chain.it_power_w + heated,
+        }
+
+
+@dataclass(frozen=True)
+class Cooling:
+    """The cooling plant, sized for the design heat, against the weather."""
+
+    cfg: FacilityConfig
+    design_board_w: float
+    name: str = "cooling"
+
+    def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
+        fans = server_fan_frac(self.cfg.cooling)
+        design_it = run_chain(
+            self.cfg.topology, np.array([self.design_board_w * (1 + fans)]), self.design_board_w * (1 + fans)
+        ).it_power_w[0]
+        c = run_cooling(self.cfg.cooling, s["heat_load_w"], float(design_it), s["t_outdoor_c"], s["t_wetbulb_c"])
+        return {
+            "crah_fan_w": c.crah_fan_w,
+            "chiller_w": c.chiller_w,
+            "cooling_pump_w": c.pump_w,
+            "heat_rejection_fan_w": c.heat_rejection_fan_w,
+            "cooling_power_w": c.total_w,
+            "inlet_c": c.inlet_c,
+            "free_cooling_frac": c.free_cooling_frac,
+            "water_l": c.water_l_per_s * clock.dt_s,
+        }
+
+
+@dataclass(frozen=True)
+class FacilityTotal:
+    """Auxiliaries, and the sum that the meter sees."""
+
+    cfg: FacilityConfig
+    design_board_w: float
+    name: str = "facility-total"
+
+    def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
+        aux = np.full(clock.n_steps, self.cfg.aux_frac * self.design_board_w * (1 + server_fan_frac(self.cfg.cooling)))
+        return {
+            "aux_power_w": aux,
+            "facility_power_w": s["it_power_w"] + s["chain_loss_w"] + s["cooling_power_w"] + aux,
+        }
+
+
+@dataclass(frozen=True)
+class SupplyAndGrid:
+    """On-site generation, the battery, grid import, and its carbon and cost."""
+
+    cfg: FacilityConfig
+    weather: Weather
+    grid: GridSignal
+    name: str = "supply-and-grid"
+
+    def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
+        cfg = self.cfg
+        onsite = hourly_to_clock(solar_ac_w(cfg.solar, self.weather), clock)
+        onsite = onsite + hourly_to_clock(wind_w(cfg.wind, self.weather), clock) + smr_w(cfg.smr, clock.hour_of_year)
+        price = hourly_to_clock(self.grid.price_usd_per_kwh, clock)
+        dr = (hourly_to_clock(cfg.demand_response.active_hourly(), clock) > 0.5).astype(float)
+        d = dispatch(
+            s["facility_power_w"], onsite, price, dr, cfg.demand_response.max_import_w, cfg.storage, clock.dt_s
+        )
+        intensity = hourly_to_clock(self.grid.carbon_g_per_kwh, clock)
+        grid_kwh = d.grid_import_w * clock.dt_s / 3.6e6
+        return {
+            "grid_import_w": d.grid_import_w,
+            "onsite_used_w": d.onsite_used_w,
+            "curtailed_w": d.curtailed_w,
+            "storage_charge_w": d.charge_w,
+            "storage_discharge_w": d.discharge_w,
+            "storage_soc_wh": d.soc_wh,
+            "carbon_intensity_g_per_kwh": intensity,
+            "carbon_g": grid_kwh * intensity,
+            "price_usd_per_kwh": price,
+            "cost_usd": grid_kwh * price,
+        }
+
+
 def run_twin(
     cfg: FacilityConfig,
     it_board_w: np.ndarray,
@@ -117,72 +232,26 @@ def run_twin(
     weather: Weather | None = None,
     grid: GridSignal | None = None,
 ) -> TwinResult:
-    """Simulate the facility for `it_board_w` (DC power of the servers' boards, W, one value per step)."""
+    """Simulate the facility for `it_board_w` (DC power of the servers' boards, W, one value per step).
+    `design_board_w` sizes the plant (default: the peak of `it_board_w`)."""
     if len(it_board_w) != clock.n_steps:
         raise ValueError(f"it_board_w has {len(it_board_w)} values; the clock has {clock.n_steps} steps")
     weather = weather or load_weather(cfg)
     grid = grid or load_grid(cfg, weather)
     design = float(design_board_w or np.max(it_board_w))
-    s: dict[str, np.ndarray] = {
-        "t_outdoor_c": hourly_to_clock(weather.t_drybulb_c, clock),
-        "t_wetbulb_c": hourly_to_clock(weather.t_wetbulb_c, clock),
-    }
-    fans = server_fan_frac(cfg.cooling)
-    s["server_fan_w"] = it_board_w * fans
-    chain = run_chain(cfg.topology, it_board_w * (1 + fans), design * (1 + fans))
-    s["it_power_w"] = chain.it_power_w
-    s["chain_loss_w"] = chain.facility_loss_w
-    s["it_conversion_loss_w"] = chain.it_conversion_loss_w
-    heated = sum(
-        (v for k, v in chain.stage_loss_w.items() if any(h in k for h in HEATED_STAGES)), np.zeros(clock.n_steps)
-    )
-    design_heat = float(np.max(chain.it_power_w)) * 1.0
-    cool = run_cooling(cfg.cooling, chain.it_power_w + heated, design_heat, s["t_outdoor_c"], s["t_wetbulb_c"])
-    s.update(
-        crah_fan_w=cool.crah_fan_w,
-        chiller_w=cool.chiller_w,
-        cooling_pump_w=cool.pump_w,
-        heat_rejection_fan_w=cool.heat_rejection_fan_w,
-        inlet_c=cool.inlet_c,
-    )
-    s["cooling_power_w"] = cool.total_w
-    s["aux_power_w"] = np.full(clock.n_steps, cfg.aux_frac * design * (1 + fans))
-    s["facility_power_w"] = s["it_power_w"] + s["chain_loss_w"] + s["cooling_power_w"] + s["aux_power_w"]
-    s["water_l"] = cool.water_l_per_s * clock.dt_s
-    hours = clock.hour_of_year
-    onsite = hourly_to_clock(solar_ac_w(cfg.solar, weather), clock) + hourly_to_clock(wind_w(cfg.wind, weather), clock)
-    onsite = onsite + smr_w(cfg.smr, hours)
-    price = hourly_to_clock(grid.price_usd_per_kwh, clock)
-    dr = hourly_to_clock(cfg.demand_response.active_hourly(), clock) > 0.5
-    d = dispatch(
-        s["facility_power_w"],
-        onsite,
-        price,
-        dr.astype(float),
-        cfg.demand_response.max_import_w,
-        cfg.storage,
-        clock.dt_s,
-    )
-    s.update(
-        grid_import_w=d.grid_import_w,
-        onsite_used_w=d.onsite_used_w,
-        curtailed_w=d.curtailed_w,
-        storage_charge_w=d.charge_w,
-        storage_discharge_w=d.discharge_w,
-        storage_soc_wh=d.soc_wh,
-    )
-    s["carbon_intensity_g_per_kwh"] = hourly_to_clock(grid.carbon_g_per_kwh, clock)
-    s["carbon_g"] = d.grid_import_w * clock.dt_s / 3.6e6 * s["carbon_intensity_g_per_kwh"]
-    s["price_usd_per_kwh"] = price
-    s["cost_usd"] = d.grid_import_w * clock.dt_s / 3.6e6 * price
+    components: list[Component] = [
+        WeatherInputs(weather),
+        ItAndPowerChain(cfg, design),
+        Cooling(cfg, design),
+        FacilityTotal(cfg, design),
+        SupplyAndGrid(cfg, weather, grid),
+    ]
+    s = simulate(clock, components, {"it_board_w": it_board_w})
     warnings = [w for w in [rack_warning(cfg.cooling, cfg.rack_kw)] if w]
-    metrics = _metrics(cfg, clock, s, cool.free_cooling_frac, it_board_w)
-    return TwinResult(cfg, clock, s, metrics, warnings, weather.source, grid.source)
+    return TwinResult(cfg, clock, dict(s), _metrics(cfg, clock, s), warnings, weather.source, grid.source)
 
 
-def _metrics(
-    cfg: FacilityConfig, clock: Clock, s: dict[str, np.ndarray], free: np.ndarray, board_w: np.ndarray
-) -> TwinMetrics:
+def _metrics(cfg: FacilityConfig, clock: Clock, s: Mapping[str, np.ndarray]) -> TwinMetrics:
     dt = clock.dt_s
     it_j = float(s["it_power_w"].sum() * dt)
     fac_j = float(s["facility_power_w"].sum() * dt)
@@ -190,7 +259,7 @@ def _metrics(
         k.removesuffix("_w"): float(s[k].sum() * dt)
         for k in ("chain_loss_w", "crah_fan_w", "chiller_w", "cooling_pump_w", "heat_rejection_fan_w", "aux_power_w")
     }
-    compute_j = float(board_w.sum() * dt)  # boards without fans and PSU losses: TUE's denominator
+    compute_j = float(s["it_board_w"].sum() * dt)  # boards without fans and PSU losses: TUE's denominator
     water = float(s["water_l"].sum())
     months = clock.horizon_s / (30.44 * 86400)
     peak_grid = float(s["grid_import_w"].max())
@@ -211,6 +280,6 @@ def _metrics(
         peak_grid_w=peak_grid,
         peak_facility_w=float(s["facility_power_w"].max()),
         inlet_violation_steps=int(((inlet < ASHRAE_INLET_MIN_C) | (inlet > ASHRAE_INLET_MAX_C)).sum()),
-        free_cooling_frac=float(np.average(free, weights=np.maximum(s["it_power_w"], 1e-9))),
+        free_cooling_frac=float(np.average(s["free_cooling_frac"], weights=np.maximum(s["it_power_w"], 1e-9))),
         provenance=f"estimated: facility twin ({cfg.name}: {cfg.cooling.kind} cooling, {cfg.topology})",
     )
