@@ -77,7 +77,8 @@ class Clock:
 class Component(Protocol):
     """Something that turns named series into more named series."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def run(self, series: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]: ...
 
