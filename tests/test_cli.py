@@ -111,3 +111,13 @@ def test_twin_alone_from_csv_and_compare(tmp_path: Path) -> None:
 def test_twin_from_the_default_scenario_prints_a_table() -> None:
     out = runner.invoke(app, ["twin"])
     assert out.exit_code == 0 and "PUE" in out.output and "WUE" in out.output
+
+
+def test_eval_and_train_commands(tmp_path: Path) -> None:
+    out = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--per-cell", "1", "--json"])
+    doc = json.loads(out.output)
+    assert len(doc["cells"]) == 24 and 0.0 <= doc["accuracy"] <= 1.0
+    bad = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--golden", "train"])
+    assert bad.exit_code == 2 and "unknown golden split" in bad.output
+    trained = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--batch-size", "4"])
+    assert trained.exit_code == 0 and (tmp_path / "m" / "model.safetensors").is_file()

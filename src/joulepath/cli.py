@@ -320,6 +320,79 @@ def _variant(scenario: Scenario, name: str) -> Any:
     )
 
 
+@app.command("train")
+def train_cmd(
+    out: Annotated[Path, typer.Option(help="Output folder (resumes if it holds a checkpoint).")],
+    preset: Annotated[str, typer.Option(help="Zoo shape: jp-small or jp-large.")] = "jp-small",
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Data and init seed.")] = 0,
+) -> None:
+    """Train a zoo model on the task suite (AdamW, cosine, clipping, checkpoints, resume)."""
+    from joulepath.quality.train import TrainConfig, train
+
+    cfg = _guard(lambda: TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, seed=seed))
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task("training", total=steps)
+
+        def show(s: Any) -> None:
+            bar.update(
+                task,
+                completed=s.step,
+                description=f"step {s.step}/{steps} loss {s.loss:.3f} {s.tokens_per_s:,.0f} tok/s",
+            )
+
+        _guard(lambda: train(cfg, out, show))
+    console.print(f"saved {preset} to {out}")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="A model folder or dummy:PRESET.")],
+    golden: Annotated[str, typer.Option(help="Golden split: dev or test.")] = "dev",
+    per_cell: Annotated[int | None, typer.Option(help="First N examples of each skill/level.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Exact-match accuracy per skill and difficulty with 95 % intervals, tokens, time, J/token."""
+    from joulepath.model import load_model
+    from joulepath.quality import golden as golden_sets
+    from joulepath.quality.evals import evaluate
+
+    loaded = _guard(lambda: load_model(model))
+    examples = _guard(lambda: golden_sets.load(golden, per_cell=per_cell))
+    report = evaluate(loaded, examples)
+    if json_out:
+        cells = [
+            {"skill": c.skill, "level": c.level, "n": c.n, "correct": c.correct, "accuracy": c.accuracy, "ci95": c.ci95}
+            for c in report.cells
+        ]
+        _print_json(
+            {
+                "model": model,
+                "golden": golden,
+                "accuracy": report.accuracy,
+                "cells": cells,
+                "output_tokens": report.output_tokens,
+                "seconds": report.seconds,
+                "j_per_token": report.j_per_token,
+                "energy_provenance": report.energy_provenance,
+            }
+        )
+        return
+    table = Table(title=f"{model} on golden/{golden}: {100 * report.accuracy:.1f} % exact match")
+    for col in ("skill", "level", "n", "accuracy", "95 % interval"):
+        table.add_column(col, justify="right" if col not in ("skill", "level") else "left")
+    for c in report.cells:
+        lo, hi = c.ci95
+        table.add_row(c.skill, c.level, str(c.n), f"{100 * c.accuracy:.1f} %", f"{100 * lo:.0f}-{100 * hi:.0f} %")
+    console.print(table)
+    console.print(
+        f"{report.output_tokens} tokens in {report.seconds:.1f} s, {report.j_per_token:.3g} J/token "
+        f"({report.energy_provenance})"
+    )
+
+
 @app.command("twin")
 def twin_cmd(
     scenario_path: Annotated[Path | None, typer.Argument(metavar="[SCENARIO.toml]", help="Default: built-in.")] = None,

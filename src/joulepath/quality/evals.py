@@ -1,0 +1,142 @@
+"""Evaluation on golden sets (exact match per skill and level with Wilson 95 % intervals, tokens,
+time, J/token) and the gate that every optimization must pass against its baseline."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.meter import Meter
+from joulepath.model import LoadedModel
+from joulepath.quality.tasks import Example, chat_prompt, check
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion (better than the normal one near 0 and 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Cell:
+    skill: str
+    level: str
+    n: int
+    correct: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Exact-match results of one model on one set of examples."""
+
+    model: str
+    cells: tuple[Cell, ...]
+    outputs: tuple[str, ...]  # in example order
+    output_tokens: int
+    seconds: float
+    energy_j: float
+    energy_provenance: str
+    examples: tuple[Example, ...] = field(repr=False, default=())
+
+    @property
+    def accuracy(self) -> float:
+        n = sum(c.n for c in self.cells)
+        return sum(c.correct for c in self.cells) / n if n else 0.0
+
+    @property
+    def j_per_token(self) -> float:
+        return self.energy_j / max(self.output_tokens, 1)
+
+    def cell(self, skill: str, level: str) -> Cell:
+        return next(c for c in self.cells if c.skill == skill and c.level == level)
+
+
+def evaluate(
+    loaded: LoadedModel,
+    examples: list[Example],
+    config: EngineConfig | None = None,
+    max_tokens: int = 48,
+    meter: Meter | None = None,
+) -> EvalReport:
+    """Greedy answers from the engine (continuous batching), scored by exact match."""
+    engine = Engine(loaded, config, meter)
+    params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
+    t0 = time.perf_counter()
+    done = engine.generate([chat_prompt(e) for e in examples], params)
+    seconds = time.perf_counter() - t0
+    counts: dict[tuple[str, str], list[int]] = {}
+    for ex, out in zip(examples, done, strict=True):
+        c = counts.setdefault((ex.skill, ex.level), [0, 0])
+        c[0] += 1
+        c[1] += check(ex, out.text)
+    cells = tuple(Cell(s, lv, n, k) for (s, lv), (n, k) in counts.items())
+    provenance = done[0].record.energy_provenance if done else "none"
+    return EvalReport(
+        loaded.source,
+        cells,
+        tuple(o.text for o in done),
+        sum(o.record.output_tokens for o in done),
+        seconds,
+        sum(o.record.energy_j for o in done),
+        provenance,
+        tuple(examples),
+    )
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    report: str  # readable: which cells moved and by how much
+
+
+class GateFailure(AssertionError):
+    """A candidate that lost more quality than its gate allows."""
+
+
+def gate(baseline: EvalReport, candidate: EvalReport, max_drop_points: float = 1.0, exact: bool = False) -> GateResult:
+    """Compare a candidate (a quantized model, a cache, a router) with its baseline on the same examples.
+
+    exact=True: every output must be identical (techniques that promise exactness). Otherwise overall
+    accuracy may drop by at most `max_drop_points` percentage points."""
+    if [e.question for e in baseline.examples] != [e.question for e in candidate.examples]:
+        raise ValueError("gate: baseline and candidate were evaluated on different examples")
+    lines = []
+    for b in baseline.cells:
+        c = candidate.cell(b.skill, b.level)
+        if c.correct != b.correct:
+            lines.append(f"  {b.skill}/{b.level}: {100 * b.accuracy:.1f} % -> {100 * c.accuracy:.1f} %")
+    drop = 100 * (baseline.accuracy - candidate.accuracy)
+    if exact:
+        diffs = [i for i, (x, y) in enumerate(zip(baseline.outputs, candidate.outputs, strict=True)) if x != y]
+        passed = not diffs
+        head = f"exactness gate: {len(diffs)} of {len(baseline.outputs)} outputs differ"
+        if diffs:
+            i = diffs[0]
+            head += f"; first at #{i}: {baseline.outputs[i]!r} vs {candidate.outputs[i]!r}"
+    else:
+        passed = drop <= max_drop_points
+        head = (
+            f"accuracy gate: {100 * baseline.accuracy:.1f} % -> {100 * candidate.accuracy:.1f} % "
+            f"({-drop:+.1f} points; allowed -{max_drop_points:g})"
+        )
+    return GateResult(passed, "\n".join([("PASS " if passed else "FAIL ") + head, *lines]))
+
+
+def assert_gate(baseline: EvalReport, candidate: EvalReport, max_drop_points: float = 1.0, exact: bool = False) -> None:
+    result = gate(baseline, candidate, max_drop_points, exact)
+    if not result.passed:
+        raise GateFailure(result.report)

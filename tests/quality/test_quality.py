@@ -1,0 +1,78 @@
+import random
+from pathlib import Path
+
+import pytest
+
+from joulepath.meter import Meter, ReplayBackend
+from joulepath.model import load_model
+from joulepath.quality import golden
+from joulepath.quality.evals import GateFailure, assert_gate, evaluate, gate, wilson_interval
+from joulepath.quality.tasks import LEVELS, SKILLS, check, generate
+from joulepath.quality.train import TrainConfig, levels_at, train
+
+
+@pytest.mark.parametrize("skill", SKILLS)
+def test_generators_give_checkable_answers(skill: str) -> None:
+    rng = random.Random(0)
+    for level in LEVELS:
+        ex = generate(skill, level, rng)
+        assert ex.answer and check(ex, f" {ex.answer}<|end|>") and not check(ex, ex.answer + "0")
+
+
+def test_generated_answers_are_right() -> None:
+    rng = random.Random(1)
+    for _ in range(50):
+        ex = generate("add", "hard", rng)
+        a, b = ex.question.removeprefix("What is ").removesuffix("?").split(" + ")
+        assert int(ex.answer) == int(a) + int(b)
+        ex = generate("sort", "medium", rng)
+        xs = [int(x) for x in ex.question.split(": ")[1].split(", ")]
+        assert ex.answer == ", ".join(map(str, sorted(xs)))
+
+
+def test_golden_sets_are_exactly_their_seeds() -> None:
+    for split in golden.SEEDS:
+        examples, documents = golden.build(split)
+        assert golden._path(split, "examples").read_text() == golden._dump(examples)
+        assert golden._path(split, "documents").read_text() == golden._dump(documents)
+
+
+def test_golden_load_slices_and_attaches_documents() -> None:
+    rows = golden.load("dev", skills=("lookup",), levels=("hard",), per_cell=5)
+    assert len(rows) == 5 and all(r.document and r.answer in r.document for r in rows)
+    assert len(golden.load("test")) == len(SKILLS) * len(LEVELS) * golden.PER_CELL
+    with pytest.raises(ValueError, match="unknown golden split"):
+        golden.load("train")
+
+
+def test_wilson_interval() -> None:
+    lo, hi = wilson_interval(38, 40)
+    assert 0.83 < lo < 0.95 < hi <= 1.0
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_curriculum_unlocks_levels() -> None:
+    assert levels_at(0, 100) == ("easy",) and levels_at(30, 100) == ("easy", "medium") and levels_at(90, 100) == LEVELS
+
+
+@pytest.mark.slow
+def test_training_learns_resumes_and_evaluates(tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=120, batch_size=16, skills=("compare",), checkpoint_every=60, lr=3e-3)
+    losses: list[float] = []
+    first = train(TrainConfig(**{**cfg.__dict__, "steps": 60}), tmp_path, lambda s: losses.append(s.loss))
+    assert (tmp_path / "trainer_state.pt").is_file()
+    train(cfg, tmp_path, lambda s: losses.append(s.loss))  # resumes at step 60
+    assert len(losses) == 120 and sum(losses[-10:]) < sum(losses[:10])
+    loaded = load_model(str(tmp_path))  # a Hugging Face folder with tokenizer and chat template
+    assert loaded.chat_template and first.config.vocab_size == loaded.config.vocab_size
+    examples = golden.load("dev", skills=("compare",), levels=("easy",), per_cell=8)
+    meter = Meter([ReplayBackend({"cpu": 10.0})])
+    base = evaluate(loaded, examples, meter=meter)
+    assert base.cell("compare", "easy").n == 8 and base.energy_provenance == "replay"
+    assert gate(base, evaluate(loaded, examples, meter=meter), exact=True).passed
+    worse = evaluate(load_model("dummy:tiny-llama"), examples, max_tokens=4)
+    result = gate(base, worse, max_drop_points=0.0)
+    assert result.passed == (worse.accuracy >= base.accuracy)
+    if not result.passed:
+        with pytest.raises(GateFailure, match="FAIL accuracy gate"):
+            assert_gate(base, worse, max_drop_points=0.0)
