@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-HOURS = 8760
+from joulepath.facility.seasonal import HOURS, ar1_noise, fit_harmonics, harmonics
 
 
 class GridError(ValueError):
@@ -170,44 +170,31 @@ def read_eia_csv(path: str | Path, utc_offset_h: float = 0.0, tariff: Tariff | N
     )
 
 
-def _harmonics() -> np.ndarray:
-    h = np.arange(HOURS)
-    day, hod = 2 * np.pi * (h / 24.0) / 365.0, 2 * np.pi * (h % 24) / 24.0
-    return np.column_stack([np.ones(HOURS), np.cos(day), np.sin(day), np.cos(hod), np.sin(hod)])
-
-
 def fit_grid_profile(signal: GridSignal, name: str) -> GridProfile:
     """Least-squares fit of the synthetic profile to a measured year."""
-    x = _harmonics()
-    c, *_ = np.linalg.lstsq(x, signal.carbon_g_per_kwh, rcond=None)
-    resid = signal.carbon_g_per_kwh - x @ c
-    ar1 = float(np.corrcoef(resid[:-1], resid[1:])[0, 1])
+    f = fit_harmonics(signal.carbon_g_per_kwh)
+    c = [round(float(v), 2) for v in f.coef]
     return GridProfile(
         name=name,
-        mean_g_per_kwh=round(float(c[0]), 2),
-        seasonal_cos=round(float(c[1]), 2),
-        seasonal_sin=round(float(c[2]), 2),
-        daily_cos=round(float(c[3]), 2),
-        daily_sin=round(float(c[4]), 2),
-        noise_g_per_kwh=round(float(resid.std() * np.sqrt(1 - ar1**2)), 2),
-        ar1=round(ar1, 3),
+        mean_g_per_kwh=c[0],
+        seasonal_cos=c[1],
+        seasonal_sin=c[2],
+        daily_cos=c[3],
+        daily_sin=c[4],
+        noise_g_per_kwh=round(f.innovation_sd, 2),
+        ar1=round(f.ar1, 3),
     )
 
 
 def synthetic_grid(profile: GridProfile, seed: int = 0, tariff: Tariff | None = None) -> GridSignal:
     """A seeded synthetic year of carbon intensity for `profile` (floored at 0)."""
-    rng = np.random.default_rng(seed)
-    shocks = rng.normal(0, profile.noise_g_per_kwh, HOURS)
-    noise = np.empty(HOURS)
-    noise[0] = shocks[0]
-    for i in range(1, HOURS):
-        noise[i] = profile.ar1 * noise[i - 1] + shocks[i]
+    noise = ar1_noise(np.random.default_rng(seed), HOURS, profile.noise_g_per_kwh, profile.ar1)
     coef = np.array(
         [profile.mean_g_per_kwh, profile.seasonal_cos, profile.seasonal_sin, profile.daily_cos, profile.daily_sin]
     )
     return GridSignal(
         region=profile.name,
-        carbon_g_per_kwh=np.clip(_harmonics() @ coef + noise, 0.0, None),
+        carbon_g_per_kwh=np.clip(harmonics() @ coef + noise, 0.0, None),
         price_usd_per_kwh=(tariff or Tariff()).hourly_usd_per_kwh(),
         source=f"synthetic: grid profile {profile.name!r} (fitted to EIA 2022), seed {seed}",
     )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-HOURS = 8760
+from joulepath.facility.seasonal import HOURS, ar1_noise, fit_harmonics, harmonics
 
 
 class WeatherError(ValueError):
@@ -233,12 +233,6 @@ def get_climate(name: str) -> Climate:
     return CLIMATES[name]
 
 
-def _harmonics(n: int) -> np.ndarray:
-    h = np.arange(n)
-    day, hod = 2 * np.pi * (h / 24.0) / 365.0, 2 * np.pi * (h % 24) / 24.0
-    return np.column_stack([np.ones(n), np.cos(day), np.sin(day), np.cos(hod), np.sin(hod)])  # (n, 5)
-
-
 def clear_sky_ghi_w_m2(latitude_deg: float, n: int = HOURS) -> np.ndarray:
     """Haurwitz clear-sky GHI from a simple solar-position model (declination, hour angle); W/m2."""
     h = np.arange(n) + 0.5
@@ -254,25 +248,20 @@ def clear_sky_ghi_w_m2(latitude_deg: float, n: int = HOURS) -> np.ndarray:
 
 def fit_climate(weather: Weather, name: str) -> Climate:
     """Least-squares fit of the synthetic model to a year of measured weather."""
-    x = _harmonics(HOURS)
-    t = weather.t_drybulb_c
-    ct, *_ = np.linalg.lstsq(x, t, rcond=None)
-    resid = t - x @ ct
-    ar1 = float(np.corrcoef(resid[:-1], resid[1:])[0, 1])
-    dep = t - weather.t_dewpoint_c
-    xd = np.column_stack([x, resid])
-    cd, *_ = np.linalg.lstsq(xd, dep, rcond=None)
+    t = fit_harmonics(weather.t_drybulb_c)
+    dep = weather.t_drybulb_c - weather.t_dewpoint_c
+    cd, *_ = np.linalg.lstsq(np.column_stack([harmonics(HOURS), t.residual]), dep, rcond=None)
     clear = clear_sky_ghi_w_m2(weather.latitude_deg)
     return Climate(
         name=name,
         latitude_deg=round(weather.latitude_deg, 2),
-        t_mean_c=round(float(ct[0]), 2),
-        t_seasonal_cos_c=round(float(ct[1]), 2),
-        t_seasonal_sin_c=round(float(ct[2]), 2),
-        t_daily_cos_c=round(float(ct[3]), 2),
-        t_daily_sin_c=round(float(ct[4]), 2),
-        t_noise_c=round(float(resid.std() * np.sqrt(1 - ar1**2)), 2),
-        t_ar1=round(ar1, 3),
+        t_mean_c=round(float(t.coef[0]), 2),
+        t_seasonal_cos_c=round(float(t.coef[1]), 2),
+        t_seasonal_sin_c=round(float(t.coef[2]), 2),
+        t_daily_cos_c=round(float(t.coef[3]), 2),
+        t_daily_sin_c=round(float(t.coef[4]), 2),
+        t_noise_c=round(t.innovation_sd, 2),
+        t_ar1=round(t.ar1, 3),
         dep_mean_c=round(float(cd[0]), 2),
         dep_seasonal_cos_c=round(float(cd[1]), 2),
         dep_seasonal_sin_c=round(float(cd[2]), 2),
@@ -287,7 +276,7 @@ def fit_climate(weather: Weather, name: str) -> Climate:
 def synthetic_weather(climate: Climate, seed: int = 0) -> Weather:
     """A seeded synthetic year for `climate` (same seed, same weather)."""
     rng = np.random.default_rng(seed)
-    x = _harmonics(HOURS)
+    x = harmonics(HOURS)
     coef = [
         climate.t_mean_c,
         climate.t_seasonal_cos_c,
@@ -295,11 +284,7 @@ def synthetic_weather(climate: Climate, seed: int = 0) -> Weather:
         climate.t_daily_cos_c,
         climate.t_daily_sin_c,
     ]
-    noise = np.empty(HOURS)
-    noise[0] = rng.normal(0, climate.t_noise_c / np.sqrt(max(1 - climate.t_ar1**2, 1e-6)))
-    shocks = rng.normal(0, climate.t_noise_c, HOURS)
-    for i in range(1, HOURS):  # AR(1): 8,760 steps, once per year of weather
-        noise[i] = climate.t_ar1 * noise[i - 1] + shocks[i]
+    noise = ar1_noise(rng, HOURS, climate.t_noise_c, climate.t_ar1)
     t = x @ np.array(coef) + noise
     dep_coef = [
         climate.dep_mean_c,
