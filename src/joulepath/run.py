@@ -118,17 +118,8 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         raise ValueError("the workload produced no requests in the horizon; raise workload.duration_s or the rate")
     progress("projection")
     spec, dep = scenario.model.spec(), deployment(scenario)
-    bin_s = max(1.0, scenario.workload.duration_s / 60)
-    proj = project_trace(
-        trace.arrival_s,
-        trace.prompt_tokens,
-        trace.output_tokens,
-        spec,
-        dep,
-        scenario.fleet.count,
-        scenario.fleet.max_batch,
-        bin_s,
-    )
+    proj = project(scenario, trace)
+    bin_s = proj.bin_s
     progress("facility twin")
     horizon_s = bin_s * len(proj.t_s)
     fac = scenario.facility
@@ -163,19 +154,36 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
     )
 
 
-def run_facility(scenario: Scenario, proj: FleetProjection) -> TwinResult:
-    """The facility twin over its horizon, fed the fleet's average board power (devices + hosts) held
-    constant: the trace covers minutes, the facility a year (an assumption, stated in the provenance)."""
+def project(scenario: Scenario, trace: Trace) -> FleetProjection:
+    """The trace on the scenario's fleet, in about 60 time bins."""
+    return project_trace(
+        trace.arrival_s,
+        trace.prompt_tokens,
+        trace.output_tokens,
+        scenario.model.spec(),
+        deployment(scenario),
+        scenario.fleet.count,
+        scenario.fleet.max_batch,
+        max(1.0, scenario.workload.duration_s / 60),
+    )
+
+
+def facility_inputs(scenario: Scenario, proj: FleetProjection) -> tuple[np.ndarray, Clock, float]:
+    """(board power per step, clock, design board power) for the twin: the fleet's average board power
+    (devices + hosts) held over the facility horizon — the trace covers minutes, the facility a year
+    (an assumption, stated in the provenance) — and a plant sized for the fleet at TDP."""
     fac = scenario.facility
     host_w = fac.host_w_per_device * scenario.fleet.count
     clock = Clock(fac.step_s, max(1, round(fac.horizon_days * 86400 / fac.step_s)))
     avg_board_w = float(np.mean(proj.device_power_w)) + host_w
-    peak_board_w = scenario.fleet.count * _tdp(scenario) + host_w  # the plant is sized for the fleet at TDP
-    return run_twin(fac.config(), np.full(clock.n_steps, avg_board_w), clock, design_board_w=peak_board_w)
+    design_w = scenario.fleet.count * deployment(scenario).power_ceiling_w + host_w
+    return np.full(clock.n_steps, avg_board_w), clock, design_w
 
 
-def _tdp(scenario: Scenario) -> float:
-    return deployment(scenario).power_ceiling_w
+def run_facility(scenario: Scenario, proj: FleetProjection) -> TwinResult:
+    """The facility twin over its horizon for the projected fleet."""
+    board_w, clock, design_w = facility_inputs(scenario, proj)
+    return run_twin(scenario.facility.config(), board_w, clock, design_board_w=design_w)
 
 
 def facility_ratios(twin: TwinResult) -> FacilityRatios:

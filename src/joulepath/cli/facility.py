@@ -1,0 +1,119 @@
+"""The facility twin command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from joulepath.cli import JsonFlag, _guard, _print_json, app, console
+from joulepath.scenario import Scenario, load_scenario
+
+
+def _twin_inputs(scenario: Scenario, it_csv: Path | None) -> tuple[Any, Any, float]:
+    """(board power per step, clock, design board power): a CSV, or the scenario's fleet projection."""
+    import csv
+
+    import numpy as np
+
+    from joulepath.facility import Clock
+    from joulepath.run import build_trace, facility_inputs, project
+
+    if it_csv is None:
+        return facility_inputs(scenario, project(scenario, build_trace(scenario.workload)))
+    if not it_csv.is_file():
+        raise ValueError(f"IT power CSV {it_csv} does not exist; give a CSV with a column it_power_w")
+    with it_csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "it_power_w" not in rows[0]:
+        raise ValueError(f"{it_csv}: needs a header with it_power_w (W per step; optional t_s for the step)")
+    values = np.array([float(r["it_power_w"]) for r in rows])
+    step = float(rows[1]["t_s"]) - float(rows[0]["t_s"]) if "t_s" in rows[0] and len(rows) > 1 else None
+    return values, Clock(step or scenario.facility.step_s, len(values)), float(values.max())
+
+
+def _variant(scenario: Scenario, name: str) -> Any:
+    from joulepath.facility.power_chain import TOPOLOGIES
+    from joulepath.facility.presets import PRESETS
+
+    base = scenario.facility.config()
+    if name in TOPOLOGIES:
+        return base.replace(name=f"{base.name} + {name}", topology=name)
+    if name in PRESETS:
+        p = PRESETS[name]
+        return base.replace(name=name, cooling=p.cooling, topology=p.topology, aux_frac=p.aux_frac)
+    raise ValueError(
+        f"unknown variant {name!r}; give a facility preset ({', '.join(sorted(PRESETS))}) "
+        f"or a power topology ({', '.join(TOPOLOGIES)})"
+    )
+
+
+@app.command("twin")
+def twin_cmd(
+    scenario_path: Annotated[Path | None, typer.Argument(metavar="[SCENARIO.toml]", help="Default: built-in.")] = None,
+    it_csv: Annotated[Path | None, typer.Option(help="CSV of IT board power (it_power_w, optional t_s).")] = None,
+    compare: Annotated[str | None, typer.Option(help="A second design: facility preset or power topology.")] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the facility twin alone: PUE, WUE, water, carbon, cost; --compare two designs side by side."""
+    from joulepath.facility import run_twin
+    from joulepath.report.result_json import facility_to_dict
+
+    scenario = _guard(lambda: load_scenario(scenario_path))
+
+    def simulate() -> list[Any]:
+        board, clock, design = _twin_inputs(scenario, it_csv)
+        configs = [scenario.facility.config(), *([_variant(scenario, compare)] if compare else [])]
+        return [run_twin(cfg, board, clock, design_board_w=design) for cfg in configs]
+
+    results = _guard(simulate)
+    if json_out:
+        _print_json([facility_to_dict(r) for r in results])
+        return
+    _print_twin(results)
+
+
+def _print_twin(results: list[Any]) -> None:
+    table = Table(
+        title="facility twin (estimated)",
+        caption=f"weather: {results[0].weather_source}; grid: {results[0].grid_source}",
+    )
+    table.add_column("metric")
+    for r in results:
+        table.add_column(r.config.name, justify="right")
+    if len(results) == 2:
+        table.add_column("change", justify="right")
+    rows: list[tuple[str, Callable[[Any], float], str]] = [
+        ("PUE", lambda m: m.pue, "{:.3f}"),
+        ("TUE", lambda m: m.tue, "{:.3f}"),
+        ("WUE, L/kWh", lambda m: m.wue_l_per_kwh, "{:.2f}"),
+        ("IT energy, MWh", lambda m: m.it_energy_j / 3.6e9, "{:,.1f}"),
+        ("facility energy, MWh", lambda m: m.facility_energy_j / 3.6e9, "{:,.1f}"),
+        (
+            "cooling, MWh",
+            lambda m: (
+                sum(v for k, v in m.energy_by_subsystem_j.items() if k not in ("chain_loss", "aux_power")) / 3.6e9
+            ),
+            "{:,.1f}",
+        ),
+        ("power-chain losses, MWh", lambda m: m.energy_by_subsystem_j["chain_loss"] / 3.6e9, "{:,.1f}"),
+        ("water, m3", lambda m: m.water_l / 1e3, "{:,.1f}"),
+        ("carbon, t CO2", lambda m: m.carbon_g / 1e6, "{:,.1f}"),
+        ("cost, kUSD", lambda m: m.cost_usd / 1e3, "{:,.1f}"),
+        ("peak grid draw, MW", lambda m: m.peak_grid_w / 1e6, "{:,.2f}"),
+        ("free cooling, % of heat", lambda m: 100 * m.free_cooling_frac, "{:.0f}"),
+        ("inlet outside 18-27 C, steps", lambda m: m.inlet_violation_steps, "{:.0f}"),
+    ]
+    for name, get, fmt in rows:
+        values = [get(r.metrics) for r in results]
+        cells = [fmt.format(v) for v in values]
+        if len(values) == 2:
+            cells.append(f"{100 * (values[1] / values[0] - 1):+.1f} %" if values[0] else "-")
+        table.add_row(name, *cells)
+    console.print(table)
+    for r in results:
+        for w in r.warnings:
+            console.print(f"[yellow]{r.config.name}:[/] {w}")
