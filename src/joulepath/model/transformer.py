@@ -160,23 +160,34 @@ class Transformer(nn.Module):
 
 
 class DenseCausalAttention:
-    """Attention over whole sequences with no cache: the reference path for tests and scoring.
+    """Attention over whole sequences with no cache: the reference path, and training's.
 
     `seq_lens` splits the step's tokens into sequences; each attends causally to itself (and, with a
-    sliding window, only to its last `window` positions)."""
+    sliding window, only to its last `window` positions). Sequences are padded into one batch so a
+    layer costs a single SDPA call; padded query rows see key 0 only (never an all-masked row, whose
+    softmax would be NaN) and are dropped on the way out."""
 
     def __init__(self, seq_lens: list[int], window: int | None = None) -> None:
         self.seq_lens, self.window = seq_lens, window
+        self._plan: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def _build(self, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+        longest = max(self.seq_lens)
+        offsets = torch.tensor([0, *self.seq_lens[:-1]]).cumsum(0)
+        pos = torch.arange(longest)
+        valid = pos[None, :] < torch.tensor(self.seq_lens)[:, None]  # (B, L)
+        gather = torch.where(valid, offsets[:, None] + pos[None, :], 0)  # (B, L) rows of the flat batch
+        mask = causal_mask(longest, longest, 0, self.window, torch.device("cpu"))[None] & valid[:, None, :]
+        mask |= (~valid)[:, :, None] & (pos == 0)[None, None, :]  # padded queries: key 0 only
+        return gather.to(device), valid.to(device), mask[:, None].to(device)  # mask: (B, 1, L, L)
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        outs, start = [], 0
-        for n in self.seq_lens:
-            qs, ks, vs = (x[start : start + n].transpose(0, 1)[None] for x in (q, k, v))  # (1, H, n, D)
-            mask = causal_mask(n, n, 0, self.window, q.device)
-            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
-            outs.append(out[0].transpose(0, 1))  # (n, H, D)
-            start += n
-        return torch.cat(outs)
+        if self._plan is None:
+            self._plan = self._build(q.device)
+        gather, valid, mask = self._plan
+        qs, ks, vs = (x[gather].transpose(1, 2) for x in (q, k, v))  # (B, heads, L, D)
+        out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
+        return out.transpose(1, 2)[valid]  # (T, H, D) in the step's token order
 
 
 def causal_mask(n_q: int, n_k: int, q_start: int, window: int | None, device: torch.device) -> Tensor:
