@@ -80,9 +80,11 @@ def _batch(rng: random.Random, tok: JsonTokenizer, cfg: TrainConfig, step: int) 
 
 def loss_on_answers(model: Transformer, seqs: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, int]:
     """Mean next-token cross-entropy over answer tokens; returns (loss, tokens processed)."""
-    tokens = torch.tensor([t for s in seqs for t in s])
-    positions = torch.cat([torch.arange(len(s)) for s in seqs])
-    logits = model(tokens, positions, DenseCausalAttention([len(s) for s in seqs]))  # (T, vocab)
+    device = next(model.parameters()).device
+    tokens = torch.tensor([t for s in seqs for t in s], device=device)
+    positions = torch.cat([torch.arange(len(s)) for s in seqs]).to(device)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(tokens, positions, DenseCausalAttention([len(s) for s in seqs]))  # (T, vocab)
     rows: list[int] = []
     targets: list[int] = []
     offset = 0
@@ -90,7 +92,8 @@ def loss_on_answers(model: Transformer, seqs: list[list[int]], starts: list[int]
         rows.extend(range(offset + start - 1, offset + len(s) - 1))  # position i predicts token i + 1
         targets.extend(s[start:])
         offset += len(s)
-    return F.cross_entropy(logits[torch.tensor(rows)], torch.tensor(targets)), len(tokens)
+    rows_t, targets_t = torch.tensor(rows, device=device), torch.tensor(targets, device=device)
+    return F.cross_entropy(logits[rows_t].float(), targets_t), len(tokens)
 
 
 def build(cfg: TrainConfig, tokenizer: JsonTokenizer) -> LoadedModel:
@@ -123,7 +126,7 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
         train_tokenizer(corpus(4000, cfg.seed), cfg.vocab_size).save(str(tok_path))
     tokenizer = JsonTokenizer(tok_path)
     loaded = build(cfg, tokenizer)
-    model = loaded.model
+    model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu")  # bf16 autocast on CUDA
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
@@ -133,7 +136,7 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
     )
     step = 0
     if state_path.is_file():  # resume
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, weights_only=False, map_location=next(model.parameters()).device)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         step = saved["step"]
@@ -157,5 +160,6 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
                 state_path,
             )
     model.eval()
+    loaded.model = model.cpu()
     save_checkpoint(loaded, out_dir)
     return loaded
