@@ -27,14 +27,13 @@ def main() -> int:
     log: list[TrainState] = []
     t0 = time.perf_counter()
     cfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, checkpoint_every=10**9)
-    train(
-        cfg,
-        args.out,
-        lambda s: (
-            log.append(s),
-            s.step % 100 == 0 and print(f"{s.step} {s.loss:.3f} {time.perf_counter() - t0:.0f}s", flush=True),
-        ),
-    )
+
+    def show(s: TrainState) -> None:
+        log.append(s)
+        if s.step % 100 == 0:
+            print(f"{s.step} {s.loss:.3f} {time.perf_counter() - t0:.0f}s", flush=True)
+
+    train(cfg, args.out, show)
     seconds = time.perf_counter() - t0
     loaded = load_model(str(args.out), device="cuda")
     report = evaluate(loaded, golden.load("dev", per_cell=5))
