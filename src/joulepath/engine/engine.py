@@ -24,7 +24,7 @@ import torch
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
-from joulepath.engine.scheduler import Scheduler, SchedulerConfig, Sequence, Status
+from joulepath.engine.scheduler import Schedule, Scheduler, SchedulerConfig, Sequence, Status
 from joulepath.meter import Meter, attribute, auto_meter
 from joulepath.model.checkpoint import LoadedModel
 
@@ -134,8 +134,7 @@ class Engine:
                 self.records.append(self._record(self._seqs[out.request_id]))
         return outputs
 
-    def _share_energy(self, energy_j: float, schedule: object, provenance: str) -> None:
-        assert hasattr(schedule, "chunks") and hasattr(schedule, "sequences")
+    def _share_energy(self, energy_j: float, schedule: Schedule, provenance: str) -> None:
         tokens = {str(s.seq_id): float(len(c.tokens)) for s, c in zip(schedule.sequences, schedule.chunks, strict=True)}
         shares = attribute(energy_j, tokens)
         for seq in schedule.sequences:

@@ -447,7 +447,6 @@ class SteadyState:
     power_w: float  # all devices of the unit, time-averaged
     energy_per_output_token_j: float
     decode: StepCost
-    prefill: StepCost
     provenance: str = ESTIMATE
 
 
@@ -467,7 +466,6 @@ def steady_state(
     compute-side time is added: the GEMM and attention FLOPs at the calibrated efficiency."""
     eff = eff or calibrated_efficiency()
     decode = decode_step(spec, dep, batch, prompt_tokens + output_tokens / 2.0, eff)
-    prefill = prefill_step(spec, dep, prompt_tokens, eff)
     acc = dep.accelerator
     peak = acc.peak_flops(COMPUTE_DTYPE.get(spec.weight_dtype, "bf16"))
     linear = 2.0 * spec.params_active * prompt_tokens
@@ -483,9 +481,7 @@ def steady_state(
     busy = w_dec * decode.kernel_fraction + w_pre
     bytes_s, flops_s = u_mem * acc.memory_bandwidth_b_s, u_comp * peak
     power = min(device_power_w(dep, busy, bytes_s, flops_s, eff), dep.power_ceiling_w) * dep.n_devices
-    return SteadyState(
-        batch, decode.time_s, t_tok, 1.0 / t_tok, u_comp, u_mem, busy, power, power * t_tok, decode, prefill
-    )
+    return SteadyState(batch, decode.time_s, t_tok, 1.0 / t_tok, u_comp, u_mem, busy, power, power * t_tok, decode)
 
 
 def data_movement_energy_j(dep: Deployment, hbm_bytes: float, link_bytes: float) -> dict[str, float | None]:

@@ -179,7 +179,7 @@ def load_model(
             raise CheckpointError(str(exc)) from None
         torch.manual_seed(seed)
         model = Transformer(cfg)
-        _init_dummy(model)
+        init_weights(model)
         return LoadedModel(model.to(device=device, dtype=dtype).eval(), cfg, ByteTokenizer(), spec)
     folder = Path(spec)
     if not (folder / "config.json").is_file():
@@ -209,15 +209,18 @@ def load_model(
     )
 
 
-def _init_dummy(model: Transformer) -> None:
-    """Random weights scaled by 1/sqrt(fan_in) (norms at 1, biases 0): outputs are gibberish, but
-    activations keep unit scale and logits are well separated, so greedy decoding is not decided by
-    rounding noise when two implementations are compared."""
+def init_weights(model: Transformer, std: float | None = None) -> None:
+    """Random weights, norms at 1, biases at 0. `std=None` (dummy models): 1/sqrt(fan_in) for linear
+    weights and 1 for embeddings, so activations keep unit scale and logits are well separated and
+    greedy decoding is not decided by rounding noise when two implementations are compared. A number
+    (training from scratch): that std for every weight matrix."""
     for name, p in model.named_parameters():
         if name.endswith("norm.weight"):
             torch.nn.init.ones_(p)
         elif name.endswith("bias"):
             torch.nn.init.zeros_(p)
+        elif std is not None:
+            torch.nn.init.normal_(p, std=std)
         elif name == "tok_embeddings.weight":
             torch.nn.init.normal_(p, std=1.0)
         else:  # Linear weights are (in_features, out_features)

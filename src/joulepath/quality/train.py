@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from joulepath.model import DenseCausalAttention, JsonTokenizer, LoadedModel, ModelConfig, Transformer, save_checkpoint
+from joulepath.model.checkpoint import init_weights
 from joulepath.quality.tasks import CHAT_TEMPLATE, LEVELS, SKILLS, chat_prompt, chat_target, generate
 from joulepath.quality.tokenizer import corpus, train_tokenizer
 
@@ -109,11 +110,7 @@ def build(cfg: TrainConfig, tokenizer: JsonTokenizer) -> LoadedModel:
     )
     torch.manual_seed(cfg.seed)
     model = Transformer(mc)
-    for name, p in model.named_parameters():
-        if name.endswith("norm.weight"):
-            torch.nn.init.ones_(p)
-        elif not name.endswith("bias"):
-            torch.nn.init.normal_(p, std=0.02)
+    init_weights(model, std=0.02)
     return LoadedModel(model, mc, tokenizer, f"zoo:{cfg.preset}", {"eos_token_id": end_id}, CHAT_TEMPLATE)
 
 
