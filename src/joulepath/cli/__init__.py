@@ -243,7 +243,11 @@ def _print_summary(result: Any, path: Path) -> None:
         ("utilisation", f"{100 * s.utilisation:.1f} %", est),
         ("served / unserved", f"{s.served_output_tokens:,.0f} / {s.unserved_output_tokens:,.0f} tokens", est),
         ("device energy per token", f"{s.device_j_per_token:.3g} J/token", est),
-        ("wall energy per token", f"{s.wall_j_per_token:.3g} J/token", "estimated (hw model + facility twin; host assumed)"),
+        (
+            "wall energy per token",
+            f"{s.wall_j_per_token:.3g} J/token",
+            "estimated (hw model + facility twin; host assumed)",
+        ),
         ("IT power avg / peak", f"{s.avg_it_power_w / 1e3:,.2f} / {s.peak_it_power_w / 1e3:,.2f} kW", est),
         ("PUE / WUE (facility twin)", f"{s.pue:.3f} / {s.wue_l_per_kwh:.2f} L/kWh", "estimated (facility twin)"),
         (
