@@ -20,13 +20,15 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="jp-large")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--tokens-per-step", type=int, default=8192)
     parser.add_argument("--out", type=Path, default=Path("/tmp/jp-probe"))
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     log: list[TrainState] = []
     t0 = time.perf_counter()
-    cfg = TrainConfig(preset=args.preset, steps=args.steps, batch_size=args.batch_size, checkpoint_every=10**9)
+    cfg = TrainConfig(
+        preset=args.preset, steps=args.steps, tokens_per_step=args.tokens_per_step, checkpoint_every=10**9
+    )
 
     def show(s: TrainState) -> None:
         log.append(s)

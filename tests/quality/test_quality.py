@@ -57,7 +57,7 @@ def test_curriculum_unlocks_levels() -> None:
 
 @pytest.mark.slow
 def test_training_learns_resumes_and_evaluates(tmp_path: Path) -> None:
-    cfg = TrainConfig(steps=120, batch_size=16, skills=("compare",), checkpoint_every=60, lr=3e-3)
+    cfg = TrainConfig(steps=120, tokens_per_step=512, skills=("compare",), checkpoint_every=60, lr=3e-3)
     losses: list[float] = []
     first = train(TrainConfig(**{**cfg.__dict__, "steps": 60}), tmp_path, lambda s: losses.append(s.loss))
     assert (tmp_path / "trainer_state.pt").is_file()

@@ -93,14 +93,14 @@ def train_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (resumes if it holds a checkpoint).")],
     preset: Annotated[str, typer.Option(help="Zoo shape: jp-small or jp-large.")] = "jp-small",
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 32,
+    tokens_per_step: Annotated[int, typer.Option(help="Padded tokens per optimizer step.")] = 4096,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
     seed: Annotated[int, typer.Option(help="Data and init seed.")] = 0,
 ) -> None:
     """Train a zoo model on the task suite (AdamW, cosine, clipping, checkpoints, resume)."""
     from joulepath.quality.train import TrainConfig, train
 
-    cfg = _guard(lambda: TrainConfig(preset=preset, steps=steps, batch_size=batch_size, lr=lr, seed=seed))
+    cfg = _guard(lambda: TrainConfig(preset=preset, steps=steps, tokens_per_step=tokens_per_step, lr=lr, seed=seed))
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
         task = bar.add_task("training", total=steps)
 

@@ -3,7 +3,7 @@
 from joulepath.model.checkpoint import CheckpointError, LoadedModel, load_model, save_checkpoint
 from joulepath.model.config import PRESETS, ConfigError, ModelConfig, from_hf, preset, to_hf
 from joulepath.model.tokenizer import ByteTokenizer, JsonTokenizer, Tokenizer
-from joulepath.model.transformer import AttentionBackend, DenseCausalAttention, Transformer
+from joulepath.model.transformer import AttentionBackend, DenseCausalAttention, PaddedBatchAttention, Transformer
 
 __all__ = [
     "PRESETS",
@@ -15,6 +15,7 @@ __all__ = [
     "JsonTokenizer",
     "LoadedModel",
     "ModelConfig",
+    "PaddedBatchAttention",
     "Tokenizer",
     "Transformer",
     "from_hf",

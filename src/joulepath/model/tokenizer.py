@@ -32,6 +32,10 @@ class JsonTokenizer:
         ids: list[int] = self._tok.encode(text, add_special_tokens=False).ids
         return ids
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Many texts at once (the library tokenizes them in parallel)."""
+        return [e.ids for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids: list[int]) -> str:
         text: str = self._tok.decode(ids, skip_special_tokens=False)
         return text

@@ -190,6 +190,27 @@ class DenseCausalAttention:
         return out.transpose(1, 2)[valid]  # (T, H, D) in the step's token order
 
 
+class PaddedBatchAttention:
+    """Causal attention over a (batch, length) block of right-padded sequences: training's fast path.
+
+    The step's tokens are `batch` rows of `length` positions, flattened row by row. With right padding
+    a causal mask never lets a real token see a pad (pads come after it), so one `is_causal` SDPA call
+    (the fused kernel, no explicit mask) is exact for every real position; pad rows are ignored by the
+    loss."""
+
+    def __init__(self, batch: int, length: int) -> None:
+        self.batch, self.length = batch, length
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, n = self.batch, self.length
+        qs, ks, vs = (x.view(b, n, x.shape[1], x.shape[2]).transpose(1, 2) for x in (q, k, v))
+        if ks.shape[1] != qs.shape[1]:  # grouped-query heads: the fused CPU kernel wants them expanded
+            reps = qs.shape[1] // ks.shape[1]
+            ks, vs = ks.repeat_interleave(reps, dim=1), vs.repeat_interleave(reps, dim=1)
+        out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
+        return out.transpose(1, 2).reshape(b * n, qs.shape[1], qs.shape[3])
+
+
 def causal_mask(n_q: int, n_k: int, q_start: int, window: int | None, device: torch.device) -> Tensor:
     """Boolean (n_q, n_k) mask: query i (at absolute position q_start + i) sees keys j <= its position,
     and with a sliding window only keys j > position - window."""

@@ -86,8 +86,10 @@ def gen_sort(rng: random.Random, level: str) -> Example:
 
 
 def gen_reverse(rng: random.Random, level: str) -> Example:
-    word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*STRING_LEN[level])))
-    return Example("reverse", level, f"Reverse: {word}", word[::-1])
+    """Letters written apart ("Reverse: k e x a" -> "a x e k"): a BPE tokenizer would merge random
+    letter runs differently forwards and backwards, so the task would test tokenization, not reversal."""
+    letters = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(*STRING_LEN[level]))]
+    return Example("reverse", level, f"Reverse: {' '.join(letters)}", " ".join(reversed(letters)))
 
 
 def gen_count(rng: random.Random, level: str) -> Example:

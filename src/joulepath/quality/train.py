@@ -18,14 +18,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from joulepath.model import DenseCausalAttention, JsonTokenizer, LoadedModel, ModelConfig, Transformer, save_checkpoint
+from joulepath.model import JsonTokenizer, LoadedModel, ModelConfig, PaddedBatchAttention, Transformer, save_checkpoint
 from joulepath.model.checkpoint import init_weights
 from joulepath.quality.tasks import CHAT_TEMPLATE, LEVELS, SKILLS, chat_prompt, chat_target, generate
 from joulepath.quality.tokenizer import corpus, train_tokenizer
 
 ZOO: dict[str, dict[str, Any]] = {  # shapes of the built-in models (vocabulary set by the tokenizer)
     "jp-small": dict(d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, d_ff=576),  # ~1.8 M parameters
-    "jp-large": dict(d_model=384, n_layers=8, n_heads=8, n_kv_heads=4, d_ff=1152),  # ~14 M parameters
+    "jp-large": dict(d_model=320, n_layers=7, n_heads=8, n_kv_heads=4, d_ff=960),  # ~8.8 M parameters
 }
 
 
@@ -33,7 +33,8 @@ ZOO: dict[str, dict[str, Any]] = {  # shapes of the built-in models (vocabulary 
 class TrainConfig:
     preset: str = "jp-small"
     steps: int = 2000
-    batch_size: int = 32
+    tokens_per_step: int = 4096  # padded tokens per optimizer step
+    lookup_every: int = 4  # every 4th step is a batch of long-document lookups
     lr: float = 3e-3
     warmup_steps: int = 100
     weight_decay: float = 0.1
@@ -50,6 +51,7 @@ class TrainState:
     step: int
     loss: float
     tokens_per_s: float
+    skill_loss: dict[str, float]
 
 
 def levels_at(step: int, total: int) -> tuple[str, ...]:
@@ -65,36 +67,63 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def _batch(rng: random.Random, tok: JsonTokenizer, cfg: TrainConfig, step: int) -> tuple[list[list[int]], list[int]]:
-    """Token ids per example and the index where each answer starts."""
-    seqs: list[list[int]] = []
-    starts: list[int] = []
+@dataclass(frozen=True)
+class Batch:
+    """Right-padded token ids (B, L), the answer-token mask for the loss, and each row's skill."""
+
+    tokens: torch.Tensor
+    answer_mask: torch.Tensor
+    skills: tuple[str, ...]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.tokens.numel())
+
+
+def _examples(rng: random.Random, skills: tuple[str, ...], levels: tuple[str, ...], n: int) -> list[Any]:
+    return [generate(rng.choice(skills), rng.choice(levels), rng) for _ in range(n)]
+
+
+def make_batch(rng: random.Random, tok: JsonTokenizer, cfg: TrainConfig, step: int) -> Batch:
+    """One step's batch: short skills mixed, or (every `lookup_every`-th step) long-document lookups,
+    so sequences in a batch have similar lengths and padding stays small. The batch holds about
+    `tokens_per_step` tokens, however long its sequences are."""
     levels = levels_at(step, cfg.steps)
-    while len(seqs) < cfg.batch_size:
-        ex = generate(rng.choice(cfg.skills), rng.choice(levels), rng)
-        prompt, target = tok.encode(chat_prompt(ex)), tok.encode(chat_target(ex))
-        if len(prompt) + len(target) <= cfg.max_len:
-            seqs.append(prompt + target)
-            starts.append(len(prompt))
-    return seqs, starts
+    long_step = "lookup" in cfg.skills and (len(cfg.skills) == 1 or step % cfg.lookup_every == cfg.lookup_every - 1)
+    skills = ("lookup",) if long_step else tuple(s for s in cfg.skills if s != "lookup")
+    probe = _examples(rng, skills, levels, 8)
+    typical = max(len(tok.encode(chat_prompt(e) + chat_target(e))) for e in probe)
+    exs = probe + _examples(rng, skills, levels, max(0, cfg.tokens_per_step // typical - len(probe)))
+    prompts = tok.encode_batch([chat_prompt(e) for e in exs])
+    targets = tok.encode_batch([chat_target(e) for e in exs])
+    rows = [(p + t, len(p), e.skill) for p, t, e in zip(prompts, targets, exs, strict=True)]
+    rows = [r for r in rows if len(r[0]) <= cfg.max_len]
+    length = max(len(r[0]) for r in rows)
+    tokens = torch.zeros(len(rows), length, dtype=torch.long)
+    answer = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, (ids, start, _) in enumerate(rows):
+        tokens[i, : len(ids)] = torch.tensor(ids)
+        answer[i, start - 1 : len(ids) - 1] = True  # position j predicts token j + 1
+    return Batch(tokens, answer, tuple(r[2] for r in rows))
 
 
-def loss_on_answers(model: Transformer, seqs: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, int]:
-    """Mean next-token cross-entropy over answer tokens; returns (loss, tokens processed)."""
+def loss_on_answers(model: Transformer, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean next-token cross-entropy over answer tokens, and the mean per skill (for logging)."""
     device = next(model.parameters()).device
-    tokens = torch.tensor([t for s in seqs for t in s], device=device)
-    positions = torch.cat([torch.arange(len(s)) for s in seqs]).to(device)
+    b, n = batch.tokens.shape
+    tokens, answer = batch.tokens.to(device), batch.answer_mask.to(device)
+    positions = torch.arange(n, device=device).repeat(b)
+    rows = answer.flatten().nonzero().squeeze(1)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model(tokens, positions, DenseCausalAttention([len(s) for s in seqs]))  # (T, vocab)
-    rows: list[int] = []
-    targets: list[int] = []
-    offset = 0
-    for s, start in zip(seqs, starts, strict=True):
-        rows.extend(range(offset + start - 1, offset + len(s) - 1))  # position i predicts token i + 1
-        targets.extend(s[start:])
-        offset += len(s)
-    rows_t, targets_t = torch.tensor(rows, device=device), torch.tensor(targets, device=device)
-    return F.cross_entropy(logits[rows_t].float(), targets_t), len(tokens)
+        logits = model(tokens.flatten(), positions, PaddedBatchAttention(b, n), logit_rows=rows)
+    targets = tokens.roll(-1, dims=1).flatten()[rows]
+    per_token = F.cross_entropy(logits.float(), targets, reduction="none")
+    row_of = rows // n
+    by_skill: dict[str, float] = {}
+    for skill in set(batch.skills):
+        picked = torch.tensor([s == skill for s in batch.skills], device=device)[row_of]
+        by_skill[skill] = float(per_token[picked].mean().item())
+    return per_token.mean(), by_skill
 
 
 def build(cfg: TrainConfig, tokenizer: JsonTokenizer) -> LoadedModel:
@@ -143,14 +172,14 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
         t0 = time.perf_counter()
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        seqs, starts = _batch(rng, tokenizer, cfg, step)
-        loss, n_tokens = loss_on_answers(model, seqs, starts)
+        batch = make_batch(rng, tokenizer, cfg, step)
+        loss, by_skill = loss_on_answers(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         step += 1
-        progress(TrainState(step, loss.item(), n_tokens / (time.perf_counter() - t0)))
+        progress(TrainState(step, loss.item(), batch.n_tokens / (time.perf_counter() - t0), by_skill))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             torch.save(
                 {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg)},
