@@ -82,7 +82,7 @@ def test_run_with_bad_scenario_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_generate_streams_and_reports_energy(tmp_path: Path) -> None:
-    out = runner.invoke(app, ["generate", "hello", "--max-tokens", "5", "--json"])
+    out = runner.invoke(app, ["generate", "hello", "--model", "dummy:tiny-llama", "--max-tokens", "5", "--json"])
     doc = json.loads(out.output)
     assert doc["record"]["output_tokens"] <= 5 and doc["record"]["energy_provenance"]
     from joulepath.model import load_model, save_checkpoint
@@ -119,5 +119,5 @@ def test_eval_and_train_commands(tmp_path: Path) -> None:
     assert len(doc["cells"]) == 24 and 0.0 <= doc["accuracy"] <= 1.0
     bad = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--golden", "train"])
     assert bad.exit_code == 2 and "unknown golden split" in bad.output
-    trained = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--batch-size", "4"])
+    trained = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--tokens-per-step", "256"])
     assert trained.exit_code == 0 and (tmp_path / "m" / "model.safetensors").is_file()

@@ -76,3 +76,14 @@ def test_training_learns_resumes_and_evaluates(tmp_path: Path) -> None:
     if not result.passed:
         with pytest.raises(GateFailure, match="FAIL accuracy gate"):
             assert_gate(base, worse, max_drop_points=0.0)
+
+
+def test_chat_template_renders_exactly_the_training_prompt() -> None:
+    from joulepath.model.checkpoint import LoadedModel
+    from joulepath.quality.tasks import CHAT_TEMPLATE, chat_prompt
+
+    ex = generate("add", "easy", random.Random(3))
+    loaded = LoadedModel(None, None, None, "zoo", {}, CHAT_TEMPLATE)  # type: ignore[arg-type]
+    assert loaded.apply_chat_template([{"role": "user", "content": ex.user_text}]) == chat_prompt(ex)
+    with_system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]
+    assert loaded.apply_chat_template(with_system).startswith("<|system|>Be brief.\n<|user|>hi")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
@@ -13,6 +12,7 @@ from typing import Any
 import torch
 
 from joulepath.hw.catalog import local_cpu
+from joulepath.report.result_json import write_json_atomic
 
 
 def machine() -> dict[str, Any]:
@@ -45,9 +45,4 @@ def read_bandwidth_gb_s(device: str = "cpu", n_bytes: int = 1_000_000_000, repea
 def write_result(name: str, data: dict[str, Any], out_dir: Path | None = None) -> Path:
     """`benchmarks/results/<name>.json` (or `out_dir`), written atomically."""
     base = out_dir or Path(os.environ.get("JOULEPATH_BENCH_DIR", "benchmarks/results"))
-    base.mkdir(parents=True, exist_ok=True)
-    path = base / f"{name}.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_json_atomic(base / f"{name}.json", data)

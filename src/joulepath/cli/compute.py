@@ -15,14 +15,18 @@ from joulepath.cli import JsonFlag, _guard, _print_json, app, bench_app, console
 @app.command("generate")
 def generate_cmd(
     prompt: str,
-    model: Annotated[str, typer.Option(help="A Hugging Face model folder or dummy:PRESET.")] = "dummy:tiny-llama",
+    model: Annotated[
+        str, typer.Option(help="Zoo model (jp-small, jp-large), a model folder or dummy:PRESET.")
+    ] = "jp-large",
     max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
     seed: Annotated[int | None, typer.Option(help="Sampling seed.")] = None,
     stop: Annotated[list[str] | None, typer.Option(help="Stop string (repeatable).")] = None,
-    chat: Annotated[bool, typer.Option(help="Wrap the prompt in the model's chat template.")] = False,
+    chat: Annotated[
+        bool | None, typer.Option(help="Wrap the prompt in the chat template (default: when the model has one).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Stream a completion, then print tokens/s and J/token (measured or estimated, labelled)."""
@@ -36,7 +40,8 @@ def generate_cmd(
 
     def prepare() -> tuple[Engine, str, SamplingParams]:
         loaded = load_model(model, device=device, dtype=dtype)
-        text = loaded.apply_chat_template([{"role": "user", "content": prompt}]) if chat else prompt
+        use_chat = chat if chat is not None else loaded.chat_template is not None
+        text = loaded.apply_chat_template([{"role": "user", "content": prompt}]) if use_chat else prompt
         params = SamplingParams(max_tokens, temperature, top_k, top_p, seed, tuple(stop or ()))
         return Engine(loaded), text, params
 
@@ -159,3 +164,85 @@ def eval_cmd(
         f"{report.output_tokens} tokens in {report.seconds:.1f} s, {report.j_per_token:.3g} J/token "
         f"({report.energy_provenance})"
     )
+
+
+@app.command("align")
+def align_cmd(
+    model: Annotated[str, typer.Option(help="Zoo model (jp-small, jp-large) or a model folder to align.")],
+    out: Annotated[Path, typer.Option(help="Folder for the aligned model and alignment.json.")],
+    beta: Annotated[float, typer.Option(help="DPO temperature: how far from the reference.")] = 0.1,
+    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 150,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    sft_weight: Annotated[float, typer.Option(help="NLL weight on chosen answers (0 = pure DPO).")] = 1.0,
+    per_cell: Annotated[int, typer.Option(help="Golden test examples per skill/level for before/after.")] = 10,
+    json_out: JsonFlag = False,
+) -> None:
+    """Direct Preference Optimization on suite-made preference pairs; accuracy and refusals before/after."""
+    from dataclasses import asdict
+
+    from joulepath.model import load_model, save_checkpoint
+    from joulepath.quality import golden
+    from joulepath.quality.align import AlignConfig, AlignmentReport, align, behaviour, make_pairs
+    from joulepath.report.result_json import write_json_atomic
+    from joulepath.serving.guard import load_safety_set
+
+    cfg = _guard(lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight))
+    loaded = _guard(lambda: load_model(model))
+    forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
+    held_out = load_safety_set("test")
+    unsafe = [r["text"] for r in held_out if r["label"] == "unsafe"]
+    safe = [r["text"] for r in held_out if r["label"] == "safe"]
+    examples = golden.load("test", per_cell=per_cell)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+        task = bar.add_task("measuring the reference model", total=steps)
+        before = behaviour(loaded, examples, unsafe, safe)
+        bar.update(task, description="making preference pairs")
+        pairs = make_pairs(loaded, cfg, forbidden)
+
+        def show(s: Any) -> None:
+            bar.update(task, completed=s.step, description=f"DPO step {s.step}/{steps} loss {s.loss:.3f}")
+
+        aligned = _guard(lambda: align(loaded, pairs, cfg, show))
+        bar.update(task, description="measuring the aligned model")
+        after = behaviour(aligned, examples, unsafe, safe)
+    report = AlignmentReport(
+        before, after, sum(p.kind == "task" for p in pairs), sum(p.kind == "refusal" for p in pairs), cfg
+    )
+    save_checkpoint(aligned, out)
+    payload = {**asdict(report), "accuracy_delta_points": report.accuracy_delta_points, "model": model}
+    write_json_atomic(out / "alignment.json", payload)
+    if json_out:
+        _print_json(payload)
+        return
+    table = Table(title=f"DPO on {model}: {len(pairs)} pairs, beta {beta}, {steps} steps")
+    for col in ("", "before", "after"):
+        table.add_column(col, justify="right")
+    for name, field_ in (
+        ("golden accuracy", "accuracy"),
+        ("refuses unsafe", "refusal_unsafe"),
+        ("refuses safe", "refusal_safe"),
+    ):
+        table.add_row(name, f"{100 * getattr(before, field_):.1f} %", f"{100 * getattr(after, field_):.1f} %")
+    console.print(table)
+    console.print(f"accuracy {report.accuracy_delta_points:+.1f} points; saved to {out}")
+
+
+@app.command("guard")
+def guard_cmd(
+    text: str,
+    output: Annotated[bool, typer.Option(help="Check TEXT as a model output instead of an input.")] = False,
+    semantic: Annotated[bool, typer.Option(help="Use the semantic classifier (loads an embedding model).")] = True,
+    json_out: JsonFlag = False,
+) -> None:
+    """Run the guardrails on one text and say which rule fired."""
+    from joulepath.serving.guard import Guard, GuardPolicy
+
+    guard = Guard(GuardPolicy(semantic=semantic))
+    decision = guard.check_output(text) if output else guard.check_input(text)
+    if json_out:
+        _print_json(
+            {"action": decision.action, "text": decision.text, "rules": list(decision.rules), "score": decision.score}
+        )
+        return
+    console.print(decision.explain())
+    console.print(decision.text)

@@ -168,10 +168,21 @@ def _chat_template(folder: Path) -> str | None:
     return template if isinstance(template, str) else None
 
 
+ZOO_MODELS = ("jp-small", "jp-large")  # trained by joulepath on its task suite, shipped in the package
+
+
+def zoo_path(name: str) -> Path:
+    """The folder of a shipped zoo model (Hugging Face layout)."""
+    return Path(__file__).parent / "zoo" / name
+
+
 def load_model(
     spec: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0
 ) -> LoadedModel:
-    """Load `spec`: a Hugging Face model folder, or `dummy:<preset>` (random weights, seeded)."""
+    """Load `spec`: a built-in zoo model (`jp-small`, `jp-large`), a Hugging Face model folder, or
+    `dummy:<preset>` (random weights, seeded)."""
+    if spec in ZOO_MODELS:
+        spec = str(zoo_path(spec))
     if spec.startswith("dummy:"):
         try:
             cfg = preset(spec.removeprefix("dummy:"))
@@ -183,7 +194,10 @@ def load_model(
         return LoadedModel(model.to(device=device, dtype=dtype).eval(), cfg, ByteTokenizer(), spec)
     folder = Path(spec)
     if not (folder / "config.json").is_file():
-        raise CheckpointError(f"{folder}: no config.json; give a Hugging Face model folder or dummy:<preset>")
+        raise CheckpointError(
+            f"{folder}: no config.json; give a zoo model ({', '.join(ZOO_MODELS)}), a Hugging Face model folder "
+            "or dummy:<preset>"
+        )
     try:
         cfg = from_hf(_read_json(folder / "config.json"))
     except ConfigError as exc:

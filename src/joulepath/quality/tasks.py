@@ -16,7 +16,8 @@ SKILLS = ("add", "mul", "sort", "reverse", "count", "compare", "convert", "looku
 LEVELS = ("easy", "medium", "hard")
 SYSTEM_PROMPT = "You are a precise assistant. Answer with the result only."
 SPECIAL_TOKENS = ("<|pad|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>")
-CHAT_TEMPLATE = (
+CHAT_TEMPLATE = (  # with no system message, the suite's own is used (the models never saw a prompt without one)
+    "{% if not messages or messages[0].role != 'system' %}<|system|>" + SYSTEM_PROMPT + "\n{% endif %}"
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )

@@ -160,12 +160,13 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
         lr=cfg.lr,
         betas=(0.9, 0.95),
     )
-    step = 0
+    step, seconds, started = 0, 0.0, time.perf_counter()
     if state_path.is_file():  # resume
         saved = torch.load(state_path, weights_only=False, map_location=next(model.parameters()).device)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         step = saved["step"]
+        seconds = float(saved.get("seconds", 0.0))
     rng = random.Random(cfg.seed * 1_000_003 + step)
     model.train()
     while step < cfg.steps:
@@ -182,7 +183,13 @@ def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None
         progress(TrainState(step, loss.item(), batch.n_tokens / (time.perf_counter() - t0), by_skill))
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
             torch.save(
-                {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step, "config": asdict(cfg)},
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "step": step,
+                    "config": asdict(cfg),
+                    "seconds": seconds + time.perf_counter() - started,  # training wall time over resumes
+                },
                 state_path,
             )
     model.eval()

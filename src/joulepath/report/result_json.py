@@ -111,10 +111,21 @@ def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
     }
 
 
-def write_result(result: RunResult, run_dir: Path) -> Path:
-    """Write `run_dir/result.json` atomically and return its path."""
-    path = run_dir / "result.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result_to_dict(result), indent=2), encoding="utf-8")
+def write_json_atomic(path: Path, data: Any) -> Path:
+    """JSON written to a temporary file, then renamed: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_plain_default) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
+
+
+def _plain_default(value: Any) -> Any:
+    if isinstance(value, tuple | set):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def write_result(result: RunResult, run_dir: Path) -> Path:
+    """Write `run_dir/result.json` atomically and return its path."""
+    return write_json_atomic(run_dir / "result.json", result_to_dict(result))

@@ -1,0 +1,125 @@
+"""Quality benchmark: the zoo models on the held-out golden test split, the guardrails on the safety
+set's held-out split, and DPO's effect on accuracy and refusals, each against its baseline from the
+same run:
+
+- models: jp-small (the cheap tier) vs jp-large, per level;
+- guardrails: rules only (baseline) vs rules + semantic classifier (ours);
+- alignment: the zoo model before DPO (baseline) vs after.
+
+`--quick` evaluates fewer examples per cell and runs a shorter DPO (under a minute on 2 cores);
+the full run is what RESULTS.md records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import asdict
+from typing import Any
+
+from joulepath.bench.common import machine, write_result
+from joulepath.model import load_model
+from joulepath.quality import golden
+from joulepath.quality.align import AlignConfig, align, behaviour, make_pairs
+from joulepath.quality.evals import EvalReport, evaluate
+from joulepath.quality.tasks import LEVELS
+from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set
+
+
+def by_level(report: EvalReport) -> dict[str, float]:
+    out = {}
+    for level in LEVELS:
+        cells = [c for c in report.cells if c.level == level]
+        if cells:
+            out[level] = sum(c.correct for c in cells) / sum(c.n for c in cells)
+    return out
+
+
+def guard_rates(guard: Guard, rows: list[dict[str, str]]) -> dict[str, float]:
+    decisions = guard.check_inputs([r["text"] for r in rows])
+    unsafe = [d.blocked for r, d in zip(rows, decisions, strict=True) if r["label"] == "unsafe"]
+    safe = [d.blocked for r, d in zip(rows, decisions, strict=True) if r["label"] == "safe"]
+    return {"unsafe_block_rate": sum(unsafe) / len(unsafe), "safe_false_positive_rate": sum(safe) / len(safe)}
+
+
+def run(quick: bool, dpo_model: str) -> dict[str, Any]:
+    per_cell = 5 if quick else 40
+    t0 = time.perf_counter()
+    models: dict[str, dict[str, Any]] = {}
+    for name in ("jp-small", "jp-large"):
+        report = evaluate(load_model(name), golden.load("test", per_cell=per_cell))
+        models[name] = {"accuracy": report.accuracy, "by_level": by_level(report), "seconds": report.seconds}
+    easy_medium = {
+        name: (m["by_level"]["easy"] + m["by_level"]["medium"]) / 2 for name, m in models.items()
+    }  # cells are equal-sized, so the mean of the two levels is the accuracy on both
+    held_out = load_safety_set("test")
+    guard = {
+        "rules_only": guard_rates(Guard(GuardPolicy(semantic=False)), held_out),
+        "rules_and_semantic": guard_rates(Guard(), held_out),
+    }
+    cfg = AlignConfig(steps=20 if quick else 150, task_prompts=100 if quick else 600)
+    loaded = load_model(dpo_model)
+    examples = golden.load("test", per_cell=5 if quick else 20)
+    unsafe = [r["text"] for r in held_out if r["label"] == "unsafe"]
+    safe = [r["text"] for r in held_out if r["label"] == "safe"]
+    forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
+    before = behaviour(loaded, examples, unsafe, safe)
+    pairs = make_pairs(loaded, cfg, forbidden)
+    after = behaviour(align(loaded, pairs, cfg), examples, unsafe, safe)
+    return {
+        "benchmark": "quality",
+        "quick": quick,
+        "machine": machine(),
+        "examples_per_cell": per_cell,
+        "models": models,
+        "guard": guard,
+        "dpo": {
+            "model": dpo_model,
+            "config": asdict(cfg),
+            "pairs": len(pairs),
+            "before": asdict(before),
+            "after": asdict(after),
+            "golden_examples": len(examples),
+        },
+        "jp_large_easy_medium_accuracy": easy_medium["jp-large"],
+        "jp_small_easy_accuracy": models["jp-small"]["by_level"]["easy"],
+        "jp_small_hard_accuracy": models["jp-small"]["by_level"]["hard"],
+        "guard_unsafe_block_rate": guard["rules_and_semantic"]["unsafe_block_rate"],
+        "guard_safe_false_positive_rate": guard["rules_and_semantic"]["safe_false_positive_rate"],
+        "dpo_accuracy_delta": 100 * (after.accuracy - before.accuracy),  # percentage points
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def report(r: dict[str, Any]) -> None:
+    small, large = r["models"]["jp-small"]["by_level"], r["models"]["jp-large"]["by_level"]
+    print(f"golden test split, {r['examples_per_cell']} per skill and level")
+    print(f"{'level':8s} {'jp-small':>9s} {'jp-large':>9s} {'large/small':>12s}")
+    for level in LEVELS:
+        ratio = large[level] / small[level] if small[level] else float("inf")
+        print(f"{level:8s} {100 * small[level]:8.1f}% {100 * large[level]:8.1f}% {ratio:11.2f}x")
+    base, ours = r["guard"]["rules_only"], r["guard"]["rules_and_semantic"]
+    print("guardrails on the held-out safety split: rules only -> rules + semantic")
+    print(f"  unsafe blocked   {100 * base['unsafe_block_rate']:5.1f}% -> {100 * ours['unsafe_block_rate']:5.1f}%")
+    fp_base, fp_ours = base["safe_false_positive_rate"], ours["safe_false_positive_rate"]
+    print(f"  safe blocked     {100 * fp_base:5.1f}% -> {100 * fp_ours:5.1f}%")
+    d = r["dpo"]
+    print(f"DPO on {d['model']} ({d['pairs']} pairs): before -> after")
+    for key, label in (
+        ("accuracy", "golden accuracy"),
+        ("refusal_unsafe", "refuses unsafe"),
+        ("refusal_safe", "refuses safe"),
+    ):
+        print(f"  {label:16s} {100 * d['before'][key]:5.1f}% -> {100 * d['after'][key]:5.1f}%")
+    print(f"  accuracy delta {r['dpo_accuracy_delta']:+.1f} points")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 examples per cell and a 20-step DPO")
+    parser.add_argument("--dpo-model", default="jp-small", help="zoo model or folder to align")
+    args = parser.parse_args(argv)
+    result = run(args.quick, args.dpo_model)
+    report(result)
+    print(f"wrote {write_result('quality', result)}")
+    return 0
