@@ -11,13 +11,13 @@ from rich.table import Table
 
 from joulepath.cli import JsonFlag, _guard, _print_json, app, bench_app, console, err_console
 
+MODEL_HELP = "Zoo model (jp-small, jp-large), a Hugging Face model folder or dummy:PRESET."
+
 
 @app.command("generate")
 def generate_cmd(
     prompt: str,
-    model: Annotated[
-        str, typer.Option(help="Zoo model (jp-small, jp-large), a model folder or dummy:PRESET.")
-    ] = "jp-large",
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "jp-large",
     max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
@@ -246,3 +246,41 @@ def guard_cmd(
         return
     console.print(decision.explain())
     console.print(decision.text)
+
+
+@app.command("profile")
+def profile_cmd(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "jp-large",
+    per_cell: Annotated[int, typer.Option(help="Golden dev prompts per skill and level to serve.")] = 4,
+    max_batch: Annotated[int, typer.Option(help="Running sequences per step (1 = no batching).")] = 64,
+    json_out: JsonFlag = False,
+) -> None:
+    """Hot paths of serving: time and energy per operator class, roofline class, and what to do."""
+    from dataclasses import asdict
+
+    from joulepath.engine import EngineConfig
+    from joulepath.model import load_model
+    from joulepath.profile import profile_engine
+    from joulepath.quality import golden
+    from joulepath.quality.tasks import chat_prompt
+
+    loaded = _guard(lambda: load_model(model))
+    prompts = [chat_prompt(e) for e in golden.load("dev", per_cell=per_cell)]
+    prof = _guard(lambda: profile_engine(loaded, prompts, config=EngineConfig(max_batch=max_batch)))
+    if json_out:
+        _print_json({**asdict(prof), "advice": [{**asdict(a), "line": a.line()} for a in prof.advice]})
+        return
+    table = Table(title=f"hot paths: {model}, {len(prompts)} requests, {prof.wall_s:.2f} s, {prof.energy_j:.1f} J")
+    for col in ("class", "time", "share", "energy J", "bound", "roofline eff."):
+        table.add_column(col, justify="left" if col in ("class", "bound") else "right")
+    for c in prof.classes:
+        eff = f"{100 * c.roofline_efficiency:.0f} %" if c.roofline_efficiency is not None else "-"
+        table.add_row(c.name, f"{c.time_s:.3f} s", f"{100 * c.share:.1f} %", f"{c.energy_j:.2f}", c.bound, eff)
+    console.print(table)
+    console.print(
+        f"attributed {100 * prof.attributed_fraction:.1f} % of measured time; profiler overhead "
+        f"{100 * prof.overhead_fraction:+.1f} %; energy: {prof.energy_provenance}, split by time (estimated); "
+        f"limits: {prof.limits.peak_flops / 1e9:.0f} GFLOP/s, {prof.limits.bandwidth_bytes_s / 1e9:.1f} GB/s (measured)"
+    )
+    for a in prof.advice:
+        console.print(f"- {a.line()}")

@@ -25,6 +25,7 @@ from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
 from joulepath.engine.scheduler import Schedule, Scheduler, SchedulerConfig, Sequence, Status
+from joulepath.engine.scopes import scope
 from joulepath.meter import Meter, attribute, auto_meter
 from joulepath.model.checkpoint import LoadedModel
 
@@ -116,22 +117,27 @@ class Engine:
 
     def step(self) -> list[StepOutput]:
         """Run one scheduler step; returns what each request in it produced."""
-        schedule = self.scheduler.schedule()
+        with scope("scheduler"):
+            schedule = self.scheduler.schedule()
         if not schedule.chunks:
             return []
         rows = [i for i, s in enumerate(schedule.samples) if s]
-        self.meter.begin("step")
+        with scope("meter"):
+            self.meter.begin("step")
         logits = run_step(self.loaded.model, self.cache, schedule.chunks, rows)
         outputs = []
         for seq, chunk in zip(schedule.sequences, schedule.chunks, strict=True):
             seq.computed = chunk.end
-        for row, i in enumerate(rows):
-            outputs.append(self._emit(schedule.sequences[i], logits[row]))
-        window = self.meter.end("step")
-        self._share_energy(window.total_energy_j, schedule, window.provenance_summary)
-        for out in outputs:
-            if out.finished:
-                self.records.append(self._record(self._seqs[out.request_id]))
+        with scope("sampling+detokenize"):
+            for row, i in enumerate(rows):
+                outputs.append(self._emit(schedule.sequences[i], logits[row]))
+        with scope("meter"):
+            window = self.meter.end("step")
+        with scope("scheduler"):
+            self._share_energy(window.total_energy_j, schedule, window.provenance_summary)
+            for out in outputs:
+                if out.finished:
+                    self.records.append(self._record(self._seqs[out.request_id]))
         return outputs
 
     def _share_energy(self, energy_j: float, schedule: Schedule, provenance: str) -> None:

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.scopes import scope
 from joulepath.model.transformer import Transformer, causal_mask
 
 
@@ -65,8 +66,13 @@ class PagedAttention:
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         k_all, v_all = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, D)
-        k_all.index_copy_(0, self.write_slots, k)
-        v_all.index_copy_(0, self.write_slots, v)
+        with scope("kv_cache.write"):
+            k_all.index_copy_(0, self.write_slots, k)
+            v_all.index_copy_(0, self.write_slots, v)
+        with scope("attention.kernel"):
+            return self._attend(q, k_all, v_all)
+
+    def _attend(self, q: Tensor, k_all: Tensor, v_all: Tensor) -> Tensor:
         out = torch.empty_like(q)  # (T, H, D)
         if len(self.decode_rows):
             ks = k_all[self.padded].transpose(1, 2)  # (B, KV, L, D)
@@ -87,12 +93,14 @@ def run_step(model: Transformer, cache: PagedKVCache, chunks: list[Chunk], sampl
     """Forward one step; returns logits (len(sample_rows), vocab) for the chunks listed in `sample_rows`
     (their last token). Every chunk's keys and values land in the cache."""
     device = cache.k.device
-    tokens = torch.tensor([t for c in chunks for t in c.tokens], device=device)
-    positions = torch.cat([torch.arange(c.start, c.end) for c in chunks]).to(device)
-    ends = torch.tensor([c.end - c.start for c in chunks]).cumsum(0) - 1
-    rows = ends[sample_rows].to(device)
-    attend = PagedAttention(cache, chunks, model.cfg.sliding_window)
-    return model(tokens, positions, attend, logit_rows=rows)
+    with scope("kv_cache.plan"):
+        tokens = torch.tensor([t for c in chunks for t in c.tokens], device=device)
+        positions = torch.cat([torch.arange(c.start, c.end) for c in chunks]).to(device)
+        ends = torch.tensor([c.end - c.start for c in chunks]).cumsum(0) - 1
+        rows = ends[sample_rows].to(device)
+        attend = PagedAttention(cache, chunks, model.cfg.sliding_window)
+    with scope("model.forward"):
+        return model(tokens, positions, attend, logit_rows=rows)
 
 
 class StaticCacheAttention:

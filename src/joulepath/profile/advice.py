@@ -1,0 +1,161 @@
+"""From a hot-path profile to advice: for each hot class, the lever that would cut it, whether joulepath
+has that lever yet, and the expected gain (estimated: the roofline/energy model's first-order effect
+on that class's share of time, never a measurement).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from joulepath.model import LoadedModel
+
+if TYPE_CHECKING:
+    from joulepath.profile.hotpath import ClassCost
+
+GEMMS = ("attention.qkv_proj", "attention.out_proj", "mlp", "lm_head")
+HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other")
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    built: bool
+    where: str  # the module that has it, or the plan for it
+
+
+LEVERS = {
+    "quantization": Lever("weight quantization (INT8/FP8)", False, "not built yet (planned: joulepath.optimize)"),
+    "low_precision": Lever("lower-precision GEMMs (bf16/INT8 compute)", False, "not built yet (planned: optimize)"),
+    "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: engine KV offload tiers)"),
+    "prefix_caching": Lever("prefix caching (KV reuse of shared prompt prefixes)", False, "not built yet (planned)"),
+    "compiled_decode": Lever("compiled decode with CUDA graphs", True, "built for batch 1: engine.static_decode"),
+    "batching": Lever("continuous batching", True, "built: joulepath.engine (EngineConfig.max_batch)"),
+    "fusion": Lever("kernel fusion (torch.compile)", True, "built for the static batch-1 path only"),
+}
+
+
+@dataclass(frozen=True)
+class Advice:
+    target: str  # the class (or group of classes) this is about
+    share: float  # of measured time
+    finding: str
+    lever: Lever
+    expected_gain: float  # fraction of total time/energy it would save (estimated)
+    basis: str  # how the gain was estimated
+
+    def line(self) -> str:
+        return (
+            f"{self.finding} -> {self.lever.name} ({self.lever.where}): "
+            f"about {100 * self.expected_gain:.0f} % less energy (estimated: {self.basis})"
+        )
+
+
+def shared_prefix_fraction(prompts: Sequence[str], loaded: LoadedModel) -> float:
+    """Share of prompt tokens that repeat a prefix of an earlier prompt (what prefix caching skips)."""
+    seen: set[tuple[int, ...]] = set()
+    total = reusable = 0
+    for p in prompts:
+        ids = tuple(loaded.tokenizer.encode(p))
+        total += len(ids)
+        lo, hi = 0, len(ids) - 1  # the last prompt token is always computed (its logits sample)
+        while lo < hi:  # longest prefix already seen (prefixes of seen prompts are all in `seen`)
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if ids[:mid] in seen else (lo, mid - 1)
+        reusable += lo
+        seen.update(ids[:k] for k in range(1, len(ids) + 1))
+    return reusable / total if total else 0.0
+
+
+def advise(
+    classes: Sequence[ClassCost],
+    prefill_tokens: int,
+    decode_tokens: int,
+    prompts: Sequence[str],
+    loaded: LoadedModel,
+    el_bytes: int,
+    min_share: float = 0.05,
+) -> list[Advice]:
+    """Advice for the hot classes, largest expected gain first."""
+    by = {c.name: c for c in classes}
+    out: list[Advice] = []
+    gemm = [by[n] for n in GEMMS if n in by]
+    mem = sum(c.share for c in gemm if c.bound == "memory-bound")
+    comp = sum(c.share for c in gemm if c.bound == "compute-bound")
+    if mem >= min_share:
+        keep = 1 / el_bytes  # INT8 weights: 1 byte per weight instead of `el_bytes`
+        out.append(
+            Advice(
+                "GEMMs (" + ", ".join(c.name for c in gemm if c.bound == "memory-bound") + ")",
+                mem,
+                f"weight GEMMs are memory-bound and {100 * mem:.0f} % of time",
+                LEVERS["quantization"],
+                mem * (1 - keep),
+                f"memory-bound time scales with weight bytes; {el_bytes} -> 1 byte per weight",
+            )
+        )
+    if comp >= min_share:
+        out.append(
+            Advice(
+                "GEMMs (compute-bound)",
+                comp,
+                f"weight GEMMs are compute-bound and {100 * comp:.0f} % of time",
+                LEVERS["low_precision"],
+                comp * 0.5,
+                "twice the peak FLOP/s at half the precision on most devices",
+            )
+        )
+    attn = by.get("attention.kernel")
+    if attn and attn.share >= min_share and attn.bound == "memory-bound":
+        out.append(
+            Advice(
+                "attention.kernel",
+                attn.share,
+                f"attention over the KV cache is memory-bound and {100 * attn.share:.0f} % of time",
+                LEVERS["kv_quantization"],
+                attn.share * 0.5,
+                "KV bytes halve at 8 bits per value (from 16)",
+            )
+        )
+    reuse = shared_prefix_fraction(prompts, loaded)
+    processed = prefill_tokens + decode_tokens
+    model_share = sum(c.share for c in classes if c.name not in (*HOST, "idle"))
+    prefill_share = model_share * prefill_tokens / processed if processed else 0.0
+    if reuse * prefill_share >= min_share / 2:
+        out.append(
+            Advice(
+                "prefill",
+                prefill_share,
+                f"{100 * reuse:.0f} % of prompt tokens repeat an earlier prompt's prefix; prefill is "
+                f"~{100 * prefill_share:.0f} % of time",
+                LEVERS["prefix_caching"],
+                reuse * prefill_share,
+                "reused prompt tokens skip their prefill; prefill share by token count",
+            )
+        )
+    host = sum(by[n].share for n in HOST if n in by)
+    if host >= min_share:
+        out.append(
+            Advice(
+                "host overhead (" + ", ".join(n for n in HOST if n in by and by[n].share > 0.01) + ")",
+                host,
+                f"Python/host work between kernels is {100 * host:.0f} % of time",
+                LEVERS["compiled_decode"],
+                host * 0.8,
+                "captured graphs replay kernels without per-op host work (gpt-fast-style decode)",
+            )
+        )
+    idle = by.get("idle")
+    if idle and idle.share >= min_share:
+        out.append(
+            Advice(
+                "idle",
+                idle.share,
+                f"the device idles {100 * idle.share:.0f} % of the time between steps",
+                LEVERS["batching"],
+                idle.share * 0.5,
+                "more requests per step fill the gaps",
+            )
+        )
+    return sorted(out, key=lambda a: -a.expected_gain)

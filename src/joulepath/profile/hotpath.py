@@ -1,0 +1,319 @@
+"""The hot-path profiler: where an engine run's time and energy go, by operator class, and what to do.
+
+Every step of the run is timed by light named scopes: the engine's own phases (scheduler, KV-cache
+planning and writes, attention kernels, sampling, the meter) and forward hooks on the model's modules
+(embedding, norms, QKV and output projections, MLP, LM head), exclusive of nested scopes. A short
+window of steps also runs under `torch.profiler`, which attributes operators (aten::mm, aten::index,
+...) to those classes. Recording every step under torch.profiler was tried first: on a small model on
+CPU it cost ~60 % of the run (per-operator callbacks), and a per-step schedule cost more in profiler
+start/stop. Each class gets:
+
+- time: exclusive wall time of its scopes (on CUDA each boundary synchronizes), measured;
+- energy: the run's metered energy split by time share (estimated: time-proportional split);
+- FLOPs and bytes from the model's shapes and the tokens each forward processed (estimated: analytic),
+  and from them the roofline class against this device's measured peak FLOP/s and bandwidth.
+
+Idle time is the wall time outside engine steps. The overhead of profiling is measured by running the
+same requests with and without the profiler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.profiler import ProfilerActivity, profile
+
+from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.engine.scopes import ScopeTimer, recording, scope
+from joulepath.meter import Meter, auto_meter
+from joulepath.model import LoadedModel
+from joulepath.model.transformer import MLP, Attention, RMSNorm
+from joulepath.profile.advice import Advice, advise
+from joulepath.profile.limits import DeviceLimits, measure_limits
+
+HOST_CLASSES = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other", "idle")
+MODEL_CLASSES = (
+    "embedding",
+    "norm",
+    "attention.qkv_proj",
+    "attention.rope+other",
+    "kv_cache.write",
+    "attention.kernel",
+    "attention.out_proj",
+    "mlp",
+    "lm_head",
+)
+ROOT = "engine.step"
+FORWARD = "model.forward"
+
+
+@dataclass(frozen=True)
+class ClassCost:
+    name: str
+    time_s: float
+    share: float  # of measured wall time
+    energy_j: float
+    flops: float
+    bytes: float
+    bound: str  # "compute-bound", "memory-bound" or "host" (Python/CPU overhead, no roofline)
+    roofline_efficiency: float | None  # roofline time / measured time (1 = at the roofline)
+
+
+@dataclass(frozen=True)
+class HotPathProfile:
+    model: str
+    device: str
+    classes: tuple[ClassCost, ...]  # hottest first
+    wall_s: float
+    energy_j: float
+    energy_provenance: str
+    attributed_fraction: float  # of measured time, to named classes (idle included)
+    overhead_fraction: float  # profiled run vs plain run, same requests
+    steps: int
+    limits: DeviceLimits
+    advice: tuple[Advice, ...]
+    operators: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> top ops' shares (window)
+
+
+@dataclass
+class _Work:
+    """FLOPs and bytes per class, accumulated from each forward's shapes."""
+
+    flops: dict[str, float] = field(default_factory=dict)
+    bytes: dict[str, float] = field(default_factory=dict)
+    prefill_tokens: int = 0
+    decode_tokens: int = 0
+
+    def add(self, name: str, flops: float, nbytes: float) -> None:
+        self.flops[name] = self.flops.get(name, 0.0) + flops
+        self.bytes[name] = self.bytes.get(name, 0.0) + nbytes
+
+
+def forward_work(loaded: LoadedModel, work: _Work) -> Callable[..., None]:
+    """A forward pre-hook on the Transformer that books analytic FLOPs/bytes for the call's tokens."""
+    c = loaded.config
+    el = next(loaded.model.parameters()).element_size()
+    d, n_layers, hd, ff, vocab = c.d_model, c.n_layers, c.head_dim, c.d_ff, c.vocab_size
+    qkv = c.qkv_dim
+
+    def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        positions = args[1]
+        t = positions.numel()
+        rows = kwargs.get("logit_rows")
+        r = t if rows is None else rows.numel()
+        ctx = float(positions.sum().item()) + t  # keys each token attends to, summed (FLOPs)
+        ends = torch.cat([positions[1:] != positions[:-1] + 1, positions.new_ones(1, dtype=torch.bool)])
+        keys_read = float((positions[ends] + 1).sum().item())  # each chunk reads its keys once (bytes)
+        work.decode_tokens += r if t == r else 0
+        work.prefill_tokens += t - r if t != r else 0
+        gemm = (("attention.qkv_proj", qkv), ("attention.out_proj", c.n_heads * hd))
+        for name, width in gemm:
+            work.add(name, 2 * t * d * width * n_layers, el * (d * width + t * (d + width)) * n_layers)
+        work.add("mlp", 6 * t * d * ff * n_layers, el * (3 * d * ff + t * (d + 3 * ff)) * n_layers)
+        kv_bytes = el * 2 * keys_read * c.n_kv_heads * hd * n_layers
+        work.add("attention.kernel", 4 * ctx * c.n_heads * hd * n_layers, kv_bytes)
+        work.add("kv_cache.write", 0.0, el * 4 * t * c.n_kv_heads * hd * n_layers)
+        work.add("lm_head", 2 * r * d * vocab, el * (d * vocab + r * (d + vocab)))
+        work.add("norm", 4 * t * d * (2 * n_layers + 1), el * 2 * t * d * (2 * n_layers + 1))
+        work.add("embedding", 0.0, el * 2 * t * d)
+
+    return hook
+
+
+def _module_scopes(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    named: list[tuple[nn.Module, str]] = []
+    for module in model.modules():
+        if isinstance(module, RMSNorm):
+            named.append((module, "norm"))
+        elif isinstance(module, Attention):
+            named += [(module, "attention.rope+other"), (module.wqkv, "attention.qkv_proj")]
+            named.append((module.wo, "attention.out_proj"))
+        elif isinstance(module, MLP):
+            named.append((module, "mlp"))
+    output = getattr(model, "output", None)
+    if isinstance(output, nn.Module):
+        named.append((output, "lm_head"))
+    return named
+
+
+def _instrument(stack: ExitStack, loaded: LoadedModel, timer: ScopeTimer, work: _Work) -> None:
+    """Timed scopes around modules (forward hooks) and the embedding, undone when `stack` closes."""
+    model = loaded.model
+    for module, name in _module_scopes(model):
+
+        def pre(_m: nn.Module, _a: Any, name: str = name) -> None:
+            timer.enter(name)
+
+        def post(_m: nn.Module, _a: Any, _o: Any) -> None:
+            timer.exit()
+
+        stack.callback(module.register_forward_pre_hook(pre).remove)
+        stack.callback(module.register_forward_hook(post).remove)
+    stack.callback(model.register_forward_pre_hook(forward_work(loaded, work), with_kwargs=True).remove)
+    embed = model.embed
+
+    def scoped_embed(tokens: torch.Tensor) -> torch.Tensor:
+        with scope("embedding"):
+            return embed(tokens)
+
+    model.embed = scoped_embed  # type: ignore[method-assign]
+    stack.callback(lambda: delattr(model, "embed"))
+
+
+def operator_breakdown(events: Any) -> dict[str, dict[str, float]]:
+    """Self seconds of each operator, grouped under the nearest enclosing named scope."""
+    names = {ROOT, *HOST_CLASSES, *MODEL_CLASSES, FORWARD}
+    out: dict[str, dict[str, float]] = {}
+    for evt in events:
+        if evt.name in names:
+            continue
+        parent = evt.cpu_parent
+        while parent is not None and parent.name not in names:
+            parent = parent.cpu_parent
+        if parent is None:
+            continue
+        owner = "model.other" if parent.name == FORWARD else parent.name
+        ops = out.setdefault(owner, {})
+        ops[evt.name] = ops.get(evt.name, 0.0) + evt.self_cpu_time_total / 1e6
+    return out
+
+
+@dataclass(frozen=True)
+class _Served:
+    wall_s: float
+    busy_s: float  # inside engine steps
+    tooling_s: float  # starting and stopping torch.profiler (overhead, not idle)
+    energy_j: float
+    steps: int
+    provenance: str
+
+
+def _serve(
+    loaded: LoadedModel,
+    prompts: list[str],
+    params: SamplingParams,
+    config: EngineConfig,
+    meter: Meter,
+    timer: ScopeTimer | None = None,
+    window: tuple[int, int] = (0, 0),
+) -> tuple[_Served, Any]:
+    """Serve all prompts; with a timer, steps [window) also run under torch.profiler (returned)."""
+    engine = Engine(loaded, config, meter)
+    for p in prompts:
+        engine.add_request(p, params)
+    steps, busy, tooling, prof = 0, 0.0, 0.0, None
+    device = next(loaded.model.parameters()).device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    meter.begin("run")
+    t0 = time.perf_counter()
+    while engine.has_work():
+        if timer is not None and steps == window[0] < window[1]:
+            tooling_start = time.perf_counter()
+            prof = profile(activities=activities)
+            prof.__enter__()
+            timer.torch_marks = True
+            tooling += time.perf_counter() - tooling_start
+        s0 = time.perf_counter()
+        with scope(ROOT):
+            engine.step()
+        busy += time.perf_counter() - s0
+        steps += 1
+        if prof is not None and timer is not None and timer.torch_marks and steps == window[1]:
+            tooling_start = time.perf_counter()
+            timer.torch_marks = False
+            prof.__exit__(None, None, None)
+            tooling += time.perf_counter() - tooling_start
+    wall = time.perf_counter() - t0
+    if prof is not None and timer is not None and timer.torch_marks:
+        timer.torch_marks = False
+        prof.__exit__(None, None, None)
+    window_ = meter.end("run")
+    served = _Served(wall, busy, tooling, window_.total_energy_j, steps, window_.provenance_summary)
+    return served, prof
+
+
+def profile_engine(
+    loaded: LoadedModel,
+    prompts: list[str],
+    params: SamplingParams | None = None,
+    config: EngineConfig | None = None,
+    meter: Meter | None = None,
+    window_steps: int = 6,
+    repeats: int = 1,
+) -> HotPathProfile:
+    """Serve `prompts` (a warm-up on a quarter of them, then `repeats` pairs of a plain and a profiled
+    run of all) and attribute the last profiled run; the plain runs measure the profiler's overhead."""
+    params = params or SamplingParams(max_tokens=48, stop=("<|end|>",))
+    config = config or EngineConfig()
+    meter = meter or auto_meter()
+    on_device = next(loaded.model.parameters()).device.type == "cuda"
+    _serve(loaded, prompts[: max(1, len(prompts) // 4)], params, config, meter)  # warm-up: allocator, threads
+    with profile(activities=[ProfilerActivity.CPU]):  # torch.profiler's one-time start-up, outside the timing
+        torch.zeros(1).add_(1)
+    plain_s, profiled_s = [], []
+    for _ in range(repeats):  # alternate, and keep each side's fastest: robust to other load on the machine
+        plain_s.append(_serve(loaded, prompts, params, config, meter)[0].wall_s)
+        work, timer = _Work(), ScopeTimer(sync_cuda=on_device)
+        with ExitStack() as stack:
+            _instrument(stack, loaded, timer, work)
+            stack.enter_context(recording(timer))
+            run, prof = _serve(loaded, prompts, params, config, meter, timer, (2, 2 + window_steps))
+        profiled_s.append(run.wall_s)
+    operators = operator_breakdown(prof.events()) if prof is not None else {}
+    limits = measure_limits(next(loaded.model.parameters()).device)
+    classes, attributed = attribute_classes(timer.exclusive, work, run, limits)
+    el = next(loaded.model.parameters()).element_size()
+    return HotPathProfile(
+        model=loaded.source,
+        device=limits.device,
+        classes=classes,
+        wall_s=run.wall_s,
+        energy_j=run.energy_j,
+        energy_provenance=run.provenance,
+        attributed_fraction=attributed,
+        overhead_fraction=min(profiled_s) / min(plain_s) - 1.0,
+        steps=run.steps,
+        limits=limits,
+        advice=tuple(advise(classes, work.prefill_tokens, work.decode_tokens, prompts, loaded, el)),
+        operators={k: _top(v) for k, v in operators.items()},
+    )
+
+
+def _top(ops: dict[str, float], n: int = 4) -> dict[str, float]:
+    """The `n` largest operators of a class as shares of the class's recorded operator time."""
+    total = sum(ops.values()) or 1.0
+    return {k: v / total for k, v in sorted(ops.items(), key=lambda kv: -kv[1])[:n]}
+
+
+def attribute_classes(
+    per_scope: dict[str, float], work: _Work, run: _Served, limits: DeviceLimits
+) -> tuple[tuple[ClassCost, ...], float]:
+    """Classes hottest first, and the fraction of wall time attributed to named classes.
+
+    The recorded steps' exclusive times give each class's share of step time; applied to the run's
+    measured busy time (inside steps) they give seconds; idle is wall time outside steps, less the
+    profiler's own start/stop. Energy is split by time (estimated)."""
+    per_scope = {("model.other" if k == FORWARD else k): v for k, v in per_scope.items()}  # the forward's own time
+    recorded_s = sum(per_scope.values())  # every scope nests in an engine step
+    share = {n: per_scope.get(n, 0.0) / recorded_s if recorded_s else 0.0 for n in (*MODEL_CLASSES, *HOST_CLASSES)}
+    seconds = {n: share[n] * run.busy_s for n in share}
+    seconds["idle"] = max(0.0, run.wall_s - run.busy_s - run.tooling_s)
+    classes = []
+    for name, t in seconds.items():
+        flops, nbytes = work.flops.get(name, 0.0), work.bytes.get(name, 0.0)
+        bound, eff = "host", None
+        if name in MODEL_CLASSES and nbytes > 0:
+            bound = "compute-bound" if flops / nbytes > limits.ridge_flops_per_byte else "memory-bound"
+            roof = max(flops / limits.peak_flops, nbytes / limits.bandwidth_bytes_s)
+            eff = roof / t if t > 0 else None
+        energy = run.energy_j * t / run.wall_s if run.wall_s else 0.0
+        classes.append(ClassCost(name, t, t / run.wall_s if run.wall_s else 0.0, energy, flops, nbytes, bound, eff))
+    classes.sort(key=lambda c: -c.time_s)
+    unattributed_s = (per_scope.get(ROOT, 0.0) / recorded_s if recorded_s else 1.0) * run.busy_s + run.tooling_s
+    return tuple(classes), 1.0 - unattributed_s / run.wall_s if run.wall_s else 0.0

@@ -1,0 +1,37 @@
+import pytest
+
+from joulepath.engine import EngineConfig
+from joulepath.meter import Meter, ReplayBackend
+from joulepath.model import load_model
+from joulepath.profile import profile_engine
+from joulepath.profile.advice import LEVERS, shared_prefix_fraction
+from joulepath.profile.hotpath import MODEL_CLASSES
+
+
+@pytest.fixture(scope="module")
+def tiny():  # type: ignore[no-untyped-def]
+    return load_model("dummy:tiny-llama")
+
+
+def test_profile_attributes_time_and_conserves_energy(tiny) -> None:  # type: ignore[no-untyped-def]
+    prompts = [f"shared system prompt, question {i}: " + "x" * (5 + i) for i in range(6)]
+    meter = Meter([ReplayBackend({"cpu": 20.0})])
+    prof = profile_engine(tiny, prompts, config=EngineConfig(max_batch=4), meter=meter, window_steps=2)
+    names = {c.name for c in prof.classes}
+    assert set(MODEL_CLASSES) <= names and "idle" in names
+    assert prof.attributed_fraction >= 0.9
+    assert sum(c.time_s for c in prof.classes) <= prof.wall_s * 1.0001
+    assert sum(c.energy_j for c in prof.classes) == pytest.approx(prof.energy_j * sum(c.share for c in prof.classes))
+    assert prof.energy_provenance == "replay" and prof.energy_j == pytest.approx(20.0 * prof.wall_s, rel=0.05)
+    mlp = next(c for c in prof.classes if c.name == "mlp")
+    assert mlp.flops > 0 and mlp.bytes > 0 and mlp.bound in ("compute-bound", "memory-bound")
+    assert "mlp" in prof.operators and any(op.startswith("aten::") for op in prof.operators["mlp"])
+    assert all(a.lever in LEVERS.values() for a in prof.advice)
+    assert not hasattr(tiny.model, "__dict__") or "embed" not in tiny.model.__dict__  # instrumentation undone
+
+
+def test_shared_prefix_fraction_counts_repeated_prompt_prefixes(tiny) -> None:  # type: ignore[no-untyped-def]
+    first, second = "abcdefgh", "abcdefXY"  # byte tokenizer: one token per character
+    assert shared_prefix_fraction([first, second], tiny) == pytest.approx(6 / 16)
+    assert shared_prefix_fraction([first, first], tiny) == pytest.approx(7 / 16)  # last token always computed
+    assert shared_prefix_fraction(["a", "b"], tiny) == 0.0
