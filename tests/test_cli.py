@@ -51,15 +51,17 @@ def test_scenario_show_default_and_check(tmp_path: Path) -> None:
 
 
 def test_run_default_writes_result_json_and_never_overwrites(tmp_path: Path) -> None:
-    first = runner.invoke(app, ["run", "--out", str(tmp_path)])
+    analytic = tmp_path / "analytic.toml"  # the default scenario without serving here (see test_pipeline.py)
+    analytic.write_text("[serve]\nenabled = false\n")
+    first = runner.invoke(app, ["run", str(analytic), "--out", str(tmp_path)])
     assert first.exit_code == 0, first.output
     assert "J/token" in first.output and "estimated" in first.output
-    second = runner.invoke(app, ["run", "--out", str(tmp_path), "--json"])
+    second = runner.invoke(app, ["run", str(analytic), "--out", str(tmp_path), "--json"])
     summary = json.loads(second.output)
     results = sorted(tmp_path.glob("*/result.json"))
     assert len(results) == 2 and summary["result_json"] in map(str, results)
     doc = json.loads(results[0].read_text())
-    assert doc["schema_version"] == "1.0"
+    assert doc["schema_version"] == "1.1" and doc["local"] is None and doc["baseline"]["max_batch"] == 1
     assert doc["summary"]["wall_j_per_token"] > doc["summary"]["device_j_per_token"] > 0
     assert [s["name"] for s in doc["waterfall"]] == [
         "device",

@@ -6,9 +6,11 @@ from joulepath.scenario import Scenario, parse_scenario
 
 from .conftest import shared_file
 
+ANALYTIC = {"serve": {"enabled": False}}  # projection and facility only; real execution: test_pipeline.py
+
 
 def test_default_run_energy_adds_up() -> None:
-    result = run(Scenario())
+    result = run(parse_scenario(ANALYTIC))
     s, w = result.summary, result.waterfall
     assert w.wall_j == pytest.approx(sum(st.energy_j for st in w.stages))
     assert s.wall_energy_j == pytest.approx(w.wall_j)
@@ -20,7 +22,7 @@ def test_default_run_energy_adds_up() -> None:
 
 
 def test_assumed_tdp_is_labelled_in_the_result() -> None:
-    scenario = parse_scenario({"fleet": {"accelerator": "tpu-v6e", "count": 4, "assumed_tdp_w": 300}})
+    scenario = parse_scenario({**ANALYTIC, "fleet": {"accelerator": "tpu-v6e", "count": 4, "assumed_tdp_w": 300}})
     result = run(scenario)
     assert "TDP assumed 300 W" in result.waterfall.stage("device").provenance
     assert "TDP assumed 300 W" in result.summary.provenance
@@ -34,7 +36,7 @@ def test_time_scale_raises_load() -> None:
 
 def test_azure_trace_scenario_runs() -> None:
     path = shared_file("azure_llm_inference_2023_conv.csv")
-    scenario = parse_scenario({"workload": {"kind": "azure_csv", "path": str(path), "duration_s": 600}})
+    scenario = parse_scenario({**ANALYTIC, "workload": {"kind": "azure_csv", "path": str(path), "duration_s": 600}})
     result = run(scenario)
     assert result.trace.n_requests > 2000 and result.trace_source.startswith("measured")
 

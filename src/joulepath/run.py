@@ -1,7 +1,8 @@
-"""The main job, `joulepath run`: scenario -> trace -> projection onto the fleet (hardware model) ->
-facility twin (the fleet's average board power over the facility horizon) -> ledger (device -> host ->
-IT overheads -> power chain -> cooling -> auxiliaries) -> result.json. Later stages (real execution on
-the engine, the hot-path profile, the HTML report) join this same pipe.
+"""The main job, `joulepath run`: scenario -> trace -> real execution of its first requests on this
+machine (engine baseline vs optimized, golden accuracy, hot-path profile; `execute.py`) -> projection
+of the whole trace onto the fleet (hardware model), baseline and optimized -> facility twin (the fleet's
+average board power over the facility horizon) -> ledger (device -> host -> IT overheads -> power
+chain -> cooling -> auxiliaries) -> result.json, telemetry and report.html (`report`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,7 +23,10 @@ from joulepath.meter import FacilityRatios, Measurement, NodeAssumption, Waterfa
 from joulepath.scenario import Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, TraceStats, generate, read_azure_csv, trace_stats
 
-SCHEMA_VERSION = "1.0"
+if TYPE_CHECKING:
+    from joulepath.execute import LocalComparison
+
+SCHEMA_VERSION = "1.1"  # 1.1: baseline fleet outcome and local execution added
 Progress = Callable[[str], None]
 
 
@@ -76,6 +81,8 @@ class RunResult:
     efficiency_source: str
     meter_notes: list[str]
     analysis_energy: Measurement  # what this analysis itself cost on this machine
+    baseline: FleetOutcome | None = None  # the same trace with no batching (the brute-force baseline)
+    local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
 
 
 def build_trace(workload: WorkloadSection) -> Trace:
@@ -109,22 +116,59 @@ def deployment(scenario: Scenario) -> Deployment:
 
 
 def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
-    """Run the analytic pipeline for `scenario` (no files written; see `report.write_result`)."""
+    """The main job for `scenario` (no files written; see `report.write_result` and `write_run`)."""
     meter = auto_meter()
     meter.begin("analysis")
     progress("trace")
     trace = build_trace(scenario.workload)
     if len(trace) == 0:
         raise ValueError("the workload produced no requests in the horizon; raise workload.duration_s or the rate")
-    progress("projection")
-    spec, dep = scenario.model.spec(), deployment(scenario)
+    local = None
+    if scenario.serve.enabled:
+        from joulepath.execute import serve_locally  # torch and the engine load only when serving here
+
+        local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress)
+    progress("projection onto the fleet and facility twin: baseline (no batching)")
+    baseline = fleet_outcome(scenario, trace, max_batch=1)
+    progress("projection onto the fleet and facility twin: optimized (continuous batching)")
+    optimized = fleet_outcome(scenario, trace, scenario.fleet.max_batch)
+    movement = _data_movement(scenario.model.spec(), deployment(scenario), optimized.projection, trace)
+    analysis = meter.end("analysis")
+    return RunResult(
+        scenario,
+        trace_stats(trace),
+        trace.source,
+        optimized.projection,
+        optimized.waterfall,
+        optimized.summary,
+        optimized.facility,
+        movement,
+        calibrated_efficiency().source,
+        meter.notes,
+        analysis,
+        baseline,
+        local,
+    )
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    """One configuration projected onto the fleet and run through the facility twin (estimated)."""
+
+    max_batch: int
+    projection: FleetProjection
+    waterfall: Waterfall
+    summary: Summary
+    facility: TwinResult
+
+
+def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int) -> FleetOutcome:
+    """Trace -> fleet (hardware model) -> facility twin -> ledger, at a given batch limit per unit."""
+    scenario = scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"max_batch": max_batch})})
     proj = project(scenario, trace)
-    bin_s = proj.bin_s
-    progress("facility twin")
-    horizon_s = bin_s * len(proj.t_s)
+    horizon_s = proj.bin_s * len(proj.t_s)
     fac = scenario.facility
     twin = run_facility(scenario, proj)
-    progress("ledger")
     device_provenance = proj.provenance
     if scenario.fleet.assumed_tdp_w:
         device_provenance += f"; TDP assumed {scenario.fleet.assumed_tdp_w:g} W (fleet.assumed_tdp_w)"
@@ -136,22 +180,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         NodeAssumption(fac.host_w_per_device, fac.host_source),
         facility_ratios(twin),
     )
-    summary = _summarise(proj, waterfall, twin, scenario, horizon_s)
-    movement = _data_movement(spec, dep, proj, trace)
-    analysis = meter.end("analysis")
-    return RunResult(
-        scenario,
-        trace_stats(trace),
-        trace.source,
-        proj,
-        waterfall,
-        summary,
-        twin,
-        movement,
-        calibrated_efficiency().source,
-        meter.notes,
-        analysis,
-    )
+    return FleetOutcome(max_batch, proj, waterfall, _summarise(proj, waterfall, twin, scenario, horizon_s), twin)
 
 
 def project(scenario: Scenario, trace: Trace) -> FleetProjection:

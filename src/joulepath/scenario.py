@@ -215,6 +215,29 @@ class FacilitySection(_Section):
         )
 
 
+ZOO_MODELS = ("jp-small", "jp-large")  # = joulepath.model.checkpoint.ZOO_MODELS (kept torch-free here; tested)
+
+
+class ServeSection(_Section):
+    """Real execution on this machine: the trace's first requests served by the engine, baseline (one
+    at a time) and optimized (continuous batching), then profiled."""
+
+    enabled: bool = True
+    model: str = Field("jp-large", description="zoo model (jp-small, jp-large), a model folder or dummy:PRESET")
+    requests: int = Field(48, ge=1, le=2000, description="first N requests of the trace to serve here")
+    max_batch: int = Field(16, ge=1, description="optimized configuration's running sequences per step")
+    max_tokens: int = Field(40, ge=1, le=4096, description="longest answer, tokens")
+    replay_s: float = Field(6.0, ge=0, description="the served requests' arrivals are compressed into this span")
+    profile: bool = True
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v in ZOO_MODELS or v.startswith("dummy:") or Path(v).is_dir():
+            return v
+        raise ValueError(f"unknown model; use {', '.join(ZOO_MODELS)}, a Hugging Face model folder or dummy:PRESET")
+
+
 class OutputSection(_Section):
     dir: Path = Path("runs")
 
@@ -228,6 +251,7 @@ class Scenario(_Section):
     workload: WorkloadSection = WorkloadSection(time_scale=8.0)
     fleet: FleetSection = FleetSection()
     facility: FacilitySection = FacilitySection()
+    serve: ServeSection = ServeSection()
     output: OutputSection = OutputSection()
 
     def to_toml(self) -> str:

@@ -219,10 +219,17 @@ def run_cmd(
         lambda: new_run_dir(out or scenario.output.dir, scenario.name, datetime.now().strftime("%Y%m%d-%H%M%S"))
     )
     path = write_result(result, run_dir)
+    from joulepath.report.html import write_report
+    from joulepath.report.telemetry import write_telemetry
+
+    telemetry = write_telemetry(result, run_dir)
+    report = write_report(result, run_dir)
     if json_out:
-        _print_json({"result_json": str(path), **result_to_dict(result)["summary"]})
+        paths = {"result_json": str(path), "report_html": str(report), "telemetry": str(telemetry)}
+        _print_json({**paths, **result_to_dict(result)["summary"]})
         return
     _print_summary(result, path)
+    console.print(f'report: {report}\ntelemetry: {telemetry} (joulepath query {run_dir} "SELECT ...")')
 
 
 def _print_summary(result: Any, path: Path) -> None:
@@ -277,6 +284,7 @@ def _print_summary(result: Any, path: Path) -> None:
         f"data movement per token at batch {dm.batch:.0f}: {dm.hbm_bytes_per_token / 1e6:.3g} MB from memory, "
         f"{dm.link_bytes_per_token / 1e3:.3g} kB over links; energy: {moves} [dim](estimated)[/]"
     )
+    _print_local(result)
     a = result.analysis_energy
     console.print(
         f"[dim]this analysis: {a.duration_s:.2f} s, {a.total_energy_j:.3g} J on this machine "
@@ -285,9 +293,58 @@ def _print_summary(result: Any, path: Path) -> None:
     console.print(f"result: {path}")
 
 
+def _print_local(result: Any) -> None:
+    """Baseline vs optimized as served on this machine, and the hottest paths."""
+    local = result.local
+    if local is None:
+        return
+    table = Table(title=f"served here: {len(local.optimized.requests)} requests on {local.model} (measured)")
+    for col in ("", "baseline (1 at a time)", f"optimized (batch {local.optimized.max_batch})", "ratio"):
+        table.add_column(col, justify="right")
+    b, o = local.baseline, local.optimized
+    table.add_row(
+        "J per output token", f"{b.j_per_token:.3g}", f"{o.j_per_token:.3g}", f"{b.j_per_token / o.j_per_token:.2f}x"
+    )
+    table.add_row(
+        "tokens/s", f"{b.tokens_per_s:.1f}", f"{o.tokens_per_s:.1f}", f"{o.tokens_per_s / b.tokens_per_s:.2f}x"
+    )
+    table.add_row(
+        "p99 TTFT", f"{1e3 * b.percentile('ttft_s', 99):.0f} ms", f"{1e3 * o.percentile('ttft_s', 99):.0f} ms", ""
+    )
+    table.add_row("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", "")
+    console.print(table)
+    console.print(f"[dim]energy: {o.energy_provenance}[/]")
+    if local.profile:
+        for c in local.profile.classes[:5]:
+            console.print(f"  hot path {c.name:22s} {100 * c.share:5.1f} % of time  {c.bound}")
+        for a in local.profile.advice[:3]:
+            console.print(f"  - {a.line()}")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     app()
 
 
 # Command groups in their own modules register on `app` when imported.
 from joulepath.cli import compute, facility  # noqa: E402, F401
+
+
+@app.command("query")
+def query_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `joulepath run`.")],
+    sql: Annotated[str, typer.Argument(help="SQL over the tables requests, facility, profile.")],
+    json_out: JsonFlag = False,
+) -> None:
+    """Query a run's telemetry (Parquet) with DuckDB."""
+    from joulepath.report.telemetry import query
+
+    columns, rows = _guard(lambda: query(run_dir, sql))
+    if json_out:
+        _print_json([dict(zip(columns, r, strict=True)) for r in rows])
+        return
+    table = Table()
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*(f"{v:.6g}" if isinstance(v, float) else str(v) for v in r))
+    console.print(table)

@@ -119,15 +119,16 @@ class Engine:
         """Run one scheduler step; returns what each request in it produced."""
         with scope("scheduler"):
             schedule = self.scheduler.schedule()
-        if not schedule.chunks:
-            return []
-        rows = [i for i, s in enumerate(schedule.samples) if s]
+            if not schedule.chunks:
+                return []
+            rows = [i for i, s in enumerate(schedule.samples) if s]
         with scope("meter"):
             self.meter.begin("step")
         logits = run_step(self.loaded.model, self.cache, schedule.chunks, rows)
         outputs = []
-        for seq, chunk in zip(schedule.sequences, schedule.chunks, strict=True):
-            seq.computed = chunk.end
+        with scope("scheduler"):
+            for seq, chunk in zip(schedule.sequences, schedule.chunks, strict=True):
+                seq.computed = chunk.end
         with scope("sampling+detokenize"):
             for row, i in enumerate(rows):
                 outputs.append(self._emit(schedule.sequences[i], logits[row]))
@@ -211,3 +212,7 @@ class Engine:
 
     def record(self, request_id: str) -> RequestRecord:
         return next(r for r in self.records if r.request_id == request_id)
+
+    def text_of(self, request_id: str) -> str:
+        """The text generated so far for a request (all of it once finished)."""
+        return self._seqs[request_id].text

@@ -1,4 +1,4 @@
-"""Reports from run results: result.json now; report.html joins later. Imports result types only."""
+"""Reports from run results: result.json, report.html, Parquet telemetry. Imports result types only."""
 
 from joulepath.report.result_json import result_to_dict, write_result
 

@@ -70,6 +70,60 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
             "device_power_w": _plain(proj.device_power_w),
         },
         "meter": {"notes": result.meter_notes, "analysis": _plain(result.analysis_energy)},
+        "baseline": _fleet_outcome(result.baseline) if result.baseline else None,
+        "local": local_to_dict(result.local) if result.local else None,
+    }
+
+
+def _fleet_outcome(outcome: Any) -> dict[str, Any]:
+    return {
+        "max_batch": outcome.max_batch,
+        "summary": _plain(outcome.summary),
+        "waterfall": [_plain(s) for s in outcome.waterfall.stages],
+        "facility_metrics": _plain(outcome.facility.metrics),
+    }
+
+
+def local_run_to_dict(run: Any) -> dict[str, Any]:
+    """Headline numbers of one configuration served on this machine (measured; energy as metered)."""
+    return {
+        "name": run.name,
+        "max_batch": run.max_batch,
+        "requests": len(run.requests),
+        "accuracy": run.accuracy,
+        "output_tokens": run.output_tokens,
+        "wall_s": run.wall_s,
+        "tokens_per_s": run.tokens_per_s,
+        "energy_j": run.energy_j,
+        "j_per_token": run.j_per_token,
+        "energy_provenance": run.energy_provenance,
+        "ttft_p50_s": run.percentile("ttft_s", 50),
+        "ttft_p99_s": run.percentile("ttft_s", 99),
+        "tpot_p50_s": run.percentile("tpot_s", 50),
+        "tpot_p99_s": run.percentile("tpot_s", 99),
+    }
+
+
+def local_to_dict(local: Any) -> dict[str, Any]:
+    prof = local.profile
+    return {
+        "model": local.model,
+        "device": local.device,
+        "baseline": local_run_to_dict(local.baseline),
+        "optimized": local_run_to_dict(local.optimized),
+        "profile": None
+        if prof is None
+        else {
+            "attributed_fraction": prof.attributed_fraction,
+            "overhead_fraction": prof.overhead_fraction,
+            "wall_s": prof.wall_s,
+            "energy_j": prof.energy_j,
+            "energy_provenance": f"{prof.energy_provenance}; split by time (estimated)",
+            "limits": _plain(prof.limits),
+            "classes": [_plain(c) for c in prof.classes],
+            "advice": [{**_plain(a), "line": a.line()} for a in prof.advice],
+            "operators": prof.operators,
+        },
     }
 
 

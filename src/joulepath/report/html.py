@@ -1,0 +1,268 @@
+"""`report.html`: one self-contained page (Plotly bundled inline, opens offline) that says where the
+joules went, from token to wall, for the baseline and the optimized configuration.
+
+Order: a plain-language summary, the configurations side by side, the energy waterfalls, the hot-path
+ranking with its advice, latency and throughput distributions, and the facility time series. Every
+figure says whether its numbers are measured or estimated.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.offline import get_plotlyjs
+
+if TYPE_CHECKING:
+    from joulepath.run import RunResult
+
+COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
+STATUS_SCRIPT = """<script>
+window.__errors = [];
+window.addEventListener('error', e => { window.__errors.push(String(e.message)); });
+window.addEventListener('load', () => {
+  const n = document.querySelectorAll('.js-plotly-plot .main-svg').length;
+  const s = document.getElementById('js-status');
+  s.dataset.plots = n;
+  s.textContent = window.__errors.length ? 'script errors: ' + window.__errors.join('; ') : 'ok: ' + n + ' plot layers';
+});
+</script>"""
+CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#1d2733;padding:0 1em}
+h1{margin-bottom:.2em} .lead{font-size:1.15em;line-height:1.5;background:#f3f6f9;padding:1em;border-radius:8px}
+table{border-collapse:collapse;margin:1em 0;width:100%}
+td,th{border-bottom:1px solid #dde3ea;padding:.35em .6em;text-align:right}
+td:first-child,th:first-child{text-align:left} .tag{font-size:.75em;padding:.1em .4em;border-radius:4px;color:#fff}
+.measured{background:#2a9d8f} .estimated{background:#e76f51} .note{color:#5b6b7b;font-size:.9em}
+#js-status{color:#5b6b7b;font-size:.8em}"""
+
+
+def _tag(kind: str) -> str:
+    return f'<span class="tag {kind}">{kind}</span>'
+
+
+def _fig(fig: go.Figure, title: str, note: str, kind: str) -> str:
+    fig.update_layout(title=title, template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
+    body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
+    return f'<section>{body}<p class="note">{_tag(kind)} {html.escape(note)}</p></section>'
+
+
+def waterfall_figure(result: RunResult) -> str:
+    fig = go.Figure()
+    stages_by_config = [("optimized", result.waterfall)]
+    if result.baseline:
+        stages_by_config.insert(0, ("baseline", result.baseline.waterfall))
+    for name, wf in stages_by_config:
+        served = max(result.summary.served_output_tokens if name == "optimized" else 1.0, 1e-9)
+        if name == "baseline" and result.baseline:
+            served = max(result.baseline.summary.served_output_tokens, 1e-9)
+        labels = [s.name for s in wf.stages] + ["wall"]
+        values = [s.energy_j / served for s in wf.stages] + [wf.wall_j / served]
+        fig.add_trace(
+            go.Waterfall(
+                name=name,
+                x=labels,
+                y=values,
+                measure=["relative"] * len(wf.stages) + ["total"],
+                increasing=dict(marker=dict(color=COLOURS[name])),
+                totals=dict(marker=dict(color="#264653" if name == "optimized" else "#6c757d")),
+            )
+        )
+    fig.update_layout(waterfallgroupgap=0.3, yaxis_title="J per served output token")
+    return _fig(
+        fig,
+        "Energy per token from device to wall (fleet projection)",
+        f"device energy from the hardware model for {result.scenario.model.preset or 'the scenario model'} on "
+        f"{result.scenario.fleet.count} x {result.scenario.fleet.accelerator}; host assumed; power chain and "
+        "cooling from the facility twin.",
+        "estimated",
+    )
+
+
+def hotpath_figure(result: RunResult) -> str:
+    prof = result.local.profile if result.local else None
+    if prof is None:
+        return "<p>No hot-path profile in this run (serve.profile = false).</p>"
+    classes = [c for c in prof.classes if c.share > 0.002][::-1]
+    colours = {"compute-bound": "#e76f51", "memory-bound": "#2a9d8f", "host": "#8d99ae"}
+    fig = go.Figure(
+        go.Bar(
+            x=[100 * c.share for c in classes],
+            y=[c.name for c in classes],
+            orientation="h",
+            marker_color=[colours[c.bound] for c in classes],
+            text=[c.bound for c in classes],
+            hovertemplate="%{y}: %{x:.1f} % of time<br>%{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(xaxis_title="% of measured time (and energy)", height=max(300, 26 * len(classes) + 80))
+    advice = "".join(f"<li>{html.escape(a.line())}</li>" for a in prof.advice) or "<li>nothing above 5 %</li>"
+    note = (
+        f"time measured by named scopes on {prof.limits.device} ({100 * prof.attributed_fraction:.1f} % attributed, "
+        f"profiler overhead {100 * prof.overhead_fraction:+.1f} %); energy split by time share (estimated); "
+        "roofline class from analytic FLOPs/bytes against measured device limits (estimated)."
+    )
+    return _fig(fig, f"Hot paths serving {result.local.model if result.local else ''}", note, "measured") + (
+        f"<h3>What would cut it</h3><ul>{advice}</ul>"
+    )
+
+
+def latency_figure(result: RunResult) -> str:
+    local = result.local
+    if local is None:
+        return "<p>No requests were served on this machine (serve.enabled = false).</p>"
+    fig = go.Figure()
+    for run in (local.baseline, local.optimized):
+        for field, dash in (("ttft_s", "TTFT"), ("tpot_s", "TPOT")):
+            values = [1e3 * getattr(r.record, field) for r in run.requests]
+            fig.add_trace(
+                go.Box(x=values, name=f"{run.name} {dash}", marker_color=COLOURS[run.name], boxpoints="outliers")
+            )
+    fig.update_layout(xaxis_title="milliseconds", xaxis_type="log", showlegend=False)
+    throughput = go.Figure(
+        go.Bar(
+            x=[run.name for run in (local.baseline, local.optimized)],
+            y=[run.tokens_per_s for run in (local.baseline, local.optimized)],
+            marker_color=[COLOURS["baseline"], COLOURS["optimized"]],
+            text=[f"{run.j_per_token:.3g} J/token" for run in (local.baseline, local.optimized)],
+        )
+    )
+    throughput.update_layout(yaxis_title="output tokens/s")
+    return _fig(
+        fig, "Latency per request on this machine", "time to first token and per output token.", "measured"
+    ) + _fig(
+        throughput,
+        "Throughput on this machine",
+        f"energy per token: {local.optimized.energy_provenance}",
+        "measured",
+    )
+
+
+def facility_figure(result: RunResult) -> str:
+    twin = result.facility
+    s, dt = twin.series, twin.clock.dt_s
+    per_day = max(1, round(86400 / dt))
+    n_days = max(1, twin.clock.n_steps // per_day)
+
+    def daily(x: np.ndarray) -> np.ndarray:
+        return x[: n_days * per_day].reshape(n_days, -1).mean(axis=1) if len(x) >= per_day else x
+
+    days = np.arange(len(daily(s["it_power_w"])))
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=days, y=daily(s["it_power_w"]) / 1e3, name="IT power kW"))
+    fig.add_trace(go.Scatter(x=days, y=daily(s["cooling_power_w"]) / 1e3, name="cooling power kW"))
+    fig.add_trace(go.Scatter(x=days, y=daily(s["t_outdoor_c"]), name="outdoor °C", yaxis="y2"))
+    pue = daily(s["facility_power_w"]) / np.maximum(daily(s["it_power_w"]), 1e-9)
+    fig.add_trace(go.Scatter(x=days, y=pue * 10, name="PUE x 10", yaxis="y2", line=dict(dash="dot")))
+    fig.add_trace(
+        go.Scatter(x=days, y=daily(s["carbon_intensity_g_per_kwh"]) / 10, name="grid gCO2/kWh / 10", yaxis="y2")
+    )
+    fig.update_layout(
+        xaxis_title="day of the facility horizon (daily means)",
+        yaxis_title="kW",
+        yaxis2=dict(overlaying="y", side="right", title="°C, PUE x 10, gCO2/kWh / 10"),
+        legend=dict(orientation="h", y=-0.25),
+    )
+    return _fig(
+        fig,
+        f"Facility: {twin.config.name}, {result.scenario.facility.climate} climate, grid {twin.grid_source}",
+        f"facility twin ({twin.weather_source}); the fleet's average board power held over the horizon.",
+        "estimated",
+    )
+
+
+def config_table(result: RunResult) -> str:
+    rows = []
+    local = result.local
+    if local:
+        for label, key, fmt in (
+            ("golden accuracy of the served requests", "accuracy", "{:.1%}"),
+            ("energy per output token (this machine)", "j_per_token", "{:.3g} J"),
+            ("throughput (this machine)", "tokens_per_s", "{:.1f} tokens/s"),
+        ):
+            b, o = getattr(local.baseline, key), getattr(local.optimized, key)
+            rows.append((label, fmt.format(b), fmt.format(o), "measured"))
+        for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
+            b, o = local.baseline.percentile(field, q), local.optimized.percentile(field, q)
+            rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * b:.0f} ms", f"{1e3 * o:.0f} ms", "measured"))
+    if result.baseline:
+        b, o = result.baseline.summary, result.summary
+        rows += [
+            ("fleet: wall energy per token", f"{b.wall_j_per_token:.3g} J", f"{o.wall_j_per_token:.3g} J", "estimated"),
+            (
+                "fleet: served / unserved tokens",
+                f"{b.served_output_tokens:,.0f} / {b.unserved_output_tokens:,.0f}",
+                f"{o.served_output_tokens:,.0f} / {o.unserved_output_tokens:,.0f}",
+                "estimated",
+            ),
+            ("facility PUE", f"{b.pue:.3f}", f"{o.pue:.3f}", "estimated"),
+            ("carbon for the run", f"{b.carbon_g / 1e3:.3g} kg", f"{o.carbon_g / 1e3:.3g} kg", "estimated"),
+        ]
+    body = "".join(
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td><td>{_tag(k)}</td></tr>"
+        for a, b, c, k in rows
+    )
+    return f"<table><tr><th></th><th>baseline</th><th>optimized</th><th></th></tr>{body}</table>"
+
+
+def summary_text(result: RunResult) -> str:
+    sc, s = result.scenario, result.summary
+    parts = []
+    local = result.local
+    if local:
+        b, o = local.baseline, local.optimized
+        ratio = b.j_per_token / o.j_per_token if o.j_per_token else float("nan")
+        parts.append(
+            f"Serving {len(o.requests)} requests of this workload on <b>{html.escape(local.model)}</b> here, "
+            f"continuous batching used <b>{ratio:.2f}x less energy per token</b> than one request at a time "
+            f"({b.j_per_token:.3g} → {o.j_per_token:.3g} J/token, {_tag('measured')} time, energy "
+            f"{html.escape(o.energy_provenance.split(':')[0])}), with golden accuracy {b.accuracy:.0%} → "
+            f"{o.accuracy:.0%}."
+        )
+        if local.profile and local.profile.classes:
+            hot = local.profile.classes[0]
+            advice = local.profile.advice[0].line() if local.profile.advice else ""
+            parts.append(
+                f"The hottest path is <b>{html.escape(hot.name)}</b> ({100 * hot.share:.0f} % of time, {hot.bound}). "
+                + (f"Next lever: {html.escape(advice)}." if advice else "")
+            )
+    parts.append(
+        f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
+        f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "
+        f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('estimated')}."
+    )
+    return "<p>" + "</p><p>".join(parts) + "</p>"
+
+
+def render_report(result: RunResult) -> str:
+    sc = result.scenario
+    sections = [
+        f"<h1>joulepath run: {html.escape(sc.name)}</h1><p class='note'>{html.escape(sc.description)}</p>",
+        f'<div class="lead">{summary_text(result)}</div>',
+        "<h2>Baseline vs optimized</h2>",
+        config_table(result),
+        "<h2>Where the energy goes, device to wall</h2>",
+        waterfall_figure(result),
+        "<h2>Hot paths</h2>",
+        hotpath_figure(result),
+        "<h2>Latency and throughput</h2>",
+        latency_figure(result),
+        "<h2>Facility</h2>",
+        facility_figure(result),
+        '<p id="js-status">rendering…</p>',
+    ]
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>joulepath: {html.escape(sc.name)}</title>"
+        f"<style>{CSS}</style>{STATUS_SCRIPT}<script>{get_plotlyjs()}</script></head>"
+        f"<body>{''.join(sections)}</body></html>"
+    )
+
+
+def write_report(result: RunResult, run_dir: Path) -> Path:
+    path = run_dir / "report.html"
+    tmp = path.with_suffix(".html.tmp")
+    tmp.write_text(render_report(result), encoding="utf-8")
+    tmp.replace(path)
+    return path

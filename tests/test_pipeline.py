@@ -1,0 +1,90 @@
+"""The whole main job, quick: serve here (baseline and optimized), profile, project, facility, report,
+telemetry; then render the report in headless Chromium and query the telemetry with DuckDB."""
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from joulepath.cli import app
+
+runner = CliRunner()
+QUICK = """
+[workload]
+duration_s = 120
+[serve]
+model = "dummy:tiny-llama"
+requests = 8
+replay_s = 0.5
+max_tokens = 8
+[facility]
+horizon_days = 14
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("runs")
+    scenario = base / "quick.toml"
+    scenario.write_text(QUICK)
+    out = runner.invoke(app, ["run", str(scenario), "--out", str(base), "--json"])
+    assert out.exit_code == 0, out.output
+    return Path(json.loads(out.output)["result_json"]).parent
+
+
+def test_quick_pipeline_writes_result_report_and_telemetry(run_dir: Path) -> None:
+    doc = json.loads((run_dir / "result.json").read_text())
+    local = doc["local"]
+    assert local["baseline"]["max_batch"] == 1 and local["optimized"]["requests"] == 8
+    assert local["baseline"]["energy_provenance"] and 0.0 <= local["optimized"]["accuracy"] <= 1.0
+    assert local["profile"]["attributed_fraction"] >= 0.9 and local["profile"]["classes"]
+    assert doc["baseline"]["summary"]["wall_j_per_token"] > 0
+    assert {p.name for p in (run_dir / "telemetry").iterdir()} == {
+        "requests.parquet",
+        "facility.parquet",
+        "profile.parquet",
+    }
+    assert (run_dir / "report.html").stat().st_size > 1_000_000  # plotly bundled: opens offline
+
+
+def test_query_reads_the_telemetry_with_sql(run_dir: Path) -> None:
+    sql = "SELECT config, count(*) AS n, sum(energy_j) > 0 AS has_energy FROM requests GROUP BY config ORDER BY config"
+    out = runner.invoke(app, ["query", str(run_dir), sql, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output) == [
+        {"config": "baseline", "n": 8, "has_energy": True},
+        {"config": "optimized", "n": 8, "has_energy": True},
+    ]
+    days = runner.invoke(app, ["query", str(run_dir), "SELECT count(*) AS n FROM facility", "--json"])
+    assert json.loads(days.output)[0]["n"] == 2 * 14 * 24
+    bad = runner.invoke(app, ["query", str(run_dir), "SELECT nope FROM requests"])
+    assert bad.exit_code == 2 and "query failed" in bad.output
+    missing = runner.invoke(app, ["query", str(run_dir / "nowhere"), "SELECT 1"])
+    assert missing.exit_code == 2 and "telemetry/ folder" in missing.output
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    pytest.fail("no Chromium to render report.html: install the Debian 'chromium' package (make test does)")
+
+
+def test_report_renders_in_headless_chromium(run_dir: Path) -> None:
+    browser = _chromium()
+    page = (run_dir / "report.html").as_uri()
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=20000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", page], capture_output=True, text=True, timeout=120)
+    assert 'id="js-status"' in dom.stdout, dom.stderr[-2000:]
+    status = dom.stdout.split('id="js-status"', 1)[1].split("</p>", 1)[0]
+    assert "ok:" in status and "script errors" not in status, status
+    assert int(status.split('data-plots="', 1)[1].split('"', 1)[0]) >= 6  # every figure drew its SVG layers
+    shot = run_dir / "report.png"
+    subprocess.run(
+        [browser, *flags, "--window-size=1200,4200", f"--screenshot={shot}", page], capture_output=True, timeout=120
+    )
+    assert shot.stat().st_size > 50_000
+    print(f"screenshot: {shot}")
