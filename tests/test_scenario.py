@@ -70,3 +70,19 @@ def test_relative_trace_path_resolves_against_the_scenario(tmp_path: Path) -> No
     path.write_text('[workload]\nkind = "azure_csv"\npath = "trace.csv"\n')
     assert load_scenario(path).workload.path == tmp_path / "sub" / "trace.csv"
     assert tomllib.loads(Scenario().to_toml())["fleet"]["accelerator"] == "h100-sxm"
+
+
+def test_scenario_knows_the_zoo_by_name_without_importing_torch() -> None:
+    from joulepath.model.checkpoint import ZOO_MODELS
+    from joulepath.scenario import ZOO_MODELS as SCENARIO_ZOO
+
+    assert SCENARIO_ZOO == ZOO_MODELS
+
+
+def test_unknown_serve_model_is_a_clear_error() -> None:
+    import pytest
+
+    from joulepath.scenario import ScenarioError, parse_scenario
+
+    with pytest.raises(ScenarioError, match=r"serve.model = 'gpt-9'.*jp-small, jp-large"):
+        parse_scenario({"serve": {"model": "gpt-9"}})

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from joulepath import __version__
@@ -205,25 +205,29 @@ def run_cmd(
 
     scenario = _guard(lambda: load_scenario(scenario_path))
     quiet = json_out
-    with Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("starting", total=None)
-        result = _guard(lambda: run(scenario, lambda stage: bar.update(task, description=stage)))
-    run_dir = _guard(
-        lambda: new_run_dir(out or scenario.output.dir, scenario.name, datetime.now().strftime("%Y%m%d-%H%M%S"))
-    )
-    path = write_result(result, run_dir)
     from joulepath.report.html import write_report
     from joulepath.report.telemetry import write_telemetry
 
-    telemetry = write_telemetry(result, run_dir)
-    report = write_report(result, run_dir)
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+        console=err_console, disable=quiet,
+    ) as bar:  # fmt: skip
+        stages: list[Any] = []
+
+        def stage(name: str) -> None:  # one bar per stage: the previous one completes when the next starts
+            if stages:
+                bar.update(stages[-1], total=1, completed=1)
+            stages.append(bar.add_task(name, total=None))
+
+        result = _guard(lambda: run(scenario, stage))
+        stage("writing result.json, telemetry and report.html")
+        run_dir = _guard(
+            lambda: new_run_dir(out or scenario.output.dir, scenario.name, datetime.now().strftime("%Y%m%d-%H%M%S"))
+        )
+        path = write_result(result, run_dir)
+        telemetry = write_telemetry(result, run_dir)
+        report = write_report(result, run_dir)
+        bar.update(stages[-1], total=1, completed=1)
     if json_out:
         paths = {"result_json": str(path), "report_html": str(report), "telemetry": str(telemetry)}
         _print_json({**paths, **result_to_dict(result)["summary"]})
