@@ -22,8 +22,9 @@ from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
 from joulepath.profile import HotPathProfile, profile_engine
 from joulepath.quality import golden
-from joulepath.quality.tasks import Example, chat_prompt, check
-from joulepath.scenario import ServeSection
+from joulepath.quality.tasks import SYSTEM_PROMPT, Example, chat_prompt, check
+from joulepath.scenario import GuardSection, ServeSection
+from joulepath.serving.guard import Guard, GuardPolicy
 from joulepath.workload import Trace
 
 
@@ -34,6 +35,7 @@ class ServedRequest:
     skill: str
     level: str
     correct: bool
+    output_guard: str = "allow"  # the output filter's action
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class LocalRun:
     energy_j: float
     energy_provenance: str
     accuracy: float
+    blocked: tuple[str, ...] = ()  # request ids the input guard refused (never reached the engine)
+    guard_s: float = 0.0  # time spent in the guardrails, measured
 
     @property
     def output_tokens(self) -> int:
@@ -61,7 +65,8 @@ class LocalRun:
         return self.output_tokens / self.wall_s if self.wall_s else 0.0
 
     def percentile(self, field: str, q: float) -> float:
-        return float(np.percentile([getattr(r.record, field) for r in self.requests], q))
+        values = [getattr(r.record, field) for r in self.requests]
+        return float(np.percentile(values, q)) if values else float("nan")
 
 
 @dataclass(frozen=True)
@@ -86,18 +91,33 @@ def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarr
 
 
 def replay(
-    loaded: LoadedModel, name: str, max_batch: int, arrivals: np.ndarray, examples: list[Example], max_tokens: int
+    loaded: LoadedModel,
+    name: str,
+    max_batch: int,
+    arrivals: np.ndarray,
+    examples: list[Example],
+    max_tokens: int,
+    guard: Guard | None = None,
 ) -> LocalRun:
-    """Serve the requests as they arrive; the meter covers the whole replay, idle gaps included."""
+    """Serve the requests as they arrive (through the guard when given); the meter covers the whole
+    replay, idle gaps included."""
     meter = auto_meter()
     engine = Engine(loaded, EngineConfig(max_batch=max_batch), meter)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
+    blocked: list[str] = []
+    guard_s = 0.0
     meter.begin("replay")
     t0, i, n = time.perf_counter(), 0, len(examples)
     while i < n or engine.has_work():
         now = time.perf_counter() - t0
         while i < n and arrivals[i] <= now:
-            engine.add_request(chat_prompt(examples[i]), params, request_id=f"r{i}")
+            g0 = time.perf_counter()
+            decision = guard.check_input(examples[i].user_text) if guard else None
+            guard_s += time.perf_counter() - g0
+            if decision is not None and decision.blocked:
+                blocked.append(f"r{i}")
+            else:
+                engine.add_request(chat_prompt(examples[i]), params, request_id=f"r{i}")
             i += 1
         if engine.has_work():
             engine.step()
@@ -106,24 +126,46 @@ def replay(
     wall = time.perf_counter() - t0
     window = meter.end("replay")
     by_id = {r.request_id: r for r in engine.records}
-    texts = {r.request_id: engine.text_of(r.request_id) for r in engine.records}
-    served = tuple(
-        ServedRequest(by_id[f"r{k}"], float(arrivals[k]), ex.skill, ex.level, check(ex, texts[f"r{k}"]))
-        for k, ex in enumerate(examples)
-    )
+    served = []
+    for k, ex in enumerate(examples):
+        rid = f"r{k}"
+        if rid not in by_id:
+            continue
+        text, action = engine.text_of(rid), "allow"
+        if guard:
+            g0 = time.perf_counter()
+            out = guard.check_output(text)
+            guard_s += time.perf_counter() - g0
+            text, action = (text if out.action == "allow" else out.text), out.action
+        served.append(ServedRequest(by_id[rid], float(arrivals[k]), ex.skill, ex.level, check(ex, text), action))
     accuracy = sum(s.correct for s in served) / max(len(served), 1)
-    return LocalRun(name, max_batch, served, wall, window.total_energy_j, window.provenance_summary, accuracy)
+    return LocalRun(
+        name, max_batch, tuple(served), wall, window.total_energy_j, window.provenance_summary, accuracy,
+        tuple(blocked), guard_s,
+    )  # fmt: skip
+
+
+def guard_for(section: GuardSection) -> Guard | None:
+    if not section.enabled:
+        return None
+    fields = {k: v for k, v in section.model_dump().items() if k != "enabled"}
+    return Guard(GuardPolicy(**fields, system_prompt=SYSTEM_PROMPT))
 
 
 def serve_locally(
-    trace: Trace, serve: ServeSection, seed: int, progress: Callable[[str], None] = lambda _: None
+    trace: Trace,
+    serve: ServeSection,
+    seed: int,
+    progress: Callable[[str], None] = lambda _: None,
+    guard_section: GuardSection | None = None,
 ) -> LocalComparison:
     loaded = load_model(serve.model)
     arrivals, examples = requests_for(trace, serve, seed)
+    guard = guard_for(guard_section) if guard_section else None
     progress(f"serving {len(examples)} requests on {serve.model}: baseline (one at a time)")
-    baseline = replay(loaded, "baseline", 1, arrivals, examples, serve.max_tokens)
+    baseline = replay(loaded, "baseline", 1, arrivals, examples, serve.max_tokens, guard)
     progress(f"serving {len(examples)} requests on {serve.model}: optimized (continuous batching)")
-    optimized = replay(loaded, "optimized", serve.max_batch, arrivals, examples, serve.max_tokens)
+    optimized = replay(loaded, "optimized", serve.max_batch, arrivals, examples, serve.max_tokens, guard)
     prof = None
     if serve.profile:
         progress("hot-path profile")

@@ -127,7 +127,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
     if scenario.serve.enabled:
         from joulepath.execute import serve_locally  # torch and the engine load only when serving here
 
-        local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress)
+        local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
     progress("projection onto the fleet and facility twin: baseline (no batching)")
     baseline = fleet_outcome(scenario, trace, max_batch=1)
     progress("projection onto the fleet and facility twin: optimized (continuous batching)")

@@ -238,6 +238,20 @@ class ServeSection(_Section):
         raise ValueError(f"unknown model; use {', '.join(ZOO_MODELS)}, a Hugging Face model folder or dummy:PRESET")
 
 
+class GuardSection(_Section):
+    """Guardrails in front of the engine for the requests served here (joulepath.serving.guard)."""
+
+    enabled: bool = True
+    max_input_chars: int = Field(8000, gt=0)
+    max_output_chars: int = Field(4000, gt=0)
+    pii: Literal["redact", "block", "off"] = "redact"
+    injection: bool = True
+    forbidden: bool = True
+    semantic: bool = Field(False, description="the embedding classifier (loads a 90 MB model, ~10 s)")
+    semantic_threshold: float = Field(0.7, gt=0, lt=1)
+    output_filter: bool = True
+
+
 class OutputSection(_Section):
     dir: Path = Path("runs")
 
@@ -252,6 +266,7 @@ class Scenario(_Section):
     fleet: FleetSection = FleetSection()
     facility: FacilitySection = FacilitySection()
     serve: ServeSection = ServeSection()
+    guard: GuardSection = GuardSection()
     output: OutputSection = OutputSection()
 
     def to_toml(self) -> str:

@@ -318,6 +318,11 @@ def _print_local(result: Any) -> None:
     table.add_row("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", "")
     console.print(table)
     console.print(f"[dim]energy: {o.energy_provenance}[/]")
+    if o.guard_s:
+        console.print(
+            f"[dim]guardrails: {len(o.blocked)} request(s) blocked, "
+            f"{sum(r.output_guard != 'allow' for r in o.requests)} output(s) changed, {1e3 * o.guard_s:.0f} ms[/]"
+        )
     if local.profile:
         for c in local.profile.classes[:5]:
             console.print(f"  hot path {c.name:22s} {100 * c.share:5.1f} % of time  {c.bound}")
