@@ -61,3 +61,15 @@ def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="no preference pairs"):
         align(None, [], AlignConfig())  # type: ignore[arg-type]
     assert Pair("p", "c", "r", "task").kind == "task"
+
+
+def test_perturb_makes_the_nearest_wrong_answer() -> None:
+    import random
+
+    from joulepath.quality.align import perturb
+
+    rng = random.Random(0)
+    for answer in ("42", "1, 2, 3", "a x e k", "0.5"):
+        wrong = perturb(answer, rng)
+        assert wrong != answer and len(wrong) == len(answer)
+        assert sum(a != b for a, b in zip(answer, wrong, strict=True)) == 1

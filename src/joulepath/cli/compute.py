@@ -172,8 +172,9 @@ def align_cmd(
     out: Annotated[Path, typer.Option(help="Folder for the aligned model and alignment.json.")],
     beta: Annotated[float, typer.Option(help="DPO temperature: how far from the reference.")] = 0.1,
     steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 150,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 5e-5,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-5,
     sft_weight: Annotated[float, typer.Option(help="NLL weight on chosen answers (0 = pure DPO).")] = 1.0,
+    refusal_share: Annotated[float, typer.Option(help="Share of each batch drawn from refusal pairs.")] = 0.25,
     per_cell: Annotated[int, typer.Option(help="Golden test examples per skill/level for before/after.")] = 10,
     json_out: JsonFlag = False,
 ) -> None:
@@ -186,7 +187,7 @@ def align_cmd(
     from joulepath.report.result_json import write_json_atomic
     from joulepath.serving.guard import load_safety_set
 
-    cfg = _guard(lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight))
+    cfg = _guard(lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight, refusal_share=refusal_share))
     loaded = _guard(lambda: load_model(model))
     forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
     held_out = load_safety_set("test")

@@ -57,7 +57,7 @@ FORWARD = "model.forward"
 class ClassCost:
     name: str
     time_s: float
-    share: float  # of measured wall time
+    share: float  # of the served work's measured time (profiler start/stop excluded)
     energy_j: float
     flops: float
     bytes: float
@@ -298,12 +298,14 @@ def attribute_classes(
 
     The recorded steps' exclusive times give each class's share of step time; applied to the run's
     measured busy time (inside steps) they give seconds; idle is wall time outside steps, less the
-    profiler's own start/stop. Energy is split by time (estimated)."""
+    profiler's own start/stop. Shares and the attributed fraction are of the served work's time (wall
+    less that start/stop, which the overhead figure counts). Energy is split by time (estimated)."""
     per_scope = {("model.other" if k == FORWARD else k): v for k, v in per_scope.items()}  # the forward's own time
     recorded_s = sum(per_scope.values())  # every scope nests in an engine step
     share = {n: per_scope.get(n, 0.0) / recorded_s if recorded_s else 0.0 for n in (*MODEL_CLASSES, *HOST_CLASSES)}
     seconds = {n: share[n] * run.busy_s for n in share}
     seconds["idle"] = max(0.0, run.wall_s - run.busy_s - run.tooling_s)
+    workload_s = run.wall_s - run.tooling_s  # the served work; starting/stopping torch.profiler is overhead
     classes = []
     for name, t in seconds.items():
         flops, nbytes = work.flops.get(name, 0.0), work.bytes.get(name, 0.0)
@@ -313,7 +315,7 @@ def attribute_classes(
             roof = max(flops / limits.peak_flops, nbytes / limits.bandwidth_bytes_s)
             eff = roof / t if t > 0 else None
         energy = run.energy_j * t / run.wall_s if run.wall_s else 0.0
-        classes.append(ClassCost(name, t, t / run.wall_s if run.wall_s else 0.0, energy, flops, nbytes, bound, eff))
+        classes.append(ClassCost(name, t, t / workload_s if workload_s else 0.0, energy, flops, nbytes, bound, eff))
     classes.sort(key=lambda c: -c.time_s)
-    unattributed_s = (per_scope.get(ROOT, 0.0) / recorded_s if recorded_s else 1.0) * run.busy_s + run.tooling_s
-    return tuple(classes), 1.0 - unattributed_s / run.wall_s if run.wall_s else 0.0
+    unattributed_s = (per_scope.get(ROOT, 0.0) / recorded_s if recorded_s else 1.0) * run.busy_s
+    return tuple(classes), 1.0 - unattributed_s / workload_s if workload_s else 0.0

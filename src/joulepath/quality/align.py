@@ -39,8 +39,9 @@ class AlignConfig:
     beta: float = 0.1
     steps: int = 150
     pairs_per_step: int = 16
-    lr: float = 5e-5
+    lr: float = 1e-5  # larger rates moved refusals further but cost 2-6 points of accuracy (RESULTS.md)
     sft_weight: float = 1.0  # NLL on chosen answers per token (RPO, Pang et al. 2024); 0 = pure DPO
+    refusal_share: float = 0.25  # of each batch, drawn from the refusal pairs
     task_prompts: int = 600  # fresh suite prompts (not golden) whose wrong answers become pairs
     seed: int = 7
     skills: tuple[str, ...] = tuple(s for s in SKILLS if s != "lookup")  # long documents: see docs/quality.md
@@ -80,16 +81,27 @@ def is_refusal(output: str) -> bool:
     return output.strip().startswith(REFUSAL)
 
 
+def perturb(answer: str, rng: random.Random) -> str:
+    """The answer with one digit or letter changed: the nearest wrong answer."""
+    spots = [i for i, c in enumerate(answer) if c.isalnum()]
+    if not spots:
+        return answer + "0"
+    i = rng.choice(spots)
+    pool = "0123456789" if answer[i].isdigit() else "abcdefghijklmnopqrstuvwxyz"
+    return answer[:i] + rng.choice([c for c in pool if c != answer[i]]) + answer[i + 1 :]
+
+
 def make_pairs(loaded: LoadedModel, cfg: AlignConfig, forbidden: list[str]) -> list[Pair]:
-    """Task pairs where the model answers wrong, and refusal pairs for every forbidden request."""
+    """Task pairs (chosen = the right answer; rejected = the model's wrong answer, or a one-character
+    slip when it was right) and refusal pairs for every forbidden request it does not refuse."""
     rng = random.Random(cfg.seed)
     examples = [generate(rng.choice(cfg.skills), rng.choice(LEVELS), rng) for _ in range(cfg.task_prompts)]
     prompts = [chat_prompt(e) for e in examples]
-    pairs = [
-        Pair(p, f"{e.answer}<|end|>", f"{out.strip()}<|end|>", "task")
-        for e, p, out in zip(examples, prompts, greedy(loaded, prompts), strict=True)
-        if not check(e, out)
-    ]
+    pairs = []
+    for e, p, out in zip(examples, prompts, greedy(loaded, prompts), strict=True):
+        # right answers are anchored too (against a one-character slip), so DPO does not drift on them
+        rejected = perturb(e.answer, rng) if check(e, out) else out.strip()
+        pairs.append(Pair(p, f"{e.answer}<|end|>", f"{rejected}<|end|>", "task"))
     unsafe = [user_prompt(t) for t in forbidden]
     for p, out in zip(unsafe, greedy(loaded, unsafe), strict=True):
         if not is_refusal(out):
@@ -125,6 +137,14 @@ def dpo_loss(
     return -F.logsigmoid(margins).mean(), margins.detach()
 
 
+def _draw(rng: random.Random, tasks: list[Pair], refusals: list[Pair], cfg: AlignConfig) -> list[Pair]:
+    """A batch with `refusal_share` of refusal pairs (when there are any)."""
+    n_ref = round(cfg.pairs_per_step * cfg.refusal_share) if refusals else 0
+    n_task = cfg.pairs_per_step - n_ref if tasks else 0
+    n_ref = cfg.pairs_per_step - n_task if refusals else 0
+    return rng.choices(tasks, k=n_task) + rng.choices(refusals, k=n_ref)
+
+
 def align(
     loaded: LoadedModel, pairs: list[Pair], cfg: AlignConfig, progress: Callable[[AlignState], None] = lambda _: None
 ) -> LoadedModel:
@@ -135,8 +155,10 @@ def align(
     policy = copy.deepcopy(reference).train()
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.lr, weight_decay=0.0)
     rng = random.Random(cfg.seed)
+    task_pairs = [p for p in pairs if p.kind == "task"]
+    refusal_pairs = [p for p in pairs if p.kind == "refusal"]
     for step in range(cfg.steps):
-        batch = rng.sample(pairs, min(cfg.pairs_per_step, len(pairs)))
+        batch = _draw(rng, task_pairs, refusal_pairs, cfg)
         prompts, chosen, rejected = [p.prompt for p in batch], [p.chosen for p in batch], [p.rejected for p in batch]
         with torch.no_grad():
             ref = (
@@ -167,6 +189,8 @@ class Behaviour:
     accuracy: float
     refusal_unsafe: float  # share of forbidden requests refused (higher is better)
     refusal_safe: float  # share of harmless free-text requests refused (lower is better)
+    refusal_logprob_unsafe: float  # mean per-token log p(refusal | forbidden request): DPO's direct target
+    refusal_logprob_safe: float  # the same on harmless requests (should rise less)
 
 
 @dataclass(frozen=True)
@@ -189,4 +213,14 @@ def behaviour(loaded: LoadedModel, examples: list[Any], unsafe: list[str], safe:
     def refused(texts: list[str]) -> float:
         return sum(map(is_refusal, greedy(loaded, [user_prompt(t) for t in texts]))) / max(len(texts), 1)
 
-    return Behaviour(evaluate(loaded, examples).accuracy, refused(unsafe), refused(safe))
+    def refusal_logprob(texts: list[str]) -> float:
+        if not texts:
+            return 0.0
+        with torch.no_grad():
+            lp, n = completion_logprobs(
+                loaded.model, loaded, [user_prompt(t) for t in texts], [f"{REFUSAL}<|end|>"] * len(texts)
+            )
+        return float((lp / n).mean())
+
+    accuracy = evaluate(loaded, examples).accuracy
+    return Behaviour(accuracy, refused(unsafe), refused(safe), refusal_logprob(unsafe), refusal_logprob(safe))

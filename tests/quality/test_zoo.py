@@ -1,0 +1,57 @@
+"""The shipped zoo models: they load from the package, answer in the chat format, and pass the CI
+slice of the golden sets (evals and gates on a small slice; the full numbers are in RESULTS.md)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from joulepath.cli import app
+from joulepath.model import load_model
+from joulepath.model.checkpoint import ZOO_MODELS, zoo_path
+from joulepath.quality import golden
+from joulepath.quality.evals import assert_gate, evaluate, gate
+
+# Floors set well below the measured full test-split numbers (RESULTS.md), so the CI slice fails only
+# when a model or the engine really regresses.
+EASY_FLOOR = {"jp-small": 0.35, "jp-large": 0.35}
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_folder_is_complete_and_small(name: str) -> None:
+    folder = zoo_path(name)
+    for file in ("config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja", "README.md"):
+        assert (folder / file).is_file(), f"{name}: {file} missing"
+    assert "## Evaluation" in (folder / "README.md").read_text()
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "llama"
+    total = sum(p.stat().st_size for n in ZOO_MODELS for p in zoo_path(n).iterdir())
+    assert total < 60e6
+
+
+@pytest.fixture(scope="module")
+def easy_slice():  # type: ignore[no-untyped-def]
+    return golden.load("dev", levels=("easy",), per_cell=4)
+
+
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_zoo_model_clears_its_floor_on_the_ci_slice(name: str, easy_slice) -> None:  # type: ignore[no-untyped-def]
+    report = evaluate(load_model(name), easy_slice)
+    assert report.accuracy >= EASY_FLOOR[name], f"{name}: {report.accuracy:.2f} on the easy slice"
+
+
+def test_gates_between_the_tiers(easy_slice) -> None:  # type: ignore[no-untyped-def]
+    large = evaluate(load_model("jp-large"), easy_slice)
+    assert gate(large, evaluate(load_model("jp-large"), easy_slice), exact=True).passed  # deterministic
+    small = evaluate(load_model("jp-small"), easy_slice)
+    verdict = gate(large, small, max_drop_points=1.0)
+    assert verdict.passed == (100 * (large.accuracy - small.accuracy) <= 1.0)
+    if not verdict.passed:
+        with pytest.raises(AssertionError, match="FAIL accuracy gate"):
+            assert_gate(large, small, max_drop_points=1.0)
+
+
+def test_generate_answers_out_of_the_box() -> None:
+    out = CliRunner().invoke(app, ["generate", "Sort ascending: 3, 1, 2", "--model", "jp-large", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["record"]["output_tokens"] > 0 and "text" in doc
