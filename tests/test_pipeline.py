@@ -40,7 +40,7 @@ def test_quick_pipeline_writes_result_report_and_telemetry(run_dir: Path) -> Non
     local = doc["local"]
     assert local["baseline"]["max_batch"] == 1 and local["optimized"]["requests"] == 8
     assert local["baseline"]["energy_provenance"] and 0.0 <= local["optimized"]["accuracy"] <= 1.0
-    # goal 0.9, recorded by benchmarks/profile.py; tiny CI steps make the scopes' own cost a larger share
+    # goal 0.9, recorded by benchmarks/profiler.py; tiny CI steps make the scopes' own cost a larger share
     assert local["profile"]["attributed_fraction"] >= 0.85 and local["profile"]["classes"]
     assert doc["baseline"]["summary"]["wall_j_per_token"] > 0
     assert {p.name for p in (run_dir / "telemetry").iterdir()} == {

@@ -228,10 +228,10 @@ class ServeSection(_Section):
         description="zoo model (jp-small, jp-large), a model folder or dummy:PRESET; jp-small is the default "
         "because it is the more accurate of the two as shipped (jp-large is under-trained, see docs/quality.md)",
     )
-    requests: int = Field(48, ge=1, le=2000, description="first N requests of the trace to serve here")
+    requests: int = Field(200, ge=1, le=2000, description="first N requests of the trace to serve here")
     max_batch: int = Field(16, ge=1, description="optimized configuration's running sequences per step")
     max_tokens: int = Field(40, ge=1, le=4096, description="longest answer, tokens")
-    replay_s: float = Field(6.0, ge=0, description="the served requests' arrivals are compressed into this span")
+    replay_s: float = Field(0.5, ge=0, description="the served requests' arrivals are compressed into this span")
     profile: bool = True
 
     @field_validator("model")
