@@ -122,7 +122,7 @@ def train_cmd(
 
 @app.command("eval")
 def eval_cmd(
-    model: Annotated[str, typer.Option(help="A model folder or dummy:PRESET.")],
+    model: Annotated[str, typer.Option(help=MODEL_HELP)],
     golden: Annotated[str, typer.Option(help="Golden split: dev or test.")] = "dev",
     per_cell: Annotated[int | None, typer.Option(help="First N examples of each skill/level.")] = None,
     json_out: JsonFlag = False,
