@@ -39,10 +39,7 @@ def main() -> int:
     seconds = time.perf_counter() - t0
     loaded = load_model(str(args.out), device="cuda")
     report = evaluate(loaded, golden.load("dev", per_cell=5))
-    by_level = {
-        lv: sum(c.correct for c in report.cells if c.level == lv) / sum(c.n for c in report.cells if c.level == lv)
-        for lv in ("easy", "medium", "hard")
-    }
+    by_level = {lv: report.level_accuracy(lv) for lv in ("easy", "medium", "hard")}
     result = {
         "preset": args.preset,
         "steps": args.steps,

@@ -27,12 +27,7 @@ from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set
 
 
 def by_level(report: EvalReport) -> dict[str, float]:
-    out = {}
-    for level in LEVELS:
-        cells = [c for c in report.cells if c.level == level]
-        if cells:
-            out[level] = sum(c.correct for c in cells) / sum(c.n for c in cells)
-    return out
+    return {level: report.level_accuracy(level) for level in LEVELS if any(c.level == level for c in report.cells)}
 
 
 def guard_rates(guard: Guard, rows: list[dict[str, str]]) -> dict[str, float]:

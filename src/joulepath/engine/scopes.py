@@ -73,10 +73,6 @@ def scope(name: str) -> AbstractContextManager[None]:
     return _Timed(_active, name) if _active is not None else _NULL
 
 
-def active_timer() -> ScopeTimer | None:
-    return _active
-
-
 @contextmanager
 def recording(timer: ScopeTimer) -> Iterator[ScopeTimer]:
     global _active

@@ -4,6 +4,7 @@ a few runs), the two roofs of the roofline."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -23,13 +24,13 @@ class DeviceLimits:
         return self.peak_flops / self.bandwidth_bytes_s
 
 
-def _best_seconds(fn: object, repeats: int, device: torch.device) -> float:
+def _best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     best = float("inf")
     for _ in range(repeats + 1):  # the first run warms up and is not counted
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        fn()  # type: ignore[operator]
+        fn()
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)

@@ -61,6 +61,12 @@ class EvalReport:
     def j_per_token(self) -> float:
         return self.energy_j / max(self.output_tokens, 1)
 
+    def level_accuracy(self, level: str) -> float:
+        """Exact-match accuracy over every cell of one difficulty level."""
+        cells = [c for c in self.cells if c.level == level]
+        n = sum(c.n for c in cells)
+        return sum(c.correct for c in cells) / n if n else 0.0
+
     def cell(self, skill: str, level: str) -> Cell:
         return next(c for c in self.cells if c.skill == skill and c.level == level)
 

@@ -29,10 +29,7 @@ def _accuracy_table(report: EvalReport) -> str:
     for skill in SKILLS:
         cells = [report.cell(skill, level) for level in LEVELS]
         rows.append(f"| {skill} | " + " | ".join(f"{c.correct}/{c.n}" for c in cells) + " |")
-    totals = []
-    for level in LEVELS:
-        cells = [c for c in report.cells if c.level == level]
-        totals.append(f"**{100 * sum(c.correct for c in cells) / sum(c.n for c in cells):.1f} %**")
+    totals = [f"**{100 * report.level_accuracy(level):.1f} %**" for level in LEVELS]
     return "\n".join([head, *rows, "| all | " + " | ".join(totals) + " |"])
 
 

@@ -15,7 +15,7 @@ import torch
 
 
 class EmbedderUnavailable(RuntimeError):
-    pass
+    """The embedding model's package is not installed."""
 
 
 @lru_cache(maxsize=1)
