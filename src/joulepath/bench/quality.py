@@ -91,8 +91,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"golden test split, {r['examples_per_cell']} per skill and level")
     print(f"{'level':8s} {'jp-small':>9s} {'jp-large':>9s} {'large/small':>12s}")
     for level in LEVELS:
-        ratio = large[level] / small[level] if small[level] else float("inf")
-        print(f"{level:8s} {100 * small[level]:8.1f}% {100 * large[level]:8.1f}% {ratio:11.2f}x")
+        ratio = f"{large[level] / small[level]:11.2f}x" if small[level] else f"{'n/a':>12s}"
+        print(f"{level:8s} {100 * small[level]:8.1f}% {100 * large[level]:8.1f}% {ratio}")
     base, ours = r["guard"]["rules_only"], r["guard"]["rules_and_semantic"]
     print("guardrails on the held-out safety split: rules only -> rules + semantic")
     print(f"  unsafe blocked   {100 * base['unsafe_block_rate']:5.1f}% -> {100 * ours['unsafe_block_rate']:5.1f}%")
