@@ -13,7 +13,6 @@ Exits 0 with a message when no CUDA device is present.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from pathlib import Path
 from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.perf import calibrated_efficiency, device_power_w
 from joulepath.meter import NvmlBackend, auto_meter
+from joulepath.report.result_json import write_json_atomic
 
 
 def _weights(torch, total_gb: float, d_model: int = 4096, d_ff: int = 14336) -> list:  # type: ignore[no-untyped-def]
@@ -103,7 +103,7 @@ def main() -> int:
         "efficiency_source": eff.source,
     }
     if args.out:
-        args.out.write_text(json.dumps(doc, indent=2))
+        write_json_atomic(args.out, doc)  # strict JSON: a non-finite number is null
     return 0
 
 

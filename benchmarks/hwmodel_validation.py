@@ -13,7 +13,6 @@ Writes benchmarks/results/hwmodel_validation.json. Skips (exit 0) when the data 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ import tomli_w
 
 from joulepath.hw.calibration import Calibration, MeasuredConfig, calibrate, load_mlenergy, mape, predict
 from joulepath.hw.perf import Efficiency
+from joulepath.report.result_json import write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "mlenergy_v3_llm_configs.csv"
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(OUT, summary)  # strict JSON: a non-finite number is null
     print(f"wrote {OUT.relative_to(ROOT)} in {summary['seconds']} s")
     if args.write_calibration:
         write_calibration(cal)

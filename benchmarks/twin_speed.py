@@ -9,7 +9,6 @@ ExaDigiT/RAPS and SustainDC run at. Goal: <= 5 s on one core here.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from joulepath.facility.grid import DemandResponse
 from joulepath.facility.presets import HYPERSCALE_LIQUID
 from joulepath.facility.supply import SmrConfig, SolarConfig, StorageConfig, WindConfig
 from joulepath.facility.weather import get_climate, synthetic_weather
+from joulepath.report.result_json import write_json_atomic
 
 OUT = Path(__file__).resolve().parent / "results" / "twin_speed.json"
 SITE = HYPERSCALE_LIQUID.replace(
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(OUT, result)  # strict JSON: a non-finite number is null
     return 0
 
 

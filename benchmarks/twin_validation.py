@@ -12,7 +12,6 @@ deltas (0 %). `python benchmarks/twin_validation.py [--quick]` (quick: 4-hour st
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from joulepath.facility import Clock, FacilityConfig, run_twin
 from joulepath.facility.presets import ENTERPRISE_AIR, HYPERSCALE_LIQUID, MODERN_AIR, VALIDATION_AIR, VALIDATION_D2C_75
+from joulepath.report.result_json import write_json_atomic
 
 OUT = Path(__file__).resolve().parent / "results" / "twin_validation.json"
 SITE_IT_W = 1.5e6  # a 1-2 MW site, as in the study; flat load (GPU fleets run near flat)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(time.perf_counter() - t0, 2),
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(OUT, result)  # strict JSON: a non-finite number is null
     print(f"wrote {OUT.name} in {result['seconds']} s")
     return 0
 

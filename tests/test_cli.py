@@ -1,6 +1,8 @@
+import dataclasses
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from joulepath.cli import app
@@ -116,10 +118,134 @@ def test_twin_from_the_default_scenario_prints_a_table() -> None:
 
 
 def test_eval_and_train_commands(tmp_path: Path) -> None:
-    out = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--per-cell", "1", "--json"])
+    short = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--per-cell", "1", "--json"])
+    assert short.exit_code == 2 and "context is 512 tokens" in short.output  # golden lookups run to 1,207 tokens
+    assert "Traceback" not in short.output
+    from joulepath.model import load_model, save_checkpoint
+
+    tiny = load_model("dummy:tiny-llama")
+    folder = save_checkpoint(dataclasses.replace(tiny, config=tiny.config.replace(max_position=2048)), tmp_path / "t")
+    out = runner.invoke(app, ["eval", "--model", str(folder), "--per-cell", "1", "--json"])
     doc = json.loads(out.output)
     assert len(doc["cells"]) == 24 and 0.0 <= doc["accuracy"] <= 1.0
     bad = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--golden", "train"])
     assert bad.exit_code == 2 and "unknown golden split" in bad.output
     trained = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--tokens-per-step", "256"])
     assert trained.exit_code == 0 and (tmp_path / "m" / "model.safetensors").is_file()
+
+
+# --- inputs that must be refused, clearly and early (issue 10) ---
+
+
+def _refused(args: list[str], *expected: str) -> str:
+    """Run the CLI; it must exit 2 with every expected fragment and no traceback."""
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output  # an unhandled exception would exit 1, not 2
+    flat = " ".join(out.output.split())
+    for text in expected:
+        assert text in flat, flat
+    return flat
+
+
+def test_generate_refuses_a_prompt_longer_than_the_context_and_caps_max_tokens() -> None:
+    _refused(["generate", "word " * 200, "--model", "dummy:tiny-llama"], "is 1,000 tokens", "context is 512 tokens")
+    out = runner.invoke(app, ["generate", "hi", "--model", "dummy:tiny-llama", "--max-tokens", "600"])
+    assert out.exit_code == 0 and "max_tokens capped from 600 to 510" in " ".join(out.output.split())
+    doc = json.loads(runner.invoke(app, ["generate", "hi", "--model", "dummy:tiny-llama", "--max-tokens", "600",
+                                         "--json"]).output)  # fmt: skip
+    assert doc["record"]["capped_max_tokens"] == 510 and doc["record"]["output_tokens"] <= 510
+
+
+def test_scenario_check_refuses_empty_folder_non_finite_and_missing_files(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.toml"
+    empty.write_text("# nothing set\n")
+    _refused(["scenario", "check", str(empty)], "the file is empty", "omit the argument to use the built-in default")
+    _refused(["scenario", "check", str(tmp_path)], "is a folder")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = '../../x'\n[facility]\nsolar_mw = inf\nhorizon_days = 0\n")
+    _refused(
+        ["scenario", "check", str(bad)], "facility.solar_mw = inf", "facility.horizon_days = 0", "name = '../../x'"
+    )
+    files = tmp_path / "files.toml"
+    files.write_text("[workload]\nkind = 'azure_csv'\npath = 'none.csv'\n[facility]\nweather_file = 'none.epw'\n")
+    _refused(["scenario", "check", str(files)], "workload.path: trace file", "facility.weather_file: weather file")
+
+
+def test_run_checks_the_output_folder_and_files_before_any_work(tmp_path: Path) -> None:
+    analytic = tmp_path / "analytic.toml"
+    analytic.write_text("[serve]\nenabled = false\n")
+    (tmp_path / "afile").write_text("")
+    _refused(["run", str(analytic), "--out", str(tmp_path / "afile")], "is a file")
+    _refused(["run", str(analytic), "--out", str(tmp_path / "afile" / "sub")], "cannot write a run")
+    missing = tmp_path / "missing.toml"
+    missing.write_text("[workload]\nkind = 'azure_csv'\npath = 'none.csv'\n")
+    _refused(["run", str(missing), "--out", str(tmp_path / "runs")], "workload.path", "does not exist")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_interrupted_or_failed_run_leaves_no_run_folder(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import joulepath.report.html
+
+    analytic = tmp_path / "analytic.toml"
+    analytic.write_text("[serve]\nenabled = false\n")
+    out_dir = tmp_path / "runs"
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(joulepath.report.html, "write_report", interrupt)  # after result.json was written
+    out = runner.invoke(app, ["run", str(analytic), "--out", str(out_dir)])
+    assert out.exit_code == 130 and "interrupted" in out.output and "Traceback" not in out.output
+    assert list(out_dir.iterdir()) == []
+
+    def disk_full(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(joulepath.report.html, "write_report", disk_full)
+    _refused(["run", str(analytic), "--out", str(out_dir)], "No space left on device")
+    assert list(out_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("t_s,it_power_w\n0,1e6\n3600,inf\n", ["it.csv:3: it_power_w = 'inf'", "finite number >= 0"]),
+        ("t_s,it_power_w\n0,1e6\n3600,-5\n", ["it.csv:3: it_power_w = '-5'"]),
+        ("t_s,it_power_w\n0,nan\n", ["it.csv:2: it_power_w = 'nan'"]),
+        ("t_s,it_power_w\n0,abc\n", ["it.csv:2: it_power_w = 'abc' is not a number"]),
+        ("t_s,it_power_w\n0,1e6\n3600\n", ["it.csv:3: no it_power_w value"]),
+        ("t_s,it_power_w\n0,1e6,7\n", ["it.csv:2: more columns than the header"]),
+        ("t_s,it_power_w\n0,0\n3600,0\n", ["0 on every row"]),  # used to crash: ZeroDivisionError
+        ("t_s,it_power_w\n0,1e6\n0,1e6\n", ["it.csv:3: t_s must increase"]),
+        ("t_s,it_power_w\n", ["no rows after the header"]),
+    ],
+)
+def test_twin_refuses_bad_it_power_rows_with_file_and_line(tmp_path: Path, text: str, expected: list[str]) -> None:
+    path = tmp_path / "it.csv"
+    path.write_text(text)
+    _refused(["twin", "--it-csv", str(path)], *expected)
+
+
+def test_trace_stats_refuses_rows_with_the_wrong_number_of_columns(tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.1,10,5,7\n")
+    _refused(["trace", "stats", str(path)], "t.csv:2: 4 column(s) where the header has 3",
+             "TIMESTAMP,ContextTokens,GeneratedTokens")  # fmt: skip
+    _refused(["trace", "stats", str(tmp_path)], "is a folder")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["profile", "--model", "dummy:tiny-llama", "--per-cell", "-1"],  # used to profile nothing and advise
+        ["profile", "--model", "dummy:tiny-llama", "--max-batch", "0"],  # used to hang
+        ["eval", "--model", "dummy:tiny-llama", "--per-cell", "0"],  # used to report an empty evaluation
+        ["generate", "hi", "--model", "dummy:tiny-llama", "--max-tokens", "0"],
+        ["generate", "hi", "--model", "dummy:tiny-llama", "--temperature", "nan"],  # used to crash in sampling
+        ["meter", "--seconds", "-1"],  # used to crash in time.sleep
+    ],
+)
+def test_numeric_options_out_of_range_are_refused(args: list[str]) -> None:
+    out = runner.invoke(app, args)
+    assert out.exit_code == 2 and "Traceback" not in out.output, out.output

@@ -2,14 +2,17 @@
 telemetry; then render the report in headless Chromium and query the telemetry with DuckDB."""
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from joulepath.cli import app
+from joulepath.meter import CpuEstimateBackend, provenance_kind
 
 runner = CliRunner()
 QUICK = """
@@ -106,3 +109,70 @@ def test_the_guard_stops_an_injection_before_the_engine() -> None:
     run = replay(load_model("dummy:tiny-llama"), "t", 2, np.zeros(2), examples, 4, guard_for(GuardSection()))
     assert run.blocked == ("r1",) and [r.record.request_id for r in run.requests] == ["r0"] and run.guard_s > 0
     assert guard_for(GuardSection(enabled=False)) is None
+
+
+# Where "measured" may appear in the CLI output of a run whose meter only estimates: a measured time, an
+# empty backend, a verdict. Anything else ("(measured)" over a table of joules, "energy measured") fails.
+MEASURED_ALLOWED = re.compile(r"time measured|none measured|no significant difference measured")
+NON_ENERGY_PATH = re.compile(r"time|accuracy|limits|tokens_per_s|ttft")  # result.json labels that are not energy
+
+
+@pytest.fixture(scope="module")
+def estimated_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The quick default job on a machine whose only meter is the CPU-time estimate: (run folder, CLI output)."""
+    base = tmp_path_factory.mktemp("estimated")
+    scenario = base / "quick.toml"
+    scenario.write_text(QUICK)
+    note = "cpu: ESTIMATED from CPU time x catalog W/core (test: no RAPL, no GPU)"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("joulepath.meter.select_backends", lambda: ([CpuEstimateBackend()], [note]))
+        out = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["run", str(scenario), "--out", str(base)])
+    assert out.exit_code == 0, out.output
+    return Path(out.output.split("result: ", 1)[1].split()[0]).parent, out.output
+
+
+def test_no_estimated_energy_is_labelled_measured(estimated_run: tuple[Path, str]) -> None:
+    run_dir, cli = estimated_run
+    claims = [m for m in re.finditer(r"[^\n]{0,60}\bmeasured\b[^\n]{0,20}", cli) if not MEASURED_ALLOWED.search(m[0])]
+    assert not claims, [m[0] for m in claims]
+    page = (run_dir / "report.html").read_text()
+    tags = re.findall(r'<span class="tag (\w+)" data-of="([^"]+)"', page)
+    assert tags and all(kind != "measured" for kind, what in tags if "energy" in what or "carbon" in what), tags
+    doc = json.loads((run_dir / "result.json").read_text(), parse_constant=_not_json)
+    labels = list(_provenance_labels(doc))
+    assert any("energy" in path for path, _ in labels)
+    measured = [
+        (p, label) for p, label in labels if provenance_kind(label) == "measured" and not NON_ENERGY_PATH.search(p)
+    ]
+    assert not measured, measured
+
+
+def test_local_ratios_carry_their_spread_everywhere(estimated_run: tuple[Path, str]) -> None:
+    run_dir, cli = estimated_run
+    doc = json.loads((run_dir / "result.json").read_text(), parse_constant=_not_json)
+    ratio = doc["local"]["ratios"]["j_per_token"]
+    assert (
+        doc["local"]["repeats"] == 3 and len(ratio["values"]) == 3 and ratio["min"] <= ratio["median"] <= ratio["max"]
+    )
+    assert ratio["no_significant_difference"] == (ratio["min"] <= 1.0 <= ratio["max"])
+    assert f"energy per output token: {ratio['verdict']}" in cli
+    assert "continuous batching" in (run_dir / "report.html").read_text()
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"result.json is not strict JSON: {constant}")
+
+
+def _provenance_labels(node: Any, path: str = "") -> Any:
+    """(path, label) for every provenance label in a JSON document (keys naming provenance or a source)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{path}.{key}"
+            labelled = "provenance" in key or key.endswith("source") or "provenance" in path.rsplit(".", 1)[-1]
+            if labelled and isinstance(value, str):
+                yield here, value
+            else:
+                yield from _provenance_labels(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _provenance_labels(value, f"{path}[{i}]")

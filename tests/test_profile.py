@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from joulepath.engine import EngineConfig
@@ -36,3 +40,25 @@ def test_shared_prefix_fraction_counts_repeated_prompt_prefixes(tiny) -> None:  
     assert shared_prefix_fraction([first, second], tiny) == pytest.approx(6 / 16)
     assert shared_prefix_fraction([first, first], tiny) == pytest.approx(7 / 16)  # last token always computed
     assert shared_prefix_fraction(["a", "b"], tiny) == 0.0
+
+
+PROFILE_IN_A_FRESH_PROCESS = """
+from joulepath.engine import EngineConfig
+from joulepath.meter import Meter, ReplayBackend
+from joulepath.model import load_model
+from joulepath.profile import profile_engine
+profile_engine(load_model("dummy:tiny-llama"), ["a b c", "d e f"], config=EngineConfig(max_batch=2),
+               meter=Meter([ReplayBackend({"cpu": 1.0})]), window_steps=2)
+print("profiled")
+"""
+
+
+def test_profiler_start_and_stop_lines_never_reach_the_terminal() -> None:
+    """torch.profiler's backend prints `USDT: ... profiler_start` at its default log level; a fresh
+    process (kineto reads its level once) with no KINETO_LOG_LEVEL of its own prints none of it."""
+    env = {k: v for k, v in os.environ.items() if k != "KINETO_LOG_LEVEL"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROFILE_IN_A_FRESH_PROCESS], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0 and "profiled" in out.stdout, out.stderr[-2000:]
+    assert "USDT" not in out.stdout + out.stderr and "profiler_start" not in out.stdout + out.stderr

@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from joulepath.run import build_trace, new_run_dir, run
+from joulepath.run import (
+    RunDirError,
+    build_trace,
+    discard_run_dir,
+    new_run_dir,
+    publish_run_dir,
+    run,
+    staging_run_dir,
+)
 from joulepath.scenario import Scenario, parse_scenario
 
 from .conftest import shared_file
@@ -45,3 +53,55 @@ def test_run_dirs_are_unique(tmp_path) -> None:  # type: ignore[no-untyped-def]
     a = new_run_dir(tmp_path, "x", "t")
     b = new_run_dir(tmp_path, "x", "t")
     assert a != b and a.exists() and b.exists()
+
+
+def test_staging_folder_is_published_complete_and_never_over_a_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    staging = staging_run_dir(tmp_path / "runs", "x", "t")
+    assert (
+        staging.parent == tmp_path / "runs" and staging.name.startswith(".t-x.") and staging.name.endswith("complete")
+    )
+    (staging / "result.json").write_text("{}")
+    existing = new_run_dir(tmp_path / "runs", "x", "t")
+    final = publish_run_dir(staging, tmp_path / "runs", "x", "t")
+    assert final.name == "t-x-2" and (final / "result.json").is_file() and not staging.exists()
+    assert existing.is_dir() and not any(existing.iterdir())
+    leftover = staging_run_dir(tmp_path / "runs", "x", "t")
+    discard_run_dir(leftover)
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["t-x", "t-x-2"]
+
+
+def test_output_folder_that_is_a_file_or_a_name_that_escapes_is_refused(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "f").write_text("")
+    with pytest.raises(RunDirError, match="is a file"):
+        staging_run_dir(tmp_path / "f", "x", "t")
+    with pytest.raises(RunDirError, match="cannot write a run"):
+        staging_run_dir(tmp_path / "f" / "sub", "x", "t")
+    with pytest.raises(RunDirError, match="not a safe folder name"):
+        staging_run_dir(tmp_path, "../../x", "t")
+    with pytest.raises(RunDirError, match="not a safe folder name"):
+        new_run_dir(tmp_path, "../x", "t")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+def test_main_job_refuses_serve_max_tokens_past_the_models_context() -> None:
+    from joulepath.engine import ContextLengthError
+
+    scenario = parse_scenario({"serve": {"max_tokens": 4000, "requests": 4, "profile": False}})
+    with pytest.raises(ContextLengthError, match=r"serve.max_tokens = 4,000 .* jp-small's context of 2,048 tokens"):
+        run(scenario)  # refused after loading the model, before anything is served
+
+
+def test_main_job_refuses_a_prompt_longer_than_the_context() -> None:
+    import dataclasses
+
+    from joulepath.engine import ContextLengthError
+    from joulepath.execute import check_context
+    from joulepath.model import load_model
+    from joulepath.quality.tasks import Example
+
+    tiny = load_model("dummy:tiny-llama")
+    short = dataclasses.replace(tiny, config=tiny.config.replace(max_position=150))
+    examples = [Example("add", "easy", "What is 2 + 3?", "5"), Example("add", "easy", "x" * 80, "-")]
+    check_context(tiny, examples, 40)
+    with pytest.raises(ContextLengthError, match=r"served request r1 \(golden task add/easy\) is \d+ tokens"):
+        check_context(short, examples, 1)

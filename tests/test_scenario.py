@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from joulepath.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
+from joulepath.scenario import Scenario, ScenarioError, check_scenario_files, load_scenario, parse_scenario
 
 
 def test_default_round_trips_through_toml(tmp_path: Path) -> None:
@@ -28,6 +28,19 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"facility": {"liquid_fraction": 1.5}}, ["facility.liquid_fraction = 1.5"]),
         ({"fleet": {"acelerator": "b200"}}, ["fleet.acelerator: unknown field"]),
         ({"fleet": {"assumed_tdp_w": 500}}, ["publishes 700 W", "power_limit_w"]),
+        ({"facility": {"solar_mw": float("inf")}}, ["facility.solar_mw = inf", "finite number"]),
+        ({"facility": {"storage_mwh": float("nan")}}, ["facility.storage_mwh = nan", "finite number"]),
+        ({"workload": {"time_scale": float("inf")}}, ["workload.time_scale = inf", "finite number"]),
+        ({"facility": {"wind_mw": -1}}, ["facility.wind_mw = -1", "greater than or equal to 0"]),
+        ({"facility": {"liquid_fraction": 1.01}}, ["facility.liquid_fraction = 1.01", "less than or equal to 1"]),
+        ({"facility": {"horizon_days": 0}}, ["facility.horizon_days = 0", "greater than 0"]),
+        ({"workload": {"duration_s": 0}}, ["workload.duration_s = 0", "greater than 0"]),
+        ({"workload": {"seed": -1}}, ["workload.seed = -1"]),  # used to fail in numpy as "expected non-negative"
+        ({"model": {"n_heads": 5}}, ["n_heads (5) must be a multiple of n_kv_heads (8)"]),  # used to run
+        ({"model": {"n_experts": 8, "n_experts_active": 9}}, ["n_experts_active must be in 1..8"]),
+        ({"name": "../../x"}, ["name = '../../x'", "run folder"]),
+        ({"name": ".hidden"}, ["name = '.hidden'"]),
+        ({"name": "a/b"}, ["name = 'a/b'"]),
     ],
 )
 def test_bad_scenarios_name_field_value_and_allowed(data: dict, expected: list[str]) -> None:  # type: ignore[type-arg]
@@ -58,6 +71,12 @@ def test_custom_architecture_without_preset() -> None:
 def test_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError, match="does not exist"):
         load_scenario(tmp_path / "none.toml")
+    with pytest.raises(ScenarioError, match="is a folder; give a scenario TOML file"):
+        load_scenario(tmp_path)
+    for text in ("", "\n# only a comment\n"):
+        (tmp_path / "empty.toml").write_text(text)
+        with pytest.raises(ScenarioError, match=r"the file is empty.*omit the argument to use the built-in default"):
+            load_scenario(tmp_path / "empty.toml")
     bad = tmp_path / "bad.toml"
     bad.write_text("[fleet\ncount = 2")
     with pytest.raises(ScenarioError, match="not valid TOML"):
@@ -86,3 +105,28 @@ def test_unknown_serve_model_is_a_clear_error() -> None:
 
     with pytest.raises(ScenarioError, match=r"serve.model = 'gpt-9'.*jp-small, jp-large"):
         parse_scenario({"serve": {"model": "gpt-9"}})
+
+
+def test_safe_names_are_kept() -> None:
+    assert parse_scenario({"name": "llama-8b_v2.1"}).name == "llama-8b_v2.1"
+
+
+def test_check_files_reads_every_file_the_scenario_names(tmp_path: Path) -> None:
+    check_scenario_files(Scenario())  # the default names no file
+    path = tmp_path / "s.toml"
+    path.write_text(
+        "[workload]\nkind = 'azure_csv'\npath = 'trace.csv'\n"
+        "[facility]\nweather_file = 'site.epw'\ngrid_file = 'grid.csv'\n"
+    )
+    scenario = load_scenario(path)  # loading does not read them
+    with pytest.raises(ScenarioError) as err:
+        check_scenario_files(scenario)
+    for field in ("workload.path: trace file", "facility.weather_file: weather file", "facility.grid_file: grid file"):
+        assert field in str(err.value)
+    (tmp_path / "trace.csv").write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1\n")
+    (tmp_path / "site.epw").write_text("")  # used to raise IndexError
+    (tmp_path / "grid.csv").mkdir()
+    with pytest.raises(ScenarioError) as err:
+        check_scenario_files(scenario)
+    for text in ("trace.csv:2: 2 column(s)", "site.epw: not an EPW file", "grid.csv is a folder"):
+        assert text in str(err.value)

@@ -8,6 +8,8 @@ chain -> cooling -> auxiliaries) -> result.json, telemetry and report.html (`rep
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.meter import FacilityRatios, Measurement, NodeAssumption, Waterfall, auto_meter, rollup
-from joulepath.scenario import Scenario, WorkloadSection
+from joulepath.scenario import SAFE_NAME, Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, TraceStats, generate, read_azure_csv, trace_stats
 
 if TYPE_CHECKING:
@@ -271,12 +273,54 @@ def _data_movement(spec: TransformerSpec, dep: Deployment, proj: FleetProjection
     return DataMovement(batch, step.hbm_bytes / batch, step.link_bytes / batch, energy, step.provenance)
 
 
-def new_run_dir(base: Path, name: str, stamp: str) -> Path:
-    """A fresh folder `base/<stamp>-<name>[-n]`; an existing run is never overwritten."""
+class RunDirError(ValueError):
+    """An output folder a run cannot be written into; the message says why and what to do."""
+
+
+def _free_run_path(base: Path, name: str, stamp: str) -> Path:
+    """`base/<stamp>-<name>[-n]`: the first such path not taken. `name` must be a safe slug (one folder)."""
+    if not SAFE_NAME.fullmatch(name):
+        raise RunDirError(f"run name {name!r} is not a safe folder name (letters, digits, '.', '_', '-')")
     candidate = base / f"{stamp}-{name}"
     n = 1
     while candidate.exists():
         n += 1
         candidate = base / f"{stamp}-{name}-{n}"
+    return candidate
+
+
+def new_run_dir(base: Path, name: str, stamp: str) -> Path:
+    """A fresh folder `base/<stamp>-<name>[-n]`; an existing run is never overwritten."""
+    candidate = _free_run_path(base, name, stamp)
     candidate.mkdir(parents=True)
     return candidate
+
+
+def staging_run_dir(base: Path, name: str, stamp: str) -> Path:
+    """Check the output folder `base` (a folder, creatable, writable) and make the hidden folder a run is
+    written into, `base/.<stamp>-<name>.<random>.incomplete`. Call it before any work starts; `publish_run_dir`
+    renames it once every file is in it, so an interrupted run never leaves a folder that looks complete."""
+    _free_run_path(base, name, stamp)  # refuses an unsafe name before anything is created
+    if base.exists() and not base.is_dir():
+        raise RunDirError(f"output folder {base} is a file; give a folder (--out DIR, or output.dir in the scenario)")
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        staging = base / f".{stamp}-{name}.{uuid.uuid4().hex[:8]}.incomplete"  # unique: runs may share a second
+        staging.mkdir()  # not tempfile.mkdtemp: its 0o700 would stay on the published run folder
+        return staging
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot write a run into the output folder {base} ({exc.strerror or exc}); choose another with --out DIR"
+        ) from None
+
+
+def publish_run_dir(staging: Path, base: Path, name: str, stamp: str) -> Path:
+    """Rename a finished staging folder to a fresh `base/<stamp>-<name>[-n]` (never over an existing run)."""
+    final = _free_run_path(base, name, stamp)
+    staging.rename(final)
+    return final
+
+
+def discard_run_dir(staging: Path) -> None:
+    """Remove an unfinished staging folder (a failed or interrupted run); nothing else is touched."""
+    shutil.rmtree(staging, ignore_errors=True)

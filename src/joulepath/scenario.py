@@ -6,21 +6,24 @@ validation failure into a `ScenarioError` that names the field, the bad value an
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from joulepath.facility.grid import GRID_PROFILES
+from joulepath.facility.grid import GRID_PROFILES, read_eia_csv
 from joulepath.facility.power_chain import TOPOLOGIES
 from joulepath.facility.presets import PRESETS as FACILITY_PRESETS
 from joulepath.facility.supply import SmrConfig, SolarConfig, StorageConfig, WindConfig
 from joulepath.facility.twin import FacilityConfig
-from joulepath.facility.weather import CLIMATES
+from joulepath.facility.weather import CLIMATES, read_epw
 from joulepath.hw import accelerators, get_model_preset, model_presets
 from joulepath.hw.perf import DTYPE_BYTES, TransformerSpec
+from joulepath.workload import read_azure_csv
 
 Dtype = Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4", "mxfp4"]
 ARCH_FIELDS = ("n_layers", "d_model", "n_heads", "n_kv_heads", "head_dim", "d_ff", "vocab_size")
@@ -31,7 +34,8 @@ class ScenarioError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: TOML can spell `inf` and `nan`, and neither is a physical quantity
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(_Section):
@@ -66,6 +70,14 @@ class ModelSection(_Section):
                 raise ValueError(f"without a preset, give every architecture field; missing: {', '.join(missing)}")
         return self
 
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSection:
+        """The architecture the fields describe must exist: GQA groups divide the heads, experts add up."""
+        spec = self.spec()
+        if spec.n_kv_heads > spec.n_heads or spec.n_heads % spec.n_kv_heads:
+            raise ValueError(f"n_heads ({spec.n_heads}) must be a multiple of n_kv_heads ({spec.n_kv_heads})")
+        return self
+
     def spec(self) -> TransformerSpec:
         if self.preset is not None:
             base = get_model_preset(self.preset)
@@ -76,10 +88,7 @@ class ModelSection(_Section):
             if getattr(self, key) is not None:
                 values[key] = getattr(self, key)
         values["weight_dtype"], values["kv_dtype"] = self.weight_dtype, self.kv_dtype
-        try:
-            return TransformerSpec(**values)
-        except ValueError as exc:
-            raise ScenarioError(f"model: {exc}") from exc
+        return TransformerSpec(**values)  # its ValueErrors surface through `_consistent` as field errors
 
 
 class WorkloadSection(_Section):
@@ -89,7 +98,7 @@ class WorkloadSection(_Section):
     path: Path | None = None
     duration_s: float = Field(600.0, gt=0, description="horizon of the trace to use, seconds")
     time_scale: float = Field(1.0, gt=0, description="2.0 = arrivals twice as fast")
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     interactive_fraction: float = Field(0.8, ge=0, le=1)
     arrival_rate_per_s: float | None = Field(None, gt=0)
     interarrival_cv: float | None = Field(None, gt=0)
@@ -232,6 +241,13 @@ class ServeSection(_Section):
     max_batch: int = Field(16, ge=1, description="optimized configuration's running sequences per step")
     max_tokens: int = Field(40, ge=1, le=4096, description="longest answer, tokens")
     replay_s: float = Field(0.5, ge=0, description="the served requests' arrivals are compressed into this span")
+    repeats: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="times each configuration is served, interleaved (baseline, optimized, baseline, ...); "
+        "local ratios are reported as the median and min-max over the repetitions",
+    )
     profile: bool = True
 
     @field_validator("model")
@@ -260,10 +276,13 @@ class OutputSection(_Section):
     dir: Path = Path("runs")
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # no separators, no leading dot: stays in output.dir
+
+
 class Scenario(_Section):
     """A whole scenario. `Scenario()` is the built-in default."""
 
-    name: str = "default"
+    name: str = Field("default", description="names the run folder: letters, digits, '.', '_', '-'")
     description: str = "Llama-3.1-8B shape on 4 x H100 SXM, Azure-conversation-like load at 8x its rate"
     model: ModelSection = ModelSection()
     workload: WorkloadSection = WorkloadSection(time_scale=8.0)
@@ -272,6 +291,16 @@ class Scenario(_Section):
     serve: ServeSection = ServeSection()
     guard: GuardSection = GuardSection()
     output: OutputSection = OutputSection()
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not SAFE_NAME.fullmatch(v):
+            raise ValueError(
+                "the name becomes the run folder's name: use 1-64 letters, digits, '.', '_' or '-', starting with "
+                "a letter or digit (no '/', no leading '.')"
+            )
+        return v
 
     def to_toml(self) -> str:
         data = self.model_dump(mode="json", exclude_none=True)
@@ -299,12 +328,10 @@ def parse_scenario(data: dict[str, Any], origin: str = "scenario") -> Scenario:
         raise ScenarioError(f"{origin} is not a valid scenario:\n  " + "\n  ".join(lines)) from None
 
 
-def load_scenario(path: str | Path | None) -> Scenario:
-    """Read a scenario TOML file; `None` gives the built-in default. Relative file paths (trace, weather,
-    grid) are resolved against the scenario file's folder."""
-    if path is None:
-        return Scenario()
-    path = Path(path)
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The parsed TOML of a scenario file; a missing, unreadable, empty or malformed file is a ScenarioError."""
+    if path.is_dir():
+        raise ScenarioError(f"{path} is a folder; give a scenario TOML file (`joulepath scenario show-default`)")
     if not path.is_file():
         raise ScenarioError(
             f"scenario file {path} does not exist; start from `joulepath scenario show-default > {path}`"
@@ -313,6 +340,23 @@ def load_scenario(path: str | Path | None) -> Scenario:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ScenarioError(f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from None
+    if not data:
+        raise ScenarioError(
+            f"{path}: the file is empty (no settings); omit the argument to use the built-in default, or start "
+            "from `joulepath scenario show-default`"
+        )
+    return data
+
+
+def load_scenario(path: str | Path | None) -> Scenario:
+    """Read a scenario TOML file; `None` gives the built-in default. Relative file paths (trace, weather,
+    grid) are resolved against the scenario file's folder."""
+    if path is None:
+        return Scenario()
+    path = Path(path)
+    data = _read_toml(path)
     for section, key in (("workload", "path"), ("facility", "weather_file"), ("facility", "grid_file")):
         value = data.get(section, {}).get(key) if isinstance(data.get(section), dict) else None
         if isinstance(value, str) and not Path(value).is_absolute():
@@ -320,4 +364,24 @@ def load_scenario(path: str | Path | None) -> Scenario:
     return parse_scenario(data, str(path))
 
 
-__all__ = ["DTYPE_BYTES", "Scenario", "ScenarioError", "load_scenario", "parse_scenario"]
+def check_scenario_files(scenario: Scenario) -> None:
+    """Read every file the scenario names (trace, weather, grid) and raise one ScenarioError that lists,
+    field by field, each that is missing or does not parse; `scenario check` and `run` call it before work."""
+    problems = []
+    readers: list[tuple[str, Path | None, Callable[[Path], object]]] = [
+        ("workload.path", scenario.workload.path if scenario.workload.kind == "azure_csv" else None, read_azure_csv),
+        ("facility.weather_file", scenario.facility.weather_file, read_epw),
+        ("facility.grid_file", scenario.facility.grid_file, read_eia_csv),
+    ]
+    for field, path, read in readers:
+        if path is None:
+            continue
+        try:
+            read(path)
+        except (ValueError, OSError) as exc:  # the readers' own errors name the file, line and fix
+            problems.append(f"{field}: {exc}")
+    if problems:
+        raise ScenarioError("the scenario names files that cannot be used:\n  " + "\n  ".join(problems))
+
+
+__all__ = ["DTYPE_BYTES", "Scenario", "ScenarioError", "check_scenario_files", "load_scenario", "parse_scenario"]

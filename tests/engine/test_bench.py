@@ -19,3 +19,4 @@ def test_batch_benchmark_writes_its_fields(tmp_path: Path, monkeypatch) -> None:
 
     doc = json.loads((tmp_path / "batch.json").read_text())
     assert doc["throughput_ratio"] > 0 and doc["p99_tpot_ratio"] > 0 and doc["n_requests"] == 8
+    assert doc["one_at_a_time"]["energy_provenance"].startswith(("measured", "estimated"))  # J/token is labelled

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from joulepath.engine import Engine, EngineConfig, KVCacheFull, PagedKVCache, SamplingParams
+from joulepath.engine import ContextLengthError, Engine, EngineConfig, KVCacheFull, PagedKVCache, SamplingParams
 from joulepath.engine.static_decode import generate_static
 from joulepath.meter import Meter, ReplayBackend
 from joulepath.model import preset
@@ -123,12 +123,44 @@ def test_streaming_yields_the_generated_text(tiny) -> None:  # type: ignore[no-u
     [
         ("", GREEDY, "empty prompt"),
         ([0, 999], GREEDY, "token ids must be in"),
-        ([1] * 5000, GREEDY, "exceeds the KV cache"),
+        ([1] * 300, GREEDY, "exceeds the KV cache"),  # fits the context (512), not a 256-token cache
+        ([1] * 512, GREEDY, "is 512 tokens, but dummy:tiny-llama's context is 512 tokens"),
     ],
 )
 def test_bad_requests_are_refused(tiny, prompt, params, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ValueError, match=message):
-        Engine(tiny, EngineConfig(kv_memory_bytes=2**20)).add_request(prompt, params)
+        Engine(tiny, EngineConfig(kv_memory_bytes=2**18)).add_request(prompt, params)
+
+
+@pytest.mark.parametrize("model", ["tiny", "tiny_mistral"])
+def test_prompt_longer_than_the_context_is_refused(model: str, request) -> None:  # type: ignore[no-untyped-def]
+    loaded = request.getfixturevalue(model)  # Mistral's sliding window (16) does not lengthen its context (512)
+    engine = Engine(loaded)
+    with pytest.raises(ContextLengthError, match=r"is 600 tokens.*context is 512 tokens.*shorten it.*longer context"):
+        engine.generate([[1] * 600], GREEDY)
+    assert not engine.has_work()  # nothing was queued
+    assert len(engine.generate([[1] * 511], SamplingParams(max_tokens=1))[0].output_ids) == 1
+
+
+def test_max_tokens_is_capped_at_the_context_and_the_record_says_so(tiny) -> None:  # type: ignore[no-untyped-def]
+    engine = Engine(tiny)
+    capped, free = engine.generate([[1] * 500, [1] * 10], SamplingParams(max_tokens=64, ignore_eos=True))
+    assert len(capped.output_ids) == 12 and capped.record.finish_reason == "length"
+    assert capped.record.capped_max_tokens == 12 and capped.record.prompt_tokens + 12 == engine.context_tokens
+    assert len(free.output_ids) == 64 and free.record.capped_max_tokens is None
+
+
+def test_static_path_refuses_running_past_the_context(tiny) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ContextLengthError, match="lower max_tokens to at most 12"):
+        generate_static(tiny.model, [1] * 500, SamplingParams(max_tokens=20))
+    with pytest.raises(ContextLengthError, match="is 600 tokens"):
+        generate_static(tiny.model, [1] * 600, SamplingParams(max_tokens=1))
+
+
+@pytest.mark.parametrize("field", ["max_batch", "max_tokens_per_step", "block_size", "kv_memory_bytes"])
+def test_engine_config_refuses_zero(field: str) -> None:  # max_batch = 0 used to loop forever
+    with pytest.raises(ValueError, match=f"EngineConfig.{field} must be >= 1"):
+        EngineConfig(**{field: 0})
 
 
 def test_bad_sampling_params() -> None:
@@ -136,3 +168,5 @@ def test_bad_sampling_params() -> None:
         SamplingParams(top_p=0)
     with pytest.raises(ValueError, match="max_tokens"):
         SamplingParams(max_tokens=0)
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        SamplingParams(temperature=float("nan"))

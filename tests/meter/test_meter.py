@@ -1,9 +1,19 @@
+import subprocess
+import sys
 import types
 from pathlib import Path
 
 import pytest
 
-from joulepath.meter import CpuEstimateBackend, Meter, MeterError, NvmlBackend, RaplBackend, ReplayBackend
+from joulepath.meter import (
+    CpuEstimateBackend,
+    Meter,
+    MeterError,
+    NvmlBackend,
+    RaplBackend,
+    ReplayBackend,
+    provenance_kind,
+)
 from joulepath.meter.backends import select_backends
 
 
@@ -101,3 +111,49 @@ def test_selection_says_it_is_estimating_without_rapl(tmp_path: Path) -> None:
         pytest.skip("a GPU is present")
     assert any(isinstance(b, CpuEstimateBackend) for b in backends)
     assert any("ESTIMATED" in n for n in notes) and any(n.startswith("gpu: none") for n in notes)
+
+
+BURN_ONE_CPU_SECOND = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass"
+
+
+def test_cpu_estimate_counts_only_this_process_work() -> None:
+    """A child process's CPU seconds (reaped inside the window, as `subprocess.run` does) are not this
+    process's work: the estimate charges the idle share for the wall time and nothing for the child."""
+    backend = CpuEstimateBackend()
+    start = backend.read()
+    subprocess.run([sys.executable, "-c", BURN_ONE_CPU_SECOND], check=True)
+    end = backend.read()
+    wall_s = end["wall_s"] - start["wall_s"]
+    idle_j = CpuEstimateBackend.IDLE_FRACTION * (backend.cpu.tdp_w or 0.0) * wall_s
+    dynamic_j = backend.energy_between(start, end)["cpu:process"] - idle_j
+    per_core_w = (backend.cpu.tdp_w or 0.0) / (backend.cpu.cores or 1)
+    assert dynamic_j < 0.5 * (1 - CpuEstimateBackend.IDLE_FRACTION) * per_core_w  # well under the child's 1 CPU-s
+
+
+@pytest.mark.parametrize(
+    ("label", "kind"),
+    [
+        ("measured:rapl", "measured"),
+        ("mixed: measured:nvml, measured:rapl", "measured"),
+        ("mixed: estimated:cpu-utilisation x 4.38 W/core (estimated: unknown CPU 'AMD EPYC', median), measured:nvml",
+         "estimated"),
+        ("estimated: roofline model calibrated on measured H100 data", "estimated"),
+        ("assumed: 300 W per device", "assumed"),
+        ("synthetic: climate 'temperate'", "synthetic"),
+        ("replay", "replay"),
+        ("none", "unknown"),
+    ],
+)  # fmt: skip
+def test_provenance_kind_is_measured_only_when_every_part_is(label: str, kind: str) -> None:
+    assert provenance_kind(label) == kind
+
+
+def test_a_window_with_an_estimated_component_is_not_measured() -> None:
+    class Measured(ReplayBackend):
+        def provenance(self) -> str:
+            return "measured:test"
+
+    m = Meter([Measured({"gpu:0": 1.0}), CpuEstimateBackend()]).window("w")
+    with m as out:
+        pass
+    assert out[0].provenance_kind == "estimated" and provenance_kind(out[0].provenance_summary) == "estimated"

@@ -2,13 +2,15 @@ import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from joulepath.meter import Meter, ReplayBackend
 from joulepath.model import load_model
 from joulepath.quality import golden
+from joulepath.quality import train as train_module
 from joulepath.quality.evals import GateFailure, assert_gate, evaluate, gate, wilson_interval
 from joulepath.quality.tasks import LEVELS, SKILLS, check, generate
-from joulepath.quality.train import TrainConfig, levels_at, train
+from joulepath.quality.train import TrainConfig, lr_at, train
 
 
 @pytest.mark.parametrize("skill", SKILLS)
@@ -51,20 +53,44 @@ def test_wilson_interval() -> None:
     assert wilson_interval(0, 0) == (0.0, 1.0)
 
 
-def test_curriculum_unlocks_levels() -> None:
-    assert levels_at(0, 100) == ("easy",) and levels_at(30, 100) == ("easy", "medium") and levels_at(90, 100) == LEVELS
+def test_schedule_warms_up_then_decays_to_its_floor() -> None:
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, 100, cfg) == pytest.approx(1e-4) and lr_at(9, 100, cfg) == pytest.approx(1e-3)
+    assert lr_at(100, 100, cfg) == pytest.approx(1e-4) and lr_at(55, 100, cfg) == pytest.approx(5.5e-4)
+
+
+def test_wall_budget_sets_the_step_count_from_the_timed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([100.0, 101.0, 170.0])  # started at 99 s; step 10 at 100 s, step 30 at 101 s
+    monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
+    budget = train_module.WallBudget(TrainConfig(time_budget_s=60.0, timing_steps=30, steps=10**6), 99.0, 0)
+    cpu = torch.device("cpu")
+    assert budget.update(10, 500, cpu) == 500
+    assert budget.update(30, 500, cpu) == 30 + 1160  # 0.05 s per timed step, 58 s of the budget left
+    assert budget.update(31, 1190, cpu) == 31  # 71 s in: past 1.1 x the budget, stop here
 
 
 @pytest.mark.slow
 def test_training_learns_resumes_and_evaluates(tmp_path: Path) -> None:
-    cfg = TrainConfig(steps=120, tokens_per_step=512, skills=("compare",), checkpoint_every=60, lr=3e-3)
+    cfg = TrainConfig(
+        steps=60,
+        tokens_per_step=256,
+        seq_len=128,
+        data_rows=64,
+        skills=("compare",),
+        checkpoint_every=30,
+        lr=3e-3,
+        warmup_steps=10,
+        mtp_heads=2,
+        log_every=1,
+    )
     losses: list[float] = []
-    first = train(TrainConfig(**{**cfg.__dict__, "steps": 60}), tmp_path, lambda s: losses.append(s.loss))
+    first = train(TrainConfig(**{**cfg.__dict__, "steps": 30}), tmp_path, lambda s: losses.append(s.loss))
     assert (tmp_path / "trainer_state.pt").is_file()
-    train(cfg, tmp_path, lambda s: losses.append(s.loss))  # resumes at step 60
-    assert len(losses) == 120 and sum(losses[-10:]) < sum(losses[:10])
+    train(cfg, tmp_path, lambda s: losses.append(s.loss))  # resumes at step 30
+    assert len(losses) == 60 and sum(losses[-10:]) < sum(losses[:10])
     loaded = load_model(str(tmp_path))  # a Hugging Face folder with tokenizer and chat template
     assert loaded.chat_template and first.config.vocab_size == loaded.config.vocab_size
+    assert (tmp_path / "mtp_heads.safetensors").is_file()  # heads train alongside and resume with the model
     examples = golden.load("dev", skills=("compare",), levels=("easy",), per_cell=8)
     meter = Meter([ReplayBackend({"cpu": 10.0})])
     base = evaluate(loaded, examples, meter=meter)

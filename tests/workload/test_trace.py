@@ -29,6 +29,18 @@ def test_reads_azure_format_sorted_with_seven_digit_fractions(tmp_path) -> None:
         ("TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,1,2\n", r":2: bad value"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,-2\n", ">= 0"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests"),
+        (  # too few columns: used to say "bad value (int() argument must be ... not 'NoneType')"
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,2\n2023-11-16 18:15:47,3\n",
+            r"bad.csv:3: 2 column\(s\) where the header has 3.*TIMESTAMP,ContextTokens,GeneratedTokens",
+        ),
+        (  # too many columns: used to be read silently
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46,1,2,9\n",
+            r"bad.csv:2: 4 column\(s\) where the header has 3.*TIMESTAMP,ContextTokens,GeneratedTokens",
+        ),
+        (  # line numbers count blank lines
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n\n2023-11-16 18:15:46,1,2\n\n2023-11-16 18:15:47,x,2\n",
+            r"bad.csv:5: bad value",
+        ),
     ],
 )
 def test_bad_files_get_clear_errors(tmp_path, text: str, message: str) -> None:  # type: ignore[no-untyped-def]
@@ -41,6 +53,18 @@ def test_bad_files_get_clear_errors(tmp_path, text: str, message: str) -> None: 
 def test_missing_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TraceError, match="does not exist"):
         read_azure_csv(tmp_path / "nope.csv")
+    with pytest.raises(TraceError, match="is a folder"):
+        read_azure_csv(tmp_path)
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(TraceError, match=r"b.csv: not a text CSV"):
+        read_azure_csv(binary)
+
+
+def test_a_spreadsheet_byte_order_mark_is_accepted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "t.csv"
+    path.write_text("\ufeff" + CSV, encoding="utf-8")
+    assert len(read_azure_csv(path)) == 3
 
 
 def test_scaling_window_and_priorities(tmp_path) -> None:  # type: ignore[no-untyped-def]

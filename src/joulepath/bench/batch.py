@@ -67,7 +67,7 @@ def serve(loaded: LoadedModel, work: Workload, config: EngineConfig) -> tuple[li
     return engine.records, makespan, sum(r.energy_j for r in engine.records)
 
 
-def summarise(records: list[RequestRecord], makespan_s: float, energy_j: float) -> dict[str, float]:
+def summarise(records: list[RequestRecord], makespan_s: float, energy_j: float) -> dict[str, Any]:
     ttft = np.array([r.ttft_s for r in records])
     tpot = np.array([r.tpot_s for r in records if r.output_tokens > 1])
     tokens = sum(r.output_tokens for r in records)
@@ -79,6 +79,7 @@ def summarise(records: list[RequestRecord], makespan_s: float, energy_j: float) 
         "tpot_p50_s": float(np.percentile(tpot, 50)),
         "tpot_p99_s": float(np.percentile(tpot, 99)),
         "j_per_output_token": energy_j / tokens,
+        "energy_provenance": records[0].energy_provenance if records else "none",
     }
 
 
@@ -131,6 +132,7 @@ def report(r: dict[str, Any]) -> None:
             f"{name:24}{s['output_tokens_per_s']:>10.1f}{s['ttft_p50_s']:>10.2f}{s['ttft_p99_s']:>10.2f}"
             f"{1e3 * s['tpot_p50_s']:>8.0f}ms{1e3 * s['tpot_p99_s']:>8.0f}ms{s['j_per_output_token']:>9.3f}"
         )
+    print(f"J/token: {r['one_at_a_time']['energy_provenance']}")
     for p in r["sweep"]:
         print(
             f"batching {p['max_batch']}/{p['max_tokens_per_step']}: throughput {p['throughput_ratio']:.2f}x at "

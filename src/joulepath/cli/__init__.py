@@ -18,9 +18,9 @@ from rich.table import Table
 
 from joulepath import __version__
 from joulepath.hw import UnknownHardwareError, accelerators, get_accelerator, interconnects, memories
-from joulepath.meter import MeterError, auto_meter
+from joulepath.meter import MeterError, auto_meter, provenance_kind, weakest_kind
 from joulepath.report.result_json import _plain
-from joulepath.scenario import Scenario, ScenarioError, load_scenario
+from joulepath.scenario import Scenario, ScenarioError, check_scenario_files, load_scenario
 from joulepath.workload import TraceError, read_azure_csv, trace_stats
 
 app = typer.Typer(
@@ -54,7 +54,8 @@ def _guard(fn: Callable[[], T]) -> T:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(_plain(data), indent=2) + "\n")
+    """Strict JSON on stdout: a non-finite number is null (as in result.json), never `NaN`."""
+    sys.stdout.write(json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
 
 
 def _fmt(value: float | None, unit: str = "", digits: int = 3) -> str:
@@ -166,14 +167,16 @@ def scenario_show_default() -> None:
 
 @scenario_app.command("check")
 def scenario_check(path: Path) -> None:
-    """Validate a scenario file; print what is wrong, field by field."""
+    """Validate a scenario file and read every file it names; print what is wrong, field by field."""
     scenario = _guard(lambda: load_scenario(path))
+    _guard(lambda: check_scenario_files(scenario))
     console.print(f"[green]ok[/]: {path} ({scenario.name}: {scenario.description})")
 
 
 @app.command("meter")
 def meter_cmd(
-    seconds: Annotated[float, typer.Option(help="Length of the test window, s.")] = 1.0, json_out: JsonFlag = False
+    seconds: Annotated[float, typer.Option(min=0.0, help="Length of the test window, s.")] = 1.0,
+    json_out: JsonFlag = False,
 ) -> None:
     """Show which energy backends this machine offers and measure an idle window."""
     import time
@@ -199,14 +202,43 @@ def run_cmd(
     ] = None,
     json_out: JsonFlag = False,
 ) -> None:
-    """The main job: project a workload onto a fleet and roll its energy up to the wall."""
-    from joulepath.report import result_to_dict, write_result
-    from joulepath.run import new_run_dir, run
+    """The main job: project a workload onto a fleet and roll its energy up to the wall.
+
+    The scenario, the files it names and the output folder are checked before any work starts; the run is
+    written into a hidden `.incomplete` folder that is renamed when every file is in it (removed if the run
+    fails or is interrupted), so a folder named `<time>-<name>` is always complete."""
+    from joulepath.report import result_to_dict
+    from joulepath.run import discard_run_dir, staging_run_dir
 
     scenario = _guard(lambda: load_scenario(scenario_path))
-    quiet = json_out
+    _guard(lambda: check_scenario_files(scenario))
+    base, stamp = out or scenario.output.dir, datetime.now().strftime("%Y%m%d-%H%M%S")
+    staging = _guard(lambda: staging_run_dir(base, scenario.name, stamp))
+    try:
+        written = _guard(lambda: _run_and_write(scenario, staging, base, stamp, json_out))
+    except KeyboardInterrupt:
+        err_console.print("[bold red]interrupted:[/] no run folder was written (the unfinished one was removed)")
+        raise typer.Exit(130) from None
+    finally:
+        discard_run_dir(staging)  # a no-op once the finished run has been renamed
+    result, run_dir, (path, telemetry, report) = written
+    if json_out:
+        paths = {"result_json": str(path), "report_html": str(report), "telemetry": str(telemetry)}
+        _print_json({**paths, **result_to_dict(result)["summary"]})
+        return
+    _print_summary(result, path)
+    console.print(f'report: {report}\ntelemetry: {telemetry} (joulepath query {run_dir} "SELECT ...")')
+
+
+def _run_and_write(
+    scenario: Scenario, staging: Path, base: Path, stamp: str, quiet: bool
+) -> tuple[Any, Path, list[Path]]:
+    """Run the scenario with a progress bar (on stderr), write its outputs into `staging`, then publish it:
+    (result, the run folder, [result.json, telemetry folder, report.html] inside it)."""
+    from joulepath.report import write_result
     from joulepath.report.html import write_report
     from joulepath.report.telemetry import write_telemetry
+    from joulepath.run import publish_run_dir, run
 
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
@@ -219,21 +251,12 @@ def run_cmd(
                 bar.update(stages[-1], total=1, completed=1)
             stages.append(bar.add_task(name, total=None))
 
-        result = _guard(lambda: run(scenario, stage))
+        result = run(scenario, stage)
         stage("writing result.json, telemetry and report.html")
-        run_dir = _guard(
-            lambda: new_run_dir(out or scenario.output.dir, scenario.name, datetime.now().strftime("%Y%m%d-%H%M%S"))
-        )
-        path = write_result(result, run_dir)
-        telemetry = write_telemetry(result, run_dir)
-        report = write_report(result, run_dir)
+        written = [write_result(result, staging), write_telemetry(result, staging), write_report(result, staging)]
+        run_dir = publish_run_dir(staging, base, scenario.name, stamp)
         bar.update(stages[-1], total=1, completed=1)
-    if json_out:
-        paths = {"result_json": str(path), "report_html": str(report), "telemetry": str(telemetry)}
-        _print_json({**paths, **result_to_dict(result)["summary"]})
-        return
-    _print_summary(result, path)
-    console.print(f'report: {report}\ntelemetry: {telemetry} (joulepath query {run_dir} "SELECT ...")')
+    return result, run_dir, [run_dir / p.relative_to(staging) for p in written]
 
 
 def _print_summary(result: Any, path: Path) -> None:
@@ -246,7 +269,9 @@ def _print_summary(result: Any, path: Path) -> None:
     table.add_column("metric")
     table.add_column("value", justify="right")
     table.add_column("provenance")
-    est = "estimated (hw model)"
+    est = f"{provenance_kind(s.provenance)} (hw model)"  # the label comes from the numbers' own provenance
+    twin_label = result.facility.metrics.provenance
+    twin = provenance_kind(twin_label)
     rows = [
         ("requests", f"{result.trace.n_requests:,} over {s.horizon_s:,.0f} s", result.trace_source),
         ("fleet", f"{sc.fleet.count} x {sc.fleet.accelerator}, {result.projection.n_units} unit(s)", "scenario"),
@@ -257,14 +282,14 @@ def _print_summary(result: Any, path: Path) -> None:
         (
             "wall energy per token",
             f"{s.wall_j_per_token:.3g} J/token",
-            "estimated (hw model + facility twin; host assumed)",
+            f"{weakest_kind(s.provenance, twin_label)} (hw model + facility twin; host assumed)",
         ),
         ("IT power avg / peak", f"{s.avg_it_power_w / 1e3:,.2f} / {s.peak_it_power_w / 1e3:,.2f} kW", est),
-        ("PUE / WUE (facility twin)", f"{s.pue:.3f} / {s.wue_l_per_kwh:.2f} L/kWh", "estimated (facility twin)"),
+        ("PUE / WUE (facility twin)", f"{s.pue:.3f} / {s.wue_l_per_kwh:.2f} L/kWh", f"{twin} (facility twin)"),
         (
             "water / carbon / cost",
             f"{s.water_l:.3g} L / {s.carbon_g / 1e3:.3g} kg CO2 / ${s.cost_usd:.3g}",
-            "estimated (twin; grid hourly intensity)",
+            f"{weakest_kind(twin_label, result.facility.grid_source)} (twin; grid hourly intensity)",
         ),
         (
             "energy: device / IT / wall",
@@ -302,21 +327,26 @@ def _print_local(result: Any) -> None:
     local = result.local
     if local is None:
         return
-    table = Table(title=f"served here: {len(local.optimized.requests)} requests on {local.model} (measured)")
-    for col in ("", "baseline (1 at a time)", f"optimized (batch {local.optimized.max_batch})", "ratio"):
-        table.add_column(col, justify="right")
+    from joulepath.report.wording import RATIO_WORDS, ratio_verdict
+
     b, o = local.baseline, local.optimized
-    table.add_row(
-        "J per output token", f"{b.j_per_token:.3g}", f"{o.j_per_token:.3g}", f"{b.j_per_token / o.j_per_token:.2f}x"
+    energy_kind = weakest_kind(b.energy_provenance, o.energy_provenance)
+    table = Table(
+        title=f"served here: {len(o.requests)} requests on {local.model}, each configuration {local.repeats}x "
+        f"interleaved (median repetition shown); time measured, energy {energy_kind}"
     )
-    table.add_row(
-        "tokens/s", f"{b.tokens_per_s:.1f}", f"{o.tokens_per_s:.1f}", f"{o.tokens_per_s / b.tokens_per_s:.2f}x"
-    )
-    table.add_row(
-        "p99 TTFT", f"{1e3 * b.percentile('ttft_s', 99):.0f} ms", f"{1e3 * o.percentile('ttft_s', 99):.0f} ms", ""
-    )
+    for col in ("", "baseline (1 at a time)", f"optimized (batch {o.max_batch})", "optimized / baseline"):
+        table.add_column(col, justify="right")
+    ratios = {spread.metric: spread for spread in local.ratios()}
+    table.add_row(f"J per output token ({energy_kind})", f"{b.j_per_token:.3g}", f"{o.j_per_token:.3g}",
+                  _ratio_cell(ratios["j_per_token"]))  # fmt: skip
+    table.add_row("tokens/s", f"{b.tokens_per_s:.1f}", f"{o.tokens_per_s:.1f}", _ratio_cell(ratios["tokens_per_s"]))
+    table.add_row("p99 TTFT", f"{1e3 * b.percentile('ttft_s', 99):.0f} ms",
+                  f"{1e3 * o.percentile('ttft_s', 99):.0f} ms", _ratio_cell(ratios["ttft_p99_s"]))  # fmt: skip
     table.add_row("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", "")
     console.print(table)
+    for spread in ratios.values():
+        console.print(f"  {RATIO_WORDS[spread.metric][0]}: {ratio_verdict(spread)}", highlight=False)
     console.print(f"[dim]energy: {o.energy_provenance}[/]")
     if o.guard_s:
         console.print(
@@ -328,6 +358,14 @@ def _print_local(result: Any) -> None:
             console.print(f"  hot path {c.name:22s} {100 * c.share:5.1f} % of time  {c.bound}")
         for a in local.profile.advice[:3]:
             console.print(f"  - {a.line()}")
+
+
+def _ratio_cell(spread: Any) -> str:
+    """median (min-max) of a local ratio; `no significant difference` when the spread includes 1.0."""
+    if not spread.values:
+        return "n/a"
+    cell = f"{spread.median:.2f}x ({spread.low:.2f}-{spread.high:.2f})"
+    return f"{cell}: no significant difference" if spread.spread_known and spread.includes_one else cell
 
 
 def main() -> None:  # pragma: no cover - console entry point
@@ -344,7 +382,8 @@ def query_cmd(
     sql: Annotated[str, typer.Argument(help="SQL over the tables requests, facility, profile.")],
     json_out: JsonFlag = False,
 ) -> None:
-    """Query a run's telemetry (Parquet) with DuckDB."""
+    """Query a run's telemetry (Parquet) with DuckDB, read-only: SELECT over its tables; writes, files, URLs
+    and extensions are refused."""
     from joulepath.report.telemetry import query
 
     columns, rows = _guard(lambda: query(run_dir, sql))

@@ -18,7 +18,7 @@ MODEL_HELP = "Zoo model (jp-small, jp-large), a Hugging Face model folder or dum
 def generate_cmd(
     prompt: str,
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "jp-large",
-    max_tokens: Annotated[int, typer.Option(help="Tokens to generate at most.")] = 64,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most (capped at the context).")] = 64,
     temperature: Annotated[float, typer.Option(help="0 = greedy.")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0 = off.")] = 0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
@@ -55,6 +55,13 @@ def generate_cmd(
         _print_json({"text": "".join(pieces), "record": record, "decode_tokens_per_s": tok_s, "model": model})
         return
     console.print()
+    if record.capped_max_tokens is not None:
+        console.print(
+            f"[yellow]note:[/] max_tokens capped from {max_tokens} to {record.capped_max_tokens}: the prompt "
+            f"({record.prompt_tokens} tokens) and the answer must fit {model}'s context ({engine.context_tokens} "
+            "tokens)",
+            highlight=False,
+        )
     console.print(
         f"[dim]{record.output_tokens} tokens, TTFT {1e3 * record.ttft_s:.0f} ms, {tok_s:.1f} tokens/s decode, "
         f"{record.energy_j / max(record.output_tokens, 1):.3g} J/token ({record.energy_provenance}), "
@@ -124,7 +131,7 @@ def train_cmd(
 def eval_cmd(
     model: Annotated[str, typer.Option(help=MODEL_HELP)],
     golden: Annotated[str, typer.Option(help="Golden split: dev or test.")] = "dev",
-    per_cell: Annotated[int | None, typer.Option(help="First N examples of each skill/level.")] = None,
+    per_cell: Annotated[int | None, typer.Option(min=1, help="First N examples of each skill/level.")] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Exact-match accuracy per skill and difficulty with 95 % intervals, tokens, time, J/token."""
@@ -134,7 +141,7 @@ def eval_cmd(
 
     loaded = _guard(lambda: load_model(model))
     examples = _guard(lambda: golden_sets.load(golden, per_cell=per_cell))
-    report = evaluate(loaded, examples)
+    report = _guard(lambda: evaluate(loaded, examples))  # e.g. a golden prompt longer than the context
     if json_out:
         cells = [
             {"skill": c.skill, "level": c.level, "n": c.n, "correct": c.correct, "accuracy": c.accuracy, "ci95": c.ci95}
@@ -175,7 +182,7 @@ def align_cmd(
     lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-5,
     sft_weight: Annotated[float, typer.Option(help="NLL weight on chosen answers (0 = pure DPO).")] = 1.0,
     refusal_share: Annotated[float, typer.Option(help="Share of each batch drawn from refusal pairs.")] = 0.25,
-    per_cell: Annotated[int, typer.Option(help="Golden test examples per skill/level for before/after.")] = 10,
+    per_cell: Annotated[int, typer.Option(min=1, help="Golden test examples per skill/level for before/after.")] = 10,
     json_out: JsonFlag = False,
 ) -> None:
     """Direct Preference Optimization on suite-made preference pairs; accuracy and refusals before/after."""
@@ -252,8 +259,8 @@ def guard_cmd(
 @app.command("profile")
 def profile_cmd(
     model: Annotated[str, typer.Option(help=MODEL_HELP)] = "jp-large",
-    per_cell: Annotated[int, typer.Option(help="Golden dev prompts per skill and level to serve.")] = 4,
-    max_batch: Annotated[int, typer.Option(help="Running sequences per step (1 = no batching).")] = 64,
+    per_cell: Annotated[int, typer.Option(min=1, help="Golden dev prompts per skill and level to serve.")] = 4,
+    max_batch: Annotated[int, typer.Option(min=1, help="Running sequences per step (1 = no batching).")] = 64,
     json_out: JsonFlag = False,
 ) -> None:
     """Hot paths of serving: time and energy per operator class, roofline class, and what to do."""
@@ -281,7 +288,8 @@ def profile_cmd(
     console.print(
         f"attributed {100 * prof.attributed_fraction:.1f} % of measured time; profiler overhead "
         f"{100 * prof.overhead_fraction:+.1f} %; energy: {prof.energy_provenance}, split by time (estimated); "
-        f"limits: {prof.limits.peak_flops / 1e9:.0f} GFLOP/s, {prof.limits.bandwidth_bytes_s / 1e9:.1f} GB/s (measured)"
+        f"limits: {prof.limits.peak_flops / 1e9:.0f} GFLOP/s, {prof.limits.bandwidth_bytes_s / 1e9:.1f} GB/s "
+        f"({prof.limits.provenance})"
     )
     for a in prof.advice:
         console.print(f"- {a.line()}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import itertools
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,8 +18,6 @@ from joulepath.scenario import Scenario, load_scenario
 
 def _twin_inputs(scenario: Scenario, it_csv: Path | None) -> tuple[Any, Any, float]:
     """(board power per step, clock, design board power): a CSV, or the scenario's fleet projection."""
-    import csv
-
     import numpy as np
 
     from joulepath.facility import Clock
@@ -24,15 +25,64 @@ def _twin_inputs(scenario: Scenario, it_csv: Path | None) -> tuple[Any, Any, flo
 
     if it_csv is None:
         return facility_inputs(scenario, project(scenario, build_trace(scenario.workload)))
-    if not it_csv.is_file():
-        raise ValueError(f"IT power CSV {it_csv} does not exist; give a CSV with a column it_power_w")
-    with it_csv.open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows or "it_power_w" not in rows[0]:
-        raise ValueError(f"{it_csv}: needs a header with it_power_w (W per step; optional t_s for the step)")
-    values = np.array([float(r["it_power_w"]) for r in rows])
-    step = float(rows[1]["t_s"]) - float(rows[0]["t_s"]) if "t_s" in rows[0] and len(rows) > 1 else None
-    return values, Clock(step or scenario.facility.step_s, len(values)), float(values.max())
+    power_w, step_s = read_it_power_csv(it_csv)
+    values = np.array(power_w)
+    return values, Clock(step_s or scenario.facility.step_s, len(values)), float(values.max())
+
+
+IT_CSV_FORMAT = "a CSV with the header it_power_w (W per step) and optionally t_s (s; sets the step)"
+
+
+def read_it_power_csv(path: Path) -> tuple[list[float], float | None]:
+    """(IT power per row in W, step in s from the t_s column or None). Every value must be a finite number,
+    power non-negative and not all zero, t_s advancing by one uniform step; the error names file and line."""
+    if not path.is_file():
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise ValueError(f"IT power CSV {path} {problem}; give {IT_CSV_FORMAT}")
+    power_w: list[float] = []
+    times_s: list[float] = []
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if "it_power_w" not in (reader.fieldnames or []):
+            raise ValueError(f"{path}: no it_power_w column; give {IT_CSV_FORMAT}")
+        for row in reader:
+            where = f"{path}:{reader.line_num}"
+            if None in row:  # DictReader's key for values beyond the header
+                raise ValueError(f"{where}: more columns than the header {','.join(reader.fieldnames or [])}")
+            power_w.append(_finite(row.get("it_power_w"), where, "it_power_w", minimum=0.0))
+            if "t_s" in row:
+                times_s.append(_finite(row.get("t_s"), where, "t_s"))
+    if not power_w:
+        raise ValueError(f"{path}: no rows after the header; give {IT_CSV_FORMAT}")
+    if not any(power_w):
+        raise ValueError(f"{path}: it_power_w is 0 on every row; the twin needs some IT load to compute PUE")
+    return power_w, _uniform_step_s(path, times_s)
+
+
+def _finite(text: str | None, where: str, column: str, minimum: float | None = None) -> float:
+    """`text` as a finite float (>= `minimum` when given); a ValueError naming `where` and `column` if not."""
+    if text is None:
+        raise ValueError(f"{where}: no {column} value; the row has fewer columns than the header")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{where}: {column} = {text!r} is not a number") from None
+    if not math.isfinite(value) or (minimum is not None and value < minimum):
+        need = "a finite number" if minimum is None else f"a finite number >= {minimum:g}"
+        raise ValueError(f"{where}: {column} = {text!r}; it must be {need}")
+    return value
+
+
+def _uniform_step_s(path: Path, times_s: list[float]) -> float | None:
+    """The step between t_s values (None without them or with one row); it must be positive and uniform."""
+    if len(times_s) < 2:
+        return None
+    steps = [b - a for a, b in itertools.pairwise(times_s)]
+    step = steps[0]
+    for line, gap in enumerate(steps, start=3):  # row k's gap to the previous row; data starts on line 2
+        if gap <= 0 or abs(gap - step) > 1e-6 * step:
+            raise ValueError(f"{path}:{line}: t_s must increase by the same step on every row ({step:g} s first)")
+    return step
 
 
 def _variant(scenario: Scenario, name: str) -> Any:

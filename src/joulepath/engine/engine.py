@@ -14,6 +14,7 @@ meter window; the window's joules are shared across the step's requests by the l
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from joulepath.engine.context import check_prompt_fits, context_tokens, model_label, output_room
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
@@ -39,6 +41,11 @@ class EngineConfig:
     max_batch: int = 64
     max_tokens_per_step: int = 256
 
+    def __post_init__(self) -> None:
+        for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
+            if getattr(self, name) < 1:  # 0 would leave the scheduler looping without ever admitting work
+                raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class RequestRecord:
@@ -54,6 +61,7 @@ class RequestRecord:
     energy_provenance: str
     finish_reason: str
     preemptions: int
+    capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,12 @@ class Engine:
         self._ids = itertools.count()
         self._seqs: dict[str, Sequence] = {}
         self._provenance = "none"
+        self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
+
+    @property
+    def context_tokens(self) -> int:
+        """Positions one request (prompt + output) may occupy: the model's max_position_embeddings."""
+        return context_tokens(self.loaded.config)
 
     def add_request(
         self,
@@ -95,7 +109,9 @@ class Engine:
         priority: str = "interactive",
         request_id: str | None = None,
     ) -> str:
-        """Queue a request; returns its id. Raises ValueError for an empty or oversized prompt."""
+        """Queue a request; returns its id. Raises ValueError for an empty prompt or bad ids, and
+        ContextLengthError for a prompt that leaves no room in the model's context; `max_tokens` is capped
+        so that prompt + output fits the context (the record's `capped_max_tokens` says so)."""
         params = params or SamplingParams()
         ids = self.loaded.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
@@ -106,6 +122,11 @@ class Engine:
             raise ValueError(f"priority must be one of {list(PRIORITY)}, got {priority!r}")
         seq_id = next(self._ids)
         rid = request_id or f"req-{seq_id}"
+        check_prompt_fits(len(ids), self.context_tokens, model_label(self.loaded.source), f"request {rid}'s prompt")
+        room = output_room(len(ids), params.max_tokens, self.context_tokens)
+        if room < params.max_tokens:
+            params = dataclasses.replace(params, max_tokens=room)
+            self._capped[rid] = room
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         seq = Sequence(seq_id, rid, ids, params, PRIORITY[priority], time.perf_counter(), gen)
         self.scheduler.add(seq)
@@ -157,7 +178,7 @@ class Engine:
         if stops is None:
             stops = () if seq.params.ignore_eos else self.loaded.config.eos_token_ids
         old_text = seq.text
-        full = self.loaded.tokenizer.decode(seq.output_ids)
+        full = self.loaded.tokenizer.decode(_text_ids(seq.output_ids, (*self.loaded.config.eos_token_ids, *stops)))
         reason = None
         for s in seq.params.stop:
             cut = full.find(s)
@@ -187,6 +208,7 @@ class Engine:
             energy_provenance=self._provenance,
             finish_reason=seq.finish_reason,
             preemptions=seq.preemptions,
+            capped_max_tokens=self._capped.get(seq.request_id),
         )
 
     def run_until_done(self) -> None:
@@ -216,3 +238,9 @@ class Engine:
     def text_of(self, request_id: str) -> str:
         """The text generated so far for a request (all of it once finished)."""
         return self._seqs[request_id].text
+
+
+def _text_ids(output_ids: list[int], marker_ids: tuple[int, ...]) -> list[int]:
+    """The generated ids that are text: end-of-sequence markers (`<|end|>`, `</s>`) and stop ids end a
+    sequence and are never part of its text, even where `ignore_eos` generated past one."""
+    return [i for i in output_ids if i not in marker_ids] if marker_ids else output_ids

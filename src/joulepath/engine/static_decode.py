@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from joulepath.engine.context import check_output_fits, check_prompt_fits, context_tokens
 from joulepath.engine.runner import StaticCacheAttention, decode_one_token
 from joulepath.engine.sampling import SamplingParams, sample_token
 from joulepath.model.transformer import Transformer
@@ -41,7 +42,12 @@ def _sync(device: torch.device) -> None:
 def generate_static(
     model: Transformer, prompt_ids: list[int], params: SamplingParams, compile_decode: bool = False
 ) -> StaticResult:
-    """Greedy or sampled batch-1 generation; stops at max_tokens (EOS is ignored: a latency path)."""
+    """Greedy or sampled batch-1 generation; stops at max_tokens (EOS is ignored: a latency path).
+    Raises ContextLengthError where prompt + max_tokens would run past the model's context (the length
+    is fixed here, so it is refused rather than capped)."""
+    context = context_tokens(model.cfg)
+    check_prompt_fits(len(prompt_ids), context, f"this {model.cfg.model_type} model")
+    check_output_fits(len(prompt_ids), params.max_tokens, context, f"this {model.cfg.model_type} model", "max_tokens")
     device = next(model.parameters()).device
     max_len = len(prompt_ids) + params.max_tokens
     attend = StaticCacheAttention(model, max_len)

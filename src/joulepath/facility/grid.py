@@ -140,7 +140,8 @@ def read_eia_csv(path: str | Path, utc_offset_h: float = 0.0, tariff: Tariff | N
     """Read `timestamp,WND,SUN,WAT,OIL,NG,COL,NUC,OTH,avg_CI` (UTC, 8,760 rows); shift to local time."""
     path = Path(path)
     if not path.is_file():
-        raise GridError(f"grid file {path} does not exist; give an EIA hourly CSV (timestamp,...,avg_CI)")
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise GridError(f"grid file {path} {problem}; give an EIA hourly CSV (timestamp,...,avg_CI)")
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in ("avg_CI", *EIA_FUELS) if c not in (reader.fieldnames or [])]
@@ -152,8 +153,8 @@ def read_eia_csv(path: str | Path, utc_offset_h: float = 0.0, tariff: Tariff | N
     try:
         ci = np.array([float(r["avg_CI"]) if r["avg_CI"].strip() else np.nan for r in rows[:HOURS]])
         mix = {f: np.array([float(r[f] or 0) for r in rows[:HOURS]]) for f in EIA_FUELS}
-    except ValueError as exc:
-        raise GridError(f"{path}: bad number ({exc})") from None
+    except (ValueError, AttributeError, TypeError) as exc:  # a short row leaves None where a number should be
+        raise GridError(f"{path}: bad number or missing column in a row ({exc})") from None
     gaps = np.isnan(ci)
     if gaps.mean() > 0.05:
         raise GridError(f"{path}: {gaps.sum()} of {HOURS} hours lack avg_CI; too many to interpolate")

@@ -73,10 +73,11 @@ def read_epw(path: str | Path) -> Weather:
     """Read an EnergyPlus weather file (8 header lines, then 35 fields per hour)."""
     path = Path(path)
     if not path.is_file():
-        raise WeatherError(f"weather file {path} does not exist; give an EnergyPlus .epw file")
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise WeatherError(f"weather file {path} {problem}; give an EnergyPlus .epw file")
     lines = path.read_text(encoding="latin-1").splitlines()
-    loc = lines[0].split(",")
-    if loc[0] != "LOCATION" or len(lines) < 8 + HOURS:
+    loc = lines[0].split(",") if lines else [""]
+    if loc[0] != "LOCATION" or len(loc) < 10 or len(lines) < 8 + HOURS:
         raise WeatherError(f"{path}: not an EPW file (needs a LOCATION line and {HOURS} hourly rows)")
     cols = {6: [], 7: [], 9: [], 13: [], 14: [], 15: [], 21: []}  # type: dict[int, list[float]]
     for n, line in enumerate(lines[8 : 8 + HOURS], start=9):

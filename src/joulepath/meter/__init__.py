@@ -1,7 +1,15 @@
 """Energy measurement (windows over NVML / RAPL / estimate / replay backends) and the energy ledger."""
 
 from joulepath.meter.backends import CpuEstimateBackend, NvmlBackend, RaplBackend, ReplayBackend, select_backends
-from joulepath.meter.base import EnergyBackend, Measurement, Meter, MeterError
+from joulepath.meter.base import (
+    TIME_PROVENANCE,
+    EnergyBackend,
+    Measurement,
+    Meter,
+    MeterError,
+    provenance_kind,
+    weakest_kind,
+)
 from joulepath.meter.ledger import IDLE, FacilityRatios, NodeAssumption, Stage, Waterfall, attribute, rollup
 
 
@@ -13,6 +21,7 @@ def auto_meter() -> Meter:
 
 __all__ = [
     "IDLE",
+    "TIME_PROVENANCE",
     "CpuEstimateBackend",
     "EnergyBackend",
     "FacilityRatios",
@@ -27,6 +36,8 @@ __all__ = [
     "Waterfall",
     "attribute",
     "auto_meter",
+    "provenance_kind",
     "rollup",
     "select_backends",
+    "weakest_kind",
 ]

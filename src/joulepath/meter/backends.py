@@ -3,7 +3,6 @@ replay backend for tests. `select_backends()` picks what this machine offers and
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -106,17 +105,27 @@ class CpuEstimateBackend(EnergyBackend):
 
         energy = idle_fraction x TDP_share x wall_s + (1 - idle_fraction) x W_per_core x cpu_s
 
-    where TDP_share = usable cores x W/core and cpu_s is the process's CPU seconds (all threads).
-    idle_fraction = 0.3 is an assumption (servers idle near a third of TDP), not a measurement."""
+    where TDP_share = usable cores x W/core and cpu_s is this process's own CPU seconds in the window
+    (all its threads, `time.process_time`): not other processes', and not its children's (`os.times`
+    adds reaped children, which a window around `subprocess.run` would wrongly count as this work).
+    idle_fraction = 0.3 is an assumption (servers idle near a third of TDP), not a measurement; the
+    idle share is charged to this process for every wall second, as if it had its cores to itself
+    (see docs/meter.md)."""
 
     name = "cpu-estimate"
     IDLE_FRACTION = 0.3
 
-    def __init__(self, cpu: Accelerator | None = None, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        cpu: Accelerator | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.process_time,
+    ) -> None:
         self.cpu = cpu or local_cpu()
         assert self.cpu.tdp_w is not None and self.cpu.cores
         self._per_core_w = self.cpu.tdp_w / self.cpu.cores
         self._clock = clock
+        self._cpu_clock = cpu_clock  # this process's user + system CPU seconds, all threads, no children
 
     def components(self) -> list[str]:
         return ["cpu:process"]
@@ -125,8 +134,7 @@ class CpuEstimateBackend(EnergyBackend):
         return f"estimated:cpu-utilisation x {self._per_core_w:.2f} W/core ({self.cpu.source.split('power: ')[-1]})"
 
     def read(self) -> Reading:
-        t = os.times()
-        return {"wall_s": self._clock(), "cpu_s": t.user + t.system + t.children_user + t.children_system}
+        return {"wall_s": self._clock(), "cpu_s": self._cpu_clock()}
 
     def energy_between(self, start: Reading, end: Reading) -> dict[str, float]:
         assert self.cpu.tdp_w is not None

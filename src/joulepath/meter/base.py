@@ -16,12 +16,40 @@ two reads per backend and nothing in between.
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 Reading = dict[str, float]
+TIME_PROVENANCE = "measured: time.perf_counter on this machine"  # every duration the meter and engine report
+PROVENANCE_KINDS = ("measured", "estimated", "synthetic", "assumed", "replay", "unknown")  # strongest first
+_LABEL_HEAD = re.compile(r"(?:^|mixed: |, )\s*(measured|estimated|synthetic|assumed|replay)\b")
+
+
+def provenance_kind(label: str) -> str:
+    """The kind of a provenance label (`measured:<how>`, `estimated:<model>`, `assumed:<source>`,
+    `synthetic:<generator>` for fitted weather, grid and trace generators, `replay`, or a meter's
+    `mixed: a, b`): `measured` only when every part was measured, else the weakest part's kind;
+    `unknown` for a label that names none (never shown as measured).
+
+    >>> provenance_kind("measured:rapl"), provenance_kind("mixed: estimated:cpu-utilisation, measured:nvml")
+    ('measured', 'estimated')
+    """
+    heads = _LABEL_HEAD.findall(label.strip())
+    if not heads:
+        return "unknown"
+    return max(heads, key=PROVENANCE_KINDS.index)
+
+
+def weakest_kind(*labels: str) -> str:
+    """The weakest kind among several provenance labels (a number built from them is no stronger).
+
+    >>> weakest_kind("measured:nvml", "estimated:roofline model")
+    'estimated'
+    """
+    return max((provenance_kind(label) for label in labels), key=PROVENANCE_KINDS.index, default="unknown")
 
 
 class MeterError(RuntimeError):
@@ -49,6 +77,11 @@ class Measurement:
     @property
     def is_estimated(self) -> bool:
         return any(p.startswith("estimated") for p in self.provenance.values())
+
+    @property
+    def provenance_kind(self) -> str:
+        """`measured` only if every component was measured (see `provenance_kind`)."""
+        return weakest_kind(*self.provenance.values())
 
     @property
     def provenance_summary(self) -> str:

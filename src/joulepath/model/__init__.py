@@ -3,7 +3,13 @@
 from joulepath.model.checkpoint import CheckpointError, LoadedModel, load_model, save_checkpoint
 from joulepath.model.config import PRESETS, ConfigError, ModelConfig, from_hf, preset, to_hf
 from joulepath.model.tokenizer import ByteTokenizer, JsonTokenizer, Tokenizer
-from joulepath.model.transformer import AttentionBackend, DenseCausalAttention, PaddedBatchAttention, Transformer
+from joulepath.model.transformer import (
+    AttentionBackend,
+    DenseCausalAttention,
+    DocumentAttention,
+    PaddedBatchAttention,
+    Transformer,
+)
 
 __all__ = [
     "PRESETS",
@@ -12,6 +18,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "DenseCausalAttention",
+    "DocumentAttention",
     "JsonTokenizer",
     "LoadedModel",
     "ModelConfig",

@@ -241,18 +241,23 @@ def init_weights(model: Transformer, std: float | None = None) -> None:
             torch.nn.init.normal_(p, std=p.shape[0] ** -0.5)
 
 
-def save_checkpoint(loaded: LoadedModel, folder: str | Path, shard_bytes: int | None = None) -> Path:
-    """Save as a Hugging Face folder; with `shard_bytes`, split weights into shards with an index."""
+def save_checkpoint(
+    loaded: LoadedModel, folder: str | Path, shard_bytes: int | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Save as a Hugging Face folder; with `shard_bytes`, split weights into shards with an index.
+    `dtype` is the stored precision (the zoo ships bfloat16; loading converts to the dtype asked for)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     cfg = loaded.config
-    sd = {k: v.detach().to("cpu", torch.float32) for k, v in loaded.model.state_dict().items()}
+    sd = {k: v.detach().to("cpu", dtype) for k, v in loaded.model.state_dict().items()}
     hf = _ours_to_hf(sd, cfg)
     if shard_bytes is None:
         save_file(hf, str(folder / "model.safetensors"), metadata={"format": "pt"})
     else:
         _save_sharded(hf, folder, shard_bytes)
-    (folder / "config.json").write_text(json.dumps(to_hf(cfg), indent=2))
+    (folder / "config.json").write_text(
+        json.dumps({**to_hf(cfg), "torch_dtype": str(dtype).removeprefix("torch.")}, indent=2)
+    )
     if loaded.generation_config:
         (folder / "generation_config.json").write_text(json.dumps(loaded.generation_config, indent=2))
     if isinstance(loaded.tokenizer, JsonTokenizer):

@@ -10,7 +10,7 @@ attention over the KV cache in `joulepath.engine`. Projections are fused at load
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -143,14 +143,19 @@ class Transformer(nn.Module):
         self, tokens: Tensor, positions: Tensor, attend: AttentionBackend, logit_rows: Tensor | None = None
     ) -> Tensor:
         """tokens, positions: (T,). Returns logits (R, vocab) for `logit_rows` (default: every token)."""
+        x = self.trunk(tokens, positions, attend)
+        if logit_rows is not None:
+            x = x[logit_rows]  # only the rows that sample: skips most of the LM head in prefill
+        return self.output(self.norm(x))
+
+    def trunk(self, tokens: Tensor, positions: Tensor, attend: AttentionBackend) -> Tensor:
+        """The last block's hidden states (T, d_model), before the final norm: what multi-token heads read."""
         freqs = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # (T, D/2)
         x = self.embed(tokens)  # (T, d_model)
         cos, sin = freqs.cos()[:, None, :].to(x.dtype), freqs.sin()[:, None, :].to(x.dtype)  # (T, 1, D/2)
         for block in self.layers:
             x = block(x, cos, sin, attend)
-        if logit_rows is not None:
-            x = x[logit_rows]  # only the rows that sample: skips most of the LM head in prefill
-        return self.output(self.norm(x))
+        return x
 
     def embed(self, tokens: Tensor) -> Tensor:
         """Token embeddings (T, d_model)."""
@@ -209,6 +214,56 @@ class PaddedBatchAttention:
             ks, vs = ks.repeat_interleave(reps, dim=1), vs.repeat_interleave(reps, dim=1)
         out = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True)
         return out.transpose(1, 2).reshape(b * n, qs.shape[1], qs.shape[3])
+
+
+class DocumentAttention:
+    """Causal attention inside documents packed back to back into fixed-length rows: training's path.
+
+    The step's tokens are `segments.shape[0]` rows of `segments.shape[1]` positions, flattened row by
+    row; `segments` (B, L) numbers the document each position belongs to (padding is a document of its
+    own). A query sees the keys of its own document at or before it, so packing never leaks one
+    example into another. On CUDA the mask is a FlexAttention block mask (blocks no document spans are
+    skipped, so short documents cost little); elsewhere one SDPA call takes it as a dense boolean mask.
+    Every query sees at least itself, so no softmax row is empty."""
+
+    def __init__(self, segments: Tensor, use_flex: bool | None = None) -> None:
+        self.segments = segments
+        self.use_flex = segments.is_cuda if use_flex is None else use_flex
+        b, n = segments.shape
+        if self.use_flex:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            def same_document_causal(b_: Tensor, h_: Tensor, q: Tensor, kv: Tensor) -> Tensor:
+                return (segments[b_, q] == segments[b_, kv]) & (q >= kv)
+
+            self.block_mask = create_block_mask(same_document_causal, b, None, n, n, device=segments.device)
+        else:
+            causal = torch.ones(n, n, dtype=torch.bool, device=segments.device).tril()
+            self.dense_mask = ((segments[:, :, None] == segments[:, None, :]) & causal)[:, None]  # (B, 1, L, L)
+
+    def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        b, n = self.segments.shape
+        qs, ks, vs = (x.view(b, n, x.shape[1], x.shape[2]).transpose(1, 2) for x in (q, k, v))  # (B, heads, L, D)
+        if self.use_flex:
+            out = compiled_flex_attention()(qs, ks, vs, block_mask=self.block_mask, enable_gqa=True)
+        else:
+            if ks.shape[1] != qs.shape[1]:  # grouped-query heads: the fused CPU kernel wants them expanded
+                reps = qs.shape[1] // ks.shape[1]
+                ks, vs = ks.repeat_interleave(reps, dim=1), vs.repeat_interleave(reps, dim=1)
+            out = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=self.dense_mask)
+        return out.transpose(1, 2).reshape(b * n, qs.shape[1], qs.shape[3])  # (T, H, D)
+
+
+_FLEX: list[Any] = []
+
+
+def compiled_flex_attention() -> Any:
+    """FlexAttention compiled once per process (uncompiled it materialises the full score matrix)."""
+    if not _FLEX:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        _FLEX.append(torch.compile(flex_attention, dynamic=False))
+    return _FLEX[0]
 
 
 def causal_mask(n_q: int, n_k: int, q_start: int, window: int | None, device: torch.device) -> Tensor:

@@ -20,6 +20,7 @@ same requests with and without the profiler.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -52,6 +53,10 @@ MODEL_CLASSES = (
 )
 ROOT = "engine.step"
 FORWARD = "model.forward"
+# torch.profiler's backend (kineto) prints "USDT: ... profiler_start" / "profiler_stop" to stderr on every
+# start and stop: torch lowers its log level to ERROR (3), and those lines are level USDT (5). Kineto reads
+# KINETO_LOG_LEVEL once, when the first profiler in the process starts; above USDT silences its logger.
+KINETO_QUIET_LEVEL = "6"
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,12 @@ class HotPathProfile:
     limits: DeviceLimits
     advice: tuple[Advice, ...]
     operators: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> top ops' shares (window)
+    # How each column of `classes` was obtained (energy_provenance is the meter's label for the whole run).
+    time_provenance: str = "measured: named scopes timed by time.perf_counter"
+    energy_split_provenance: str = "estimated: the run's metered energy split by each class's share of time"
+    roofline_provenance: str = (
+        "estimated: analytic FLOPs and bytes of the model's shapes against measured device limits"
+    )
 
 
 @dataclass
@@ -255,6 +266,7 @@ def profile_engine(
 ) -> HotPathProfile:
     """Serve `prompts` (a warm-up on a quarter of them, then `repeats` pairs of a plain and a profiled
     run of all) and attribute the last profiled run; the plain runs measure the profiler's overhead."""
+    quiet_kineto()
     params = params or SamplingParams(max_tokens=48, stop=("<|end|>",))
     config = config or EngineConfig()
     meter = meter or auto_meter()
@@ -289,6 +301,14 @@ def profile_engine(
         advice=tuple(advise(classes, work.prefill_tokens, work.decode_tokens, prompts, loaded, el)),
         operators={k: _top(v) for k, v in operators.items()},
     )
+
+
+def quiet_kineto() -> None:
+    """Keep torch.profiler's start/stop lines off the user's terminal (before its first start in the
+    process); a KINETO_LOG_LEVEL the user set is kept, so its logs can still be asked for (an empty one
+    counts as unset, as kineto itself treats it)."""
+    if not os.environ.get("KINETO_LOG_LEVEL"):
+        os.environ["KINETO_LOG_LEVEL"] = KINETO_QUIET_LEVEL
 
 
 def _top(ops: dict[str, float], n: int = 4) -> dict[str, float]:

@@ -29,9 +29,10 @@ import torch.nn.functional as F
 
 from joulepath.engine import Engine, SamplingParams
 from joulepath.model import LoadedModel, PaddedBatchAttention, Transformer
-from joulepath.quality.tasks import LEVELS, SKILLS, SYSTEM_PROMPT, chat_prompt, check, generate
+from joulepath.quality.shards import REFUSAL, user_prompt
+from joulepath.quality.tasks import LEVELS, SKILLS, chat_prompt, check, generate
 
-REFUSAL = "I can't help with that request."
+__all__ = ["REFUSAL", "AlignConfig", "Pair", "align", "behaviour", "make_pairs", "user_prompt"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,6 @@ class AlignState:
     loss: float
     reward_margin: float  # beta * (chosen log-ratio - rejected log-ratio), mean over the batch
     pair_accuracy: float  # share of pairs whose chosen answer the policy prefers more than the reference
-
-
-def user_prompt(text: str, system: str = SYSTEM_PROMPT) -> str:
-    """A free-text request in the suite's chat format."""
-    return f"<|system|>{system}\n<|user|>{text}\n<|assistant|>"
 
 
 def greedy(loaded: LoadedModel, prompts: list[str], max_tokens: int = 48) -> list[str]:

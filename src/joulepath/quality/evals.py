@@ -7,9 +7,12 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import torch
+
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.meter import Meter
-from joulepath.model import LoadedModel
+from joulepath.model import DenseCausalAttention, LoadedModel
+from joulepath.model.mtp import MedusaHeads, chain_acceptance
 from joulepath.quality.tasks import Example, chat_prompt, check
 
 
@@ -146,3 +149,26 @@ def assert_gate(baseline: EvalReport, candidate: EvalReport, max_drop_points: fl
     result = gate(baseline, candidate, max_drop_points, exact)
     if not result.passed:
         raise GateFailure(result.report)
+
+
+@torch.no_grad()
+def mean_accepted_length(loaded: LoadedModel, heads: MedusaHeads, report: EvalReport) -> float:
+    """Tokens per verification step if `heads` proposed and the model verified greedily as a chain,
+    on the answers of `report` (teacher-forced: one forward over prompt + answer gives every hidden
+    state the decoder would have seen, so the count is exact for greedy verification)."""
+    tok, model = loaded.tokenizer, loaded.model
+    device = heads.proj.device
+    tokens = forwards = 0
+    for ex, text in zip(report.examples, report.outputs, strict=True):
+        p_ids, a_ids = tok.encode(chat_prompt(ex)), tok.encode(text + "<|end|>")
+        ids = torch.tensor(p_ids + a_ids, device=device)
+        x = model.trunk(ids, torch.arange(len(ids), device=device), DenseCausalAttention([len(ids)]))
+        h = model.norm(x)[len(p_ids) - 1 : -1]  # (n, d): the states that produced each answer token
+        guesses = heads.logits(model, h).argmax(-1).tolist()  # (K, n)
+        n = len(a_ids)
+        hits = [
+            [j + m + 1 < n and guesses[m][j] == a_ids[j + m + 1] for m in range(heads.cfg.n_heads)] for j in range(n)
+        ]
+        t, f = chain_acceptance(hits)
+        tokens, forwards = tokens + t, forwards + f
+    return tokens / max(forwards, 1)

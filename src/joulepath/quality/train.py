@@ -1,14 +1,17 @@
 """Training zoo models on the task suite with the engine's own model code.
 
-AdamW, linear warm-up then cosine decay, gradient clipping, loss on answer tokens only, a curriculum
-by difficulty (easy, then easy+medium, then all), checkpoints with optimizer state so a run resumes
-where it stopped, and a progress bar with loss and tokens/s.
+Data is made ahead of time (`quality.shards`): examples packed into fixed-length rows with per-example
+attention, positions and answer masks, moved to the training device once and read by index, so a
+step does no Python work on data. AdamW (fused on CUDA), linear warm-up then cosine decay to a floor,
+gradient clipping, bf16 autocast and FlexAttention on CUDA, `torch.compile` of the loss where asked,
+loss on answer tokens only, optional multi-token (Medusa) heads trained on the detached trunk,
+checkpoints with optimizer state so a run resumes where it stopped, and an optional wall-time budget
+that sets the step count after the first timed steps.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -17,15 +20,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
-from joulepath.model import JsonTokenizer, LoadedModel, ModelConfig, PaddedBatchAttention, Transformer, save_checkpoint
+from joulepath.model import DocumentAttention, JsonTokenizer, LoadedModel, ModelConfig, Transformer, save_checkpoint
 from joulepath.model.checkpoint import init_weights
-from joulepath.quality.tasks import CHAT_TEMPLATE, LEVELS, SKILLS, chat_prompt, chat_target, generate
+from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
+from joulepath.quality import shards
+from joulepath.quality.shards import ALL_SKILLS, DataMix, PackedRows
+from joulepath.quality.tasks import CHAT_TEMPLATE, SKILLS
 from joulepath.quality.tokenizer import corpus, train_tokenizer
 
 ZOO: dict[str, dict[str, Any]] = {  # shapes of the built-in models (vocabulary set by the tokenizer)
-    "jp-small": dict(d_model=192, n_layers=4, n_heads=6, n_kv_heads=2, d_ff=576),  # ~1.8 M parameters
-    "jp-large": dict(d_model=320, n_layers=7, n_heads=8, n_kv_heads=4, d_ff=960),  # ~8.8 M parameters
+    "jp-small": dict(d_model=256, n_layers=6, n_heads=4, n_kv_heads=2, d_ff=768),  # ~4.8 M parameters
+    "jp-large": dict(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, d_ff=1536),  # ~25 M parameters
 }
 
 
@@ -33,102 +40,57 @@ ZOO: dict[str, dict[str, Any]] = {  # shapes of the built-in models (vocabulary 
 class TrainConfig:
     preset: str = "jp-small"
     steps: int = 2000
-    tokens_per_step: int = 4096  # padded tokens per optimizer step
-    lookup_every: int = 4  # every 4th step is a batch of long-document lookups
+    tokens_per_step: int = 4096  # rows of `seq_len` tokens per optimizer step = tokens_per_step // seq_len
+    seq_len: int = 2048  # packed row length (the longest example, a hard lookup, is ~1,130 tokens)
     lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    max_len: int = 1280  # tokens; longer examples are skipped
+    data_rows: int = 512  # rows made ahead; a run longer than them repeats them in new orders
+    data_workers: int = 1
     vocab_size: int = 512
+    mtp_heads: int = 0  # Medusa heads trained alongside (0: none)
     checkpoint_every: int = 250
+    time_budget_s: float = 0.0  # > 0: after `timing_steps`, set the step count to fit this wall time
+    timing_steps: int = 30
+    compile: bool = False  # torch.compile the loss (CUDA: pays after ~1 minute)
     seed: int = 0
     skills: tuple[str, ...] = SKILLS
+    level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)
+    safety_share: float = 0.02
+    log_every: int = 25
+
+    def __post_init__(self) -> None:
+        if self.preset not in ZOO:
+            raise ValueError(f"unknown zoo preset {self.preset!r}; known: {', '.join(ZOO)}")
+        if self.steps <= 0 or self.tokens_per_step <= 0 or self.seq_len <= 0 or self.lr <= 0:
+            raise ValueError("steps, tokens_per_step, seq_len and lr must be positive")
+
+    @property
+    def rows_per_step(self) -> int:
+        return max(1, self.tokens_per_step // self.seq_len)
 
 
 @dataclass(frozen=True)
 class TrainState:
     step: int
+    total_steps: int
     loss: float
-    tokens_per_s: float
-    skill_loss: dict[str, float]
+    tokens_per_s: float  # packed tokens (real + padding) per second over the last logging interval
+    skill_loss: dict[str, float]  # answer-token loss per skill at the last logging step
+    head_accuracy: tuple[float, ...] = ()  # top-1 accuracy of each MTP head at the last logging step
 
 
-def levels_at(step: int, total: int) -> tuple[str, ...]:
-    """Curriculum: easy for the first 20 % of steps, + medium to 50 %, then everything."""
-    frac = step / max(total, 1)
-    return LEVELS[:1] if frac < 0.2 else LEVELS[:2] if frac < 0.5 else LEVELS
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
+def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine from `lr` to `lr * min_lr_ratio` at `total` steps."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-@dataclass(frozen=True)
-class Batch:
-    """Right-padded token ids (B, L), the answer-token mask for the loss, and each row's skill."""
-
-    tokens: torch.Tensor
-    answer_mask: torch.Tensor
-    skills: tuple[str, ...]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.tokens.numel())
-
-
-def _examples(rng: random.Random, skills: tuple[str, ...], levels: tuple[str, ...], n: int) -> list[Any]:
-    return [generate(rng.choice(skills), rng.choice(levels), rng) for _ in range(n)]
-
-
-def make_batch(rng: random.Random, tok: JsonTokenizer, cfg: TrainConfig, step: int) -> Batch:
-    """One step's batch: short skills mixed, or (every `lookup_every`-th step) long-document lookups,
-    so sequences in a batch have similar lengths and padding stays small. The batch holds about
-    `tokens_per_step` tokens, however long its sequences are."""
-    levels = levels_at(step, cfg.steps)
-    long_step = "lookup" in cfg.skills and (len(cfg.skills) == 1 or step % cfg.lookup_every == cfg.lookup_every - 1)
-    skills = ("lookup",) if long_step else tuple(s for s in cfg.skills if s != "lookup")
-    probe = _examples(rng, skills, levels, 8)
-    typical = max(len(tok.encode(chat_prompt(e) + chat_target(e))) for e in probe)
-    exs = probe + _examples(rng, skills, levels, max(0, cfg.tokens_per_step // typical - len(probe)))
-    prompts = tok.encode_batch([chat_prompt(e) for e in exs])
-    targets = tok.encode_batch([chat_target(e) for e in exs])
-    rows = [(p + t, len(p), e.skill) for p, t, e in zip(prompts, targets, exs, strict=True)]
-    rows = [r for r in rows if len(r[0]) <= cfg.max_len]
-    length = max(len(r[0]) for r in rows)
-    tokens = torch.zeros(len(rows), length, dtype=torch.long)
-    answer = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, (ids, start, _) in enumerate(rows):
-        tokens[i, : len(ids)] = torch.tensor(ids)
-        answer[i, start - 1 : len(ids) - 1] = True  # position j predicts token j + 1
-    return Batch(tokens, answer, tuple(r[2] for r in rows))
-
-
-def loss_on_answers(model: Transformer, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-    """Mean next-token cross-entropy over answer tokens, and the mean per skill (for logging)."""
-    device = next(model.parameters()).device
-    b, n = batch.tokens.shape
-    tokens, answer = batch.tokens.to(device), batch.answer_mask.to(device)
-    positions = torch.arange(n, device=device).repeat(b)
-    rows = answer.flatten().nonzero().squeeze(1)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        logits = model(tokens.flatten(), positions, PaddedBatchAttention(b, n), logit_rows=rows)
-    targets = tokens.roll(-1, dims=1).flatten()[rows]
-    per_token = F.cross_entropy(logits.float(), targets, reduction="none")
-    row_of = rows // n
-    by_skill: dict[str, float] = {}
-    for skill in set(batch.skills):
-        picked = torch.tensor([s == skill for s in batch.skills], device=device)[row_of]
-        by_skill[skill] = float(per_token[picked].mean().item())
-    return per_token.mean(), by_skill
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def build(cfg: TrainConfig, tokenizer: JsonTokenizer) -> LoadedModel:
-    if cfg.preset not in ZOO:
-        raise ValueError(f"unknown zoo preset {cfg.preset!r}; known: {', '.join(ZOO)}")
     end_id = tokenizer.token_id("<|end|>")
     mc = ModelConfig(
         vocab_size=tokenizer.vocab_size,
@@ -143,56 +105,253 @@ def build(cfg: TrainConfig, tokenizer: JsonTokenizer) -> LoadedModel:
     return LoadedModel(model, mc, tokenizer, f"zoo:{cfg.preset}", {"eos_token_id": end_id}, CHAT_TEMPLATE)
 
 
-def train(cfg: TrainConfig, out_dir: Path, progress: Callable[[TrainState], None] = lambda _: None) -> LoadedModel:
-    """Train (or resume) a zoo model into `out_dir` (a Hugging Face folder plus `trainer_state.pt`)."""
+@dataclass(frozen=True)
+class StepLoss:
+    """One step's losses and what the log needs (tensors: reading them syncs the device)."""
+
+    loss: Tensor  # scalar: base loss + MTP heads' loss
+    base_per_token: Tensor  # (T,) answer-token cross-entropy, 0 elsewhere
+    head_correct: Tensor  # (K,) right top-1 guesses per head
+    head_count: Tensor  # (K,) positions each head was scored on
+
+
+def packed_loss(
+    model: Transformer, heads: MedusaHeads | None, rows: dict[str, Tensor], use_flex: bool | None = None
+) -> StepLoss:
+    """Next-token cross-entropy on answer positions of packed rows; heads k=1..K learn token t+1+k on
+    positions whose target and whose k-th next target are answer tokens of the same example."""
+    tokens, segments, targets = rows["tokens"], rows["segments"], rows["targets"]  # (B, L) each
+    n = tokens.shape[1]
+    device = tokens.device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        x = model.trunk(tokens.flatten(), rows["positions"].flatten(), DocumentAttention(segments, use_flex))
+        h = model.norm(x)  # (T, d)
+        logits = model.output(h)  # (T, V)
+    mask = targets.flatten().float()
+    per_token = F.cross_entropy(logits.float(), tokens.roll(-1, 1).flatten(), reduction="none") * mask
+    loss = per_token.sum() / mask.sum().clamp(min=1)
+    k_heads = heads.cfg.n_heads if heads is not None else 0
+    correct, count = torch.zeros(k_heads, device=device), torch.zeros(k_heads, device=device)
+    if heads is not None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            head_logits = heads.logits(model, h.detach()).float()  # (K, T, V)
+        col = torch.arange(n, device=device)[None, :]
+        for k in range(1, k_heads + 1):
+            valid = targets & targets.roll(-k, 1) & (segments == segments.roll(-k, 1)) & (col < n - k - 1)
+            want = tokens.roll(-(k + 1), 1).flatten()
+            v = valid.flatten().float()
+            ce = F.cross_entropy(head_logits[k - 1], want, reduction="none")
+            loss = loss + 0.8 ** (k - 1) * (ce * v).sum() / v.sum().clamp(min=1)  # Medusa's decaying weights
+            correct[k - 1] = ((head_logits[k - 1].argmax(-1) == want).float() * v).sum()
+            count[k - 1] = v.sum()
+    return StepLoss(loss, per_token, correct, count)
+
+
+def skill_losses(rows: dict[str, Tensor], per_token: Tensor) -> dict[str, float]:
+    """Mean answer-token loss per skill (one device sync; logging steps only)."""
+    skills, targets = rows["skills"].flatten().long(), rows["targets"].flatten().float()
+    idx = skills.clamp(min=0)
+    sums = torch.zeros(len(ALL_SKILLS), device=per_token.device).index_add(0, idx, per_token.detach())
+    counts = torch.zeros(len(ALL_SKILLS), device=per_token.device).index_add(0, idx, targets)
+    return {s: float(sums[i] / counts[i]) for i, s in enumerate(ALL_SKILLS) if counts[i] > 0}
+
+
+class RowSampler:
+    """Rows on the training device, served in a fresh random order each pass (no host work per step)."""
+
+    def __init__(self, data: PackedRows, device: torch.device, seed: int) -> None:
+        self.data = {
+            "tokens": torch.from_numpy(data.tokens).to(device),
+            "segments": torch.from_numpy(data.segments).to(device),
+            "positions": torch.from_numpy(data.positions).to(device),
+            "targets": torch.from_numpy(data.targets).to(device),
+            "skills": torch.from_numpy(data.skills).to(device),
+        }
+        self.n = data.n_rows
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.order = torch.randperm(self.n, device=device, generator=self.gen)
+        self.at = 0
+
+    def next(self, k: int) -> dict[str, Tensor]:
+        if self.at + k > self.n:
+            self.order = torch.randperm(self.n, device=self.order.device, generator=self.gen)
+            self.at = 0
+        pick = self.order[self.at : self.at + k]
+        self.at += k
+        rows = {name: t[pick] for name, t in self.data.items()}
+        rows["tokens"] = rows["tokens"].long()
+        return rows
+
+
+def make_data(cfg: TrainConfig, tokenizer_path: Path, safety: tuple[tuple[str, ...], tuple[str, ...]]) -> PackedRows:
+    mix = DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, unsafe=safety[0], safe=safety[1])
+    return shards.build(tokenizer_path, mix, cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, cuda: bool) -> torch.optim.AdamW:
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+        fused=cuda,
+    )
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: Path,
+    progress: Callable[[TrainState], None] = lambda _: None,
+    safety: tuple[tuple[str, ...], tuple[str, ...]] = ((), ()),
+    data: PackedRows | None = None,
+    device: str | None = None,
+) -> LoadedModel:
+    """Train (or resume) a zoo model into `out_dir` (a Hugging Face folder plus `trainer_state.pt`).
+
+    `safety`: (forbidden requests, harmless requests) mixed into the data with a refusal and an
+    out-of-scope answer; `data`: rows made ahead (default: made here from the config)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    state_path = out_dir / "trainer_state.pt"
     tok_path = out_dir / "tokenizer.json"
     if not tok_path.is_file():
         train_tokenizer(corpus(4000, cfg.seed), cfg.vocab_size).save(str(tok_path))
     tokenizer = JsonTokenizer(tok_path)
     loaded = build(cfg, tokenizer)
-    model = loaded.model.to("cuda" if torch.cuda.is_available() else "cpu")  # bf16 autocast on CUDA
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr,
-        betas=(0.9, 0.95),
-    )
-    step, seconds, started = 0, 0.0, time.perf_counter()
-    if state_path.is_file():  # resume
-        saved = torch.load(state_path, weights_only=False, map_location=next(model.parameters()).device)
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        step = saved["step"]
-        seconds = float(saved.get("seconds", 0.0))
-    rng = random.Random(cfg.seed * 1_000_003 + step)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = loaded.model.to(dev)
+    heads = MedusaHeads(MTPConfig(cfg.mtp_heads, loaded.config.d_model)).to(dev) if cfg.mtp_heads else None
+    params = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
+    opt = _optimizer(params, cfg, dev.type == "cuda")
+    step, total, seconds = _resume(out_dir, model, heads, opt, cfg)
+    sampler = RowSampler(data if data is not None else make_data(cfg, tok_path, safety), dev, cfg.seed + step)
+    loss_fns = _loss_paths(cfg, dev)
     model.train()
-    while step < cfg.steps:
-        t0 = time.perf_counter()
+    started, window_t0, window_step = time.perf_counter(), time.perf_counter(), step
+    budget = WallBudget(cfg, started, step)
+    skill_loss: dict[str, float] = {}
+    head_acc: tuple[float, ...] = ()
+    while step < total:
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, cfg)
-        batch = make_batch(rng, tokenizer, cfg, step)
-        loss, by_skill = loss_on_answers(model, batch)
+            group["lr"] = lr_at(step, total, cfg)
+        rows = sampler.next(cfg.rows_per_step)
+        out = _step_loss(loss_fns, model, heads, rows)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         step += 1
-        progress(TrainState(step, loss.item(), batch.n_tokens / (time.perf_counter() - t0), by_skill))
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            torch.save(
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "step": step,
-                    "config": asdict(cfg),
-                    "seconds": seconds + time.perf_counter() - started,  # training wall time over resumes
-                },
-                state_path,
-            )
+        if cfg.time_budget_s > 0:
+            total = budget.update(step, total, dev)
+        if step % cfg.log_every == 0 or step == total:
+            skill_loss = skill_losses(rows, out.base_per_token)
+            head_acc = tuple((out.head_correct / out.head_count.clamp(min=1)).tolist())
+            now = time.perf_counter()
+            rate = (step - window_step) * cfg.rows_per_step * cfg.seq_len / max(now - window_t0, 1e-9)
+            window_t0, window_step = now, step
+            progress(TrainState(step, total, float(out.loss.detach()), rate, skill_loss, head_acc))
+        if step % cfg.checkpoint_every == 0 or step == total:
+            _checkpoint(out_dir, model, heads, opt, cfg, step, total, seconds + time.perf_counter() - started)
     model.eval()
     loaded.model = model.cpu()
     save_checkpoint(loaded, out_dir)
+    if heads is not None:
+        save_heads(heads.cpu(), out_dir)
     return loaded
+
+
+LossFn = Callable[[Transformer, MedusaHeads | None, dict[str, Tensor]], StepLoss]
+
+
+def _loss_paths(cfg: TrainConfig, dev: torch.device) -> list[tuple[str, LossFn]]:
+    """Loss implementations, fastest first: compiled (if asked), eager, and on CUDA eager with a dense
+    mask instead of FlexAttention. A path that fails (a compiler or kernel missing on this machine)
+    is dropped for the next, with the reason printed; the maths is the same on every path."""
+    paths: list[tuple[str, LossFn]] = []
+    if cfg.compile:
+        paths.append(("compiled", torch.compile(packed_loss)))
+    paths.append(("eager", packed_loss))
+    if dev.type == "cuda":
+        paths.append(("eager-dense-mask", lambda m, h, r: packed_loss(m, h, r, use_flex=False)))
+    return paths
+
+
+def _step_loss(
+    paths: list[tuple[str, LossFn]], model: Transformer, heads: MedusaHeads | None, rows: dict[str, Tensor]
+) -> StepLoss:
+    while True:
+        name, fn = paths[0]
+        try:
+            return fn(model, heads, rows)
+        except Exception as exc:
+            if len(paths) == 1:
+                raise
+            print(f"train: the {name} loss path failed ({type(exc).__name__}: {exc}); using {paths[1][0]}")
+            paths.pop(0)
+
+
+class WallBudget:
+    """Fits the step count to `time_budget_s` of wall time from this run's own step rate.
+
+    The rate is timed between steps `timing_steps // 3` and `timing_steps` (so first-step compilation
+    and warm-up never enter it: counting them once made a 4.5-minute budget stop after 1.8 minutes,
+    and a warm compile cache on the next run overshot it 2x); the count is then set once so the cosine
+    schedule ends on time. A run still going at 1.1x the budget (the machine slowed down) is ended
+    there, with its weights saved as usual, rather than lose everything to an outer time limit."""
+
+    def __init__(self, cfg: TrainConfig, started: float, first_step: int) -> None:
+        self.cfg, self.started = cfg, started
+        self.mark_step = first_step + max(1, cfg.timing_steps // 3)
+        self.set_step = first_step + max(self.mark_step - first_step + 1, cfg.timing_steps)
+        self.mark_t = 0.0
+
+    def update(self, step: int, total: int, dev: torch.device) -> int:
+        if step in (self.mark_step, self.set_step) and dev.type == "cuda":
+            torch.cuda.synchronize()  # the step rate must count the device's work, not the host's queue
+        now = time.perf_counter()
+        if step == self.mark_step:
+            self.mark_t = now
+        elif step == self.set_step:
+            per_step_s = (now - self.mark_t) / (self.set_step - self.mark_step)
+            remaining_s = self.cfg.time_budget_s - (now - self.started)
+            return max(step + 1, min(self.cfg.steps, step + int(remaining_s / per_step_s)))
+        elif now - self.started > 1.1 * self.cfg.time_budget_s:
+            return step  # over budget: stop here
+        return total
+
+
+def _checkpoint(
+    out_dir: Path,
+    model: Transformer,
+    heads: MedusaHeads | None,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    total: int,
+    seconds: float,
+) -> None:
+    state = {
+        "model": model.state_dict(),
+        "heads": heads.state_dict() if heads is not None else None,
+        "optimizer": opt.state_dict(),
+        "step": step,
+        "total_steps": total,
+        "config": asdict(cfg),
+        "seconds": seconds,  # training wall time over resumes
+    }
+    torch.save(state, out_dir / "trainer_state.pt")
+
+
+def _resume(
+    out_dir: Path, model: Transformer, heads: MedusaHeads | None, opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> tuple[int, int, float]:
+    """(step, total steps, seconds so far) from a checkpoint in `out_dir`, or a fresh start."""
+    path = out_dir / "trainer_state.pt"
+    if not path.is_file():
+        return 0, cfg.steps, 0.0
+    saved = torch.load(path, weights_only=False, map_location=next(model.parameters()).device)
+    model.load_state_dict(saved["model"])
+    if heads is not None and saved.get("heads") is not None:
+        heads.load_state_dict(saved["heads"])
+    opt.load_state_dict(saved["optimizer"])
+    total = int(saved.get("total_steps", cfg.steps)) if cfg.time_budget_s > 0 else cfg.steps  # budget: as it was set
+    return int(saved["step"]), total, float(saved.get("seconds", 0.0))

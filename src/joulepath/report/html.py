@@ -3,7 +3,10 @@ joules went, from token to wall, for the baseline and the optimized configuratio
 
 Order: a plain-language summary, the configurations side by side, the energy waterfalls, the hot-path
 ranking with its advice, latency and throughput distributions, and the facility time series. Every
-figure says whether its numbers are measured or estimated.
+figure and row says whether its numbers are measured, estimated or assumed, and that tag is read from
+the number's own provenance label (`joulepath.meter.provenance_kind`), never written in a template:
+an energy figure is tagged measured only when the meter measured it. Each tag names what it labels
+(`data-of="energy"`), so a test can check every energy tag.
 """
 
 from __future__ import annotations
@@ -16,7 +19,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
+from joulepath.meter import TIME_PROVENANCE, weakest_kind
+from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
+
 if TYPE_CHECKING:
+    from joulepath.execute import LocalComparison, RatioSpread
     from joulepath.run import RunResult
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
@@ -35,18 +42,24 @@ h1{margin-bottom:.2em} .lead{font-size:1.15em;line-height:1.5;background:#f3f6f9
 table{border-collapse:collapse;margin:1em 0;width:100%}
 td,th{border-bottom:1px solid #dde3ea;padding:.35em .6em;text-align:right}
 td:first-child,th:first-child{text-align:left} .tag{font-size:.75em;padding:.1em .4em;border-radius:4px;color:#fff}
-.measured{background:#2a9d8f} .estimated{background:#e76f51} .note{color:#5b6b7b;font-size:.9em}
+.measured{background:#2a9d8f} .estimated{background:#e76f51} .assumed{background:#8d6a9f}
+.synthetic{background:#b08900} .replay,.unknown{background:#6c757d} .note{color:#5b6b7b;font-size:.9em}
 #js-status{color:#5b6b7b;font-size:.8em}"""
 
 
-def _tag(kind: str) -> str:
-    return f'<span class="tag {kind}">{kind}</span>'
+def _tag(what: str, *labels: str) -> str:
+    """A tag for `what` (e.g. "energy", "time"), its kind read from the numbers' provenance labels (the
+    weakest of them); the full labels show on hover."""
+    kind = weakest_kind(*labels)
+    title = html.escape("; ".join(labels), quote=True)
+    what = html.escape(what, quote=True)
+    return f'<span class="tag {kind}" data-of="{what}" title="{title}">{what}: {kind}</span>'
 
 
-def _fig(fig: go.Figure, title: str, note: str, kind: str) -> str:
+def _fig(fig: go.Figure, title: str, note: str, tags: str) -> str:
     fig.update_layout(title=title, template="plotly_white", height=380, margin=dict(l=60, r=20, t=50, b=50))
     body = fig.to_html(full_html=False, include_plotlyjs=False, config={"displaylogo": False})
-    return f'<section>{body}<p class="note">{_tag(kind)} {html.escape(note)}</p></section>'
+    return f'<section>{body}<p class="note">{tags} {html.escape(note)}</p></section>'
 
 
 def waterfall_figure(result: RunResult) -> str:
@@ -71,13 +84,22 @@ def waterfall_figure(result: RunResult) -> str:
             )
         )
     fig.update_layout(waterfallgroupgap=0.3, yaxis_title="J per served output token")
+    waterfalls = [wf for _, wf in stages_by_config]
+    facility = [s.provenance for wf in waterfalls for s in wf.stages if s.name not in ("device", "host")]
+    tags = " ".join(
+        (
+            _tag("device energy", *(wf.stage("device").provenance for wf in waterfalls)),
+            _tag("host energy", *(wf.stage("host").provenance for wf in waterfalls)),
+            _tag("facility energy", *facility),
+        )
+    )
     return _fig(
         fig,
         "Energy per token from device to wall (fleet projection)",
         f"device energy from the hardware model for {result.scenario.model.preset or 'the scenario model'} on "
         f"{result.scenario.fleet.count} x {result.scenario.fleet.accelerator}; host assumed; power chain and "
         "cooling from the facility twin.",
-        "estimated",
+        tags,
     )
 
 
@@ -104,7 +126,14 @@ def hotpath_figure(result: RunResult) -> str:
         f"profiler overhead {100 * prof.overhead_fraction:+.1f} %); energy split by time share (estimated); "
         "roofline class from analytic FLOPs/bytes against measured device limits (estimated)."
     )
-    return _fig(fig, f"Hot paths serving {result.local.model if result.local else ''}", note, "measured") + (
+    tags = " ".join(
+        (
+            _tag("time", prof.time_provenance),
+            _tag("energy", prof.energy_provenance, prof.energy_split_provenance),
+            _tag("roofline class", prof.roofline_provenance),
+        )
+    )
+    return _fig(fig, f"Hot paths serving {result.local.model if result.local else ''}", note, tags) + (
         f"<h3>What would cut it</h3><ul>{advice}</ul>"
     )
 
@@ -130,14 +159,22 @@ def latency_figure(result: RunResult) -> str:
         )
     )
     throughput.update_layout(yaxis_title="output tokens/s")
+    energy = _tag("energy", local.baseline.energy_provenance, local.optimized.energy_provenance)
     return _fig(
-        fig, "Latency per request on this machine", "time to first token and per output token.", "measured"
+        fig,
+        "Latency per request on this machine",
+        f"time to first token and per output token ({_median_note(local)}).",
+        _tag("time", TIME_PROVENANCE),
     ) + _fig(
         throughput,
         "Throughput on this machine",
-        f"energy per token: {local.optimized.energy_provenance}",
-        "measured",
+        f"{_median_note(local)}; energy per token: {local.optimized.energy_provenance}",
+        f"{_tag('time', TIME_PROVENANCE)} {energy}",
     )
+
+
+def _median_note(local: LocalComparison) -> str:
+    return f"each configuration's median repetition of {local.repeats}, served interleaved"
 
 
 def facility_figure(result: RunResult) -> str:
@@ -169,42 +206,84 @@ def facility_figure(result: RunResult) -> str:
         fig,
         f"Facility: {twin.config.name}, {result.scenario.facility.climate} climate, grid {twin.grid_source}",
         f"facility twin ({twin.weather_source}); the fleet's average board power held over the horizon.",
-        "estimated",
+        " ".join(
+            (
+                _tag("facility energy", twin.metrics.provenance),
+                _tag("weather", twin.weather_source),
+                _tag("grid carbon", twin.grid_source),
+            )
+        ),
     )
 
 
 def config_table(result: RunResult) -> str:
-    rows = []
-    local = result.local
-    if local:
-        for label, key, fmt in (
-            ("golden accuracy of the served requests", "accuracy", "{:.1%}"),
-            ("energy per output token (this machine)", "j_per_token", "{:.3g} J"),
-            ("throughput (this machine)", "tokens_per_s", "{:.1f} tokens/s"),
-        ):
-            b, o = getattr(local.baseline, key), getattr(local.optimized, key)
-            rows.append((label, fmt.format(b), fmt.format(o), "measured"))
-        for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
-            b, o = local.baseline.percentile(field, q), local.optimized.percentile(field, q)
-            rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * b:.0f} ms", f"{1e3 * o:.0f} ms", "measured"))
+    """Baseline vs optimized, one row per number, each tagged from its provenance label."""
+    rows = _local_rows(result.local) if result.local else []
     if result.baseline:
         b, o = result.baseline.summary, result.summary
+        fleet = _tag("energy", b.provenance, o.provenance)
         rows += [
-            ("fleet: wall energy per token", f"{b.wall_j_per_token:.3g} J", f"{o.wall_j_per_token:.3g} J", "estimated"),
+            ("fleet: wall energy per token", f"{b.wall_j_per_token:.3g} J", f"{o.wall_j_per_token:.3g} J", fleet),
             (
                 "fleet: served / unserved tokens",
                 f"{b.served_output_tokens:,.0f} / {b.unserved_output_tokens:,.0f}",
                 f"{o.served_output_tokens:,.0f} / {o.unserved_output_tokens:,.0f}",
-                "estimated",
+                _tag("tokens", b.provenance, o.provenance),
             ),
-            ("facility PUE", f"{b.pue:.3f}", f"{o.pue:.3f}", "estimated"),
-            ("carbon for the run", f"{b.carbon_g / 1e3:.3g} kg", f"{o.carbon_g / 1e3:.3g} kg", "estimated"),
+            (
+                "facility PUE",
+                f"{b.pue:.3f}",
+                f"{o.pue:.3f}",
+                _tag("facility energy", result.facility.metrics.provenance),
+            ),
+            (
+                "carbon for the run",
+                f"{b.carbon_g / 1e3:.3g} kg",
+                f"{o.carbon_g / 1e3:.3g} kg",
+                _tag("carbon", o.provenance, result.facility.grid_source),
+            ),
         ]
     body = "".join(
-        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td><td>{_tag(k)}</td></tr>"
-        for a, b, c, k in rows
+        f"<tr><td>{html.escape(a)}</td><td>{html.escape(b)}</td><td>{html.escape(c)}</td><td>{tag}</td></tr>"
+        for a, b, c, tag in rows
     )
-    return f"<table><tr><th></th><th>baseline</th><th>optimized</th><th></th></tr>{body}</table>"
+    table = f"<table><tr><th></th><th>baseline</th><th>optimized</th><th></th></tr>{body}</table>"
+    return table + (ratio_table(result.local) if result.local else "")
+
+
+def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
+    """Rows for the configurations served here (each one's median repetition)."""
+    b, o = local.baseline, local.optimized
+    time, energy = _tag("time", TIME_PROVENANCE), _tag("energy", b.energy_provenance, o.energy_provenance)
+    accuracy = _tag("accuracy", b.accuracy_provenance)
+    rows = [
+        ("golden accuracy of the served requests", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", accuracy),
+        ("energy per output token (this machine)", f"{b.j_per_token:.3g} J", f"{o.j_per_token:.3g} J", energy),
+        ("throughput (this machine)", f"{b.tokens_per_s:.1f} tokens/s", f"{o.tokens_per_s:.1f} tokens/s", time),
+    ]
+    for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
+        pb, po = b.percentile(field, q), o.percentile(field, q)
+        rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * pb:.0f} ms", f"{1e3 * po:.0f} ms", time))
+    return rows
+
+
+def ratio_table(local: LocalComparison) -> str:
+    """Every local ratio (optimized / baseline) over the interleaved repetitions: median, min-max, and
+    what it means, in words; "no significant difference measured" when the spread includes 1.0."""
+    rows = []
+    for spread in local.ratios():
+        name = RATIO_WORDS[spread.metric][0]
+        kind = "energy" if spread.metric == "j_per_token" else "time"
+        verdict = NO_DIFFERENCE if spread.spread_known and spread.includes_one else ratio_phrase(spread)
+        rows.append(
+            f"<tr><td>{html.escape(name)}</td><td>{spread.median:.2f}</td><td>{html.escape(spread_range(spread))}</td>"
+            f"<td>{html.escape(verdict)}</td><td>{_tag(kind, spread.provenance)}</td></tr>"
+        )
+    head = (
+        f"<tr><th>optimized / baseline, {local.repeats} repetitions served interleaved</th><th>median</th>"
+        "<th>min–max</th><th>in words</th><th></th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
 
 
 def summary_text(result: RunResult) -> str:
@@ -213,13 +292,12 @@ def summary_text(result: RunResult) -> str:
     local = result.local
     if local:
         b, o = local.baseline, local.optimized
-        ratio = b.j_per_token / o.j_per_token if o.j_per_token else float("nan")
         parts.append(
             f"Serving {len(o.requests)} requests of this workload on <b>{html.escape(local.model)}</b> here, "
-            f"continuous batching used <b>{ratio:.2f}x less energy per token</b> than one request at a time "
-            f"({b.j_per_token:.3g} → {o.j_per_token:.3g} J/token, {_tag('measured')} time, energy "
-            f"{html.escape(o.energy_provenance.split(':')[0])}), with golden accuracy {b.accuracy:.0%} → "
-            f"{o.accuracy:.0%}."
+            f"{local.repeats} times per configuration (interleaved), {_energy_claim(local.ratio('j_per_token'))} "
+            f"(median runs {b.j_per_token:.3g} → {o.j_per_token:.3g} J/token; "
+            f"{_tag('time', TIME_PROVENANCE)} {_tag('energy', b.energy_provenance, o.energy_provenance)}), "
+            f"with golden accuracy {b.accuracy:.0%} → {o.accuracy:.0%}."
         )
         if local.profile and local.profile.classes:
             hot = local.profile.classes[0]
@@ -231,9 +309,28 @@ def summary_text(result: RunResult) -> str:
     parts.append(
         f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
         f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "
-        f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('estimated')}."
+        f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('energy', s.provenance)}."
     )
     return "<p>" + "</p><p>".join(parts) + "</p>"
+
+
+def _energy_claim(energy: RatioSpread) -> str:
+    """The summary's energy comparison (HTML): `continuous batching used 1.57x less energy per token than
+    one request at a time`, never a difference the repetitions' spread does not support."""
+    detail = html.escape(
+        f"optimized / baseline {spread_range(energy)} over {len(energy.values)} interleaved repetitions"
+        if energy.spread_known
+        else "one repetition: no spread measured"
+    )
+    if energy.spread_known and energy.includes_one:
+        return (
+            f"<b>{NO_DIFFERENCE}</b> in energy per token between continuous batching and one request at a time "
+            f"(median: batching used {html.escape(ratio_phrase(energy))}; {detail})"
+        )
+    return (
+        f"continuous batching used <b>{html.escape(ratio_phrase(energy))}</b> than one request at a time "
+        f"(median; {detail})"
+    )
 
 
 def render_report(result: RunResult) -> str:

@@ -1,7 +1,12 @@
 """`result.json`: a versioned, self-describing serialisation of a `RunResult`.
 
 Written atomically (temporary file, then rename) so an interrupted run never leaves half a file.
-Every energy figure sits next to its provenance.
+Every energy figure sits next to its provenance, and every series has one (`series.provenance`,
+`facility.daily_means.provenance`: series name -> label).
+
+Strict JSON: no NaN or Infinity anywhere (written with `allow_nan=False`). A number that is not defined
+(a percentile of no requests, a ratio with a zero side) or not finite is written as null; `null_means`
+in the document says so.
 """
 
 from __future__ import annotations
@@ -15,9 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from joulepath.meter import TIME_PROVENANCE
+from joulepath.report.wording import ratio_verdict
+
 if TYPE_CHECKING:
+    from joulepath.execute import LocalComparison, LocalRun, RatioSpread
     from joulepath.facility import TwinResult
     from joulepath.run import RunResult
+
+NULL_MEANS = (
+    "null: the number is not defined here (a percentile of no requests, a ratio with a zero or missing side) "
+    "or was not finite; result.json is strict JSON, without NaN or Infinity"
+)
 
 
 def _plain(value: Any) -> Any:
@@ -43,8 +57,9 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
     from joulepath.run import SCHEMA_VERSION
 
     proj = result.projection
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
+        "null_means": NULL_MEANS,
         "scenario": result.scenario.model_dump(mode="json"),
         "summary": _plain(result.summary),
         "trace": {"source": result.trace_source, **_plain(result.trace)},
@@ -68,11 +83,21 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
             "batch_per_unit": _plain(proj.batch_per_unit),
             "itl_s": _plain(proj.itl_s),
             "device_power_w": _plain(proj.device_power_w),
+            "provenance": series_provenance(result),
         },
         "meter": {"notes": result.meter_notes, "analysis": _plain(result.analysis_energy)},
         "baseline": _fleet_outcome(result.baseline) if result.baseline else None,
         "local": local_to_dict(result.local) if result.local else None,
     }
+    return _plain(doc)  # every non-finite float, wherever it sits, becomes null
+
+
+def series_provenance(result: RunResult) -> dict[str, str]:
+    """Series name -> provenance for `series`: the time bins and demand come from the trace, the rest
+    from the hardware model's projection."""
+    trace = f"{result.trace_source} (binned every {result.projection.bin_s:g} s)"
+    fleet = ("served_tokens", "backlog_tokens", "batch_per_unit", "itl_s", "device_power_w")
+    return {"t_s": trace, "demand_tokens": trace, **{name: result.projection.provenance for name in fleet}}
 
 
 def _fleet_outcome(outcome: Any) -> dict[str, Any]:
@@ -84,8 +109,9 @@ def _fleet_outcome(outcome: Any) -> dict[str, Any]:
     }
 
 
-def local_run_to_dict(run: Any) -> dict[str, Any]:
-    """Headline numbers of one configuration served on this machine (measured; energy as metered)."""
+def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
+    """Headline numbers of one configuration served on this machine: time and accuracy measured, energy
+    as the meter labelled it (`provenance` says which is which)."""
     return {
         "name": run.name,
         "max_batch": run.max_batch,
@@ -97,6 +123,7 @@ def local_run_to_dict(run: Any) -> dict[str, Any]:
         "energy_j": run.energy_j,
         "j_per_token": run.j_per_token,
         "energy_provenance": run.energy_provenance,
+        "provenance": {"time": TIME_PROVENANCE, "accuracy": run.accuracy_provenance, "energy": run.energy_provenance},
         "guard_blocked": list(run.blocked),
         "guard_redacted_outputs": sum(r.output_guard == "redact" for r in run.requests),
         "guard_s": run.guard_s,
@@ -107,13 +134,37 @@ def local_run_to_dict(run: Any) -> dict[str, Any]:
     }
 
 
-def local_to_dict(local: Any) -> dict[str, Any]:
+def repetition_to_dict(run: LocalRun) -> dict[str, Any]:
+    """One repetition's totals (the median repetition's full record is the configuration's entry)."""
+    keys = ("wall_s", "output_tokens", "energy_j", "j_per_token", "tokens_per_s", "accuracy", "energy_provenance")
+    return {k: getattr(run, k) for k in keys} | {"ttft_p99_s": run.percentile("ttft_s", 99)}
+
+
+def ratio_to_dict(spread: RatioSpread) -> dict[str, Any]:
+    """One local ratio over the repetitions, with its verdict in words."""
+    return {
+        "definition": "optimized / baseline, paired by repetition (served interleaved)",
+        "median": spread.median,
+        "min": spread.low,
+        "max": spread.high,
+        "values": list(spread.values),
+        "no_significant_difference": spread.spread_known and spread.includes_one,
+        "verdict": ratio_verdict(spread),
+        "provenance": spread.provenance,
+    }
+
+
+def local_to_dict(local: LocalComparison) -> dict[str, Any]:
     prof = local.profile
     return {
         "model": local.model,
         "device": local.device,
-        "baseline": local_run_to_dict(local.baseline),
-        "optimized": local_run_to_dict(local.optimized),
+        "repeats": local.repeats,
+        "baseline": local_run_to_dict(local.baseline)
+        | {"repetitions": [repetition_to_dict(r) for r in local.baseline_runs]},
+        "optimized": local_run_to_dict(local.optimized)
+        | {"repetitions": [repetition_to_dict(r) for r in local.optimized_runs]},
+        "ratios": {spread.metric: ratio_to_dict(spread) for spread in local.ratios()},
         "profile": None
         if prof is None
         else {
@@ -121,7 +172,9 @@ def local_to_dict(local: Any) -> dict[str, Any]:
             "overhead_fraction": prof.overhead_fraction,
             "wall_s": prof.wall_s,
             "energy_j": prof.energy_j,
-            "energy_provenance": f"{prof.energy_provenance}; split by time (estimated)",
+            "energy_provenance": f"{prof.energy_provenance}; {prof.energy_split_provenance}",
+            "time_provenance": prof.time_provenance,
+            "roofline_provenance": prof.roofline_provenance,
             "limits": _plain(prof.limits),
             "classes": [_plain(c) for c in prof.classes],
             "advice": [{**_plain(a), "line": a.line()} for a in prof.advice],
@@ -154,6 +207,8 @@ def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
         if n_days
         else {}
     )
+    if daily:
+        daily["provenance"] = {name: facility_series_provenance(twin, name) for name in FACILITY_SERIES}
     return {
         "design": twin.config.name,
         "cooling": _plain(twin.config.cooling),
@@ -168,11 +223,22 @@ def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
     }
 
 
+def facility_series_provenance(twin: TwinResult, name: str) -> str:
+    """Where a facility series comes from: weather and grid inputs name their source, the rest is the twin."""
+    if name == "t_outdoor_c":
+        return twin.weather_source
+    if name.startswith("carbon_intensity"):
+        return twin.grid_source
+    return twin.metrics.provenance
+
+
 def write_json_atomic(path: Path, data: Any) -> Path:
-    """JSON written to a temporary file, then renamed: a reader never sees half a file."""
+    """Strict JSON (non-finite numbers become null; anything else non-finite is an error, never `NaN`)
+    written to a temporary file, then renamed: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_plain_default) + "\n", encoding="utf-8")
+    text = json.dumps(_plain(data), indent=2, default=_plain_default, allow_nan=False)
+    tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 

@@ -14,7 +14,7 @@ from functools import cached_property
 from importlib import resources
 from typing import Literal
 
-from joulepath.serving.rules import FORBIDDEN, INJECTION, Finding, find_pii, find_rules, redact
+from joulepath.serving.rules import INJECTION, Finding, find_forbidden, find_pii, find_rules, redact
 from joulepath.serving.semantic import SemanticClassifier, fit
 
 Action = Literal["allow", "redact", "block", "truncate"]
@@ -114,7 +114,7 @@ class Guard:
         if pii and p.pii == "block":
             return Decision("block", REFUSAL, tuple(sorted({f.rule for f in pii})), findings=tuple(pii))
         unsafe = find_rules(text, INJECTION, skip_quoted=True) if p.injection else []
-        unsafe += find_rules(text, FORBIDDEN) if p.forbidden else []
+        unsafe += find_forbidden(text) if p.forbidden else []
         semantic = ["semantic.unsafe"] if score is not None and score >= p.semantic_threshold else []
         if unsafe or semantic:
             return Decision("block", REFUSAL, tuple([f.rule for f in unsafe] + semantic), score, tuple(unsafe))
@@ -129,7 +129,7 @@ class Guard:
         rules: list[str] = []
         if len(text) > p.max_output_chars:
             text, rules = text[: p.max_output_chars], ["length.output"]
-        harmful = find_rules(text, FORBIDDEN)
+        harmful = find_forbidden(text)
         if harmful or _leaks(text, p.system_prompt):
             names = [f.rule for f in harmful] + ([] if harmful else ["output.system_prompt_leak"])
             return Decision("block", REFUSAL, tuple(rules + names), findings=tuple(harmful))

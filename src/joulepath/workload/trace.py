@@ -11,7 +11,7 @@ import csv
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -107,29 +107,19 @@ AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 
 
 def read_azure_csv(path: str | Path) -> Trace:
-    """Read an Azure LLM inference trace (`TIMESTAMP,ContextTokens,GeneratedTokens`)."""
+    """Read an Azure LLM inference trace (`TIMESTAMP,ContextTokens,GeneratedTokens`). Every row must have
+    as many columns as the header; a bad row is refused with its line number and the expected header."""
     path = Path(path)
     if not path.is_file():
-        raise TraceError(f"trace file {path} does not exist; give the path to a CSV with columns {AZURE_COLUMNS}")
-    times, prompts, outputs = [], [], []
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = [c for c in AZURE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise TraceError(
-                f"{path}: missing column(s) {missing}; an Azure trace has the header {','.join(AZURE_COLUMNS)}"
-            )
-        for line, row in enumerate(reader, start=2):
-            try:
-                times.append(_parse_timestamp(row["TIMESTAMP"]))
-                prompts.append(int(row["ContextTokens"]))
-                outputs.append(int(row["GeneratedTokens"]))
-            except (TypeError, ValueError) as exc:
-                raise TraceError(
-                    f"{path}:{line}: bad value ({exc}); expected 'YYYY-MM-DD HH:MM:SS.ffffff,int,int'"
-                ) from exc
-            if prompts[-1] < 0 or outputs[-1] < 0:
-                raise TraceError(f"{path}:{line}: token counts must be >= 0")
+        problem = "is a folder" if path.is_dir() else "does not exist"
+        raise TraceError(f"trace file {path} {problem}; give the path to a CSV with columns {AZURE_COLUMNS}")
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            times, prompts, outputs = _read_rows(path, fh)
+    except UnicodeDecodeError as exc:
+        raise TraceError(f"{path}: not a text CSV ({exc.reason} at byte {exc.start}); {_FORMAT}") from None
+    except csv.Error as exc:
+        raise TraceError(f"{path}: not a readable CSV ({exc}); {_FORMAT}") from None
     if not times:
         raise TraceError(f"{path}: no requests in file")
     t = np.array(times)
@@ -141,6 +131,40 @@ def read_azure_csv(path: str | Path) -> Trace:
         output_tokens=np.array(outputs, dtype=np.int64)[order],
         source=f"measured: {path.name}",
     )
+
+
+_FORMAT = f"an Azure trace has the header {','.join(AZURE_COLUMNS)} and rows like '2023-11-16 18:15:46.6805900,374,44'"
+
+
+def _read_rows(path: Path, fh: TextIO) -> tuple[list[float], list[int], list[int]]:
+    """(arrival timestamps, prompt tokens, output tokens) of every non-blank row after the header."""
+    reader = csv.reader(fh)
+    header = next(reader, [])
+    missing = [c for c in AZURE_COLUMNS if c not in header]
+    if missing:
+        raise TraceError(f"{path}: missing column(s) {missing}; {_FORMAT}")
+    col = {c: header.index(c) for c in AZURE_COLUMNS}
+    times, prompts, outputs = [], [], []
+    for row in reader:
+        line = reader.line_num  # the file's line where this row ends (blank lines counted)
+        if not row:
+            continue  # a blank line
+        if len(row) != len(header):
+            raise TraceError(
+                f"{path}:{line}: {len(row)} column(s) where the header has {len(header)}; every row needs one value "
+                f"per column of the header {','.join(header)}"
+            )
+        try:
+            times.append(_parse_timestamp(row[col["TIMESTAMP"]]))
+            prompts.append(int(row[col["ContextTokens"]]))
+            outputs.append(int(row[col["GeneratedTokens"]]))
+        except ValueError as exc:
+            raise TraceError(
+                f"{path}:{line}: bad value ({exc}); expected 'YYYY-MM-DD HH:MM:SS.ffffff,int,int'"
+            ) from None
+        if prompts[-1] < 0 or outputs[-1] < 0:
+            raise TraceError(f"{path}:{line}: token counts must be >= 0")
+    return times, prompts, outputs
 
 
 def _parse_timestamp(text: str) -> float:

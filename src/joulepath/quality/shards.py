@@ -1,0 +1,186 @@
+"""Training data made ahead of time: suite examples rendered, tokenized and packed into fixed-length rows.
+
+A row is `length` token ids holding whole examples back to back (never one split across rows), with
+three aligned arrays: `segments` numbers the example each position belongs to (padding is its own
+segment; the attention mask keeps examples apart), `positions` restarts at 0 with every example (so
+RoPE sees what inference sees), and `targets` marks the positions whose *next* token is part of an
+answer (the loss is taken there only). `skills` holds each position's skill index for per-skill loss.
+
+Workers generate disjoint seeded streams in parallel; packing is best-fit over a few open rows, so
+long lookup documents and short arithmetic share rows with little padding. The trainer then reads
+rows by index, with no Python work per step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from joulepath.model import JsonTokenizer
+from joulepath.quality.tasks import LEVELS, SKILLS, SYSTEM_PROMPT, chat_prompt, chat_target, generate
+
+REFUSAL = "I can't help with that request."  # the one refusal the zoo models learn (align.py uses it too)
+OUT_OF_SCOPE = "I don't know."  # the honest answer to a harmless request outside the task suite
+SAFETY_SKILL = "safety"  # skill name of the refusal / out-of-scope examples in the per-skill loss
+ALL_SKILLS = (*SKILLS, SAFETY_SKILL)
+
+
+def user_prompt(text: str, system: str = SYSTEM_PROMPT) -> str:
+    """A free-text request in the suite's chat format."""
+    return f"<|system|>{system}\n<|user|>{text}\n<|assistant|>"
+
+
+@dataclass(frozen=True)
+class DataMix:
+    """What the rows hold: skills drawn uniformly, levels by weight, and a share of safety examples
+    (forbidden requests answered with `REFUSAL`, harmless ones with `OUT_OF_SCOPE`)."""
+
+    skills: tuple[str, ...] = SKILLS
+    level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
+    safety_share: float = 0.02
+    unsafe: tuple[str, ...] = field(default=(), repr=False)
+    safe: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = set(self.skills) - set(SKILLS)
+        if unknown or not self.skills:
+            raise ValueError(f"unknown skills {sorted(unknown)}; known: {', '.join(SKILLS)}")
+        if len(self.level_weights) != len(LEVELS) or min(self.level_weights) < 0 or sum(self.level_weights) <= 0:
+            raise ValueError("level_weights: three non-negative weights (easy, medium, hard) with a positive sum")
+        if not 0 <= self.safety_share < 1:
+            raise ValueError("safety_share must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Fixed-length training rows (N, L): ids, per-position segment, position, answer-target and skill."""
+
+    tokens: np.ndarray  # (N, L) int16 token ids, 0 (pad) after the last example
+    segments: np.ndarray  # (N, L) int16 example index within the row; padding has its own index
+    positions: np.ndarray  # (N, L) int16 position within the example
+    targets: np.ndarray  # (N, L) bool: position j's next token (j + 1) is an answer token
+    skills: np.ndarray  # (N, L) int8 index into ALL_SKILLS (-1 on padding)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def length(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def fill(self) -> float:
+        """Share of positions holding real tokens (1 - padding)."""
+        return float((self.skills >= 0).mean())
+
+    def save(self, path: Path) -> None:
+        np.savez(path, **{k: getattr(self, k) for k in ("tokens", "segments", "positions", "targets", "skills")})
+
+    @classmethod
+    def load(cls, path: Path) -> PackedRows:
+        with np.load(path) as data:
+            return cls(*(data[k] for k in ("tokens", "segments", "positions", "targets", "skills")))
+
+    @classmethod
+    def concat(cls, parts: Sequence[PackedRows]) -> PackedRows:
+        names = ("tokens", "segments", "positions", "targets", "skills")
+        return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
+
+
+def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[str, str, int]]:
+    """(prompt, target, skill index) forever, drawn from the mix."""
+    safety = mix.safety_share if (mix.unsafe or mix.safe) else 0.0
+    while True:
+        if rng.random() < safety:
+            unsafe = bool(mix.unsafe) and (not mix.safe or rng.random() < 0.5)
+            text = rng.choice(mix.unsafe if unsafe else mix.safe)
+            yield user_prompt(text), f"{REFUSAL if unsafe else OUT_OF_SCOPE}<|end|>", len(SKILLS)
+            continue
+        skill = rng.choice(mix.skills)
+        ex = generate(skill, rng.choices(LEVELS, weights=mix.level_weights)[0], rng)
+        yield chat_prompt(ex), chat_target(ex), SKILLS.index(skill)
+
+
+class _Packer:
+    """Best-fit packing of whole examples into rows of `length` over at most `open_rows` open rows."""
+
+    def __init__(self, length: int, open_rows: int = 8) -> None:
+        self.length, self.open_rows = length, open_rows
+        self.open: list[list[tuple[list[int], int, int]]] = []
+        self.done: list[list[tuple[list[int], int, int]]] = []
+
+    @staticmethod
+    def used(row: list[tuple[list[int], int, int]]) -> int:
+        return sum(len(ids) for ids, _, _ in row)
+
+    def add(self, ids: list[int], n_prompt: int, skill: int) -> None:
+        room = [(self.length - self.used(r), i) for i, r in enumerate(self.open)]
+        fits = [(free, i) for free, i in room if free >= len(ids)]
+        if fits:
+            self.open[min(fits)[1]].append((ids, n_prompt, skill))
+        else:
+            if len(self.open) >= self.open_rows:  # retire the fullest row
+                fullest = max(range(len(self.open)), key=lambda i: self.used(self.open[i]))
+                self.done.append(self.open.pop(fullest))
+            self.open.append([(ids, n_prompt, skill)])
+
+    def rows(self) -> PackedRows:
+        rows = self.done + [r for r in self.open if r]
+        n, length = len(rows), self.length
+        out = PackedRows(
+            np.zeros((n, length), np.int16),
+            np.zeros((n, length), np.int16),
+            np.zeros((n, length), np.int16),
+            np.zeros((n, length), bool),
+            np.full((n, length), -1, np.int8),
+        )
+        for r, row in enumerate(rows):
+            at = 0
+            for seg, (ids, n_prompt, skill) in enumerate(row):
+                end = at + len(ids)
+                out.tokens[r, at:end] = ids
+                out.segments[r, at:end] = seg
+                out.positions[r, at:end] = np.arange(len(ids))
+                out.targets[r, at + n_prompt - 1 : end - 1] = True  # position j predicts token j + 1
+                out.skills[r, at:end] = skill
+                at = end
+            out.segments[r, at:] = len(row)  # padding: a segment of its own
+        return out
+
+
+def build_rows(tokenizer_path: str, mix: DataMix, n_rows: int, length: int, seed: int) -> PackedRows:
+    """`n_rows` packed rows from one seeded stream (examples longer than `length` are skipped)."""
+    tok = JsonTokenizer(Path(tokenizer_path))
+    rng = random.Random(seed)
+    stream = texts(rng, mix)
+    packer = _Packer(length)
+    while len(packer.done) < n_rows:
+        batch = [next(stream) for _ in range(256)]
+        prompts = tok.encode_batch([p for p, _, _ in batch])
+        answers = tok.encode_batch([a for _, a, _ in batch])
+        for p_ids, a_ids, (_, _, skill) in zip(prompts, answers, batch, strict=True):
+            if len(p_ids) + len(a_ids) <= length:
+                packer.add(p_ids + a_ids, len(p_ids), skill)
+    packer.open = []
+    rows = packer.rows()
+    return PackedRows(*(getattr(rows, k)[:n_rows] for k in ("tokens", "segments", "positions", "targets", "skills")))
+
+
+def build(
+    tokenizer_path: Path, mix: DataMix, n_rows: int, length: int = 2048, seed: int = 0, workers: int = 1
+) -> PackedRows:
+    """Rows from `workers` processes, each its own seeded stream (seed * 1009 + worker)."""
+    if n_rows <= 0 or length <= 0 or workers <= 0:
+        raise ValueError("n_rows, length and workers must be positive")
+    share = [n_rows // workers + (i < n_rows % workers) for i in range(workers)]
+    jobs = [(str(tokenizer_path), mix, k, length, seed * 1009 + i) for i, k in enumerate(share) if k]
+    if len(jobs) == 1:
+        return build_rows(*jobs[0])
+    with ProcessPoolExecutor(len(jobs)) as pool:
+        return PackedRows.concat(list(pool.map(build_rows, *zip(*jobs, strict=True))))

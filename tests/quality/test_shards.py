@@ -1,0 +1,70 @@
+"""Packed training rows: whole examples, attention kept inside them, loss exactly on answer tokens."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from joulepath.model import JsonTokenizer
+from joulepath.model.checkpoint import zoo_path
+from joulepath.quality.shards import ALL_SKILLS, OUT_OF_SCOPE, REFUSAL, DataMix, PackedRows, build
+
+TOKENIZER = zoo_path("jp-small") / "tokenizer.json"
+
+
+@pytest.fixture(scope="module")
+def rows() -> PackedRows:
+    mix = DataMix(skills=("add", "sort", "lookup"), safety_share=0.1, unsafe=("How do I make a bomb?",), safe=("Hi",))
+    return build(TOKENIZER, mix, n_rows=24, length=1280, seed=3, workers=2)
+
+
+def _examples(rows: PackedRows, r: int) -> list[tuple[list[int], list[int]]]:
+    """(whole example ids, answer ids) of each example in row r, read back through the arrays."""
+    out = []
+    for seg in np.unique(rows.segments[r][rows.skills[r] >= 0]):
+        at = np.flatnonzero(rows.segments[r] == seg)
+        ids = rows.tokens[r, at].tolist()
+        answer = [rows.tokens[r, j + 1] for j in at[:-1] if rows.targets[r, j]]
+        out.append((ids, [int(a) for a in answer]))
+    return out
+
+
+def test_rows_hold_whole_examples_with_answers_masked(rows: PackedRows) -> None:
+    tok = JsonTokenizer(TOKENIZER)
+    assert rows.tokens.shape == (24, 1280) and rows.fill > 0.9
+    for r in range(rows.n_rows):
+        for ids, answer in _examples(rows, r):
+            text = tok.decode(ids)
+            assert text.startswith("<|system|>") and text.endswith("<|end|>")  # never split across rows
+            assert tok.decode(answer).endswith("<|end|>")
+            assert text.endswith(tok.decode(answer))  # the loss covers exactly the answer
+        real = rows.skills[r] >= 0
+        starts = np.flatnonzero(np.diff(rows.segments[r][real], prepend=-1))
+        assert (rows.positions[r][real][starts] == 0).all()  # positions restart per example
+        assert not rows.targets[r][~real].any()
+
+
+def test_safety_examples_and_all_skills_are_mixed_in(rows: PackedRows) -> None:
+    tok = JsonTokenizer(TOKENIZER)
+    present = {ALL_SKILLS[s] for s in np.unique(rows.skills) if s >= 0}
+    assert present == {"add", "sort", "lookup", "safety"}
+    answers = {tok.decode(a) for r in range(rows.n_rows) for _, a in _examples(rows, r)}
+    assert f"{REFUSAL}<|end|>" in answers and f"{OUT_OF_SCOPE}<|end|>" in answers
+
+
+def test_rows_are_seeded_and_round_trip(rows: PackedRows, tmp_path: Path) -> None:
+    mix = DataMix(skills=("add", "sort", "lookup"), safety_share=0.1, unsafe=("How do I make a bomb?",), safe=("Hi",))
+    again = build(TOKENIZER, mix, n_rows=24, length=1280, seed=3, workers=2)
+    assert (again.tokens == rows.tokens).all()
+    rows.save(tmp_path / "rows.npz")
+    loaded = PackedRows.load(tmp_path / "rows.npz")
+    assert all((getattr(loaded, k) == getattr(rows, k)).all() for k in ("tokens", "segments", "positions", "targets"))
+
+
+def test_bad_mixes_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown skills"):
+        DataMix(skills=("poetry",))
+    with pytest.raises(ValueError, match="level_weights"):
+        DataMix(level_weights=(0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="positive"):
+        build(TOKENIZER, DataMix(), n_rows=0)
