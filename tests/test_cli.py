@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,9 @@ def test_eval_and_train_commands(tmp_path: Path) -> None:
     assert len(doc["cells"]) == 24 and 0.0 <= doc["accuracy"] <= 1.0
     bad = runner.invoke(app, ["eval", "--model", "dummy:tiny-llama", "--golden", "train"])
     assert bad.exit_code == 2 and "unknown golden split" in bad.output
-    trained = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--tokens-per-step", "256"])
+    trained = runner.invoke(
+        app, ["train", "--out", str(tmp_path / "m"), "--steps", "3", "--tokens-per-step", "256", "--seq-len", "256"]
+    )
     assert trained.exit_code == 0 and (tmp_path / "m" / "model.safetensors").is_file()
 
 
@@ -249,3 +252,50 @@ def test_trace_stats_refuses_rows_with_the_wrong_number_of_columns(tmp_path: Pat
 def test_numeric_options_out_of_range_are_refused(args: list[str]) -> None:
     out = runner.invoke(app, args)
     assert out.exit_code == 2 and "Traceback" not in out.output, out.output
+
+
+NARROW = CliRunner(env={"COLUMNS": "80"})  # an 80-column terminal; a pipe gets the same width from Rich
+
+
+def test_hw_list_at_80_columns_shows_every_name_whole_and_plain_numbers() -> None:
+    from joulepath.hw import accelerators
+
+    out = NARROW.invoke(app, ["hw", "list"]).output
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    cells = {cell.strip() for line in out.splitlines() for cell in line.split("│")}
+    assert set(accelerators()) <= cells  # each name whole, in a cell of its own
+    assert "1,979" in out and "e+" not in out  # the H100's FP8 TFLOP/s, not 1.98e+03
+    assert "left out at this width" in out  # what did not fit is named, not cut
+    wide = CliRunner(env={"COLUMNS": "160"}).invoke(app, ["hw", "list"]).output
+    assert "NVIDIA" in wide and "INT8" in wide and "left out" not in wide
+
+
+def _trace_csv(folder: Path) -> Path:
+    path = folder / "trace.csv"
+    path.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n" + "".join(
+        f"2023-11-16 18:15:{i:02d}.000,{100 + 37 * i},{20 + i}\n" for i in range(30)
+    ))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["hw", "show", "h100-sxm"],
+        ["hw", "show", "optics-cpo-1.6t"],
+        ["hw", "list", "--kind", "cpu"],
+        ["trace", "stats", "TRACE"],
+        ["meter", "--seconds", "0.01"],
+        ["twin", "--compare", "hvdc-800v"],
+        ["run", "ANALYTIC", "--out", "OUT"],
+    ],
+)
+def test_tables_fit_80_columns_without_cutting_anything(args: list[str], tmp_path: Path) -> None:
+    analytic = tmp_path / "analytic.toml"
+    analytic.write_text("[serve]\nenabled = false\n")
+    paths = {"TRACE": str(_trace_csv(tmp_path)), "ANALYTIC": str(analytic), "OUT": str(tmp_path / "runs")}
+    result = NARROW.invoke(app, [paths.get(a, a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    assert max(len(line) for line in result.output.splitlines()) <= 80
+    assert not re.search(r"\d\.\d+e[+-]\d", result.output)  # no scientific notation

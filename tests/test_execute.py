@@ -4,9 +4,10 @@ local ratio reported as the median and min-max of the paired repetitions."""
 import numpy as np
 import pytest
 
-from joulepath.execute import LocalComparison, median_run, serve_interleaved
+from joulepath.execute import median_run, serve_interleaved
 from joulepath.model import load_model
 from joulepath.quality.tasks import Example
+from joulepath.results import LocalComparison
 from joulepath.scenario import ServeSection
 
 

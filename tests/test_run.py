@@ -87,7 +87,7 @@ def test_main_job_refuses_serve_max_tokens_past_the_models_context() -> None:
     from joulepath.engine import ContextLengthError
 
     scenario = parse_scenario({"serve": {"max_tokens": 4000, "requests": 4, "profile": False}})
-    with pytest.raises(ContextLengthError, match=r"serve.max_tokens = 4,000 .* jp-small's context of 2,048 tokens"):
+    with pytest.raises(ContextLengthError, match=r"serve.max_tokens = 4,000 .* jp-large's context of 2,048 tokens"):
         run(scenario)  # refused after loading the model, before anything is served
 
 
@@ -105,3 +105,37 @@ def test_main_job_refuses_a_prompt_longer_than_the_context() -> None:
     check_context(tiny, examples, 40)
     with pytest.raises(ContextLengthError, match=r"served request r1 \(golden task add/easy\) is \d+ tokens"):
         check_context(short, examples, 1)
+
+
+def test_a_measured_work_profile_reaches_device_facility_and_wall_energy() -> None:
+    """Half of every prompt computed (as a prefix cache would measure): the one change in the work
+    profile lowers the projected device energy, the facility's load and the wall energy per token."""
+    from joulepath.hw import WorkProfile
+    from joulepath.run import fleet_outcome
+
+    scenario = parse_scenario(ANALYTIC)
+    trace = build_trace(scenario.workload)
+    full = fleet_outcome(scenario, trace, scenario.fleet.max_batch)
+    half = fleet_outcome(scenario, trace, scenario.fleet.max_batch, WorkProfile(1, 100, 50, 10))
+    assert half.summary.device_j_per_token < full.summary.device_j_per_token
+    assert half.facility.metrics.it_energy_j < full.facility.metrics.it_energy_j
+    assert half.summary.wall_j_per_token < full.summary.wall_j_per_token
+
+
+def test_the_twin_gets_the_fleets_power_series_with_its_energy() -> None:
+    from joulepath.run import facility_inputs, project
+
+    for shape in ("repeat", "daily"):
+        scenario = parse_scenario({**ANALYTIC, "facility": {"load_shape": shape, "horizon_days": 7}})
+        proj = project(scenario, build_trace(scenario.workload))
+        board_w, _, _ = facility_inputs(scenario, proj)
+        host_w = scenario.facility.host_w_per_device * scenario.fleet.count
+        assert board_w.mean() == pytest.approx(proj.device_power_w.mean() + host_w, rel=1e-3)
+        spread_w = board_w.max() - board_w.min()
+        trace_spread_w = proj.device_power_w.max() - proj.device_power_w.min()
+        if shape == "daily":  # the trace's load shape stretched over each day (hourly means of its bins)
+            assert spread_w > 0.3 * trace_spread_w
+        else:  # a ten-minute trace repeated: each hourly step holds whole periods, its mean
+            assert spread_w < 1e-6 * trace_spread_w
+    with pytest.raises(ValueError, match="load_shape"):
+        parse_scenario({"facility": {"load_shape": "stretch"}})

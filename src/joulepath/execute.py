@@ -17,152 +17,22 @@ includes 1.0 is reported as no significant difference.
 from __future__ import annotations
 
 import random
-import statistics
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 
-from joulepath.engine import Engine, EngineConfig, RequestRecord, SamplingParams
+from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.engine.context import check_output_fits, check_prompt_fits, context_tokens, model_label
-from joulepath.meter import TIME_PROVENANCE, auto_meter
+from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
-from joulepath.profile import HotPathProfile, profile_engine
+from joulepath.profile import profile_engine
 from joulepath.quality import golden
 from joulepath.quality.tasks import SYSTEM_PROMPT, Example, chat_prompt, check
+from joulepath.results import LocalComparison, LocalRun, ServedRequest
 from joulepath.scenario import GuardSection, ServeSection
+from joulepath.serving.frontend import Arrival, Frontend, Request
 from joulepath.serving.guard import Guard, GuardPolicy
 from joulepath.workload import Trace
-
-
-@dataclass(frozen=True)
-class ServedRequest:
-    record: RequestRecord
-    arrival_s: float  # in the replay's clock
-    skill: str
-    level: str
-    correct: bool
-    output_guard: str = "allow"  # the output filter's action
-
-
-@dataclass(frozen=True)
-class LocalRun:
-    """One configuration served on this machine (measured, except energy where the meter estimates)."""
-
-    name: str
-    max_batch: int
-    requests: tuple[ServedRequest, ...]
-    wall_s: float
-    energy_j: float
-    energy_provenance: str
-    accuracy: float
-    blocked: tuple[str, ...] = ()  # request ids the input guard refused (never reached the engine)
-    guard_s: float = 0.0  # time spent in the guardrails, measured
-    accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
-
-    @property
-    def output_tokens(self) -> int:
-        return sum(r.record.output_tokens for r in self.requests)
-
-    @property
-    def j_per_token(self) -> float:
-        return self.energy_j / max(self.output_tokens, 1)
-
-    @property
-    def tokens_per_s(self) -> float:
-        return self.output_tokens / self.wall_s if self.wall_s else 0.0
-
-    def percentile(self, field: str, q: float) -> float:
-        values = [getattr(r.record, field) for r in self.requests]
-        return float(np.percentile(values, q)) if values else float("nan")
-
-
-@dataclass(frozen=True)
-class RatioSpread:
-    """One local ratio, optimized / baseline, over interleaved repetitions: repetition i's optimized
-    over repetition i's baseline (paired: both ran under the same load), with its median and min-max.
-
-    `metric` names the LocalRun property; `provenance` is its label (for energy: the meter's, or
-    `mixed: baseline's, optimized's` where the two differ)."""
-
-    metric: str
-    values: tuple[float, ...]
-    provenance: str
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.values) if self.values else float("nan")
-
-    @property
-    def low(self) -> float:
-        return min(self.values, default=float("nan"))
-
-    @property
-    def high(self) -> float:
-        return max(self.values, default=float("nan"))
-
-    @property
-    def spread_known(self) -> bool:
-        """At least two repetitions: a spread to judge the difference by."""
-        return len(self.values) >= 2
-
-    @property
-    def includes_one(self) -> bool:
-        """The min-max spread includes 1.0: no significant difference measured."""
-        return self.low <= 1.0 <= self.high
-
-
-@dataclass(frozen=True)
-class LocalComparison:
-    """Baseline vs optimized served here. `baseline` / `optimized` are each configuration's median
-    repetition (by energy per token); `*_runs` hold every repetition in the order served."""
-
-    model: str
-    device: str
-    baseline: LocalRun
-    optimized: LocalRun
-    profile: HotPathProfile | None
-    baseline_runs: tuple[LocalRun, ...] = ()
-    optimized_runs: tuple[LocalRun, ...] = ()
-
-    @property
-    def repeats(self) -> int:
-        return len(self.baseline_runs) or 1
-
-    def pairs(self) -> list[tuple[LocalRun, LocalRun]]:
-        """(baseline, optimized) per repetition, in the order served."""
-        if self.baseline_runs and self.optimized_runs:
-            return list(zip(self.baseline_runs, self.optimized_runs, strict=True))
-        return [(self.baseline, self.optimized)]
-
-    def ratio(self, metric: str) -> RatioSpread:
-        """optimized / baseline of a LocalRun property (`j_per_token`, `tokens_per_s`, `ttft_p99_s`)."""
-        values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in self.pairs())
-        finite = tuple(v for v in values if np.isfinite(v))
-        provenance = self.optimized.energy_provenance if metric == "j_per_token" else TIME_PROVENANCE
-        if metric == "j_per_token" and self.baseline.energy_provenance != self.optimized.energy_provenance:
-            provenance = f"mixed: {self.baseline.energy_provenance}, {self.optimized.energy_provenance}"
-        return RatioSpread(metric, finite, provenance)
-
-    def ratios(self) -> tuple[RatioSpread, ...]:
-        """Every local ratio: energy per token, throughput, p99 time to first token."""
-        return tuple(self.ratio(m) for m in LOCAL_RATIOS)
-
-
-LOCAL_RATIOS = ("j_per_token", "tokens_per_s", "ttft_p99_s")
-
-
-def _metric(run: LocalRun, metric: str) -> float:
-    return run.percentile("ttft_s", 99) if metric == "ttft_p99_s" else float(getattr(run, metric))
-
-
-def _ratio(numerator: float, denominator: float) -> float:
-    """numerator / denominator; NaN where undefined (a zero or non-finite side)."""
-    if not (np.isfinite(numerator) and np.isfinite(denominator)) or denominator == 0:
-        return float("nan")
-    return numerator / denominator
 
 
 def median_run(runs: list[LocalRun]) -> LocalRun:
@@ -192,49 +62,28 @@ def replay(
     max_tokens: int,
     guard: Guard | None = None,
 ) -> LocalRun:
-    """Serve the requests as they arrive (through the guard when given); the meter covers the whole
-    replay, idle gaps included."""
-    meter = auto_meter()
-    engine = Engine(loaded, EngineConfig(max_batch=max_batch), meter)
+    """Serve the requests as they arrive, through the serving frontend (input guard, engine, text, output
+    guard); the meter covers the whole replay, idle gaps included."""
+    frontend = Frontend(Engine(loaded, EngineConfig(max_batch=max_batch), auto_meter()), guard)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
-    blocked: list[str] = []
-    guard_s = 0.0
-    meter.begin("replay")
-    t0, i, n = time.perf_counter(), 0, len(examples)
-    while i < n or engine.has_work():
-        now = time.perf_counter() - t0
-        while i < n and arrivals[i] <= now:
-            g0 = time.perf_counter()
-            decision = guard.check_input(examples[i].user_text) if guard else None
-            guard_s += time.perf_counter() - g0
-            if decision is not None and decision.blocked:
-                blocked.append(f"r{i}")
-            else:
-                engine.add_request(chat_prompt(examples[i]), params, request_id=f"r{i}")
-            i += 1
-        if engine.has_work():
-            engine.step()
-        elif i < n:
-            time.sleep(min(float(arrivals[i]) - now, 0.05))
-    wall = time.perf_counter() - t0
-    window = meter.end("replay")
-    by_id = {r.request_id: r for r in engine.records}
-    served = []
+    trace = [
+        Arrival(float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{k}", user_text=ex.user_text))
+        for k, ex in enumerate(examples)
+    ]
+    result = frontend.replay(trace)
+    by_id = {r.request_id: r for r in result.responses}
+    served, blocked = [], []
     for k, ex in enumerate(examples):
-        rid = f"r{k}"
-        if rid not in by_id:
+        resp = by_id[f"r{k}"]
+        if resp.record is None:
+            blocked.append(resp.request_id)
             continue
-        text, action = engine.text_of(rid), "allow"
-        if guard:
-            g0 = time.perf_counter()
-            out = guard.check_output(text)
-            guard_s += time.perf_counter() - g0
-            text, action = (text if out.action == "allow" else out.text), out.action
-        served.append(ServedRequest(by_id[rid], float(arrivals[k]), ex.skill, ex.level, check(ex, text), action))
+        action = resp.output_guard.action if resp.output_guard else "allow"
+        served.append(ServedRequest(resp.record, float(arrivals[k]), ex.skill, ex.level, check(ex, resp.text), action))
     accuracy = sum(s.correct for s in served) / max(len(served), 1)
     return LocalRun(
-        name, max_batch, tuple(served), wall, window.total_energy_j, window.provenance_summary, accuracy,
-        tuple(blocked), guard_s,
+        name, max_batch, tuple(served), result.wall_s, result.energy_j, result.energy_provenance, accuracy,
+        tuple(blocked), result.guard_s,
     )  # fmt: skip
 
 

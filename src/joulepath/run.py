@@ -1,7 +1,8 @@
 """The main job, `joulepath run`: scenario -> trace -> real execution of its first requests on this
 machine (engine baseline vs optimized, golden accuracy, hot-path profile; `execute.py`) -> projection
-of the whole trace onto the fleet (hardware model), baseline and optimized -> facility twin (the fleet's
-average board power over the facility horizon) -> ledger (device -> host -> IT overheads -> power
+of the whole trace onto the fleet (hardware model), baseline and optimized, each with the work profile
+measured when it was served here (`link.work_profiles`) -> facility twin (the fleet's board power series,
+repeated or stretched over the facility horizon) -> ledger (device -> host -> IT overheads -> power
 chain -> cooling -> auxiliaries) -> result.json, telemetry and report.html (`report`).
 """
 
@@ -11,80 +12,22 @@ import dataclasses
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
-from joulepath.facility import Clock, TwinResult, run_twin
+from joulepath.facility import Clock, TwinResult, load_on_clock, run_twin
 from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
-from joulepath.meter import FacilityRatios, Measurement, NodeAssumption, Waterfall, auto_meter, rollup
+from joulepath.hw.work import WorkProfile
+from joulepath.link import work_profiles
+from joulepath.meter import FacilityRatios, NodeAssumption, Waterfall, auto_meter, rollup
+from joulepath.results import DataMovement, FleetOutcome, RunResult, Summary
 from joulepath.scenario import SAFE_NAME, Scenario, WorkloadSection
-from joulepath.workload import SyntheticParams, Trace, TraceStats, generate, read_azure_csv, trace_stats
+from joulepath.workload import SyntheticParams, Trace, generate, read_azure_csv, trace_stats
 
-if TYPE_CHECKING:
-    from joulepath.execute import LocalComparison
-
-SCHEMA_VERSION = "1.1"  # 1.1: baseline fleet outcome and local execution added
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Summary:
-    """Headline numbers of a run. Every field is an estimate of the target fleet (see `provenance`)."""
-
-    capacity_tokens_per_s: float
-    utilisation: float
-    served_output_tokens: float
-    unserved_output_tokens: float  # still queued at the end of the horizon
-    device_j_per_token: float
-    wall_j_per_token: float
-    avg_it_power_w: float
-    peak_it_power_w: float
-    device_energy_j: float
-    it_energy_j: float
-    wall_energy_j: float
-    horizon_s: float
-    pue: float  # from the facility twin over its horizon
-    wue_l_per_kwh: float
-    water_l: float  # for this run's energy
-    carbon_g: float
-    cost_usd: float
-    provenance: str
-
-
-@dataclass(frozen=True)
-class DataMovement:
-    """Bytes moved per output token at the run's typical batch, and their energy per memory level
-    (None where the level's pJ/bit is not published). Estimates from the hardware model."""
-
-    batch: float
-    hbm_bytes_per_token: float
-    link_bytes_per_token: float
-    energy_j_per_token: dict[str, float | None]
-    provenance: str
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """Everything a run produced; `report.write_result` serialises it (schema `SCHEMA_VERSION`)."""
-
-    scenario: Scenario
-    trace: TraceStats
-    trace_source: str
-    projection: FleetProjection
-    waterfall: Waterfall
-    summary: Summary
-    facility: TwinResult
-    data_movement: DataMovement
-    efficiency_source: str
-    meter_notes: list[str]
-    analysis_energy: Measurement  # what this analysis itself cost on this machine
-    baseline: FleetOutcome | None = None  # the same trace with no batching (the brute-force baseline)
-    local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
 
 
 def build_trace(workload: WorkloadSection) -> Trace:
@@ -130,10 +73,11 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         from joulepath.execute import serve_locally  # torch and the engine load only when serving here
 
         local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
+    baseline_work, optimized_work = work_profiles(local)
     progress("projection onto the fleet and facility twin: baseline (no batching)")
-    baseline = fleet_outcome(scenario, trace, max_batch=1)
+    baseline = fleet_outcome(scenario, trace, fleet_max_batch(scenario, baseline_work), baseline_work)
     progress("projection onto the fleet and facility twin: optimized (continuous batching)")
-    optimized = fleet_outcome(scenario, trace, scenario.fleet.max_batch)
+    optimized = fleet_outcome(scenario, trace, fleet_max_batch(scenario, optimized_work), optimized_work)
     movement = _data_movement(scenario.model.spec(), deployment(scenario), optimized.projection, trace)
     analysis = meter.end("analysis")
     return RunResult(
@@ -153,21 +97,18 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
     )
 
 
-@dataclass(frozen=True)
-class FleetOutcome:
-    """One configuration projected onto the fleet and run through the facility twin (estimated)."""
-
-    max_batch: int
-    projection: FleetProjection
-    waterfall: Waterfall
-    summary: Summary
-    facility: TwinResult
+def fleet_max_batch(scenario: Scenario, work: WorkProfile) -> int:
+    """The fleet scheduler's batch limit for a configuration: 1 where it was served one at a time here,
+    else the scenario's `fleet.max_batch` (the local limit is sized for this machine, not the fleet)."""
+    return 1 if work.batch_limit == 1 else scenario.fleet.max_batch
 
 
-def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int) -> FleetOutcome:
-    """Trace -> fleet (hardware model) -> facility twin -> ledger, at a given batch limit per unit."""
+def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int, work: WorkProfile | None = None) -> FleetOutcome:
+    """Trace -> fleet (hardware model) -> facility twin -> ledger, at a given batch limit per unit, with
+    the configuration's measured work profile (`hw.work`; default: no optimization). The profile changes
+    the device power series, which is the facility's load, so device, facility and wall energy all follow it."""
     scenario = scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"max_batch": max_batch})})
-    proj = project(scenario, trace)
+    proj = project(scenario, trace, work)
     horizon_s = proj.bin_s * len(proj.t_s)
     fac = scenario.facility
     twin = run_facility(scenario, proj)
@@ -182,11 +123,12 @@ def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int) -> FleetOutc
         NodeAssumption(fac.host_w_per_device, fac.host_source),
         facility_ratios(twin),
     )
-    return FleetOutcome(max_batch, proj, waterfall, _summarise(proj, waterfall, twin, scenario, horizon_s), twin)
+    summary = _summarise(proj, waterfall, twin, scenario, horizon_s)
+    return FleetOutcome(max_batch, proj, waterfall, summary, twin, work or WorkProfile())
 
 
-def project(scenario: Scenario, trace: Trace) -> FleetProjection:
-    """The trace on the scenario's fleet, in about 60 time bins."""
+def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -> FleetProjection:
+    """The trace on the scenario's fleet, in about 60 time bins, with a measured work profile."""
     return project_trace(
         trace.arrival_s,
         trace.prompt_tokens,
@@ -196,19 +138,22 @@ def project(scenario: Scenario, trace: Trace) -> FleetProjection:
         scenario.fleet.count,
         scenario.fleet.max_batch,
         max(1.0, scenario.workload.duration_s / 60),
+        work=work,
     )
 
 
 def facility_inputs(scenario: Scenario, proj: FleetProjection) -> tuple[np.ndarray, Clock, float]:
-    """(board power per step, clock, design board power) for the twin: the fleet's average board power
-    (devices + hosts) held over the facility horizon — the trace covers minutes, the facility a year
-    (an assumption, stated in the provenance) — and a plant sized for the fleet at TDP."""
+    """(board power per step, clock, design board power) for the twin: the fleet's board power series
+    (devices + hosts, one value per projection bin) filling the facility horizon as `facility.load_shape`
+    says — repeated back to back, or stretched to a day and repeated — with its energy conserved (the
+    trace covers minutes, the facility a year: an assumption, stated in the provenance), and a plant
+    sized for the fleet at TDP."""
     fac = scenario.facility
     host_w = fac.host_w_per_device * scenario.fleet.count
     clock = Clock(fac.step_s, max(1, round(fac.horizon_days * 86400 / fac.step_s)))
-    avg_board_w = float(np.mean(proj.device_power_w)) + host_w
+    board_w = load_on_clock(proj.device_power_w + host_w, proj.bin_s, clock, fac.load_shape)
     design_w = scenario.fleet.count * deployment(scenario).power_ceiling_w + host_w
-    return np.full(clock.n_steps, avg_board_w), clock, design_w
+    return board_w, clock, design_w
 
 
 def run_facility(scenario: Scenario, proj: FleetProjection) -> TwinResult:
@@ -228,7 +173,7 @@ def facility_ratios(twin: TwinResult) -> FacilityRatios:
         "auxiliary": float(s["aux_power_w"].sum() * dt),
     }
     days = twin.clock.horizon_s / 86400
-    provenance = f"{twin.metrics.provenance}; the trace's average board power held over {days:g} days"
+    provenance = f"{twin.metrics.provenance}; the trace's board power series over {days:g} days"
     return FacilityRatios(tuple((k, v / board_j) for k, v in stage_j.items()), provenance)
 
 

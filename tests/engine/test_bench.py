@@ -20,3 +20,14 @@ def test_batch_benchmark_writes_its_fields(tmp_path: Path, monkeypatch) -> None:
     doc = json.loads((tmp_path / "batch.json").read_text())
     assert doc["throughput_ratio"] > 0 and doc["p99_tpot_ratio"] > 0 and doc["n_requests"] == 8
     assert doc["one_at_a_time"]["energy_provenance"].startswith(("measured", "estimated"))  # J/token is labelled
+
+
+def test_detokenize_benchmark_compares_both_methods_on_the_same_text(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from joulepath.bench import detokenize
+
+    monkeypatch.setenv("JOULEPATH_BENCH_DIR", str(tmp_path))
+    assert detokenize.main(["--quick"]) == 0
+    import json
+
+    doc = json.loads((tmp_path / "detokenize.json").read_text())
+    assert doc["same_text"] is True and doc["full_redecode_us_per_token"] > 0 and doc["incremental_us_per_token"] > 0

@@ -45,3 +45,16 @@ def test_generate_command_prints_no_end_marker() -> None:
     assert END not in out.output and "finish: stop" in out.output
     doc = RUNNER.invoke(app, ["generate", "What is 12 + 30?", "--model", "jp-small", "--json"])
     assert END not in json.loads(doc.output)["text"]
+
+
+def test_greedy_answers_are_the_whole_output_decode(small: LoadedModel) -> None:
+    """Incremental text equals what decoding each whole output (the engine's method before) gives."""
+    from joulepath.quality import golden
+    from joulepath.quality.tasks import chat_prompt
+
+    from .test_detokenize import whole_output_text
+
+    prompts = [chat_prompt(e) for e in golden.load("dev")[:12]]
+    outs = Engine(small).generate(prompts, SamplingParams(max_tokens=48, stop=(END,)))
+    for out in outs:
+        assert out.text == whole_output_text(small.tokenizer, out.output_ids, small.config.eos_token_ids, (END,))

@@ -111,3 +111,38 @@ def test_bad_inputs() -> None:
     with pytest.raises(ValueError, match="unknown climate"):
         run_twin(MODERN_AIR.replace(climate="martian"), LOAD, CLOCK)
     assert dataclasses.replace(MODERN_AIR.cooling, kind="immersion").kind == "immersion"
+
+
+def test_a_daily_peak_is_not_its_flat_average_and_it_energy_is_conserved() -> None:
+    """The twin sees the load's shape: a trace stretched to a daily curve (peak in the afternoon) gives
+    a different facility energy and peak than the same energy held flat."""
+    from joulepath.facility import load_on_clock
+
+    trace_w = 1e6 * (1.0 + 0.8 * np.sin(np.linspace(0, np.pi, 60)) ** 4)  # ten minutes, 10 s bins, one peak
+    clock = Clock.year(3600)
+    daily = load_on_clock(trace_w, 10.0, clock, "daily")
+    flat = load_on_clock(trace_w, 10.0, clock, "repeat")
+    np.testing.assert_allclose(flat, trace_w.mean(), rtol=1e-9)  # ten-minute shape, hourly steps: its mean
+    assert daily.sum() == pytest.approx(flat.sum(), rel=1e-9)  # the same IT energy over the year
+    assert daily.max() > 1.3 * daily.min()
+    a, b = run_twin(MODERN_AIR, daily, clock), run_twin(MODERN_AIR, flat, clock)
+    assert a.metrics.it_energy_j != pytest.approx(0)
+    assert float(a.series["it_board_w"].sum()) == pytest.approx(float(b.series["it_board_w"].sum()), rel=1e-9)
+    assert a.metrics.facility_energy_j != pytest.approx(b.metrics.facility_energy_j, rel=1e-4)
+    assert a.series["facility_power_w"].max() > 1.2 * b.series["facility_power_w"].max()
+
+
+def test_load_on_clock_conserves_energy_for_any_step() -> None:
+    from joulepath.facility import load_on_clock
+
+    rng = np.random.default_rng(0)
+    trace_w = rng.uniform(0, 5e5, 37)
+    clock = Clock(600.0, 6 * 24 * 7)  # a week at 10-minute steps, the trace 37 x 13 s long
+    daily = load_on_clock(trace_w, 13.0, clock, "daily")  # seven whole days: exactly the trace's mean
+    assert daily.mean() == pytest.approx(trace_w.mean(), rel=1e-9)
+    repeat = load_on_clock(trace_w, 13.0, clock, "repeat")  # 1,257.4 periods: the part period shifts it a little
+    assert repeat.mean() == pytest.approx(trace_w.mean(), rel=1e-3)
+    step = load_on_clock(trace_w, 13.0, Clock(13.0, 74), "repeat")  # the trace's own step: itself, twice
+    np.testing.assert_allclose(step, np.tile(trace_w, 2), rtol=1e-9)
+    with pytest.raises(ValueError, match="unknown load shape"):
+        load_on_clock(trace_w, 13.0, clock, "stretch")

@@ -71,3 +71,12 @@ def test_heads_round_trip_and_a_plain_loader_ignores_them(tmp_path: Path) -> Non
 )
 def test_chain_acceptance_counts(hits: list[list[bool]], expected: tuple[int, int]) -> None:
     assert chain_acceptance(hits) == expected
+
+
+@pytest.mark.gpu
+def test_flex_block_mask_equals_the_dense_mask_on_cuda() -> None:
+    segments = torch.tensor([[0] * 100 + [1] * 150 + [2] * 6], device="cuda")  # (1, 256)
+    q, k, v = (torch.randn(256, h, 64, device="cuda") for h in (8, 4, 4))
+    flex = DocumentAttention(segments)(0, q, k, v)
+    dense = DocumentAttention(segments, use_flex=False)(0, q, k, v)
+    torch.testing.assert_close(flex, dense, rtol=2e-3, atol=2e-3)

@@ -9,12 +9,13 @@ from typer.testing import CliRunner
 from joulepath.cli import app
 from joulepath.model import load_model
 from joulepath.model.checkpoint import ZOO_MODELS, zoo_path
+from joulepath.model.mtp import load_heads
 from joulepath.quality import golden
 from joulepath.quality.evals import assert_gate, evaluate, gate
 
 # Floors set well below the measured full test-split numbers (RESULTS.md), so the CI slice fails only
 # when a model or the engine really regresses.
-EASY_FLOOR = {"jp-small": 0.4, "jp-large": 0.15}  # measured: 0.603 and 0.275 (RESULTS.md)
+EASY_FLOOR = {"jp-small": 0.4, "jp-large": 0.7}  # measured on the full test split: see RESULTS.md
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
@@ -25,7 +26,17 @@ def test_zoo_folder_is_complete_and_small(name: str) -> None:
     assert "## Evaluation" in (folder / "README.md").read_text()
     assert json.loads((folder / "config.json").read_text())["model_type"] == "llama"
     total = sum(p.stat().st_size for n in ZOO_MODELS for p in zoo_path(n).iterdir())
-    assert total < 60e6
+    assert total < 120e6  # bf16 weights: the bound for the shipped zoo
+
+
+def test_jp_large_is_memory_bound_here_and_ships_its_heads() -> None:
+    large = load_model("jp-large")
+    fp32_bytes = 4 * sum(p.numel() for p in large.model.parameters())
+    assert fp32_bytes > 32 * 2**20  # more than this CPU's 32 MB L3: decode streams weights from DRAM
+    heads = load_heads(zoo_path("jp-large"))
+    assert heads is not None and heads.cfg.d_model == large.config.d_model
+    small = load_model("jp-small")
+    assert small.tokenizer.encode("What is 12 + 7?") == large.tokenizer.encode("What is 12 + 7?")  # a usable draft
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +54,10 @@ def test_gates_between_the_tiers(easy_slice) -> None:  # type: ignore[no-untyped
     small = evaluate(load_model("jp-small"), easy_slice)
     assert gate(small, evaluate(load_model("jp-small"), easy_slice), exact=True).passed  # deterministic
     large = evaluate(load_model("jp-large"), easy_slice)
-    verdict = gate(small, large, max_drop_points=1.0)
-    assert verdict.passed == (100 * (small.accuracy - large.accuracy) <= 1.0)
-    if not verdict.passed:  # as shipped, jp-large is below jp-small: the gate says so, cell by cell
-        with pytest.raises(AssertionError, match="FAIL accuracy gate"):
-            assert_gate(small, large, max_drop_points=1.0)
+    assert large.accuracy > small.accuracy  # the large tier is the better one: routing has a decision to make
+    assert gate(small, large, max_drop_points=1.0).passed
+    with pytest.raises(AssertionError, match="FAIL accuracy gate"):  # and the small one loses quality, cell by cell
+        assert_gate(large, small, max_drop_points=1.0)
 
 
 def test_generate_answers_out_of_the_box() -> None:

@@ -14,13 +14,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from joulepath.engine import RequestRecord
-from joulepath.execute import LocalComparison, LocalRun, RatioSpread, ServedRequest
 from joulepath.report.html import config_table, render_report, summary_text
 from joulepath.report.result_json import result_to_dict, write_json_atomic, write_result
 from joulepath.report.telemetry import write_telemetry
 from joulepath.report.wording import NO_DIFFERENCE, ratio_verdict, times_phrase
-from joulepath.run import RunResult, run
+from joulepath.results import LocalComparison, LocalRun, RatioSpread, RequestRecord, RunResult, ServedRequest
+from joulepath.run import run
 from joulepath.scenario import parse_scenario
 
 ESTIMATED = "estimated:cpu-utilisation x 4.38 W/core (catalog)"

@@ -6,7 +6,6 @@ to it. Same engine, same model, same requests: the baseline is the engine with m
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, RequestRecord, SamplingParams
 from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
+from joulepath.serving.frontend import Arrival, Frontend, Request
 from joulepath.workload import SyntheticParams, Trace, generate, read_azure_csv
 
 AZURE = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "azure_llm_inference_2023_conv.csv"
@@ -48,23 +48,16 @@ def make_workload(
 
 
 def serve(loaded: LoadedModel, work: Workload, config: EngineConfig) -> tuple[list[RequestRecord], float, float]:
-    """Replay arrivals in real time; returns records, makespan (s) and energy (J)."""
-    engine = Engine(loaded, config, meter=auto_meter())
-    order = list(range(len(work.prompts)))
-    t0 = time.perf_counter()
-    while order or engine.has_work():
-        now = time.perf_counter() - t0
-        while order and work.arrival_s[order[0]] <= now:
-            i = order.pop(0)
-            engine.add_request(
-                work.prompts[i], SamplingParams(max_tokens=work.max_tokens[i], ignore_eos=True), request_id=f"r{i}"
-            )
-        if engine.has_work():
-            engine.step()
-        elif order:
-            time.sleep(max(0.0, work.arrival_s[order[0]] - now))
-    makespan = time.perf_counter() - t0
-    return engine.records, makespan, sum(r.energy_j for r in engine.records)
+    """Replay arrivals in real time through the serving frontend; returns records (in the order they
+    finished), makespan (s) and energy (J: the requests' shares of the engine steps, idle excluded)."""
+    frontend = Frontend(Engine(loaded, config, meter=auto_meter()))
+    arrivals = [
+        Arrival(t, Request(tuple(p), SamplingParams(max_tokens=m, ignore_eos=True), request_id=f"r{i}"))
+        for i, (t, p, m) in enumerate(zip(work.arrival_s, work.prompts, work.max_tokens, strict=True))
+    ]
+    result = frontend.replay(arrivals)
+    records = [r.record for r in result.responses if r.record is not None]
+    return records, result.wall_s, sum(r.energy_j for r in records)
 
 
 def summarise(records: list[RequestRecord], makespan_s: float, energy_j: float) -> dict[str, Any]:

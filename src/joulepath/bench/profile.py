@@ -13,9 +13,10 @@ from typing import Any
 
 from joulepath.bench.common import machine, write_result
 from joulepath.model import load_model
-from joulepath.profile import HotPathProfile, profile_engine
+from joulepath.profile import profile_engine
 from joulepath.quality import golden
 from joulepath.quality.tasks import chat_prompt
+from joulepath.results import HotPathProfile
 
 
 def run(model: str, per_cell: int, repeats: int) -> tuple[HotPathProfile, dict[str, Any]]:

@@ -13,16 +13,20 @@ the full run is what RESULTS.md records.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict
 from typing import Any
 
 from joulepath.bench.common import machine, write_result
 from joulepath.model import load_model
+from joulepath.model.checkpoint import zoo_path
+from joulepath.model.mtp import load_heads
 from joulepath.quality import golden
 from joulepath.quality.align import AlignConfig, align, behaviour, make_pairs
-from joulepath.quality.evals import EvalReport, evaluate
+from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length
 from joulepath.quality.tasks import LEVELS
+from joulepath.quality.zoo import TRAINING_FILE
 from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set
 
 
@@ -47,6 +51,11 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     easy_medium = {
         name: (m["by_level"]["easy"] + m["by_level"]["medium"]) / 2 for name, m in models.items()
     }  # cells are equal-sized, so the mean of the two levels is the accuracy on both
+    large = load_model("jp-large")
+    heads = load_heads(zoo_path("jp-large"))
+    dev = evaluate(large, golden.load("dev", per_cell=2 if quick else 10))
+    mtp_accepted = mean_accepted_length(large, heads, dev) if heads is not None else None
+    training = json.loads((zoo_path("jp-large") / TRAINING_FILE).read_text(encoding="utf-8"))
     held_out = load_safety_set("test")
     guard = {
         "rules_only": guard_rates(Guard(GuardPolicy(semantic=False)), held_out),
@@ -61,6 +70,7 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     before = behaviour(loaded, examples, unsafe, safe)
     pairs = make_pairs(loaded, cfg, forbidden)
     after = behaviour(align(loaded, pairs, cfg), examples, unsafe, safe)
+    shipped = behaviour(large, examples[:0], unsafe, safe)  # the shipped jp-large's refusals (aligned, docs/quality.md)
     return {
         "benchmark": "quality",
         "quick": quick,
@@ -82,6 +92,17 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
         "guard_unsafe_block_rate": guard["rules_and_semantic"]["unsafe_block_rate"],
         "guard_safe_false_positive_rate": guard["rules_and_semantic"]["safe_false_positive_rate"],
         "dpo_accuracy_delta": 100 * (after.accuracy - before.accuracy),  # percentage points
+        "jp_large_hard_accuracy": models["jp-large"]["by_level"]["hard"],
+        "jp_small_medium_hard_accuracy": (
+            models["jp-small"]["by_level"]["medium"] + models["jp-small"]["by_level"]["hard"]
+        )
+        / 2,
+        "mtp_mean_accepted": mtp_accepted,  # tokens per verification step, golden dev answers (measured)
+        "aligned_unsafe_refusal_rate": shipped.refusal_unsafe,
+        "aligned_safe_refusal_rate": shipped.refusal_safe,
+        "train_tokens_per_s_gpu": training.get("tokens_per_s"),  # recorded when the weights were trained
+        "train_gpu_busy_fraction": training.get("gpu_busy_fraction"),
+        "train_provenance": f"measured:{training.get('machine', 'unknown')} at training time ({TRAINING_FILE})",
         "seconds": time.perf_counter() - t0,
     }
 
@@ -107,6 +128,15 @@ def report(r: dict[str, Any]) -> None:
     ):
         print(f"  {label:16s} {100 * d['before'][key]:5.1f}% -> {100 * d['after'][key]:5.1f}%")
     print(f"  accuracy delta {r['dpo_accuracy_delta']:+.1f} points")
+    print(
+        f"shipped jp-large refuses {100 * r['aligned_unsafe_refusal_rate']:.1f}% of held-out unsafe and "
+        f"{100 * r['aligned_safe_refusal_rate']:.1f}% of safe requests; MTP heads accept "
+        f"{r['mtp_mean_accepted'] or 0:.2f} tokens per step (measured here)"
+    )
+    print(
+        f"training (recorded with the weights): {r['train_tokens_per_s_gpu'] or 0:,.0f} tokens/s, "
+        f"GPU busy {100 * (r['train_gpu_busy_fraction'] or 0):.1f}% ({r['train_provenance']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

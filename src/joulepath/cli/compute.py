@@ -6,10 +6,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from joulepath.cli import JsonFlag, _guard, _print_json, app, bench_app, console, err_console
+from joulepath.cli.common import JsonFlag, app, bench_app, console, guarded, print_json, progress
+from joulepath.cli.tables import Col, fit_table, num
 
 MODEL_HELP = "Zoo model (jp-small, jp-large), a Hugging Face model folder or dummy:PRESET."
 
@@ -45,14 +44,14 @@ def generate_cmd(
         params = SamplingParams(max_tokens, temperature, top_k, top_p, seed, tuple(stop or ()))
         return Engine(loaded), text, params
 
-    engine, text, params = _guard(prepare)
+    engine, text, params = guarded(prepare)
     stream = engine.stream(text, params)
-    pieces = _guard(lambda: list(stream) if json_out else _echo(stream))
+    pieces = guarded(lambda: list(stream) if json_out else _echo(stream))
     record = engine.records[-1]
     decode_s = record.e2e_s - record.ttft_s
     tok_s = (record.output_tokens - 1) / decode_s if record.output_tokens > 1 and decode_s > 0 else 0.0
     if json_out:
-        _print_json({"text": "".join(pieces), "record": record, "decode_tokens_per_s": tok_s, "model": model})
+        print_json({"text": "".join(pieces), "record": record, "decode_tokens_per_s": tok_s, "model": model})
         return
     console.print()
     if record.capped_max_tokens is not None:
@@ -104,26 +103,40 @@ def bench_batch(
 def train_cmd(
     out: Annotated[Path, typer.Option(help="Output folder (resumes if it holds a checkpoint).")],
     preset: Annotated[str, typer.Option(help="Zoo shape: jp-small or jp-large.")] = "jp-small",
-    steps: Annotated[int, typer.Option(help="Optimizer steps.")] = 2000,
-    tokens_per_step: Annotated[int, typer.Option(help="Padded tokens per optimizer step.")] = 4096,
+    steps: Annotated[int, typer.Option(min=1, help="Optimizer steps.")] = 2000,
+    tokens_per_step: Annotated[int, typer.Option(min=1, help="Packed tokens per optimizer step.")] = 4096,
+    seq_len: Annotated[int, typer.Option(min=16, help="Packed row length, tokens.")] = 2048,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
+    mtp_heads: Annotated[int, typer.Option(min=0, help="Medusa heads trained alongside (0: none).")] = 0,
     seed: Annotated[int, typer.Option(help="Data and init seed.")] = 0,
 ) -> None:
-    """Train a zoo model on the task suite (AdamW, cosine, clipping, checkpoints, resume)."""
+    """Train a zoo model on the task suite and the safety set's training split (packed rows made ahead,
+    AdamW, cosine, clipping, checkpoints, resume); the GPU run is benchmarks/zoo_train_gpu.py."""
     from joulepath.quality.train import TrainConfig, train
+    from joulepath.serving.guard import load_safety_set
 
-    cfg = _guard(lambda: TrainConfig(preset=preset, steps=steps, tokens_per_step=tokens_per_step, lr=lr, seed=seed))
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
-        task = bar.add_task("training", total=steps)
+    cfg = guarded(
+        lambda: TrainConfig(
+            preset=preset, steps=steps, tokens_per_step=tokens_per_step, seq_len=seq_len, lr=lr, mtp_heads=mtp_heads,
+            seed=seed, log_every=1,
+        )
+    )  # fmt: skip
+    rows = load_safety_set("train")
+    safety = (
+        tuple(r["text"] for r in rows if r["label"] == "unsafe"),
+        tuple(r["text"] for r in rows if r["label"] == "safe"),
+    )
+    with progress() as bar:
+        task = bar.add_task("making packed rows", total=steps)
 
         def show(s: Any) -> None:
             bar.update(
                 task,
                 completed=s.step,
-                description=f"step {s.step}/{steps} loss {s.loss:.3f} {s.tokens_per_s:,.0f} tok/s",
+                description=f"step {s.step}/{s.total_steps} loss {s.loss:.3f} {s.tokens_per_s:,.0f} tok/s",
             )
 
-        _guard(lambda: train(cfg, out, show))
+        guarded(lambda: train(cfg, out, show, safety=safety))
     console.print(f"saved {preset} to {out}")
 
 
@@ -139,15 +152,15 @@ def eval_cmd(
     from joulepath.quality import golden as golden_sets
     from joulepath.quality.evals import evaluate
 
-    loaded = _guard(lambda: load_model(model))
-    examples = _guard(lambda: golden_sets.load(golden, per_cell=per_cell))
-    report = _guard(lambda: evaluate(loaded, examples))  # e.g. a golden prompt longer than the context
+    loaded = guarded(lambda: load_model(model))
+    examples = guarded(lambda: golden_sets.load(golden, per_cell=per_cell))
+    report = guarded(lambda: evaluate(loaded, examples))  # e.g. a golden prompt longer than the context
     if json_out:
         cells = [
             {"skill": c.skill, "level": c.level, "n": c.n, "correct": c.correct, "accuracy": c.accuracy, "ci95": c.ci95}
             for c in report.cells
         ]
-        _print_json(
+        print_json(
             {
                 "model": model,
                 "golden": golden,
@@ -160,15 +173,15 @@ def eval_cmd(
             }
         )
         return
-    table = Table(title=f"{model} on golden/{golden}: {100 * report.accuracy:.1f} % exact match")
-    for col in ("skill", "level", "n", "accuracy", "95 % interval"):
-        table.add_column(col, justify="right" if col not in ("skill", "level") else "left")
-    for c in report.cells:
-        lo, hi = c.ci95
-        table.add_row(c.skill, c.level, str(c.n), f"{100 * c.accuracy:.1f} %", f"{100 * lo:.0f}-{100 * hi:.0f} %")
-    console.print(table)
+    cols = (Col("skill", left=True), Col("level", left=True), Col("n"), Col("accuracy"), Col("95 % interval"))
+    rows = [
+        (c.skill, c.level, str(c.n), f"{100 * c.accuracy:.1f} %", f"{100 * c.ci95[0]:.0f}-{100 * c.ci95[1]:.0f} %")
+        for c in report.cells
+    ]
+    title = f"{model} on golden/{golden}: {100 * report.accuracy:.1f} % exact match"
+    console.print(fit_table(console, cols, rows, title=title))
     console.print(
-        f"{report.output_tokens} tokens in {report.seconds:.1f} s, {report.j_per_token:.3g} J/token "
+        f"{report.output_tokens} tokens in {report.seconds:.1f} s, {num(report.j_per_token, 'J/token')} "
         f"({report.energy_provenance})"
     )
 
@@ -194,14 +207,16 @@ def align_cmd(
     from joulepath.report.result_json import write_json_atomic
     from joulepath.serving.guard import load_safety_set
 
-    cfg = _guard(lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight, refusal_share=refusal_share))
-    loaded = _guard(lambda: load_model(model))
+    cfg = guarded(
+        lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight, refusal_share=refusal_share)
+    )
+    loaded = guarded(lambda: load_model(model))
     forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
     held_out = load_safety_set("test")
     unsafe = [r["text"] for r in held_out if r["label"] == "unsafe"]
     safe = [r["text"] for r in held_out if r["label"] == "safe"]
     examples = golden.load("test", per_cell=per_cell)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=err_console) as bar:
+    with progress() as bar:
         task = bar.add_task("measuring the reference model", total=steps)
         before = behaviour(loaded, examples, unsafe, safe)
         bar.update(task, description="making preference pairs")
@@ -210,7 +225,7 @@ def align_cmd(
         def show(s: Any) -> None:
             bar.update(task, completed=s.step, description=f"DPO step {s.step}/{steps} loss {s.loss:.3f}")
 
-        aligned = _guard(lambda: align(loaded, pairs, cfg, show))
+        aligned = guarded(lambda: align(loaded, pairs, cfg, show))
         bar.update(task, description="measuring the aligned model")
         after = behaviour(aligned, examples, unsafe, safe)
     report = AlignmentReport(
@@ -220,18 +235,20 @@ def align_cmd(
     payload = {**asdict(report), "accuracy_delta_points": report.accuracy_delta_points, "model": model}
     write_json_atomic(out / "alignment.json", payload)
     if json_out:
-        _print_json(payload)
+        print_json(payload)
         return
-    table = Table(title=f"DPO on {model}: {len(pairs)} pairs, beta {beta}, {steps} steps")
-    for col in ("", "before", "after"):
-        table.add_column(col, justify="right")
-    for name, field_ in (
-        ("golden accuracy", "accuracy"),
-        ("refuses unsafe", "refusal_unsafe"),
-        ("refuses safe", "refusal_safe"),
-    ):
-        table.add_row(name, f"{100 * getattr(before, field_):.1f} %", f"{100 * getattr(after, field_):.1f} %")
-    console.print(table)
+    rows = [
+        (name, f"{100 * getattr(before, field_):.1f} %", f"{100 * getattr(after, field_):.1f} %")
+        for name, field_ in (
+            ("golden accuracy", "accuracy"),
+            ("refuses unsafe", "refusal_unsafe"),
+            ("refuses safe", "refusal_safe"),
+        )
+    ]
+    cols = (Col("", left=True), Col("before"), Col("after"))
+    console.print(
+        fit_table(console, cols, rows, title=f"DPO on {model}: {len(pairs)} pairs, beta {beta}, {steps} steps")
+    )
     console.print(f"accuracy {report.accuracy_delta_points:+.1f} points; saved to {out}")
 
 
@@ -248,7 +265,7 @@ def guard_cmd(
     guard = Guard(GuardPolicy(semantic=semantic))
     decision = guard.check_output(text) if output else guard.check_input(text)
     if json_out:
-        _print_json(
+        print_json(
             {"action": decision.action, "text": decision.text, "rules": list(decision.rules), "score": decision.score}
         )
         return
@@ -272,23 +289,37 @@ def profile_cmd(
     from joulepath.quality import golden
     from joulepath.quality.tasks import chat_prompt
 
-    loaded = _guard(lambda: load_model(model))
+    loaded = guarded(lambda: load_model(model))
     prompts = [chat_prompt(e) for e in golden.load("dev", per_cell=per_cell)]
-    prof = _guard(lambda: profile_engine(loaded, prompts, config=EngineConfig(max_batch=max_batch)))
+    prof = guarded(lambda: profile_engine(loaded, prompts, config=EngineConfig(max_batch=max_batch)))
     if json_out:
-        _print_json({**asdict(prof), "advice": [{**asdict(a), "line": a.line()} for a in prof.advice]})
+        print_json({**asdict(prof), "advice": [{**asdict(a), "line": a.line()} for a in prof.advice]})
         return
-    table = Table(title=f"hot paths: {model}, {len(prompts)} requests, {prof.wall_s:.2f} s, {prof.energy_j:.1f} J")
-    for col in ("class", "time", "share", "energy J", "bound", "roofline eff."):
-        table.add_column(col, justify="left" if col in ("class", "bound") else "right")
-    for c in prof.classes:
-        eff = f"{100 * c.roofline_efficiency:.0f} %" if c.roofline_efficiency is not None else "-"
-        table.add_row(c.name, f"{c.time_s:.3f} s", f"{100 * c.share:.1f} %", f"{c.energy_j:.2f}", c.bound, eff)
-    console.print(table)
+    cols = (
+        Col("class", left=True),
+        Col("time"),
+        Col("share"),
+        Col("energy"),
+        Col("bound", left=True),
+        Col("roofline\nefficiency", drop=1),
+    )
+    rows = [
+        (
+            c.name,
+            num(1e3 * c.time_s, "ms"),
+            f"{100 * c.share:.1f} %",
+            num(c.energy_j, "J"),
+            c.bound.removesuffix("-bound"),  # compute, memory or host
+            "-" if c.roofline_efficiency is None else f"{100 * c.roofline_efficiency:.0f} %",
+        )
+        for c in prof.classes
+    ]
+    title = f"hot paths: {model}, {len(prompts)} requests, {num(prof.wall_s, 's')}, {num(prof.energy_j, 'J')}"
+    console.print(fit_table(console, cols, rows, title=title))
     console.print(
         f"attributed {100 * prof.attributed_fraction:.1f} % of measured time; profiler overhead "
         f"{100 * prof.overhead_fraction:+.1f} %; energy: {prof.energy_provenance}, split by time (estimated); "
-        f"limits: {prof.limits.peak_flops / 1e9:.0f} GFLOP/s, {prof.limits.bandwidth_bytes_s / 1e9:.1f} GB/s "
+        f"limits: {num(prof.limits.peak_flops / 1e9, 'GFLOP/s')}, {num(prof.limits.bandwidth_bytes_s / 1e9, 'GB/s')} "
         f"({prof.limits.provenance})"
     )
     for a in prof.advice:

@@ -7,13 +7,16 @@ import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from joulepath.cli import JsonFlag, _guard, _print_json, app, console
+from joulepath.cli.common import JsonFlag, app, console, guarded, print_json
+from joulepath.cli.tables import Col, fit_table, num
 from joulepath.scenario import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from joulepath.facility import TwinMetrics, TwinResult
 
 
 def _twin_inputs(scenario: Scenario, it_csv: Path | None) -> tuple[Any, Any, float]:
@@ -112,58 +115,54 @@ def twin_cmd(
     from joulepath.facility import run_twin
     from joulepath.report.result_json import facility_to_dict
 
-    scenario = _guard(lambda: load_scenario(scenario_path))
+    scenario = guarded(lambda: load_scenario(scenario_path))
 
-    def simulate() -> list[Any]:
+    def simulate() -> list[TwinResult]:
         board, clock, design = _twin_inputs(scenario, it_csv)
         configs = [scenario.facility.config(), *([_variant(scenario, compare)] if compare else [])]
         return [run_twin(cfg, board, clock, design_board_w=design) for cfg in configs]
 
-    results = _guard(simulate)
+    results = guarded(simulate)
     if json_out:
-        _print_json([facility_to_dict(r) for r in results])
+        print_json([facility_to_dict(r) for r in results])
         return
     _print_twin(results)
 
 
-def _print_twin(results: list[Any]) -> None:
-    table = Table(
-        title="facility twin (estimated)",
-        caption=f"weather: {results[0].weather_source}; grid: {results[0].grid_source}",
-    )
-    table.add_column("metric")
-    for r in results:
-        table.add_column(r.config.name, justify="right")
+def _print_twin(results: list[TwinResult]) -> None:
+    cols = [Col("metric", left=True, wrap=True), *(Col(r.config.name, wrap=True) for r in results)]
     if len(results) == 2:
-        table.add_column("change", justify="right")
-    rows: list[tuple[str, Callable[[Any], float], str]] = [
-        ("PUE", lambda m: m.pue, "{:.3f}"),
-        ("TUE", lambda m: m.tue, "{:.3f}"),
-        ("WUE, L/kWh", lambda m: m.wue_l_per_kwh, "{:.2f}"),
-        ("IT energy, MWh", lambda m: m.it_energy_j / 3.6e9, "{:,.1f}"),
-        ("facility energy, MWh", lambda m: m.facility_energy_j / 3.6e9, "{:,.1f}"),
+        cols.append(Col("change"))
+    rows: list[tuple[str, Callable[[TwinMetrics], float], Callable[[float], str]]] = [
+        ("PUE", lambda m: m.pue, "{:.3f}".format),
+        ("TUE", lambda m: m.tue, "{:.3f}".format),
+        ("WUE, L/kWh", lambda m: m.wue_l_per_kwh, "{:.2f}".format),
+        ("IT energy, MWh", lambda m: m.it_energy_j / 3.6e9, num),
+        ("facility energy, MWh", lambda m: m.facility_energy_j / 3.6e9, num),
         (
             "cooling, MWh",
             lambda m: (
                 sum(v for k, v in m.energy_by_subsystem_j.items() if k not in ("chain_loss", "aux_power")) / 3.6e9
             ),
-            "{:,.1f}",
+            num,
         ),
-        ("power-chain losses, MWh", lambda m: m.energy_by_subsystem_j["chain_loss"] / 3.6e9, "{:,.1f}"),
-        ("water, m3", lambda m: m.water_l / 1e3, "{:,.1f}"),
-        ("carbon, t CO2", lambda m: m.carbon_g / 1e6, "{:,.1f}"),
-        ("cost, kUSD", lambda m: m.cost_usd / 1e3, "{:,.1f}"),
-        ("peak grid draw, MW", lambda m: m.peak_grid_w / 1e6, "{:,.2f}"),
-        ("free cooling, % of heat", lambda m: 100 * m.free_cooling_frac, "{:.0f}"),
-        ("inlet outside 18-27 C, steps", lambda m: m.inlet_violation_steps, "{:.0f}"),
+        ("power-chain losses, MWh", lambda m: m.energy_by_subsystem_j["chain_loss"] / 3.6e9, num),
+        ("water, m3", lambda m: m.water_l / 1e3, num),
+        ("carbon, t CO2", lambda m: m.carbon_g / 1e6, num),
+        ("cost, kUSD", lambda m: m.cost_usd / 1e3, num),
+        ("peak grid draw, MW", lambda m: m.peak_grid_w / 1e6, num),
+        ("free cooling, % of heat", lambda m: 100 * m.free_cooling_frac, "{:.0f}".format),
+        ("inlet outside 18-27 C, steps", lambda m: m.inlet_violation_steps, "{:.0f}".format),
     ]
-    for name, get, fmt in rows:
+    cells = []
+    for name, get, show in rows:
         values = [get(r.metrics) for r in results]
-        cells = [fmt.format(v) for v in values]
+        row = [name, *(show(v) for v in values)]
         if len(values) == 2:
-            cells.append(f"{100 * (values[1] / values[0] - 1):+.1f} %" if values[0] else "-")
-        table.add_row(name, *cells)
-    console.print(table)
+            row.append(f"{100 * (values[1] / values[0] - 1):+.1f} %" if values[0] else "-")
+        cells.append(row)
+    console.print(fit_table(console, cols, cells, title="facility twin (estimated)"))
+    console.print(f"weather: {results[0].weather_source}; grid: {results[0].grid_source}", highlight=False)
     for r in results:
         for w in r.warnings:
             console.print(f"[yellow]{r.config.name}:[/] {w}")

@@ -1,9 +1,14 @@
 """The engine: requests in, tokens out, one scheduler step at a time.
 
-Data flow per step: Scheduler.schedule() -> runner.run_step() (one forward over paged KV) -> sample
-each sequence that finished its prompt -> stop checks -> per-request records. Each step runs inside a
-meter window; the window's joules are shared across the step's requests by the ledger's rule
-(tokens processed), so every finished request carries its energy and that energy's provenance.
+Data flow per step: Scheduler.schedule() -> ScheduledChunks -> runner.run_step() (one forward over
+paged KV) -> sample each chunk that ends a prompt -> EOS/length checks -> StepOutputs (token ids and
+finish flags, no text) and per-request records. Each step runs inside a meter window; the window's
+joules are shared across the step's requests by the ledger's rule (tokens processed), so every finished
+request carries its energy and that energy's provenance.
+
+Text is made outside the step (`engine/detokenize.py`: incremental, stop strings on the new text only)
+by whoever drives the engine: `generate`/`stream` here, `joulepath.serving.frontend` for serving. A stop
+string found there ends the request through `finish_request`.
 
     >>> from joulepath.model import load_model
     >>> engine = Engine(load_model("dummy:tiny-llama"))
@@ -23,13 +28,15 @@ from dataclasses import dataclass
 import torch
 
 from joulepath.engine.context import check_prompt_fits, context_tokens, model_label, output_room
+from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
-from joulepath.engine.scheduler import Schedule, Scheduler, SchedulerConfig, Sequence, Status
+from joulepath.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig, Sequence, Status
 from joulepath.engine.scopes import scope
 from joulepath.meter import Meter, attribute, auto_meter
 from joulepath.model.checkpoint import LoadedModel
+from joulepath.results import RequestRecord  # the result type: report reads it without the engine
 
 PRIORITY = {"interactive": 0, "batch": 1}
 
@@ -48,23 +55,6 @@ class EngineConfig:
 
 
 @dataclass(frozen=True)
-class RequestRecord:
-    """What one finished request cost. Times in seconds; energy with its provenance."""
-
-    request_id: str
-    prompt_tokens: int
-    output_tokens: int
-    ttft_s: float  # arrival -> first output token
-    tpot_s: float  # mean time per output token after the first
-    e2e_s: float
-    energy_j: float
-    energy_provenance: str
-    finish_reason: str
-    preemptions: int
-    capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
-
-
-@dataclass(frozen=True)
 class Completion:
     request_id: str
     text: str
@@ -74,9 +64,11 @@ class Completion:
 
 @dataclass(frozen=True)
 class StepOutput:
+    """What one request produced in a step: a token id, and whether the engine ended it (EOS, stop id or
+    length; stop strings are found outside the engine, on the text)."""
+
     request_id: str
-    new_token: int | None
-    text_delta: str
+    token_id: int
     finished: bool
 
 
@@ -96,6 +88,7 @@ class Engine:
         self._seqs: dict[str, Sequence] = {}
         self._provenance = "none"
         self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
+        self._records: dict[str, RequestRecord] = {}
 
     @property
     def context_tokens(self) -> int:
@@ -137,36 +130,33 @@ class Engine:
         return self.scheduler.has_work()
 
     def step(self) -> list[StepOutput]:
-        """Run one scheduler step; returns what each request in it produced."""
+        """Run one scheduler step; returns the token each sampling request produced (no text)."""
         with scope("scheduler"):
-            schedule = self.scheduler.schedule()
-            if not schedule.chunks:
+            chunks = self.scheduler.schedule()
+            if not chunks:
                 return []
-            rows = [i for i, s in enumerate(schedule.samples) if s]
         with scope("meter"):
             self.meter.begin("step")
-        logits = run_step(self.loaded.model, self.cache, schedule.chunks, rows)
-        outputs = []
+        logits = run_step(self.loaded.model, self.cache, chunks)  # (sampling chunks, vocab)
         with scope("scheduler"):
-            for seq, chunk in zip(schedule.sequences, schedule.chunks, strict=True):
-                seq.computed = chunk.end
+            for chunk in chunks:
+                chunk.seq.computed = chunk.end
         with scope("sampling+detokenize"):
-            for row, i in enumerate(rows):
-                outputs.append(self._emit(schedule.sequences[i], logits[row]))
+            sampling = [c.seq for c in chunks if c.samples]
+            outputs = [self._emit(seq, logits[row]) for row, seq in enumerate(sampling)]
         with scope("meter"):
             window = self.meter.end("step")
         with scope("scheduler"):
-            self._share_energy(window.total_energy_j, schedule, window.provenance_summary)
+            self._share_energy(window.total_energy_j, chunks, window.provenance_summary)
             for out in outputs:
                 if out.finished:
-                    self.records.append(self._record(self._seqs[out.request_id]))
+                    self._add_record(self._seqs[out.request_id])
         return outputs
 
-    def _share_energy(self, energy_j: float, schedule: Schedule, provenance: str) -> None:
-        tokens = {str(s.seq_id): float(len(c.tokens)) for s, c in zip(schedule.sequences, schedule.chunks, strict=True)}
-        shares = attribute(energy_j, tokens)
-        for seq in schedule.sequences:
-            seq.energy_j += shares[str(seq.seq_id)]
+    def _share_energy(self, energy_j: float, chunks: list[ScheduledChunk], provenance: str) -> None:
+        shares = attribute(energy_j, {str(c.seq.seq_id): float(len(c.token_ids)) for c in chunks})
+        for c in chunks:
+            c.seq.energy_j += shares[str(c.seq.seq_id)]
         self._provenance = provenance
 
     def _emit(self, seq: Sequence, logits: torch.Tensor) -> StepOutput:
@@ -177,22 +167,39 @@ class Engine:
         stops = seq.params.stop_token_ids
         if stops is None:
             stops = () if seq.params.ignore_eos else self.loaded.config.eos_token_ids
-        old_text = seq.text
-        full = self.loaded.tokenizer.decode(_text_ids(seq.output_ids, (*self.loaded.config.eos_token_ids, *stops)))
-        reason = None
-        for s in seq.params.stop:
-            cut = full.find(s)
-            if cut >= 0:
-                full, reason = full[:cut], "stop"
-        if reason is None and token in stops:
-            reason = "stop"
-        if reason is None and len(seq.output_ids) >= seq.params.max_tokens:
-            reason = "length"
-        seq.text = full
+        reason = "stop" if token in stops else "length" if len(seq.output_ids) >= seq.params.max_tokens else None
         if reason:
             self.scheduler.finish(seq, reason, now)
-        delta = full[len(old_text) :] if full.startswith(old_text) else full
-        return StepOutput(seq.request_id, token, delta, reason is not None)
+        return StepOutput(seq.request_id, token, reason is not None)
+
+    def finish_request(self, request_id: str, reason: str) -> None:
+        """End a request from outside the step (a stop string found in its text; later: a client gone).
+        Its KV blocks are freed now and its record is written; a finished request is left as it is."""
+        seq = self._seqs[request_id]
+        if seq.status is Status.FINISHED:
+            return
+        self.scheduler.finish(seq, reason, time.perf_counter())
+        self._add_record(seq)
+
+    def _add_record(self, seq: Sequence) -> None:
+        record = self._record(seq)
+        self.records.append(record)
+        self._records[seq.request_id] = record
+
+    def text_stage(self) -> TextStage:
+        """A detokenizer set for this engine's tokenizer (EOS ids are never text)."""
+        return TextStage(self.loaded.tokenizer, self.loaded.config.eos_token_ids)
+
+    def step_text(self, texts: TextStage) -> list[TextDelta]:
+        """One step, then its tokens as text, outside the step; a request whose text reached a stop string
+        is finished here. Every request in the step must have been opened in `texts`."""
+        outputs = self.step()
+        with scope("sampling+detokenize"):
+            deltas = [texts.add(o.request_id, o.token_id, o.finished) for o in outputs]
+        for d in deltas:
+            if d.stopped:
+                self.finish_request(d.request_id, "stop")
+        return deltas
 
     def _record(self, seq: Sequence) -> RequestRecord:
         assert seq.first_token_s is not None and seq.finish_s is not None and seq.finish_reason
@@ -212,35 +219,41 @@ class Engine:
         )
 
     def run_until_done(self) -> None:
+        """Serve every queued request to the end (stop strings included: their text is made as they go)."""
+        texts = self._open_texts()
         while self.has_work():
-            self.step()
+            self.step_text(texts)
+
+    def _open_texts(self) -> TextStage:
+        texts = self.text_stage()
+        for seq in self._seqs.values():
+            if seq.status is not Status.FINISHED:
+                texts.open(seq.request_id, seq.params)
+        return texts
 
     def generate(
         self, prompts: list[str] | list[list[int]], params: SamplingParams | None = None, priority: str = "interactive"
     ) -> list[Completion]:
         """Serve all prompts together (continuous batching) and return them in order."""
         ids = [self.add_request(p, params, priority) for p in prompts]
-        self.run_until_done()
-        by_id = {r.request_id: r for r in self.records}
-        return [Completion(i, self._seqs[i].text, list(self._seqs[i].output_ids), by_id[i]) for i in ids]
+        texts = self._open_texts()
+        while self.has_work():
+            self.step_text(texts)
+        return [Completion(i, texts.text_of(i), list(self._seqs[i].output_ids), self._records[i]) for i in ids]
 
     def stream(self, prompt: str | list[int], params: SamplingParams | None = None) -> Iterator[str]:
         """Yield text as it is generated (other queued requests keep being served meanwhile)."""
         rid = self.add_request(prompt, params)
+        texts = self._open_texts()  # requests queued earlier are served meanwhile: their stop strings count too
         while self._seqs[rid].status is not Status.FINISHED:
-            for out in self.step():
-                if out.request_id == rid and out.text_delta:
-                    yield out.text_delta
+            for delta in self.step_text(texts):
+                if delta.request_id == rid and delta.text:
+                    yield delta.text
 
     def record(self, request_id: str) -> RequestRecord:
-        return next(r for r in self.records if r.request_id == request_id)
+        """The record of a finished request."""
+        return self._records[request_id]
 
-    def text_of(self, request_id: str) -> str:
-        """The text generated so far for a request (all of it once finished)."""
-        return self._seqs[request_id].text
-
-
-def _text_ids(output_ids: list[int], marker_ids: tuple[int, ...]) -> list[int]:
-    """The generated ids that are text: end-of-sequence markers (`<|end|>`, `</s>`) and stop ids end a
-    sequence and are never part of its text, even where `ignore_eos` generated past one."""
-    return [i for i in output_ids if i not in marker_ids] if marker_ids else output_ids
+    def output_ids(self, request_id: str) -> list[int]:
+        """The ids generated so far for a request (EOS and stop ids included)."""
+        return list(self._seqs[request_id].output_ids)

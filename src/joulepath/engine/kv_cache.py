@@ -3,6 +3,11 @@ table per sequence, so sequences grow without reserving their maximum length up 
 
 Layout: k, v: (n_layers, n_blocks * block_size, n_kv_heads, head_dim) — a flat slot axis, so a token's
 slot is `block * block_size + offset` and writes/reads are single index ops per layer.
+
+Blocks are reference-counted so that sequences can share them (a prefix cache, a forked sequence, a
+speculative branch): `reserve` takes fresh blocks at count 1, `share`/`fork` add a reference, and
+`release`/`truncate` drop one; a block returns to the pool when its count reaches 0. A shared block is
+read-only by convention: share only full blocks, or let the owner write before anyone shares.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class PagedKVCache:
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self._free = list(range(n_blocks - 1, -1, -1))  # a stack: lowest block ids first
+        self._refs = [0] * n_blocks  # tables holding each block
         self.tables: dict[int, list[int]] = {}
 
     @staticmethod
@@ -74,11 +80,46 @@ class PagedKVCache:
         if need > len(self._free):
             raise KVCacheFull(f"sequence {seq_id} needs {need} blocks, {len(self._free)} free")
         table = self.tables.setdefault(seq_id, [])
-        table.extend(self._free.pop() for _ in range(need))
+        for _ in range(need):
+            block = self._free.pop()
+            self._refs[block] = 1
+            table.append(block)
+
+    def refcount(self, block: int) -> int:
+        """How many sequences' tables hold `block` (0: free)."""
+        return self._refs[block]
+
+    def share(self, seq_id: int, blocks: list[int]) -> None:
+        """Append blocks in use by other sequences to `seq_id`'s table (one more reference each)."""
+        if any(self._refs[b] < 1 for b in blocks):
+            raise ValueError(f"only blocks in use can be shared; free among {blocks}")
+        for b in blocks:
+            self._refs[b] += 1
+        self.tables.setdefault(seq_id, []).extend(blocks)
+
+    def fork(self, parent: int, child: int) -> None:
+        """`child` starts with all of `parent`'s blocks, shared (no copy)."""
+        if self.tables.get(child):
+            raise ValueError(f"sequence {child} already holds blocks; fork into a new sequence")
+        self.share(child, list(self.tables.get(parent, ())))
+
+    def truncate(self, seq_id: int, n_tokens: int) -> None:
+        """Keep only the blocks `seq_id` needs for its first `n_tokens` tokens; drop the rest (rejected
+        draft tokens, a rolled-back branch). Slots of a kept, partly filled block are simply rewritten."""
+        table = self.tables.get(seq_id, [])
+        keep = self.blocks_for(max(0, n_tokens))
+        self._drop(table[keep:])
+        del table[keep:]
 
     def release(self, seq_id: int) -> None:
-        """Return a sequence's blocks to the pool."""
-        self._free.extend(reversed(self.tables.pop(seq_id, [])))
+        """Drop all of a sequence's blocks (each returns to the pool if no other sequence holds it)."""
+        self._drop(self.tables.pop(seq_id, []))
+
+    def _drop(self, blocks: list[int]) -> None:
+        for b in reversed(blocks):  # reversed: the pool hands out the lowest ids first again
+            self._refs[b] -= 1
+            if self._refs[b] == 0:
+                self._free.append(b)
 
     def slots(self, seq_id: int, start: int, n: int) -> Tensor:
         """Flat slot indices of token positions [start, start + n) of `seq_id` (int64, on the cache's device)."""

@@ -1,4 +1,4 @@
-"""The model runner: turns a scheduled batch into one forward pass over paged KV, and the static
+"""The model runner: turns the scheduler's chunks into one forward pass over paged KV, and the static
 batch-1 decode path (contiguous cache, fixed shapes) that `torch.compile` can capture.
 
 Attention goes through `torch.nn.functional.scaled_dot_product_attention`, so FlashAttention /
@@ -7,28 +7,14 @@ memory-efficient kernels run where the device has them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.scheduler import ScheduledChunk
 from joulepath.engine.scopes import scope
 from joulepath.model.transformer import Transformer, causal_mask
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """Tokens [start, start + len(tokens)) of sequence `seq_id` computed in this step."""
-
-    seq_id: int
-    start: int
-    tokens: list[int]
-
-    @property
-    def end(self) -> int:
-        return self.start + len(self.tokens)
 
 
 class PagedAttention:
@@ -38,22 +24,22 @@ class PagedAttention:
     decode tokens share one batched SDPA over keys padded to the longest context; each prefill chunk
     gets its own SDPA with a causal mask offset by the context already cached."""
 
-    def __init__(self, cache: PagedKVCache, chunks: list[Chunk], window: int | None) -> None:
+    def __init__(self, cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None) -> None:
         self.cache = cache
         device = cache.k.device
-        self.write_slots = torch.cat([cache.slots(c.seq_id, c.start, len(c.tokens)) for c in chunks])
-        offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
-        decode = [i for i, c in enumerate(chunks) if len(c.tokens) == 1]
+        self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.token_ids)) for c in chunks])
+        offsets = torch.tensor([0] + [len(c.token_ids) for c in chunks]).cumsum(0).tolist()
+        decode = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
         self.decode_rows = torch.tensor([offsets[i] for i in decode], dtype=torch.int64, device=device)
         self.prefill = [
             (
                 offsets[i],
-                len(c.tokens),
-                cache.slots(c.seq_id, 0, c.end),
-                causal_mask(len(c.tokens), c.end, c.start, window, device),
+                len(c.token_ids),
+                cache.slots(c.seq.seq_id, 0, c.end),
+                causal_mask(len(c.token_ids), c.end, c.start, window, device),
             )
             for i, c in enumerate(chunks)
-            if len(c.tokens) > 1
+            if len(c.token_ids) > 1
         ]
         if decode:
             longest = max(chunks[i].end for i in decode)
@@ -61,7 +47,7 @@ class PagedAttention:
             self.pad_mask = torch.zeros(len(decode), 1, 1, longest, dtype=torch.bool, device=device)  # (B, 1, 1, L)
             for row, i in enumerate(decode):
                 c = chunks[i]
-                self.padded[row, : c.end] = cache.slots(c.seq_id, 0, c.end)
+                self.padded[row, : c.end] = cache.slots(c.seq.seq_id, 0, c.end)
                 self.pad_mask[row, 0, 0, max(0, c.end - window) if window else 0 : c.end] = True
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -89,15 +75,17 @@ class PagedAttention:
 
 
 @torch.inference_mode()
-def run_step(model: Transformer, cache: PagedKVCache, chunks: list[Chunk], sample_rows: list[int]) -> Tensor:
-    """Forward one step; returns logits (len(sample_rows), vocab) for the chunks listed in `sample_rows`
-    (their last token). Every chunk's keys and values land in the cache."""
+def run_step(model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]) -> Tensor:
+    """Forward one step; returns logits (number of sampling chunks, vocab) at the last token of each chunk
+    that samples, in batch order. Every chunk's keys and values land in the cache."""
+    if any(c.draft_tokens for c in chunks):
+        raise NotImplementedError("draft tokens (speculative decoding) are not verified by this runner yet")
     device = cache.k.device
     with scope("kv_cache.plan"):
-        tokens = torch.tensor([t for c in chunks for t in c.tokens], device=device)
+        tokens = torch.tensor([t for c in chunks for t in c.token_ids], device=device)
         positions = torch.cat([torch.arange(c.start, c.end) for c in chunks]).to(device)
         ends = torch.tensor([c.end - c.start for c in chunks]).cumsum(0) - 1
-        rows = ends[sample_rows].to(device)
+        rows = ends[[i for i, c in enumerate(chunks) if c.samples]].to(device)
         attend = PagedAttention(cache, chunks, model.cfg.sliding_window)
     with scope("model.forward"):
         return model(tokens, positions, attend, logit_rows=rows)

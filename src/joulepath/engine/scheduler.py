@@ -5,6 +5,9 @@ sequence, then prefill chunks (running ones first, then admitted waiting ones) u
 budget. Admission is by KV budget: a sequence enters only if its next chunk's blocks are free. When a
 running sequence cannot grow, the lowest-priority, latest-arrived running sequence is preempted: its
 blocks are freed and it waits to be recomputed (prompt and output so far), as vLLM does by default.
+
+The hand-off to the runner is a list of `ScheduledChunk`s: what to compute for which sequence, and
+whether the step samples from it.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from enum import Enum
 import torch
 
 from joulepath.engine.kv_cache import PagedKVCache
-from joulepath.engine.runner import Chunk
 from joulepath.engine.sampling import SamplingParams
 
 
@@ -45,7 +47,6 @@ class Sequence:
     finish_reason: str | None = None
     preemptions: int = 0
     energy_j: float = 0.0
-    text: str = ""
 
     @property
     def all_ids(self) -> list[int]:
@@ -67,13 +68,22 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """One step's work: chunks in batch order, and which of them end a prompt (so they sample)."""
+class ScheduledChunk:
+    """Positions [start, start + len(token_ids)) of `seq` to compute in this step (a prefill chunk, or one
+    decode token). The runner writes their keys/values to the cache and returns logits for the chunks
+    that sample."""
 
-    chunks: list[Chunk]
-    sequences: list[Sequence]
-    samples: list[bool]
-    preempted: list[Sequence]
+    seq: Sequence
+    start: int  # position of token_ids[0] in the sequence (tokens before it have KV in the cache)
+    token_ids: tuple[int, ...]
+    samples: bool  # the chunk reaches the end of the sequence's known tokens: sample the next one
+    # Speculative decoding (later): proposed tokens verified in the same forward. The runner refuses
+    # them until that exists, so a scheduler that fills this cannot be silently ignored.
+    draft_tokens: tuple[int, ...] = ()
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.token_ids)
 
 
 class Scheduler:
@@ -94,21 +104,19 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running)
 
-    def schedule(self) -> Schedule:
+    def schedule(self) -> list[ScheduledChunk]:
+        """The next step's chunks, in batch order; blocks for them are reserved in the cache."""
         self.running.sort(key=Sequence.order_key)
         self.waiting.sort(key=Sequence.order_key)
         budget = self.config.max_tokens_per_step
-        chunks: list[Chunk] = []
-        seqs: list[Sequence] = []
-        samples: list[bool] = []
-        preempted: list[Sequence] = []
+        chunks: list[ScheduledChunk] = []
         for seq in list(self.running):  # decode tokens and unfinished prefills, highest priority first
             if seq.status is not Status.RUNNING or budget <= 0:
                 continue
             n = 1 if seq.pending == 1 else min(seq.pending, budget)
-            if not self._make_room(seq, seq.computed + n, preempted):
+            if not self._make_room(seq, seq.computed + n):
                 continue
-            self._add_chunk(seq, n, chunks, seqs, samples)
+            chunks.append(_chunk(seq, n))
             budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
             seq = self.waiting[0]
@@ -119,23 +127,16 @@ class Scheduler:
             seq.status = Status.RUNNING
             self.running.append(seq)
             self.cache.reserve(seq.seq_id, seq.computed + n)
-            self._add_chunk(seq, n, chunks, seqs, samples)
+            chunks.append(_chunk(seq, n))
             budget -= n
-        return Schedule(chunks, seqs, samples, preempted)
+        return chunks
 
-    def _add_chunk(self, seq: Sequence, n: int, chunks: list[Chunk], seqs: list[Sequence], samples: list[bool]) -> None:
-        ids = seq.all_ids
-        chunks.append(Chunk(seq.seq_id, seq.computed, ids[seq.computed : seq.computed + n]))
-        seqs.append(seq)
-        samples.append(seq.computed + n == len(ids))
-
-    def _make_room(self, seq: Sequence, total_tokens: int, preempted: list[Sequence]) -> bool:
+    def _make_room(self, seq: Sequence, total_tokens: int) -> bool:
         """Reserve blocks for `seq`, preempting lower-priority running sequences if needed.
         Returns False if `seq` itself had to be preempted."""
         while self.cache.extra_blocks(seq.seq_id, total_tokens) > self.cache.free_blocks:
             victim = max(self.running, key=Sequence.order_key)
             self._preempt(victim)
-            preempted.append(victim)
             if victim is seq:
                 return False
         self.cache.reserve(seq.seq_id, total_tokens)
@@ -160,3 +161,9 @@ class Scheduler:
             self.finish(seq, reason, now())
         self.waiting.clear()
         return out
+
+
+def _chunk(seq: Sequence, n: int) -> ScheduledChunk:
+    """The next `n` uncomputed tokens of `seq`."""
+    ids = seq.all_ids
+    return ScheduledChunk(seq, seq.computed, tuple(ids[seq.computed : seq.computed + n]), seq.computed + n == len(ids))

@@ -48,6 +48,8 @@ class ScopeTimer:
             mark.__exit__(None, None, None)
 
 
+STEP = "engine.step"  # one serving step (the frontend's: engine step, detokenizing, output guard); the profile's root
+
 _active: ScopeTimer | None = None
 
 

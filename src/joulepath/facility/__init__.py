@@ -7,9 +7,10 @@ supply dispatch -> grid import, carbon, cost.
 from joulepath.facility.cooling import CoolingConfig
 from joulepath.facility.core import Clock, simulate
 from joulepath.facility.presets import PRESETS, get_preset
-from joulepath.facility.twin import FacilityConfig, TwinMetrics, TwinResult, run_twin
+from joulepath.facility.twin import LOAD_SHAPES, FacilityConfig, TwinMetrics, TwinResult, load_on_clock, run_twin
 
 __all__ = [
+    "LOAD_SHAPES",
     "PRESETS",
     "Clock",
     "CoolingConfig",
@@ -17,6 +18,7 @@ __all__ = [
     "TwinMetrics",
     "TwinResult",
     "get_preset",
+    "load_on_clock",
     "run_twin",
     "simulate",
 ]

@@ -224,6 +224,39 @@ class SupplyAndGrid:
         }
 
 
+#: How a load series shorter than the facility horizon fills it: `repeat` plays it back to back at its
+#: own time scale; `daily` stretches it to one day (its shape becomes a daily load curve) and repeats that.
+LOAD_SHAPES = ("repeat", "daily")
+
+
+def load_on_clock(power_w: np.ndarray, step_s: float, clock: Clock, shape: str = "repeat") -> np.ndarray:
+    """A power series (W, one value per `step_s`) tiled onto the twin's clock, one mean power per clock
+    step. Energy is conserved: each clock step gets the exact energy of the (repeated) series over its
+    interval, so over whole periods the mean power equals the series' mean.
+
+    >>> load_on_clock(np.array([1.0, 3.0]), 1800.0, Clock(3600.0, 2)).tolist()
+    [2.0, 2.0]
+    >>> load_on_clock(np.array([1.0, 3.0]), 60.0, Clock(3600.0 * 12, 2), "daily").tolist()
+    [1.0, 3.0]
+    """
+    if shape not in LOAD_SHAPES:
+        raise ValueError(f"unknown load shape {shape!r}; allowed: {', '.join(LOAD_SHAPES)}")
+    power_w = np.asarray(power_w, dtype=float)
+    if len(power_w) == 0 or step_s <= 0:
+        raise ValueError("the load series needs at least one value and a step > 0 s")
+    period_s = step_s * len(power_w)
+    scale = 86400.0 / period_s if shape == "daily" else 1.0  # stretch: every instant lasts `scale` times longer
+    cum_j = np.concatenate([[0.0], np.cumsum(power_w) * step_s * scale])  # energy from the period's start
+    knots_s = np.arange(len(power_w) + 1) * step_s * scale
+
+    def energy_to(t_s: np.ndarray) -> np.ndarray:
+        periods, into = np.divmod(t_s, knots_s[-1])
+        return periods * cum_j[-1] + np.interp(into, knots_s, cum_j)
+
+    edges_s = np.arange(clock.n_steps + 1) * clock.dt_s
+    return np.diff(energy_to(edges_s)) / clock.dt_s
+
+
 def run_twin(
     cfg: FacilityConfig,
     it_board_w: np.ndarray,

@@ -26,6 +26,7 @@ from joulepath.hw.perf import (
     model_presets,
     prefill_step,
 )
+from joulepath.hw.work import WorkProfile
 
 __all__ = [
     "Accelerator",
@@ -36,6 +37,7 @@ __all__ = [
     "StepCost",
     "TransformerSpec",
     "UnknownHardwareError",
+    "WorkProfile",
     "accelerators",
     "decode_step",
     "get_accelerator",

@@ -22,6 +22,7 @@ from joulepath.hw.perf import (
     calibrated_efficiency,
     steady_state,
 )
+from joulepath.hw.work import WorkProfile
 
 KV_MEMORY_FRACTION = 0.9  # share of device memory left to weights + KV cache (vLLM's default gpu_memory_utilization)
 
@@ -87,9 +88,15 @@ def project_trace(
     scheduler_max_batch: int = 256,
     bin_s: float = 60.0,
     eff: Efficiency | None = None,
+    work: WorkProfile | None = None,
 ) -> FleetProjection:
-    """Fleet power, throughput and backlog over the trace's horizon, bin by bin."""
+    """Fleet power, throughput and backlog over the trace's horizon, bin by bin.
+
+    `work` is the work profile measured where this configuration was served (default: no optimization):
+    it is the one place a measured optimization enters the projection, and through its device power
+    the facility load and the wall energy; `hw.work` documents what each field changes."""
     eff = eff or calibrated_efficiency()
+    work = work or WorkProfile()
     n_units = n_devices // dep.n_devices
     if n_units < 1:
         raise ValueError(f"fleet of {n_devices} devices is smaller than one serving unit ({dep.n_devices} devices)")
@@ -100,8 +107,8 @@ def project_trace(
     prompt_sum = np.bincount(idx, weights=prompt_tokens, minlength=n_bins)
     count = np.bincount(idx, minlength=n_bins)
     mean_p, mean_o = float(prompt_tokens.mean()), float(output_tokens.mean())
-    b_max = max_batch(spec, dep, mean_p + mean_o / 2, scheduler_max_batch)
-    full = steady_state(spec, dep, b_max, mean_p, mean_o, eff)
+    b_max = max_batch(work.resident_spec(spec), dep, mean_p + mean_o / 2, scheduler_max_batch)
+    full = steady_state(spec, dep, b_max, mean_p, mean_o, eff, work)
     idle_w = eff.idle_fraction_of_tdp * dep.tdp_w * dep.n_devices
     served, backlog, batch, itl, power = (np.zeros(n_bins) for _ in range(5))
     waiting = 0.0
@@ -109,7 +116,7 @@ def project_trace(
         p = prompt_sum[i] / count[i] if count[i] else mean_p
         o = demand[i] / count[i] if count[i] else mean_o
         want_per_unit_s = (demand[i] + waiting) / n_units / bin_s
-        unit = _settle(spec, dep, want_per_unit_s, p, o, b_max, idle_w, eff)
+        unit = _settle(spec, dep, want_per_unit_s, p, o, b_max, idle_w, eff, work)
         served[i] = unit.tokens_per_s * n_units * bin_s
         waiting = max(demand[i] + waiting - served[i], 0.0)
         backlog[i], batch[i], itl[i], power[i] = waiting, unit.batch, unit.itl_s, unit.power_w * n_units
@@ -147,23 +154,25 @@ def _settle(
     b_max: int,
     idle_w: float,
     eff: Efficiency,
+    work: WorkProfile,
 ) -> _UnitState:
     """The batch at which one unit's throughput meets `want_tokens_per_s` (bisection on log batch)."""
     if want_tokens_per_s <= 0:
         return _UnitState(0.0, 0.0, float("nan"), idle_w)
-    top = steady_state(spec, dep, b_max, prompt, output, eff)
+    top = steady_state(spec, dep, b_max, prompt, output, eff, work)
     if want_tokens_per_s >= top.output_tokens_per_s:
         return _UnitState(b_max, top.output_tokens_per_s, top.itl_s, top.power_w)
-    one = steady_state(spec, dep, 1, prompt, output, eff)
+    one = steady_state(spec, dep, 1, prompt, output, eff, work)
     if want_tokens_per_s <= one.output_tokens_per_s:  # busy part of the bin at batch 1, idle otherwise
         duty = want_tokens_per_s / one.output_tokens_per_s
         return _UnitState(duty, want_tokens_per_s, one.itl_s, duty * one.power_w + (1 - duty) * idle_w)
     lo, hi = 0.0, float(np.log(b_max))
     for _ in range(30):
         mid = (lo + hi) / 2
-        if steady_state(spec, dep, float(np.exp(mid)), prompt, output, eff).output_tokens_per_s < want_tokens_per_s:
+        rate = steady_state(spec, dep, float(np.exp(mid)), prompt, output, eff, work).output_tokens_per_s
+        if rate < want_tokens_per_s:
             lo = mid
         else:
             hi = mid
-    s = steady_state(spec, dep, float(np.exp(hi)), prompt, output, eff)
+    s = steady_state(spec, dep, float(np.exp(hi)), prompt, output, eff, work)
     return _UnitState(s.batch, want_tokens_per_s, s.itl_s, s.power_w)

@@ -25,6 +25,7 @@ from importlib import resources
 from typing import Any
 
 from joulepath.hw.catalog import Accelerator, Interconnect, UnknownHardwareError, get_interconnect, get_memory
+from joulepath.hw.work import WorkProfile
 from joulepath.units import movement_energy_j
 
 #: Bytes per stored element. MXFP4: 4-bit values + one 8-bit scale per 32 = 4.25 bits (OCP MX spec).
@@ -308,14 +309,20 @@ def _collectives(spec: TransformerSpec, dep: Deployment, tokens_per_replica: flo
     return n, sent
 
 
-def _decode_work(spec: TransformerSpec, dep: Deployment, batch: float, context_tokens: float) -> _Work:
+def _decode_work(
+    spec: TransformerSpec, dep: Deployment, batch: float, context_tokens: float, tokens_per_seq: float = 1.0
+) -> _Work:
+    """Per-device work of a decode step; `tokens_per_seq` > 1 verifies draft tokens in the same step
+    (weights and each sequence's KV are read once; GEMM/attention FLOPs and activations scale)."""
     per_replica = batch / dep.data_parallel
-    kv = per_replica * spec.kv_bytes_per_token * (spec.attended_tokens(context_tokens) + 1) / dep.tensor_parallel
-    linear = 2.0 * spec.params_active * per_replica / dep.tensor_parallel
-    attn = per_replica * spec.attention_flops_per_token(context_tokens) / dep.tensor_parallel
-    n_coll, link = _collectives(spec, dep, per_replica)
-    act = per_replica * spec.activation_bytes_per_token() / dep.tensor_parallel
-    return _Work(_weight_bytes_per_device(spec, dep, per_replica), act, kv, linear, attn, n_coll, link)
+    tokens = per_replica * tokens_per_seq
+    attended = spec.attended_tokens(context_tokens)
+    kv = per_replica * spec.kv_bytes_per_token * (attended + tokens_per_seq) / dep.tensor_parallel
+    linear = 2.0 * spec.params_active * tokens / dep.tensor_parallel
+    attn = tokens * spec.attention_flops_per_token(context_tokens) / dep.tensor_parallel
+    n_coll, link = _collectives(spec, dep, tokens)
+    act = tokens * spec.activation_bytes_per_token() / dep.tensor_parallel
+    return _Work(_weight_bytes_per_device(spec, dep, tokens), act, kv, linear, attn, n_coll, link)
 
 
 def time_features(work: _Work, spec: TransformerSpec, dep: Deployment, batch: float) -> list[float]:
@@ -406,11 +413,17 @@ def _apply_power_cap(
 
 
 def decode_step(
-    spec: TransformerSpec, dep: Deployment, batch: float, context_tokens: float, eff: Efficiency | None = None
+    spec: TransformerSpec,
+    dep: Deployment,
+    batch: float,
+    context_tokens: float,
+    eff: Efficiency | None = None,
+    tokens_per_seq: float = 1.0,
 ) -> StepCost:
-    """One decode step: `batch` sequences (over the whole unit) with mean `context_tokens` each."""
+    """One decode step: `batch` sequences (over the whole unit) with mean `context_tokens` each, each
+    running `tokens_per_seq` query tokens (1 + draft tokens verified under speculative decoding)."""
     eff = eff or calibrated_efficiency()
-    work = _decode_work(spec, dep, batch, context_tokens)
+    work = _decode_work(spec, dep, batch, context_tokens, tokens_per_seq)
     return _cost(work, _step_time_s(work, spec, dep, batch, eff), spec, dep, eff)
 
 
@@ -457,23 +470,32 @@ def steady_state(
     prompt_tokens: float,
     output_tokens: float,
     eff: Efficiency | None = None,
+    work: WorkProfile | None = None,
 ) -> SteadyState:
     """Throughput, power and J/token of a unit serving requests of mean `prompt_tokens` in and
     `output_tokens` out with `batch` sequences in flight.
 
     Each request's prefill is amortised over its output tokens. Prefill runs as chunks inside decode
     steps whose weights already stream (chunked prefill, as vLLM and SGLang schedule it), so only its
-    compute-side time is added: the GEMM and attention FLOPs at the calibrated efficiency."""
+    compute-side time is added: the GEMM and attention FLOPs at the calibrated efficiency.
+
+    `work` (default: no optimization) is the work profile measured where the configuration was served;
+    how each of its fields changes the step is documented in `hw.work`."""
     eff = eff or calibrated_efficiency()
-    decode = decode_step(spec, dep, batch, prompt_tokens + output_tokens / 2.0, eff)
+    work = work or WorkProfile()
+    spec = work.step_spec(spec)
+    tps = work.tokens_per_step  # emitted per sequence per step; verified: work.verified_tokens_per_step
+    decode = decode_step(spec, dep, batch, prompt_tokens + output_tokens / 2.0, eff, work.verified_tokens_per_step)
     acc = dep.accelerator
     peak = acc.peak_flops(COMPUTE_DTYPE.get(spec.weight_dtype, "bf16"))
-    linear = 2.0 * spec.params_active * prompt_tokens
-    attn = prompt_tokens * spec.attention_flops_per_token(prompt_tokens / 2)
+    computed = prompt_tokens * work.computed_prompt_fraction  # prefix-cache hits cost no prefill compute
+    linear = 2.0 * spec.params_active * computed
+    # a computed prompt suffix attends to the cached prefix as well: mean context prompt - computed / 2
+    attn = computed * spec.attention_flops_per_token(prompt_tokens - computed / 2)
     # prefill FLOPs of one request, spread over the unit's devices, amortised over its output tokens
     prefill_s = eff.linear_time_factor * linear / peak + eff.attention_time_factor * attn / acc.peak_flops("bf16")
     prefill_per_token_s = prefill_s / dep.n_devices / max(output_tokens, 1.0)
-    decode_per_token_s = decode.time_s / batch
+    decode_per_token_s = decode.time_s / (batch * tps)
     t_tok = decode_per_token_s + prefill_per_token_s
     w_dec, w_pre = decode_per_token_s / t_tok, prefill_per_token_s / t_tok
     u_comp = w_dec * decode.compute_util + w_pre / eff.linear_time_factor
@@ -508,6 +530,50 @@ def data_movement_energy_j(dep: Deployment, hbm_bytes: float, link_bytes: float)
         movement_energy_j(link_bytes, link.energy_pj_per_bit) if link and link.energy_pj_per_bit else None
     )
     return out
+
+
+#: Operator classes of one forward pass, as the hot-path profiler names its scopes.
+OPERATOR_CLASSES = (
+    "embedding",
+    "norm",
+    "attention.qkv_proj",
+    "attention.kernel",
+    "kv_cache.write",
+    "attention.out_proj",
+    "mlp",
+    "lm_head",
+)
+
+
+def operator_work(
+    spec: TransformerSpec, tokens: float, logit_rows: float, attended_keys: float, keys_read: float
+) -> dict[str, tuple[float, float]]:
+    """(FLOPs, bytes) per operator class of one forward pass over `tokens` tokens of a dense model, every
+    tensor in the weight dtype (as an engine runs an unquantised model): `logit_rows` tokens go through
+    the LM head, `attended_keys` is the sum over tokens of the keys each attends to (attention FLOPs),
+    `keys_read` the cached keys read once per sequence chunk (attention bytes). GEMM FLOPs add up to
+    `2 * params_active` per token, the step model's linear FLOPs; bytes count weights once per pass plus
+    each GEMM's inputs and outputs. Used by the hot-path profiler, so it and the fleet projection share
+    one description of the model.
+
+    >>> w = operator_work(get_model_preset("llama-3.1-8b"), 1, 1, 100, 100)
+    >>> sum(w[k][0] for k in ("attention.qkv_proj", "attention.out_proj", "mlp", "lm_head")) / 2 / 1e9
+    7.504658432
+    """
+    el, n_layers, d = DTYPE_BYTES[spec.weight_dtype], spec.n_layers, spec.d_model
+    t, r = tokens, logit_rows
+    qkv, out, ff = (spec.n_heads + 2 * spec.n_kv_heads) * spec.head_dim, spec.n_heads * spec.head_dim, spec.d_ff
+    n_norms = 2 * n_layers + 1  # before attention and the FFN in every layer, and the final one
+    return {
+        "attention.qkv_proj": (2 * t * d * qkv * n_layers, el * (d * qkv + t * (d + qkv)) * n_layers),
+        "attention.out_proj": (2 * t * d * out * n_layers, el * (d * out + t * (d + out)) * n_layers),
+        "mlp": (6 * t * d * ff * n_layers, el * (3 * d * ff + t * (d + 3 * ff)) * n_layers),
+        "attention.kernel": (spec.attention_flops_per_token(1.0) * attended_keys, keys_read * spec.kv_bytes_per_token),
+        "kv_cache.write": (0.0, 2 * t * spec.kv_bytes_per_token),  # read K and V, write them into the cache
+        "lm_head": (2 * r * spec.lm_head_params, el * (spec.lm_head_params + r * (d + spec.vocab_size))),
+        "norm": (4 * t * d * n_norms, el * 2 * t * d * n_norms),
+        "embedding": (0.0, el * 2 * t * d),
+    }
 
 
 @functools.cache

@@ -1,7 +1,7 @@
-"""The hot-path profiler: operator-class time and energy, roofline classes, and advice."""
+"""The hot-path profiler: operator-class time and energy, roofline classes, and advice. Its result types
+(HotPathProfile, ClassCost, Advice, Lever, DeviceLimits) live in `joulepath.results`."""
 
-from joulepath.profile.advice import Advice, Lever
-from joulepath.profile.hotpath import ClassCost, HotPathProfile, profile_engine
-from joulepath.profile.limits import DeviceLimits, measure_limits
+from joulepath.profile.hotpath import profile_engine
+from joulepath.profile.limits import measure_limits
 
-__all__ = ["Advice", "ClassCost", "DeviceLimits", "HotPathProfile", "Lever", "measure_limits", "profile_engine"]
+__all__ = ["measure_limits", "profile_engine"]

@@ -6,23 +6,12 @@ on that class's share of time, never a measurement).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from joulepath.model import LoadedModel
-
-if TYPE_CHECKING:
-    from joulepath.profile.hotpath import ClassCost
+from joulepath.results import Advice, ClassCost, Lever
 
 GEMMS = ("attention.qkv_proj", "attention.out_proj", "mlp", "lm_head")
-HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other")
-
-
-@dataclass(frozen=True)
-class Lever:
-    name: str
-    built: bool
-    where: str  # the module that has it, or the plan for it
+HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other")  # profiled host classes
 
 
 LEVERS = {
@@ -34,22 +23,6 @@ LEVERS = {
     "batching": Lever("continuous batching", True, "built: joulepath.engine (EngineConfig.max_batch)"),
     "fusion": Lever("kernel fusion (torch.compile)", True, "built for the static batch-1 path only"),
 }
-
-
-@dataclass(frozen=True)
-class Advice:
-    target: str  # the class (or group of classes) this is about
-    share: float  # of measured time
-    finding: str
-    lever: Lever
-    expected_gain: float  # fraction of total time/energy it would save (estimated)
-    basis: str  # how the gain was estimated
-
-    def line(self) -> str:
-        return (
-            f"{self.finding} -> {self.lever.name} ({self.lever.where}): "
-            f"about {100 * self.expected_gain:.0f} % less energy (estimated: {self.basis})"
-        )
 
 
 def shared_prefix_fraction(prompts: Sequence[str], loaded: LoadedModel) -> float:

@@ -32,14 +32,18 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.scopes import ScopeTimer, recording, scope
+from joulepath.engine.scopes import STEP, ScopeTimer, recording, scope
+from joulepath.hw.perf import operator_work
+from joulepath.link import TORCH_DTYPES, transformer_spec
 from joulepath.meter import Meter, auto_meter
 from joulepath.model import LoadedModel
 from joulepath.model.transformer import MLP, Attention, RMSNorm
-from joulepath.profile.advice import Advice, advise
-from joulepath.profile.limits import DeviceLimits, measure_limits
+from joulepath.profile.advice import HOST, advise
+from joulepath.profile.limits import measure_limits
+from joulepath.results import ClassCost, DeviceLimits, HotPathProfile
+from joulepath.serving.frontend import Arrival, Frontend, Request
 
-HOST_CLASSES = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other", "idle")
+HOST_CLASSES = (*HOST, "idle")  # host work between kernels (advice.HOST), and time outside engine steps
 MODEL_CLASSES = (
     "embedding",
     "norm",
@@ -51,46 +55,12 @@ MODEL_CLASSES = (
     "mlp",
     "lm_head",
 )
-ROOT = "engine.step"
+ROOT = STEP  # one serving step of the frontend (engine step, detokenizing)
 FORWARD = "model.forward"
 # torch.profiler's backend (kineto) prints "USDT: ... profiler_start" / "profiler_stop" to stderr on every
 # start and stop: torch lowers its log level to ERROR (3), and those lines are level USDT (5). Kineto reads
 # KINETO_LOG_LEVEL once, when the first profiler in the process starts; above USDT silences its logger.
 KINETO_QUIET_LEVEL = "6"
-
-
-@dataclass(frozen=True)
-class ClassCost:
-    name: str
-    time_s: float
-    share: float  # of the served work's measured time (profiler start/stop excluded)
-    energy_j: float
-    flops: float
-    bytes: float
-    bound: str  # "compute-bound", "memory-bound" or "host" (Python/CPU overhead, no roofline)
-    roofline_efficiency: float | None  # roofline time / measured time (1 = at the roofline)
-
-
-@dataclass(frozen=True)
-class HotPathProfile:
-    model: str
-    device: str
-    classes: tuple[ClassCost, ...]  # hottest first
-    wall_s: float
-    energy_j: float
-    energy_provenance: str
-    attributed_fraction: float  # of measured time, to named classes (idle included)
-    overhead_fraction: float  # profiled run vs plain run, same requests
-    steps: int
-    limits: DeviceLimits
-    advice: tuple[Advice, ...]
-    operators: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> top ops' shares (window)
-    # How each column of `classes` was obtained (energy_provenance is the meter's label for the whole run).
-    time_provenance: str = "measured: named scopes timed by time.perf_counter"
-    energy_split_provenance: str = "estimated: the run's metered energy split by each class's share of time"
-    roofline_provenance: str = (
-        "estimated: analytic FLOPs and bytes of the model's shapes against measured device limits"
-    )
 
 
 @dataclass
@@ -108,11 +78,10 @@ class _Work:
 
 
 def forward_work(loaded: LoadedModel, work: _Work) -> Callable[..., None]:
-    """A forward pre-hook on the Transformer that books analytic FLOPs/bytes for the call's tokens."""
-    c = loaded.config
-    el = next(loaded.model.parameters()).element_size()
-    d, n_layers, hd, ff, vocab = c.d_model, c.n_layers, c.head_dim, c.d_ff, c.vocab_size
-    qkv = c.qkv_dim
+    """A forward pre-hook on the Transformer that books analytic FLOPs/bytes for the call's tokens: the
+    hardware model's per-operator counts (`hw.perf.operator_work`) of the model's own description
+    (`link.transformer_spec`), so the profiler and the fleet projection count the same model."""
+    spec = transformer_spec(loaded.config, TORCH_DTYPES[str(next(loaded.model.parameters()).dtype)])
 
     def hook(_module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         positions = args[1]
@@ -124,16 +93,8 @@ def forward_work(loaded: LoadedModel, work: _Work) -> Callable[..., None]:
         keys_read = float((positions[ends] + 1).sum().item())  # each chunk reads its keys once (bytes)
         work.decode_tokens += r if t == r else 0
         work.prefill_tokens += t - r if t != r else 0
-        gemm = (("attention.qkv_proj", qkv), ("attention.out_proj", c.n_heads * hd))
-        for name, width in gemm:
-            work.add(name, 2 * t * d * width * n_layers, el * (d * width + t * (d + width)) * n_layers)
-        work.add("mlp", 6 * t * d * ff * n_layers, el * (3 * d * ff + t * (d + 3 * ff)) * n_layers)
-        kv_bytes = el * 2 * keys_read * c.n_kv_heads * hd * n_layers
-        work.add("attention.kernel", 4 * ctx * c.n_heads * hd * n_layers, kv_bytes)
-        work.add("kv_cache.write", 0.0, el * 4 * t * c.n_kv_heads * hd * n_layers)
-        work.add("lm_head", 2 * r * d * vocab, el * (d * vocab + r * (d + vocab)))
-        work.add("norm", 4 * t * d * (2 * n_layers + 1), el * 2 * t * d * (2 * n_layers + 1))
-        work.add("embedding", 0.0, el * 2 * t * d)
+        for name, (flops, nbytes) in operator_work(spec, t, r, ctx, keys_read).items():
+            work.add(name, flops, nbytes)
 
     return hook
 
@@ -220,39 +181,52 @@ def _serve(
     timer: ScopeTimer | None = None,
     window: tuple[int, int] = (0, 0),
 ) -> tuple[_Served, Any]:
-    """Serve all prompts; with a timer, steps [window) also run under torch.profiler (returned)."""
-    engine = Engine(loaded, config, meter)
-    for p in prompts:
-        engine.add_request(p, params)
-    steps, busy, tooling, prof = 0, 0.0, 0.0, None
+    """Serve all prompts (all arriving at once) through the serving frontend; with a timer, steps
+    [window) also run under torch.profiler (returned)."""
+    frontend = Frontend(Engine(loaded, config, meter))
     device = next(loaded.model.parameters()).device
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    meter.begin("run")
-    t0 = time.perf_counter()
-    while engine.has_work():
-        if timer is not None and steps == window[0] < window[1]:
-            tooling_start = time.perf_counter()
-            prof = profile(activities=activities)
-            prof.__enter__()
-            timer.torch_marks = True
-            tooling += time.perf_counter() - tooling_start
-        s0 = time.perf_counter()
-        with scope(ROOT):
-            engine.step()
-        busy += time.perf_counter() - s0
-        steps += 1
-        if prof is not None and timer is not None and timer.torch_marks and steps == window[1]:
-            tooling_start = time.perf_counter()
-            timer.torch_marks = False
-            prof.__exit__(None, None, None)
-            tooling += time.perf_counter() - tooling_start
-    wall = time.perf_counter() - t0
-    if prof is not None and timer is not None and timer.torch_marks:
-        timer.torch_marks = False
-        prof.__exit__(None, None, None)
-    window_ = meter.end("run")
-    served = _Served(wall, busy, tooling, window_.total_energy_j, steps, window_.provenance_summary)
-    return served, prof
+    torch_window = _TorchWindow(timer, window, activities)
+    result = frontend.replay([Arrival(0.0, Request(p, params)) for p in prompts], torch_window.before_step)
+    torch_window.close()
+    served = _Served(
+        result.wall_s, result.busy_s, torch_window.tooling_s, result.energy_j, result.steps, result.energy_provenance
+    )
+    return served, torch_window.prof
+
+
+class _TorchWindow:
+    """torch.profiler over serving steps [window): started before the first, stopped before the step after
+    the last (or by `close`). Its start/stop time is tooling, not the served work's."""
+
+    def __init__(self, timer: ScopeTimer | None, window: tuple[int, int], activities: list[ProfilerActivity]) -> None:
+        self.timer, self.window, self.activities = timer, window, activities
+        self.prof: Any = None
+        self.tooling_s = 0.0
+
+    def before_step(self, step: int) -> None:
+        if self.timer is None:
+            return
+        if step == self.window[0] < self.window[1]:
+            t0 = time.perf_counter()
+            self.prof = profile(activities=self.activities)
+            self.prof.__enter__()
+            self.timer.torch_marks = True
+            self.tooling_s += time.perf_counter() - t0
+        elif step == self.window[1] and self.timer.torch_marks:
+            t0 = time.perf_counter()
+            self._stop()
+            self.tooling_s += time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop a window the run ended inside (after the replay: neither its wall time nor tooling)."""
+        if self.timer is not None and self.timer.torch_marks:
+            self._stop()
+
+    def _stop(self) -> None:
+        assert self.timer is not None and self.prof is not None
+        self.timer.torch_marks = False
+        self.prof.__exit__(None, None, None)
 
 
 def profile_engine(

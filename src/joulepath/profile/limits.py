@@ -5,23 +5,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
-
-@dataclass(frozen=True)
-class DeviceLimits:
-    device: str
-    peak_flops: float  # FLOP/s, measured: a square matmul in the model's usual dtype
-    bandwidth_bytes_s: float  # measured: a full reduction over a buffer much larger than the caches
-    provenance: str = "measured: matmul and reduction probes"
-
-    @property
-    def ridge_flops_per_byte(self) -> float:
-        """Arithmetic intensity above which work is compute-bound."""
-        return self.peak_flops / self.bandwidth_bytes_s
+from joulepath.results import DeviceLimits
 
 
 def _best_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import plotly.graph_objects as go
@@ -21,10 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
 from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
-
-if TYPE_CHECKING:
-    from joulepath.execute import LocalComparison, RatioSpread
-    from joulepath.run import RunResult
+from joulepath.results import LocalComparison, RatioSpread, RunResult
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
 STATUS_SCRIPT = """<script>

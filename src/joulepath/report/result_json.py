@@ -22,11 +22,10 @@ import numpy as np
 
 from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
+from joulepath.results import SCHEMA_VERSION, FleetOutcome, LocalComparison, LocalRun, RatioSpread, RunResult
 
 if TYPE_CHECKING:
-    from joulepath.execute import LocalComparison, LocalRun, RatioSpread
     from joulepath.facility import TwinResult
-    from joulepath.run import RunResult
 
 NULL_MEANS = (
     "null: the number is not defined here (a percentile of no requests, a ratio with a zero or missing side) "
@@ -34,15 +33,17 @@ NULL_MEANS = (
 )
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """`value` as JSON-ready Python: dataclasses and dicts to dicts, arrays and tuples to lists, NaN and
+    infinities to None (strict JSON has no NaN)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
+        return [plain(v) for v in value.tolist()]
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, float | np.floating):
         return None if math.isnan(value) or math.isinf(value) else float(value)
     if isinstance(value, np.integer):
@@ -54,17 +55,15 @@ def _plain(value: Any) -> Any:
 
 def result_to_dict(result: RunResult) -> dict[str, Any]:
     """The JSON document for a run (schema version in `schema_version`)."""
-    from joulepath.run import SCHEMA_VERSION
-
     proj = result.projection
     doc = {
         "schema_version": SCHEMA_VERSION,
         "null_means": NULL_MEANS,
         "scenario": result.scenario.model_dump(mode="json"),
-        "summary": _plain(result.summary),
-        "trace": {"source": result.trace_source, **_plain(result.trace)},
-        "waterfall": [_plain(s) for s in result.waterfall.stages],
-        "data_movement_per_token": _plain(result.data_movement),
+        "summary": plain(result.summary),
+        "trace": {"source": result.trace_source, **plain(result.trace)},
+        "waterfall": [plain(s) for s in result.waterfall.stages],
+        "data_movement_per_token": plain(result.data_movement),
         "facility": facility_to_dict(result.facility),
         "fleet": {
             "n_units": proj.n_units,
@@ -76,20 +75,20 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         },
         "series": {
             "bin_s": proj.bin_s,
-            "t_s": _plain(proj.t_s),
-            "demand_tokens": _plain(proj.demand_tokens),
-            "served_tokens": _plain(proj.served_tokens),
-            "backlog_tokens": _plain(proj.backlog_tokens),
-            "batch_per_unit": _plain(proj.batch_per_unit),
-            "itl_s": _plain(proj.itl_s),
-            "device_power_w": _plain(proj.device_power_w),
+            "t_s": plain(proj.t_s),
+            "demand_tokens": plain(proj.demand_tokens),
+            "served_tokens": plain(proj.served_tokens),
+            "backlog_tokens": plain(proj.backlog_tokens),
+            "batch_per_unit": plain(proj.batch_per_unit),
+            "itl_s": plain(proj.itl_s),
+            "device_power_w": plain(proj.device_power_w),
             "provenance": series_provenance(result),
         },
-        "meter": {"notes": result.meter_notes, "analysis": _plain(result.analysis_energy)},
+        "meter": {"notes": result.meter_notes, "analysis": plain(result.analysis_energy)},
         "baseline": _fleet_outcome(result.baseline) if result.baseline else None,
         "local": local_to_dict(result.local) if result.local else None,
     }
-    return _plain(doc)  # every non-finite float, wherever it sits, becomes null
+    return plain(doc)  # every non-finite float, wherever it sits, becomes null
 
 
 def series_provenance(result: RunResult) -> dict[str, str]:
@@ -100,12 +99,12 @@ def series_provenance(result: RunResult) -> dict[str, str]:
     return {"t_s": trace, "demand_tokens": trace, **{name: result.projection.provenance for name in fleet}}
 
 
-def _fleet_outcome(outcome: Any) -> dict[str, Any]:
+def _fleet_outcome(outcome: FleetOutcome) -> dict[str, Any]:
     return {
         "max_batch": outcome.max_batch,
-        "summary": _plain(outcome.summary),
-        "waterfall": [_plain(s) for s in outcome.waterfall.stages],
-        "facility_metrics": _plain(outcome.facility.metrics),
+        "summary": plain(outcome.summary),
+        "waterfall": [plain(s) for s in outcome.waterfall.stages],
+        "facility_metrics": plain(outcome.facility.metrics),
     }
 
 
@@ -175,9 +174,9 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
             "energy_provenance": f"{prof.energy_provenance}; {prof.energy_split_provenance}",
             "time_provenance": prof.time_provenance,
             "roofline_provenance": prof.roofline_provenance,
-            "limits": _plain(prof.limits),
-            "classes": [_plain(c) for c in prof.classes],
-            "advice": [{**_plain(a), "line": a.line()} for a in prof.advice],
+            "limits": plain(prof.limits),
+            "classes": [plain(c) for c in prof.classes],
+            "advice": [{**plain(a), "line": a.line()} for a in prof.advice],
             "operators": prof.operators,
         },
     }
@@ -201,7 +200,7 @@ def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
     n_days = twin.clock.n_steps // steps_per_day
     daily = (
         {
-            name: _plain(twin.series[name][: n_days * steps_per_day].reshape(n_days, steps_per_day).mean(axis=1))
+            name: plain(twin.series[name][: n_days * steps_per_day].reshape(n_days, steps_per_day).mean(axis=1))
             for name in FACILITY_SERIES
         }
         if n_days
@@ -211,13 +210,13 @@ def facility_to_dict(twin: TwinResult) -> dict[str, Any]:
         daily["provenance"] = {name: facility_series_provenance(twin, name) for name in FACILITY_SERIES}
     return {
         "design": twin.config.name,
-        "cooling": _plain(twin.config.cooling),
+        "cooling": plain(twin.config.cooling),
         "topology": twin.config.topology,
         "weather_source": twin.weather_source,
         "grid_source": twin.grid_source,
         "horizon_s": twin.clock.horizon_s,
         "step_s": twin.clock.dt_s,
-        "metrics": _plain(twin.metrics),
+        "metrics": plain(twin.metrics),
         "warnings": twin.warnings,
         "daily_means": daily,
     }
@@ -237,7 +236,7 @@ def write_json_atomic(path: Path, data: Any) -> Path:
     written to a temporary file, then renamed: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    text = json.dumps(_plain(data), indent=2, default=_plain_default, allow_nan=False)
+    text = json.dumps(plain(data), indent=2, default=_plain_default, allow_nan=False)
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path

@@ -14,13 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from joulepath.meter import TIME_PROVENANCE
+from joulepath.results import HotPathProfile, RunResult
 
 if TYPE_CHECKING:
     import duckdb
 
     from joulepath.facility import TwinResult
-    from joulepath.profile import HotPathProfile
-    from joulepath.run import RunResult
 
 TABLES = ("requests", "facility", "profile")
 

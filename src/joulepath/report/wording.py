@@ -10,10 +10,8 @@ ratio's spread over repetitions decides whether a difference was measured at all
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from joulepath.execute import RatioSpread
+from joulepath.results import RatioSpread
 
 NO_DIFFERENCE = "no significant difference measured"
 # For each local ratio (optimized / baseline): its name, and the words for above 1 and below 1.

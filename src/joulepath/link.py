@@ -1,0 +1,116 @@
+"""The measured link between what is served here and what the fleet is projected to cost.
+
+Two hand-offs, both outside `hw` (which never imports the model layer or torch):
+
+- `transformer_spec`: the one description of a model. A loaded model's `ModelConfig` (or a model
+  preset's name) becomes the hardware model's `TransformerSpec`, so the profiler's FLOP/byte counts
+  (`hw.perf.operator_work`) and the fleet projection describe the same architecture.
+- `work_profile`: what one configuration measured when it was served here (`results.LocalRun`) becomes
+  the `hw.work.WorkProfile` its fleet projection takes (`hw.fleet.project_trace(work=...)`), so an
+  optimization measured on this machine changes the projected device energy, the facility load and
+  the wall energy (`run.fleet_outcome`).
+
+This module imports torch only through the model layer, and only when a preset name is looked up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from joulepath.hw.perf import TransformerSpec, model_presets
+from joulepath.hw.work import WorkProfile
+
+if TYPE_CHECKING:
+    from joulepath.model.config import ModelConfig
+    from joulepath.results import LocalComparison, LocalRun, ServedRequest
+
+#: torch dtype (as `str(tensor.dtype)` prints it) -> the hardware model's dtype name.
+TORCH_DTYPES = {"torch.float32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.int8": "int8"}
+DERIVED = "derived from the served model's config (joulepath.link.transformer_spec)"
+
+
+def transformer_spec(model: ModelConfig | str, dtype: str = "bf16") -> TransformerSpec:
+    """The hardware model's description of `model`: a loaded model's `ModelConfig`, or a preset name
+    (the model layer's presets, `dummy:` prefix allowed, then the hardware model's own public-model
+    presets). `dtype` (`fp32`, `bf16`, ...) is the weights' and KV cache's storage format.
+
+    >>> transformer_spec("llama-3.1-8b").params_active > 7e9
+    True
+    """
+    if isinstance(model, str):
+        name = model.removeprefix("dummy:").strip().lower()
+        if name in model_presets():
+            return model_presets()[name].with_dtypes(dtype, dtype)
+        from joulepath.model.config import preset  # torch loads with the model layer: only for its presets
+
+        return _from_config(preset(name), name, dtype)
+    return _from_config(model, model.model_type, dtype)
+
+
+def _from_config(cfg: ModelConfig, name: str, dtype: str) -> TransformerSpec:
+    window = cfg.sliding_window or 0
+    return TransformerSpec(
+        name=name,
+        n_layers=cfg.n_layers,
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_kv_heads=cfg.n_kv_heads,
+        head_dim=cfg.head_dim,
+        d_ff=cfg.d_ff,
+        vocab_size=cfg.vocab_size,
+        tie_embeddings=cfg.tie_embeddings,
+        sliding_window=window,
+        sliding_layer_fraction=1.0 if window else 0.0,  # Mistral-style: every layer slides
+        weight_dtype=dtype,
+        kv_dtype=dtype,
+        source=DERIVED,
+    )
+
+
+def work_profile(run: LocalRun, prefix_hit_tokens: int = 0) -> WorkProfile:
+    """The work one configuration did when served here: token counts from its request records, the
+    scheduler's limit, and the decode batches it reached from the requests' measured times.
+
+    Prefix-cache hits, draft tokens, weight bytes and sparsity keep their no-optimization defaults until
+    the engine measures them (`prefix_hit_tokens` is the hook for the prefix cache)."""
+    prompt = sum(r.record.prompt_tokens for r in run.requests)
+    mean_batch, peak_batch = batches_in_flight(run.requests)
+    # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
+    # within one step can overlap in the records, so the limit bounds what they show.
+    mean_batch, peak_batch = min(mean_batch, run.max_batch), min(peak_batch, run.max_batch)
+    return WorkProfile(
+        requests=len(run.requests),
+        prompt_tokens=prompt,
+        computed_prompt_tokens=prompt - prefix_hit_tokens,
+        output_tokens=run.output_tokens,
+        batch_limit=run.max_batch,
+        mean_batch=mean_batch,
+        peak_batch=peak_batch,
+        provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",
+    )
+
+
+def work_profiles(local: LocalComparison | None) -> tuple[WorkProfile, WorkProfile]:
+    """(baseline, optimized) work profiles for the fleet projection: each configuration's median
+    repetition as served here, or, with nothing served (`serve.enabled = false`), the no-optimization
+    defaults with the baseline one request at a time."""
+    if local is None:
+        return WorkProfile(batch_limit=1), WorkProfile()
+    return work_profile(local.baseline), work_profile(local.optimized)
+
+
+def batches_in_flight(requests: Sequence[ServedRequest]) -> tuple[float, int]:
+    """(time-weighted mean, peak) decode batch: each request decodes from its first token to its last
+    (`arrival_s + ttft_s` to `arrival_s + e2e_s`, all measured), and the mean is the summed decode time
+    over the time any request was decoding (Little's law). Queueing before admission is not counted."""
+    spans = [(r.arrival_s + r.record.ttft_s, r.arrival_s + r.record.e2e_s) for r in requests]
+    events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])  # at equal times a finish first
+    in_flight, peak, busy_s, last_t = 0, 0, 0.0, 0.0
+    for t, change in events:
+        if in_flight > 0:
+            busy_s += t - last_t
+        in_flight += change
+        peak, last_t = max(peak, in_flight), t
+    decoding_s = sum(b - a for a, b in spans)
+    return (decoding_s / busy_s if busy_s > 0 else 1.0), max(peak, 1)

@@ -1,0 +1,335 @@
+"""The result types: what the main job, the local execution and the profiler hand to the layers that
+report them (`joulepath.report`, the CLI). Plain frozen dataclasses, no torch and no engine, so a
+report never imports the code that computed its numbers:
+
+    engine  -> RequestRecord                      (one finished request: tokens, times, joules)
+    execute -> ServedRequest, LocalRun, LocalComparison, RatioSpread   (served on this machine)
+    profile -> ClassCost, DeviceLimits, Advice, Lever, HotPathProfile  (hot paths of serving)
+    run     -> Summary, DataMovement, FleetOutcome, RunResult          (the whole run; result.json)
+
+Every energy figure sits next to its provenance (`measured:`, `estimated:`, `assumed:`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+
+from joulepath.meter import TIME_PROVENANCE
+
+if TYPE_CHECKING:  # only named in annotations: the engine imports RequestRecord without loading the twin
+    from joulepath.facility import TwinResult
+    from joulepath.hw.fleet import FleetProjection
+    from joulepath.hw.work import WorkProfile
+    from joulepath.meter import Measurement, Waterfall
+    from joulepath.scenario import Scenario
+    from joulepath.workload import TraceStats
+
+SCHEMA_VERSION = "1.1"  # of result.json; 1.1: baseline fleet outcome and local execution added
+
+
+# --- served on this machine ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """What one finished request cost. Times in seconds; energy with its provenance."""
+
+    request_id: str
+    prompt_tokens: int
+    output_tokens: int
+    ttft_s: float  # arrival -> first output token
+    tpot_s: float  # mean time per output token after the first
+    e2e_s: float
+    energy_j: float
+    energy_provenance: str
+    finish_reason: str
+    preemptions: int
+    capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
+
+
+@dataclass(frozen=True)
+class ServedRequest:
+    """One request of the main job served here, with the golden task it carried and its verdict."""
+
+    record: RequestRecord
+    arrival_s: float  # in the replay's clock
+    skill: str
+    level: str
+    correct: bool
+    output_guard: str = "allow"  # the output filter's action
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    """One configuration served on this machine (measured, except energy where the meter estimates)."""
+
+    name: str
+    max_batch: int
+    requests: tuple[ServedRequest, ...]
+    wall_s: float
+    energy_j: float
+    energy_provenance: str
+    accuracy: float
+    blocked: tuple[str, ...] = ()  # request ids the input guard refused (never reached the engine)
+    guard_s: float = 0.0  # time spent in the guardrails, measured
+    accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(r.record.output_tokens for r in self.requests)
+
+    @property
+    def j_per_token(self) -> float:
+        return self.energy_j / max(self.output_tokens, 1)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.output_tokens / self.wall_s if self.wall_s else 0.0
+
+    def percentile(self, field: str, q: float) -> float:
+        """The `q`-th percentile of a RequestRecord field (`ttft_s`, `tpot_s`, ...); NaN with no requests."""
+        values = [getattr(r.record, field) for r in self.requests]
+        return float(np.percentile(values, q)) if values else float("nan")
+
+
+@dataclass(frozen=True)
+class RatioSpread:
+    """One local ratio, optimized / baseline, over interleaved repetitions: repetition i's optimized
+    over repetition i's baseline (paired: both ran under the same load), with its median and min-max.
+
+    `metric` names the LocalRun property; `provenance` is its label (for energy: the meter's, or
+    `mixed: baseline's, optimized's` where the two differ)."""
+
+    metric: str
+    values: tuple[float, ...]
+    provenance: str
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values) if self.values else float("nan")
+
+    @property
+    def low(self) -> float:
+        return min(self.values, default=float("nan"))
+
+    @property
+    def high(self) -> float:
+        return max(self.values, default=float("nan"))
+
+    @property
+    def spread_known(self) -> bool:
+        """At least two repetitions: a spread to judge the difference by."""
+        return len(self.values) >= 2
+
+    @property
+    def includes_one(self) -> bool:
+        """The min-max spread includes 1.0: no significant difference measured."""
+        return self.low <= 1.0 <= self.high
+
+
+LOCAL_RATIOS = ("j_per_token", "tokens_per_s", "ttft_p99_s")
+
+
+@dataclass(frozen=True)
+class LocalComparison:
+    """Baseline vs optimized served here. `baseline` / `optimized` are each configuration's median
+    repetition (by energy per token); `*_runs` hold every repetition in the order served."""
+
+    model: str
+    device: str
+    baseline: LocalRun
+    optimized: LocalRun
+    profile: HotPathProfile | None
+    baseline_runs: tuple[LocalRun, ...] = ()
+    optimized_runs: tuple[LocalRun, ...] = ()
+
+    @property
+    def repeats(self) -> int:
+        return len(self.baseline_runs) or 1
+
+    def pairs(self) -> list[tuple[LocalRun, LocalRun]]:
+        """(baseline, optimized) per repetition, in the order served."""
+        if self.baseline_runs and self.optimized_runs:
+            return list(zip(self.baseline_runs, self.optimized_runs, strict=True))
+        return [(self.baseline, self.optimized)]
+
+    def ratio(self, metric: str) -> RatioSpread:
+        """optimized / baseline of a LocalRun property (`j_per_token`, `tokens_per_s`, `ttft_p99_s`)."""
+        values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in self.pairs())
+        finite = tuple(v for v in values if np.isfinite(v))
+        provenance = self.optimized.energy_provenance if metric == "j_per_token" else TIME_PROVENANCE
+        if metric == "j_per_token" and self.baseline.energy_provenance != self.optimized.energy_provenance:
+            provenance = f"mixed: {self.baseline.energy_provenance}, {self.optimized.energy_provenance}"
+        return RatioSpread(metric, finite, provenance)
+
+    def ratios(self) -> tuple[RatioSpread, ...]:
+        """Every local ratio: energy per token, throughput, p99 time to first token."""
+        return tuple(self.ratio(m) for m in LOCAL_RATIOS)
+
+
+def _metric(run: LocalRun, metric: str) -> float:
+    return run.percentile("ttft_s", 99) if metric == "ttft_p99_s" else float(getattr(run, metric))
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator; NaN where undefined (a zero or non-finite side)."""
+    if not (np.isfinite(numerator) and np.isfinite(denominator)) or denominator == 0:
+        return float("nan")
+    return numerator / denominator
+
+
+# --- hot paths of serving ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """This device's two roofs of the roofline, measured by quick probes (`profile.limits`)."""
+
+    device: str
+    peak_flops: float  # FLOP/s, measured: a square matmul in the model's usual dtype
+    bandwidth_bytes_s: float  # measured: a full reduction over a buffer much larger than the caches
+    provenance: str = "measured: matmul and reduction probes"
+
+    @property
+    def ridge_flops_per_byte(self) -> float:
+        """Arithmetic intensity above which work is compute-bound."""
+        return self.peak_flops / self.bandwidth_bytes_s
+
+
+@dataclass(frozen=True)
+class ClassCost:
+    """Time, energy and roofline position of one operator class (attention kernel, MLP, scheduler, ...)."""
+
+    name: str
+    time_s: float
+    share: float  # of the served work's measured time (profiler start/stop excluded)
+    energy_j: float
+    flops: float
+    bytes: float
+    bound: str  # "compute-bound", "memory-bound" or "host" (Python/CPU overhead, no roofline)
+    roofline_efficiency: float | None  # roofline time / measured time (1 = at the roofline)
+
+
+@dataclass(frozen=True)
+class Lever:
+    """An optimization that cuts a hot class, and whether joulepath has it."""
+
+    name: str
+    built: bool
+    where: str  # the module that has it, or the plan for it
+
+
+@dataclass(frozen=True)
+class Advice:
+    """One finding of the profiler and the lever for it, with its estimated gain."""
+
+    target: str  # the class (or group of classes) this is about
+    share: float  # of measured time
+    finding: str
+    lever: Lever
+    expected_gain: float  # fraction of total time/energy it would save (estimated)
+    basis: str  # how the gain was estimated
+
+    def line(self) -> str:
+        return (
+            f"{self.finding} -> {self.lever.name} ({self.lever.where}): "
+            f"about {100 * self.expected_gain:.0f} % less energy (estimated: {self.basis})"
+        )
+
+
+@dataclass(frozen=True)
+class HotPathProfile:
+    """Where an engine run's time and energy went, by operator class, and what to do about it."""
+
+    model: str
+    device: str
+    classes: tuple[ClassCost, ...]  # hottest first
+    wall_s: float
+    energy_j: float
+    energy_provenance: str
+    attributed_fraction: float  # of measured time, to named classes (idle included)
+    overhead_fraction: float  # profiled run vs plain run, same requests
+    steps: int
+    limits: DeviceLimits
+    advice: tuple[Advice, ...]
+    operators: dict[str, dict[str, float]] = field(default_factory=dict)  # class -> top ops' shares (window)
+    # How each column of `classes` was obtained (energy_provenance is the meter's label for the whole run).
+    time_provenance: str = "measured: named scopes timed by time.perf_counter"
+    energy_split_provenance: str = "estimated: the run's metered energy split by each class's share of time"
+    roofline_provenance: str = (
+        "estimated: analytic FLOPs and bytes of the model's shapes against measured device limits"
+    )
+
+
+# --- the main job -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Headline numbers of a run. Every field is an estimate of the target fleet (see `provenance`)."""
+
+    capacity_tokens_per_s: float
+    utilisation: float
+    served_output_tokens: float
+    unserved_output_tokens: float  # still queued at the end of the horizon
+    device_j_per_token: float
+    wall_j_per_token: float
+    avg_it_power_w: float
+    peak_it_power_w: float
+    device_energy_j: float
+    it_energy_j: float
+    wall_energy_j: float
+    horizon_s: float
+    pue: float  # from the facility twin over its horizon
+    wue_l_per_kwh: float
+    water_l: float  # for this run's energy
+    carbon_g: float
+    cost_usd: float
+    provenance: str
+
+
+@dataclass(frozen=True)
+class DataMovement:
+    """Bytes moved per output token at the run's typical batch, and their energy per memory level
+    (None where the level's pJ/bit is not published). Estimates from the hardware model."""
+
+    batch: float
+    hbm_bytes_per_token: float
+    link_bytes_per_token: float
+    energy_j_per_token: dict[str, float | None]
+    provenance: str
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    """One configuration projected onto the fleet and run through the facility twin (estimated)."""
+
+    max_batch: int
+    projection: FleetProjection
+    waterfall: Waterfall
+    summary: Summary
+    facility: TwinResult
+    work: WorkProfile | None = None  # the work profile the projection applied (measured where served)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Everything a run produced; `report.write_result` serialises it (schema `SCHEMA_VERSION`)."""
+
+    scenario: Scenario
+    trace: TraceStats
+    trace_source: str
+    projection: FleetProjection
+    waterfall: Waterfall
+    summary: Summary
+    facility: TwinResult
+    data_movement: DataMovement
+    efficiency_source: str
+    meter_notes: list[str]
+    analysis_energy: Measurement  # what this analysis itself cost on this machine
+    baseline: FleetOutcome | None = None  # the same trace with no batching (the brute-force baseline)
+    local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
