@@ -70,7 +70,8 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     before = behaviour(loaded, examples, unsafe, safe)
     pairs = make_pairs(loaded, cfg, forbidden)
     after = behaviour(align(loaded, pairs, cfg), examples, unsafe, safe)
-    shipped = behaviour(large, examples[:0], unsafe, safe)  # the shipped jp-large's refusals (aligned, docs/quality.md)
+    n_probe = 20 if quick else len(held_out)  # quick: the first 20 of each label
+    shipped = behaviour(large, [], unsafe[:n_probe], safe[:n_probe])  # the shipped jp-large's own refusals
     return {
         "benchmark": "quality",
         "quick": quick,

@@ -201,7 +201,8 @@ def facility_figure(result: RunResult) -> str:
     return _fig(
         fig,
         f"Facility: {twin.config.name}, {result.scenario.facility.climate} climate, grid {twin.grid_source}",
-        f"facility twin ({twin.weather_source}); the fleet's average board power held over the horizon.",
+        f"facility twin ({twin.weather_source}); the fleet's board-power series over the horizon "
+        f"(load shape: {result.scenario.facility.load_shape}).",
         " ".join(
             (
                 _tag("facility energy", twin.metrics.provenance),
