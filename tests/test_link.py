@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from joulepath.hw import WorkProfile
@@ -75,3 +77,11 @@ def test_work_profile_of_a_local_run() -> None:
     assert w.provenance.startswith("measured:")
     assert work_profile(run, prefix_hit_tokens=40).computed_prompt_fraction == 0.5
     assert work_profiles(None) == (WorkProfile(batch_limit=1), WorkProfile())
+
+
+def test_prefix_cache_hits_in_the_records_reach_the_work_profile() -> None:
+    hit = _served(0, 0.1, 1.1, 30, 7)
+    hit = dataclasses.replace(hit, record=dataclasses.replace(hit.record, cached_prompt_tokens=24))
+    run = LocalRun("optimized", 8, (hit, _served(0, 0.1, 1.1, 50, 9)), 2.0, 1.0, "x", 1.0)
+    assert work_profile(run).computed_prompt_tokens == 80 - 24
+    assert work_profile(run, prefix_hit_tokens=0).computed_prompt_tokens == 80

@@ -68,13 +68,15 @@ def _from_config(cfg: ModelConfig, name: str, dtype: str) -> TransformerSpec:
     )
 
 
-def work_profile(run: LocalRun, prefix_hit_tokens: int = 0) -> WorkProfile:
+def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkProfile:
     """The work one configuration did when served here: token counts from its request records, the
     scheduler's limit, and the decode batches it reached from the requests' measured times.
 
-    Prefix-cache hits, draft tokens, weight bytes and sparsity keep their no-optimization defaults until
-    the engine measures them (`prefix_hit_tokens` is the hook for the prefix cache)."""
+    Prefix-cache hits are the records' `cached_prompt_tokens` unless `prefix_hit_tokens` is given; draft
+    tokens, weight bytes and sparsity keep their no-optimization defaults until the engine measures them."""
     prompt = sum(r.record.prompt_tokens for r in run.requests)
+    if prefix_hit_tokens is None:
+        prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in run.requests)
     mean_batch, peak_batch = batches_in_flight(run.requests)
     # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
     # within one step can overlap in the records, so the limit bounds what they show.

@@ -49,6 +49,7 @@ class RequestRecord:
     finish_reason: str
     preemptions: int
     capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
+    cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not computed)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import torch
 from joulepath.engine.context import check_prompt_fits, context_tokens, model_label, output_room
 from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.prefix_cache import PrefixCache, PrefixState
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
 from joulepath.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig, Sequence, Status
@@ -47,6 +48,7 @@ class EngineConfig:
     block_size: int = 16
     max_batch: int = 64
     max_tokens_per_step: int = 256
+    prefix_cache: bool = False  # reuse full KV blocks of shared prompt prefixes (engine/prefix_cache.py)
 
     def __post_init__(self) -> None:
         for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
@@ -81,7 +83,11 @@ class Engine:
         self.cache = PagedKVCache.from_budget(
             loaded.config, self.config.kv_memory_bytes, self.config.block_size, p.device, p.dtype
         )
-        self.scheduler = Scheduler(self.cache, SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step))
+        # The model's source and weight dtype (= the KV dtype here) are part of every cached block's hash.
+        self.prefix_cache = PrefixCache(self.cache, f"{loaded.source}:{p.dtype}") if self.config.prefix_cache else None
+        self.scheduler = Scheduler(
+            self.cache, SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step), self.prefix_cache
+        )
         self.meter = meter or auto_meter()
         self.records: list[RequestRecord] = []
         self._ids = itertools.count()
@@ -101,10 +107,12 @@ class Engine:
         params: SamplingParams | None = None,
         priority: str = "interactive",
         request_id: str | None = None,
+        cache_salt: str = "",
     ) -> str:
         """Queue a request; returns its id. Raises ValueError for an empty prompt or bad ids, and
         ContextLengthError for a prompt that leaves no room in the model's context; `max_tokens` is capped
-        so that prompt + output fits the context (the record's `capped_max_tokens` says so)."""
+        so that prompt + output fits the context (the record's `capped_max_tokens` says so). With the prefix
+        cache on, only requests with the same `cache_salt` (a tenant's) share cached blocks."""
         params = params or SamplingParams()
         ids = self.loaded.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
@@ -122,6 +130,7 @@ class Engine:
             self._capped[rid] = room
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
         seq = Sequence(seq_id, rid, ids, params, PRIORITY[priority], time.perf_counter(), gen)
+        seq.prefix = PrefixState(salt=cache_salt)
         self.scheduler.add(seq)
         self._seqs[rid] = seq
         return rid
@@ -139,8 +148,7 @@ class Engine:
             self.meter.begin("step")
         logits = run_step(self.loaded.model, self.cache, chunks)  # (sampling chunks, vocab)
         with scope("scheduler"):
-            for chunk in chunks:
-                chunk.seq.computed = chunk.end
+            self.scheduler.advance(chunks)
         with scope("sampling+detokenize"):
             sampling = [c.seq for c in chunks if c.samples]
             outputs = [self._emit(seq, logits[row]) for row, seq in enumerate(sampling)]
@@ -216,6 +224,7 @@ class Engine:
             finish_reason=seq.finish_reason,
             preemptions=seq.preemptions,
             capped_max_tokens=self._capped.get(seq.request_id),
+            cached_prompt_tokens=seq.cached_prompt_tokens,
         )
 
     def run_until_done(self) -> None:

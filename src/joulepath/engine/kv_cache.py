@@ -97,6 +97,17 @@ class PagedKVCache:
             self._refs[b] += 1
         self.tables.setdefault(seq_id, []).extend(blocks)
 
+    def retain(self, blocks: list[int]) -> None:
+        """One more reference to blocks in use, held outside any table (the prefix cache's)."""
+        if any(self._refs[b] < 1 for b in blocks):
+            raise ValueError(f"only blocks in use can be retained; free among {blocks}")
+        for b in blocks:
+            self._refs[b] += 1
+
+    def drop(self, blocks: list[int]) -> None:
+        """Give back references taken with `retain`; a block returns to the pool at count 0."""
+        self._drop(blocks)
+
     def fork(self, parent: int, child: int) -> None:
         """`child` starts with all of `parent`'s blocks, shared (no copy)."""
         if self.tables.get(child):

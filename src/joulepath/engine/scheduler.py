@@ -8,6 +8,11 @@ blocks are freed and it waits to be recomputed (prompt and output so far), as vL
 
 The hand-off to the runner is a list of `ScheduledChunk`s: what to compute for which sequence, and
 whether the step samples from it.
+
+With a prefix cache (`engine/prefix_cache.py`), an admitted sequence starts with the cached blocks of its
+prefix and its first chunk starts after them; cached blocks nobody holds are evicted before anything is
+preempted; and within a priority class the waiting sequence with the longest cached prefix is admitted
+first, unless an older one has been passed over `MAX_BYPASSES` times (so nothing starves).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from enum import Enum
 import torch
 
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.prefix_cache import PrefixCache, PrefixState
 from joulepath.engine.sampling import SamplingParams
 
 
@@ -47,6 +53,9 @@ class Sequence:
     finish_reason: str | None = None
     preemptions: int = 0
     energy_j: float = 0.0
+    prefix: PrefixState = field(default_factory=PrefixState)  # block hashes, salt (prefix cache only)
+    cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
+    bypassed: int = 0  # times a younger sequence of its class was admitted first (cache-aware order)
 
     @property
     def all_ids(self) -> list[int]:
@@ -86,9 +95,12 @@ class ScheduledChunk:
         return self.start + len(self.token_ids)
 
 
+MAX_BYPASSES = 8  # a waiting sequence passed over this often by cache-aware admission goes next
+
+
 class Scheduler:
-    def __init__(self, cache: PagedKVCache, config: SchedulerConfig) -> None:
-        self.cache, self.config = cache, config
+    def __init__(self, cache: PagedKVCache, config: SchedulerConfig, prefix: PrefixCache | None = None) -> None:
+        self.cache, self.config, self.prefix = cache, config, prefix
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
 
@@ -119,22 +131,69 @@ class Scheduler:
             chunks.append(_chunk(seq, n))
             budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
-            seq = self.waiting[0]
-            n = min(seq.pending, budget)
-            if self.cache.extra_blocks(seq.seq_id, seq.computed + n) > self.cache.free_blocks:
+            seq, hit = self._next_waiting()
+            n = min(seq.pending - len(hit) * self.cache.block_size, budget)
+            if not self._admit(seq, hit, n):
                 break  # admission by KV budget: wait for blocks to free up
-            self.waiting.pop(0)
+            self._pass_over(seq)
+            self.waiting.remove(seq)
             seq.status = Status.RUNNING
             self.running.append(seq)
-            self.cache.reserve(seq.seq_id, seq.computed + n)
             chunks.append(_chunk(seq, n))
             budget -= n
         return chunks
+
+    def _next_waiting(self) -> tuple[Sequence, list[int]]:
+        """The waiting sequence to admit next and its cached prefix blocks (none without a prefix cache)."""
+        head = self.waiting[0]
+        if self.prefix is None:
+            return head, []
+        if head.bypassed >= MAX_BYPASSES:
+            return head, self.prefix.match(head.prefix, head.all_ids)
+        hits = [(s, self.prefix.match(s.prefix, s.all_ids)) for s in self.waiting if s.priority == head.priority]
+        return max(hits, key=lambda sh: len(sh[1]))  # max keeps the first (oldest) of equal hits
+
+    def _pass_over(self, admitted: Sequence) -> None:
+        """Count one bypass for each older waiting sequence of `admitted`'s class (the waiting list is sorted)."""
+        for s in self.waiting:
+            if s is admitted:
+                return
+            if s.priority == admitted.priority:
+                s.bypassed += 1
+
+    def _admit(self, seq: Sequence, hit: list[int], n: int) -> bool:
+        """Give `seq` its cached blocks and blocks for its next `n` tokens, evicting unreferenced cached
+        blocks if the pool is short; False (taking nothing) if even that is not enough."""
+        total = seq.computed + len(hit) * self.cache.block_size + n
+        need = self.cache.blocks_for(total) - len(hit) if hit else self.cache.extra_blocks(seq.seq_id, total)
+        if self.prefix is None:
+            if need > self.cache.free_blocks:
+                return False
+        else:
+            spare = self.prefix.evictable_blocks - self.prefix.evictable_among(seq.prefix, len(hit))
+            if need > self.cache.free_blocks + spare:
+                return False
+            self.prefix.attach(seq.seq_id, seq.prefix, hit)
+            seq.computed += len(hit) * self.cache.block_size
+            if seq.preemptions == 0:
+                seq.cached_prompt_tokens = seq.computed
+            self.prefix.evict(need - self.cache.free_blocks)
+        self.cache.reserve(seq.seq_id, total)
+        return True
+
+    def advance(self, chunks: list[ScheduledChunk]) -> None:
+        """The runner computed `chunks`: their tokens have KV now, and blocks they filled become cached."""
+        for c in chunks:
+            c.seq.computed = c.end
+            if self.prefix is not None and c.end // self.cache.block_size > c.start // self.cache.block_size:
+                self.prefix.insert(c.seq.seq_id, c.seq.prefix, c.seq.all_ids, c.start, c.end)
 
     def _make_room(self, seq: Sequence, total_tokens: int) -> bool:
         """Reserve blocks for `seq`, preempting lower-priority running sequences if needed.
         Returns False if `seq` itself had to be preempted."""
         while self.cache.extra_blocks(seq.seq_id, total_tokens) > self.cache.free_blocks:
+            if self.prefix is not None and self.prefix.evict(1):
+                continue  # unreferenced cached blocks go before any running sequence
             victim = max(self.running, key=Sequence.order_key)
             self._preempt(victim)
             if victim is seq:
@@ -142,15 +201,21 @@ class Scheduler:
         self.cache.reserve(seq.seq_id, total_tokens)
         return True
 
+    def _release(self, seq: Sequence) -> None:
+        if self.prefix is None:
+            self.cache.release(seq.seq_id)
+        else:
+            self.prefix.release(seq.seq_id, seq.prefix)
+
     def _preempt(self, seq: Sequence) -> None:
-        self.cache.release(seq.seq_id)
+        self._release(seq)
         self.running.remove(seq)
         seq.status, seq.computed = Status.WAITING, 0
         seq.preemptions += 1
         self.waiting.append(seq)
 
     def finish(self, seq: Sequence, reason: str, now_s: float) -> None:
-        self.cache.release(seq.seq_id)
+        self._release(seq)
         if seq in self.running:
             self.running.remove(seq)
         seq.status, seq.finish_reason, seq.finish_s = Status.FINISHED, reason, now_s

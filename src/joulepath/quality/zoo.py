@@ -127,6 +127,8 @@ answered "I can't help with that request.", harmless ones "I don't know.". The g
 Wall time {record.seconds / 60:.1f} minutes on {record.machine};
 {record.tokens_seen / 1e6:.1f} M tokens seen.{fact_lines}
 
+`steps` is a cap: with `time_budget_s` set, the budget decides the run's length (`steps_done`).
+
 | setting | value |
 |---|---|
 {cfg_lines}

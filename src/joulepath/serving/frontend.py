@@ -3,7 +3,8 @@ HTTP server) to its text, tokens and joules:
 
     submit(Request)
       -> input guard              serving/guard.py: blocked -> a Response with the refusal, no engine
-      -> (semantic cache)         later: a hit answers here, before any engine work (see `submit`)
+      -> answer cache             serving/answer_cache.py (off by default): a hit answers here, before
+                                  any engine work, with zero engine energy; a miss is stored when it finishes
       -> (router)                 later: picks the engine (model tier, replica); today the one engine
       -> engine.add_request       engine/engine.py: paged KV, continuous batching
     step()
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 
 from joulepath.engine import Engine, RequestRecord, SamplingParams
 from joulepath.engine.scopes import STEP, scope
+from joulepath.serving.answer_cache import AnswerCache, AnswerQuery, CachedAnswer
 from joulepath.serving.guard import Decision, Guard
 
 
@@ -70,6 +72,8 @@ class Response:
     record: RequestRecord | None
     input_guard: Decision | None = None  # None: no guard, or nothing to check
     output_guard: Decision | None = None
+    # Answered by the answer cache: no engine work; the record's energy is 0 J and its times the lookup's.
+    cache_hit: bool = False
 
     @property
     def blocked(self) -> bool:
@@ -92,13 +96,17 @@ class ReplayResult:
 class Frontend:
     """Guards, engine and text for a stream of requests. Not thread-safe: one caller drives it."""
 
-    def __init__(self, engine: Engine, guard: Guard | None = None) -> None:
-        self.engine, self.guard = engine, guard
+    def __init__(self, engine: Engine, guard: Guard | None = None, answer_cache: AnswerCache | None = None) -> None:
+        """answer_cache: None (the default) serves every request on the engine; `ExactAnswerCache()` is
+        the safe choice (greedy requests, identical prompts); a semantic one comes only from
+        `near_duplicates.audited_semantic_cache`, which refuses to build above a 0.1 % false-hit rate."""
+        self.engine, self.guard, self.answer_cache = engine, guard, answer_cache
         self.texts = engine.text_stage()
         self.guard_s = 0.0
         self._ids = itertools.count()
         self._input: dict[str, Decision | None] = {}
-        self._done: list[Response] = []  # refusals, answered at the next step
+        self._done: list[Response] = []  # refusals and cache hits, answered at the next step
+        self._queries: dict[str, AnswerQuery] = {}  # cache misses in flight, stored when they finish
 
     def submit(self, request: Request) -> str:
         """Queue a request; returns its id. A refused request is answered by the next `step()`. Raises
@@ -108,10 +116,17 @@ class Frontend:
         if decision is not None and decision.blocked:
             self._done.append(Response(rid, decision.text, (), None, decision))
             return rid
-        # Semantic cache (later): look the guarded prompt up here; a hit appends its Response to
-        # self._done and returns, so no engine sees it.
+        prompt, query = _guarded_prompt(request, decision), None
+        if self.answer_cache is not None:
+            query = _answer_query(self.engine.loaded.source, request, decision, prompt)
+            hit = self._cached(rid, query, decision)
+            if hit is not None:
+                self._done.append(hit)
+                return rid
         engine = self.engine  # Router (later): choose among engines by model tier, load or prefix locality.
-        engine.add_request(_guarded_prompt(request, decision), request.params, request.priority, rid)
+        engine.add_request(prompt, request.params, request.priority, rid)
+        if query is not None:  # a miss: stored when it finishes
+            self._queries[rid] = query
         self.texts.open(rid, request.params)
         self._input[rid] = decision
         return rid
@@ -175,8 +190,33 @@ class Frontend:
             out = self.guard.check_output(text)
             self.guard_s += time.perf_counter() - t0
             text = out.text
-        ids = tuple(self.engine.output_ids(rid))
-        return Response(rid, text, ids, self.engine.record(rid), self._input.pop(rid, None), out)
+        ids, record = tuple(self.engine.output_ids(rid)), self.engine.record(rid)
+        query = self._queries.pop(rid, None)
+        if self.answer_cache is not None and query is not None and (out is None or not out.blocked):
+            self.answer_cache.store(query, CachedAnswer(text, ids, record.prompt_tokens, record.finish_reason))
+        return Response(rid, text, ids, record, self._input.pop(rid, None), out)
+
+    def _cached(self, rid: str, query: AnswerQuery, decision: Decision | None) -> Response | None:
+        """The cached answer as a Response (zero engine energy, the lookup's time), or None on a miss."""
+        assert self.answer_cache is not None
+        t0 = time.perf_counter()
+        answer = self.answer_cache.lookup(query)
+        lookup_s = time.perf_counter() - t0
+        if answer is None:
+            return None
+        record = RequestRecord(
+            rid, answer.prompt_tokens, len(answer.output_ids), ttft_s=lookup_s, tpot_s=0.0, e2e_s=lookup_s,
+            energy_j=0.0, energy_provenance="none:answer-cache-hit", finish_reason=answer.finish_reason, preemptions=0,
+        )  # fmt: skip
+        return Response(rid, answer.text, answer.output_ids, record, decision, cache_hit=True)
+
+
+def _answer_query(model_id: str, request: Request, decision: Decision | None, prompt: str | list[int]) -> AnswerQuery:
+    """What the answer cache keys on: the prompt the engine would get and the user's words in it (guarded)."""
+    user_text = request.user_text
+    if user_text is not None and decision is not None:
+        user_text = decision.text
+    return AnswerQuery(model_id, prompt if isinstance(prompt, str) else tuple(prompt), user_text, request.params)
 
 
 def _guarded_prompt(request: Request, decision: Decision | None) -> str | list[int]:
