@@ -1,6 +1,6 @@
 """Real execution for the main job: the workload's first requests, served on this machine by the engine
 with the scenario's model, once as a brute-force baseline (one request at a time) and once optimized
-(continuous batching), then profiled.
+(continuous batching and, unless `serve.prefix_cache` is off, the prefix KV cache), then profiled.
 
 Each request keeps the trace's arrival time (compressed to `serve.replay_s`); its content is a golden
 dev-set task (the built-in models answer only those), so every served answer is also scored: the
@@ -61,10 +61,12 @@ def replay(
     examples: list[Example],
     max_tokens: int,
     guard: Guard | None = None,
+    prefix_cache: bool = False,
 ) -> LocalRun:
     """Serve the requests as they arrive, through the serving frontend (input guard, engine, text, output
     guard); the meter covers the whole replay, idle gaps included."""
-    frontend = Frontend(Engine(loaded, EngineConfig(max_batch=max_batch), auto_meter()), guard)
+    config = EngineConfig(max_batch=max_batch, prefix_cache=prefix_cache)
+    frontend = Frontend(Engine(loaded, config, auto_meter()), guard)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
     trace = [
         Arrival(float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{k}", user_text=ex.user_text))
@@ -109,12 +111,14 @@ def serve_interleaved(
     (A B A B ...), after an untimed warm-up; returns (baselines, optimizeds) in the order served."""
     warm = min(WARM_UP_REQUESTS, len(examples))
     replay(loaded, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
-    configs = (("baseline", 1, "one at a time"), ("optimized", serve.max_batch, "continuous batching"))
+    optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
+    configs = (("baseline", 1, False, "one at a time"), ("optimized", serve.max_batch, serve.prefix_cache, optimized))
     runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}
     for k in range(serve.repeats):
-        for name, max_batch, how in configs:
+        for name, max_batch, prefix_cache, how in configs:
             progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
-            runs[name].append(replay(loaded, name, max_batch, arrivals, examples, serve.max_tokens, guard))
+            run = replay(loaded, name, max_batch, arrivals, examples, serve.max_tokens, guard, prefix_cache)
+            runs[name].append(run)
     return runs["baseline"], runs["optimized"]
 
 

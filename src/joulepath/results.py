@@ -334,3 +334,4 @@ class RunResult:
     analysis_energy: Measurement  # what this analysis itself cost on this machine
     baseline: FleetOutcome | None = None  # the same trace with no batching (the brute-force baseline)
     local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
+    work: WorkProfile | None = None  # the work profile the optimized projection applied (measured where served)

@@ -94,6 +94,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         analysis,
         baseline,
         local,
+        optimized.work,
     )
 
 

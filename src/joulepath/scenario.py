@@ -234,7 +234,7 @@ ZOO_MODELS = ("jp-small", "jp-large")  # = joulepath.model.checkpoint.ZOO_MODELS
 
 class ServeSection(_Section):
     """Real execution on this machine: the trace's first requests served by the engine, baseline (one
-    at a time) and optimized (continuous batching), then profiled."""
+    at a time) and optimized (continuous batching + prefix cache), then profiled."""
 
     enabled: bool = True
     model: str = Field(
@@ -252,6 +252,11 @@ class ServeSection(_Section):
         le=20,
         description="times each configuration is served, interleaved (baseline, optimized, baseline, ...); "
         "local ratios are reported as the median and min-max over the repetitions",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="the optimized configuration reuses the KV of shared prompt prefixes (engine/prefix_cache.py); "
+        "the baseline never does",
     )
     profile: bool = True
 

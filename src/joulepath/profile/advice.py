@@ -18,7 +18,11 @@ LEVERS = {
     "quantization": Lever("weight quantization (INT8/FP8)", False, "not built yet (planned: joulepath.optimize)"),
     "low_precision": Lever("lower-precision GEMMs (bf16/INT8 compute)", False, "not built yet (planned: optimize)"),
     "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: engine KV offload tiers)"),
-    "prefix_caching": Lever("prefix caching (KV reuse of shared prompt prefixes)", False, "not built yet (planned)"),
+    "prefix_caching": Lever(
+        "prefix caching (KV reuse of shared prompt prefixes)",
+        True,
+        "built: engine.prefix_cache (EngineConfig.prefix_cache; the main job's serve.prefix_cache)",
+    ),
     "compiled_decode": Lever("compiled decode with CUDA graphs", True, "built for batch 1: engine.static_decode"),
     "batching": Lever("continuous batching", True, "built: joulepath.engine (EngineConfig.max_batch)"),
     "fusion": Lever("kernel fusion (torch.compile)", True, "built for the static batch-1 path only"),

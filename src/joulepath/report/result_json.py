@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from joulepath.hw.work import WorkProfile
 from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
 from joulepath.results import SCHEMA_VERSION, FleetOutcome, LocalComparison, LocalRun, RatioSpread, RunResult
@@ -72,6 +73,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
             "idle_power_w": proj.idle_power_w,
             "efficiency_source": result.efficiency_source,
             "provenance": proj.provenance,
+            "work": work_to_dict(result.work),
         },
         "series": {
             "bin_s": proj.bin_s,
@@ -105,7 +107,16 @@ def _fleet_outcome(outcome: FleetOutcome) -> dict[str, Any]:
         "summary": plain(outcome.summary),
         "waterfall": [plain(s) for s in outcome.waterfall.stages],
         "facility_metrics": plain(outcome.facility.metrics),
+        "work": work_to_dict(outcome.work),
     }
+
+
+def work_to_dict(work: WorkProfile | None) -> dict[str, Any] | None:
+    """The work profile a projection applied, with the prefix-cache hits it subtracted (None: the
+    fleet model's defaults, nothing was served here)."""
+    if work is None:
+        return None
+    return {**plain(work), "prefix_hit_tokens": work.prefix_hit_tokens}
 
 
 def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
