@@ -36,20 +36,10 @@ from joulepath.quality import golden, shards
 from joulepath.quality.evals import evaluate, mean_accepted_length
 from joulepath.quality.tasks import LEVELS
 from joulepath.quality.train import TrainConfig, TrainState, train
+from joulepath.serving.guard import safety_texts
 
 PART_BYTES = 15 * 2**20
 LOG: dict[str, Any] = {"stages": {}, "errors": []}
-
-
-def safety_texts() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The safety set's training split: (forbidden requests, harmless requests)."""
-    path = Path(__file__).resolve().parents[1] / "src/joulepath/serving/data/safety.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    train_rows = [r for r in rows if r["split"] == "train"]
-    return (
-        tuple(r["text"] for r in train_rows if r["label"] == "unsafe"),
-        tuple(r["text"] for r in train_rows if r["label"] == "safe"),
-    )
 
 
 class GpuBusySampler:
@@ -111,7 +101,7 @@ def stage(name: str) -> Any:
 
 @stage("data")
 def make_rows(cfg: TrainConfig, tokenizer: Path, workers: int) -> shards.PackedRows:
-    mix = shards.DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, *safety_texts())
+    mix = shards.DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, *safety_texts("train"))
     rows = shards.build(tokenizer, mix, cfg.data_rows, cfg.seq_len, cfg.seed, workers)
     LOG["data"] = {
         "rows": rows.n_rows,
@@ -143,7 +133,7 @@ def fit(name: str, cfg: TrainConfig, rows: shards.PackedRows, work: Path, busy: 
     t_start = time.perf_counter()
     if busy is not None:
         busy.start()
-    train(cfg, out, show, safety=safety_texts(), data=rows)
+    train(cfg, out, show, safety=safety_texts("train"), data=rows)
     seconds = time.perf_counter() - t_start
     record: dict[str, Any] = {"config": asdict(cfg), "wall_s": round(seconds, 1), "curve": curve}
     if "t0" in window and window["step1"] > window["step0"]:

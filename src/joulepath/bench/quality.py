@@ -27,7 +27,7 @@ from joulepath.quality.align import AlignConfig, align, behaviour, make_pairs
 from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length
 from joulepath.quality.tasks import LEVELS
 from joulepath.quality.zoo import TRAINING_FILE
-from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set
+from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set, safety_texts
 
 
 def by_level(report: EvalReport) -> dict[str, float]:
@@ -64,9 +64,8 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     cfg = AlignConfig(steps=20 if quick else 150, task_prompts=100 if quick else 600)
     loaded = load_model(dpo_model)
     examples = golden.load("test", per_cell=5 if quick else 20)
-    unsafe = [r["text"] for r in held_out if r["label"] == "unsafe"]
-    safe = [r["text"] for r in held_out if r["label"] == "safe"]
-    forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
+    unsafe, safe = (list(texts) for texts in safety_texts("test"))
+    forbidden = list(safety_texts("train")[0])
     before = behaviour(loaded, examples, unsafe, safe)
     pairs = make_pairs(loaded, cfg, forbidden)
     after = behaviour(align(loaded, pairs, cfg), examples, unsafe, safe)

@@ -113,7 +113,7 @@ def train_cmd(
     """Train a zoo model on the task suite and the safety set's training split (packed rows made ahead,
     AdamW, cosine, clipping, checkpoints, resume); the GPU run is benchmarks/zoo_train_gpu.py."""
     from joulepath.quality.train import TrainConfig, train
-    from joulepath.serving.guard import load_safety_set
+    from joulepath.serving.guard import safety_texts
 
     cfg = guarded(
         lambda: TrainConfig(
@@ -121,11 +121,7 @@ def train_cmd(
             seed=seed, log_every=1,
         )
     )  # fmt: skip
-    rows = load_safety_set("train")
-    safety = (
-        tuple(r["text"] for r in rows if r["label"] == "unsafe"),
-        tuple(r["text"] for r in rows if r["label"] == "safe"),
-    )
+    safety = safety_texts("train")
     with progress() as bar:
         task = bar.add_task("making packed rows", total=steps)
 
@@ -205,16 +201,14 @@ def align_cmd(
     from joulepath.quality import golden
     from joulepath.quality.align import AlignConfig, AlignmentReport, align, behaviour, make_pairs
     from joulepath.report.result_json import write_json_atomic
-    from joulepath.serving.guard import load_safety_set
+    from joulepath.serving.guard import safety_texts
 
     cfg = guarded(
         lambda: AlignConfig(beta=beta, steps=steps, lr=lr, sft_weight=sft_weight, refusal_share=refusal_share)
     )
     loaded = guarded(lambda: load_model(model))
-    forbidden = [r["text"] for r in load_safety_set("train") if r["label"] == "unsafe"]
-    held_out = load_safety_set("test")
-    unsafe = [r["text"] for r in held_out if r["label"] == "unsafe"]
-    safe = [r["text"] for r in held_out if r["label"] == "safe"]
+    forbidden = list(safety_texts("train")[0])
+    unsafe, safe = (list(texts) for texts in safety_texts("test"))
     examples = golden.load("test", per_cell=per_cell)
     with progress() as bar:
         task = bar.add_task("measuring the reference model", total=steps)

@@ -23,6 +23,7 @@ from joulepath.model.mtp import CONFIG_FILE, HEADS_FILE, load_heads
 from joulepath.quality import golden
 from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length
 from joulepath.quality.tasks import CHAT_TEMPLATE, LEVELS, SKILLS
+from joulepath.quality.train import TrainConfig
 
 TRAINING_FILE = "training.json"  # measured facts of the training run, shipped with the weights
 SHIPPED_FILES = (
@@ -62,7 +63,7 @@ class TrainingRecord:
     def from_trainer_state(cls, run_dir: Path, machine: str) -> TrainingRecord:
         state = torch.load(run_dir / "trainer_state.pt", weights_only=False, map_location="cpu")
         cfg = state["config"]
-        rows = max(1, cfg["tokens_per_step"] // cfg["seq_len"])
+        rows = TrainConfig(**cfg).rows_per_step  # the one definition of rows per step
         return cls(
             {**cfg, "steps_done": state["step"]},
             float(state["seconds"]),

@@ -69,6 +69,15 @@ def load_safety_set(split: str | None = None) -> list[dict[str, str]]:
     return [r for r in rows if split is None or r["split"] == split]
 
 
+def safety_texts(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(forbidden requests, harmless requests) of one split of the safety set."""
+    rows = load_safety_set(split)
+    return (
+        tuple(r["text"] for r in rows if r["label"] == "unsafe"),
+        tuple(r["text"] for r in rows if r["label"] == "safe"),
+    )
+
+
 def default_classifier() -> SemanticClassifier:
     """Fitted on the safety set's training split, with golden task prompts as extra safe examples."""
     from joulepath.quality import golden
