@@ -122,7 +122,10 @@ def test_the_guard_stops_an_injection_before_the_engine() -> None:
 # empty backend, a verdict. Anything else ("(measured)" over a table of joules, "energy measured") fails.
 MEASURED_ALLOWED = re.compile(r"time measured|none measured|no significant difference measured")
 # result.json labels that are not energy (`.work.`: the served token counts a projection applied)
-NON_ENERGY_PATH = re.compile(r"time|accuracy|limits|tokens_per_s|ttft|\.work\.")
+NON_ENERGY_PATH = re.compile(
+    r"time|accuracy|limits|tokens_per_s|ttft|\.work\."
+    r"|\.kv_offload\.provenance$|\.kv_offload\.modelled\.provenance\.(hit_blocks|recompute_s)$"
+)
 
 
 @pytest.fixture(scope="module")
@@ -184,3 +187,16 @@ def _provenance_labels(node: Any, path: str = "") -> Any:
     elif isinstance(node, list):
         for i, value in enumerate(node):
             yield from _provenance_labels(value, f"{path}[{i}]")
+
+
+def test_the_kv_pool_and_a_modelled_tier_reach_result_json_and_the_report(estimated_run: tuple[Path, str]) -> None:
+    run_dir, _ = estimated_run
+    doc = json.loads((run_dir / "result.json").read_text(), parse_constant=_not_json)
+    kv = doc["local"]["optimized"]["kv_offload"]
+    assert doc["local"]["baseline"]["kv_offload"] is None  # the baseline has no prefix cache
+    assert kv["pool_blocks"] > 0 and kv["block_bytes"] > 0 and [t["tier"] for t in kv["tiers"]] == ["disk"]
+    m = kv["modelled"]
+    assert m["tier"] == "cxl-memory" and m["capacity_blocks"] > 0 and m["hit_blocks"] >= 0
+    assert m["provenance"]["copy_j"].startswith("estimated") and m["provenance"]["hit_blocks"].startswith("measured")
+    page = (run_dir / "report.html").read_text()
+    assert "modelled cxl-memory KV tier" in page and "KV blocks evicted from the pool" in page

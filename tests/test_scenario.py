@@ -41,6 +41,8 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"name": "../../x"}, ["name = '../../x'", "run folder"]),
         ({"name": ".hidden"}, ["name = '.hidden'"]),
         ({"name": "a/b"}, ["name = 'a/b'"]),
+        ({"serve": {"prefix_cache": False, "kv_offload_disk_mib": 64}}, ["set prefix_cache = true"]),
+        ({"serve": {"kv_modelled_tier": "tape"}}, ["serve.kv_modelled_tier = 'tape'", "'cxl-memory'"]),
     ],
 )
 def test_bad_scenarios_name_field_value_and_allowed(data: dict, expected: list[str]) -> None:  # type: ignore[type-arg]
@@ -130,3 +132,7 @@ def test_check_files_reads_every_file_the_scenario_names(tmp_path: Path) -> None
         check_scenario_files(scenario)
     for text in ("trace.csv:2: 2 column(s)", "site.epw: not an EPW file", "grid.csv is a folder"):
         assert text in str(err.value)
+
+
+def test_offload_defaults_go_unused_without_the_prefix_cache() -> None:
+    assert parse_scenario({"serve": {"prefix_cache": False}}).serve.kv_offload_disk_mib == 256

@@ -16,6 +16,7 @@ includes 1.0 is reported as no significant difference.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 
@@ -23,12 +24,14 @@ import numpy as np
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.engine.context import check_output_fits, check_prompt_fits, context_tokens, model_label
+from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.hw.kv_tiers import modelled_tier
 from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
 from joulepath.profile import profile_engine
 from joulepath.quality import golden
 from joulepath.quality.tasks import SYSTEM_PROMPT, Example, chat_prompt, check
-from joulepath.results import LocalComparison, LocalRun, ServedRequest
+from joulepath.results import KVOffloadUse, KVTierUse, LocalComparison, LocalRun, ModelledTierEffect, ServedRequest
 from joulepath.scenario import GuardSection, ServeSection
 from joulepath.serving.frontend import Arrival, Frontend, Request
 from joulepath.serving.guard import Guard, GuardPolicy
@@ -61,12 +64,15 @@ def replay(
     examples: list[Example],
     max_tokens: int,
     guard: Guard | None = None,
-    prefix_cache: bool = False,
+    config: EngineConfig | None = None,
+    modelled_tier: str | None = None,
 ) -> LocalRun:
     """Serve the requests as they arrive, through the serving frontend (input guard, engine, text, output
-    guard); the meter covers the whole replay, idle gaps included."""
-    config = EngineConfig(max_batch=max_batch, prefix_cache=prefix_cache)
-    frontend = Frontend(Engine(loaded, config, auto_meter()), guard)
+    guard); the meter covers the whole replay, idle gaps included. `config` (default: the engine's) gets
+    `max_batch`."""
+    config = dataclasses.replace(config or EngineConfig(), max_batch=max_batch)
+    engine = Engine(loaded, config, auto_meter())
+    frontend = Frontend(engine, guard)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
     trace = [
         Arrival(float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{k}", user_text=ex.user_text))
@@ -83,10 +89,65 @@ def replay(
         action = resp.output_guard.action if resp.output_guard else "allow"
         served.append(ServedRequest(resp.record, float(arrivals[k]), ex.skill, ex.level, check(ex, resp.text), action))
     accuracy = sum(s.correct for s in served) / max(len(served), 1)
+    kv = kv_use(engine, modelled_tier)
+    engine.close()
     return LocalRun(
         name, max_batch, tuple(served), result.wall_s, result.energy_j, result.energy_provenance, accuracy,
-        tuple(blocked), result.guard_s,
+        tuple(blocked), result.guard_s, kv,
     )  # fmt: skip
+
+
+def kv_use(engine: Engine, modelled_tier: str | None) -> KVOffloadUse | None:
+    """What the engine's prefix-cache pool and offload tiers did (None: no prefix cache)."""
+    prefix, off = engine.prefix_cache, engine.offload
+    if prefix is None:
+        return None
+    tiers = tuple(
+        KVTierUse(t.kind, t.capacity_blocks, t.stored, t.restored, t.restore_s_per_block)
+        for t in (off.stats() if off else [])
+    )
+    return KVOffloadUse(
+        block_bytes=PagedKVCache.bytes_per_block_of(engine.cache),
+        block_tokens=engine.cache.block_size,
+        pool_blocks=engine.cache.n_blocks,
+        evicted_blocks=prefix.evicted_blocks,
+        declined_blocks=prefix.declined_blocks,
+        prefill_s_per_token=off.prefill_s_per_token if off else None,
+        tiers=tiers,
+        modelled=modelled_effect(engine, modelled_tier) if modelled_tier else None,
+    )
+
+
+def modelled_effect(engine: Engine, name: str) -> ModelledTierEffect | None:
+    """Copying the blocks a modelled tier would have served back (estimated from the catalog) against
+    recomputing their prefill at the cost per token measured here."""
+    off = engine.offload
+    if off is None or not off.modelled.capacity_blocks:
+        return None
+    tier = modelled_tier(name)
+    moved = off.modelled.hit_blocks * PagedKVCache.bytes_per_block_of(engine.cache)
+    tokens = off.modelled.hit_blocks * engine.cache.block_size
+    per_token = off.prefill_s_per_token
+    return ModelledTierEffect(
+        name, off.modelled.capacity_blocks, off.modelled.hit_blocks, tokens, tier.seconds(moved),
+        tier.joules(moved), per_token * tokens if per_token is not None else None, tier.provenance,
+    )  # fmt: skip
+
+
+MIB = 2**20
+
+
+def engine_config(serve: ServeSection, optimized: bool) -> EngineConfig:
+    """The baseline's engine (no prefix cache, no tiers) or the optimized one as the scenario sets it."""
+    if not optimized or not serve.prefix_cache:
+        return EngineConfig()
+    modelled = 0 if serve.kv_modelled_tier == "none" else int(serve.kv_modelled_tier_gib * 2**30)
+    return EngineConfig(
+        prefix_cache=True,
+        offload_host_bytes=serve.kv_offload_host_mib * MIB,
+        offload_disk_bytes=serve.kv_offload_disk_mib * MIB,
+        offload_modelled_bytes=modelled,
+    )
 
 
 def guard_for(section: GuardSection) -> Guard | None:
@@ -112,12 +173,16 @@ def serve_interleaved(
     warm = min(WARM_UP_REQUESTS, len(examples))
     replay(loaded, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
     optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
-    configs = (("baseline", 1, False, "one at a time"), ("optimized", serve.max_batch, serve.prefix_cache, optimized))
+    configs = (
+        ("baseline", 1, engine_config(serve, False), "one at a time"),
+        ("optimized", serve.max_batch, engine_config(serve, True), optimized),
+    )
+    modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
     runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}
     for k in range(serve.repeats):
-        for name, max_batch, prefix_cache, how in configs:
+        for name, max_batch, config, how in configs:
             progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
-            run = replay(loaded, name, max_batch, arrivals, examples, serve.max_tokens, guard, prefix_cache)
+            run = replay(loaded, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
             runs[name].append(run)
     return runs["baseline"], runs["optimized"]
 

@@ -50,6 +50,7 @@ class RequestRecord:
     preemptions: int
     capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
     cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not computed)
+    restored_prompt_tokens: int = 0  # of those, copied back from a KV offload tier (host memory or disk)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,50 @@ class ServedRequest:
 
 
 @dataclass(frozen=True)
+class KVTierUse:
+    """One KV offload tier of a configuration served here (measured)."""
+
+    tier: str  # host | disk
+    capacity_blocks: int
+    stored_blocks: int
+    restored_blocks: int
+    restore_s_per_block: float  # measured copy back into the pool
+
+
+@dataclass(frozen=True)
+class ModelledTierEffect:
+    """A modelled KV tier (CXL memory, PIM) on the served requests: the blocks it would have served (counted
+    on the real sequence), the time and energy to copy them back (estimated, catalog), and the time their
+    prefill took here instead (measured cost per token x their tokens)."""
+
+    tier: str
+    capacity_blocks: int
+    hit_blocks: int
+    hit_tokens: int
+    copy_s: float
+    copy_j: float
+    recompute_s: float | None
+    estimate_provenance: str  # of copy_s and copy_j
+    count_provenance: ClassVar[str] = "measured: counted on the served request sequence (the hashes it would hold)"
+    recompute_provenance: ClassVar[str] = "measured: the engine's prefill seconds per token here x the tokens"
+
+
+@dataclass(frozen=True)
+class KVOffloadUse:
+    """What the prefix cache's pool and its offload tiers did in one configuration (measured), and the blocks
+    a modelled tier (CXL memory, PIM) of the configured size would have served on the same requests."""
+
+    block_bytes: int
+    block_tokens: int
+    pool_blocks: int
+    evicted_blocks: int  # left the pool (to a tier, or gone)
+    declined_blocks: int  # offloaded blocks recomputed because that was measured cheaper
+    prefill_s_per_token: float | None  # measured in the engine's steps (None: never measured)
+    tiers: tuple[KVTierUse, ...] = ()
+    modelled: ModelledTierEffect | None = None
+
+
+@dataclass(frozen=True)
 class LocalRun:
     """One configuration served on this machine (measured, except energy where the meter estimates)."""
 
@@ -77,6 +122,7 @@ class LocalRun:
     accuracy: float
     blocked: tuple[str, ...] = ()  # request ids the input guard refused (never reached the engine)
     guard_s: float = 0.0  # time spent in the guardrails, measured
+    kv: KVOffloadUse | None = None  # prefix cache pool and offload tiers (None: no prefix cache)
     accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
 
     @property

@@ -258,7 +258,35 @@ class ServeSection(_Section):
         description="the optimized configuration reuses the KV of shared prompt prefixes (engine/prefix_cache.py); "
         "the baseline never does",
     )
+    kv_offload_host_mib: int = Field(
+        0,
+        ge=0,
+        description="KV offload tier under the prefix cache: MiB of evicted blocks kept in host memory (pinned "
+        "under a GPU; on a CPU the pool is host memory already, so this only adds a copy); needs prefix_cache",
+    )
+    kv_offload_disk_mib: int = Field(
+        256,
+        ge=0,
+        description="KV offload tier: MiB of evicted blocks kept in a memory-mapped file on local disk, restored "
+        "when that is measured cheaper than recomputing them; needs prefix_cache",
+    )
+    kv_modelled_tier: Literal["none", "cxl-memory", "hbm-pim"] = Field(
+        "cxl-memory",
+        description="a KV tier this machine does not have, modelled from the catalog (estimated): the blocks it "
+        "would have served on the same requests are counted, its copy time and energy estimated",
+    )
+    kv_modelled_tier_gib: float = Field(64.0, gt=0, description="size of the modelled KV tier, GiB")
     profile: bool = True
+
+    @model_validator(mode="after")
+    def _offload_needs_prefix_cache(self) -> ServeSection:
+        asked = {"kv_offload_host_mib", "kv_offload_disk_mib"} & self.model_fields_set  # defaults just go unused
+        if any(getattr(self, f) for f in asked) and not self.prefix_cache:
+            raise ValueError(
+                "KV offload tiers hold the prefix cache's evicted blocks: set prefix_cache = true, or set "
+                "kv_offload_host_mib and kv_offload_disk_mib to 0"
+            )
+        return self
 
     @field_validator("model")
     @classmethod

@@ -7,6 +7,8 @@
 - Throughput and J/token of the main job's workload (the engine's records; energy with its provenance).
 - Overhead when nothing is shared (random-token prompts), and greedy texts compared on vs off.
 - Semantic answer cache: false-hit rate of the near-duplicate audit at the chosen threshold.
+- KV offload: a pool a quarter of the working set (distinct random-token prompts, each served twice); cache
+  on with and without a disk tier (memory-mapped file); a modelled CXL tier of the same size counted too.
 
 Every ratio is the median of the paired ratios (repetition i's on over its off) with its min-max spread.
 """
@@ -27,7 +29,9 @@ import torch
 
 from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.prefix_cache import PrefixCache
+from joulepath.hw.kv_tiers import modelled_tier
 from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
 from joulepath.quality import golden
@@ -101,6 +105,7 @@ class Served:
 
     prompt_tokens: int
     cached_prompt_tokens: int
+    restored_prompt_tokens: int  # of the cached ones, copied back from an offload tier
     output_tokens: int
     wall_s: float
     energy_j: float
@@ -124,17 +129,20 @@ def replay(
     **sp: Any,
 ) -> Served:
     """Serve `prompts` through the serving frontend at their arrival times (greedy)."""
-    frontend = Frontend(Engine(loaded, config, auto_meter()))
+    engine = Engine(loaded, config, auto_meter())
+    frontend = Frontend(engine)
     params = SamplingParams(**sp)
     trace = [
         Arrival(t, Request(p if isinstance(p, str) else tuple(p), params, request_id=f"r{k}"))
         for k, (t, p) in enumerate(zip(arrivals_s, prompts, strict=True))
     ]
     result = frontend.replay(trace)
+    engine.close()
     recs = [r.record for r in result.responses if r.record is not None]
     return Served(
         sum(r.prompt_tokens for r in recs), sum(r.cached_prompt_tokens for r in recs),
-        sum(r.output_tokens for r in recs), result.wall_s, result.energy_j, result.energy_provenance,
+        sum(r.restored_prompt_tokens for r in recs), sum(r.output_tokens for r in recs), result.wall_s,
+        result.energy_j, result.energy_provenance,
         {r.request_id: r.text for r in result.responses},
     )  # fmt: skip
 
@@ -213,6 +221,84 @@ def ttft_1k_prefix(loaded: LoadedModel, reps: int, prefix_tokens: int = 1000) ->
     }
 
 
+def two_passes(
+    loaded: LoadedModel, prompts: Sequence[list[int]], config: EngineConfig, **sp: Any
+) -> tuple[Served, Engine]:
+    """`prompts` served on one engine, all at once, then again once the first pass is done (so the second
+    pass can only reuse what the pool, or a tier under it, kept)."""
+    engine = Engine(loaded, config, auto_meter())
+    frontend = Frontend(engine)
+    params = SamplingParams(**sp)
+    results = [
+        frontend.replay([Arrival(0.0, Request(tuple(p), params, request_id=f"{k}:{i}")) for i, p in enumerate(prompts)])
+        for k in range(2)
+    ]
+    engine.close()
+    recs = [r.record for res in results for r in res.responses if r.record is not None]
+    served = Served(
+        sum(r.prompt_tokens for r in recs), sum(r.cached_prompt_tokens for r in recs),
+        sum(r.restored_prompt_tokens for r in recs), sum(r.output_tokens for r in recs),
+        sum(res.wall_s for res in results), sum(res.energy_j for res in results), results[0].energy_provenance,
+        {r.request_id: r.text for res in results for r in res.responses},
+    )  # fmt: skip
+    return served, engine
+
+
+def offload_pressure(loaded: LoadedModel, n_prompts: int, reps: int, prompt_tokens: int = 320) -> dict[str, Any]:
+    """A pool a quarter the size of the working set: `n_prompts` distinct random-token prompts served, then
+    served again. Without a tier the second pass finds little left in the pool; with a disk tier (a
+    memory-mapped file) the evicted blocks come back. Same requests, interleaved, cache on in both; a
+    modelled CXL tier of the disk tier's size is counted on the same sequence."""
+    bs, max_tokens = EngineConfig().block_size, 8
+    rng = random.Random(1)
+    eos = set(loaded.config.eos_token_ids)
+    vocab = [t for t in range(5, loaded.config.vocab_size) if t not in eos]
+    prompts = [[rng.choice(vocab) for _ in range(prompt_tokens)] for _ in range(n_prompts)]
+    per_request = -(-(prompt_tokens + max_tokens) // bs)
+    working_set = n_prompts * per_request
+    block_bytes = PagedKVCache.bytes_per_block(loaded.config, bs, next(loaded.model.parameters()).dtype)
+    pool_blocks = max(working_set // 4, 4 * per_request)
+    pool = EngineConfig(kv_memory_bytes=pool_blocks * block_bytes, max_batch=4, prefix_cache=True)
+    tier_bytes = 2 * working_set * block_bytes
+    tiered = dataclasses.replace(pool, offload_disk_bytes=tier_bytes, offload_modelled_bytes=tier_bytes)
+    sp: dict[str, Any] = {"max_tokens": max_tokens, "ignore_eos": True}
+    two_passes(loaded, prompts[:2], pool, **sp)  # warm-up
+    runs: dict[str, list[Served]] = {"pool": [], "disk": []}
+    engine = None
+    for rep in range(reps):
+        for name in ("pool", "disk") if rep % 2 == 0 else ("disk", "pool"):
+            served, e = two_passes(loaded, prompts, tiered if name == "disk" else pool, **sp)
+            runs[name].append(served)
+            engine = e if name == "disk" else engine
+    assert engine is not None and engine.offload is not None
+    modelled = engine.offload.modelled.hit_blocks
+    disk, prefill_s = engine.offload.stats()[0], engine.offload.prefill_s_per_token
+    cxl = modelled_tier("cxl-memory")
+    pool_r, disk_r = runs["pool"], runs["disk"]
+    return {
+        "requests": 2 * n_prompts,
+        "pool_blocks": pool_blocks,
+        "working_set_blocks": working_set,
+        "tier_blocks": disk.capacity_blocks,
+        "hit_rate_pool_only": statistics.median(r.cached_prompt_tokens / r.prompt_tokens for r in pool_r),
+        "hit_rate_with_disk_tier": statistics.median(r.cached_prompt_tokens / r.prompt_tokens for r in disk_r),
+        "restored_tokens": statistics.median(r.restored_prompt_tokens for r in disk_r),
+        "throughput_gain": spread([d.tokens_per_s / p.tokens_per_s for p, d in zip(pool_r, disk_r, strict=True)]),
+        "j_per_token_ratio": spread([d.j_per_token / p.j_per_token for p, d in zip(pool_r, disk_r, strict=True)]),
+        "energy_provenance": disk_r[0].energy_provenance,
+        "greedy_identical": all(p.texts == d.texts for p in pool_r for d in disk_r),
+        "disk_restore_ms_per_block": 1e3 * disk.restore_s_per_block,
+        "prefill_ms_per_block": 1e3 * prefill_s * bs if prefill_s else None,
+        "block_bytes": block_bytes,
+        "modelled_cxl": {
+            "hit_blocks": modelled,
+            "copy_ms_per_block": 1e3 * cxl.seconds(block_bytes),
+            "copy_uj_per_block": 1e6 * cxl.joules(block_bytes),
+            "provenance": cxl.provenance,
+        },
+    }
+
+
 def main_job_prompts(n: int) -> tuple[list[float], list[Example]]:
     """The main job's default requests: the default scenario's trace and seed, `n` of them."""
     from joulepath.execute import requests_for
@@ -269,6 +355,7 @@ def run(model: str, quick: bool, reps: int, n_requests: int, per_kind: int) -> d
     greedy_diffs = sum(a.texts != b.texts for a in offs for b in ons) + sum(
         a.texts != b.texts for a in r_offs for b in r_ons
     )
+    offload = offload_pressure(loaded, 8 if quick else 24, reps)
     return {
         "model": model,
         "quick": quick,
@@ -290,6 +377,8 @@ def run(model: str, quick: bool, reps: int, n_requests: int, per_kind: int) -> d
         "greedy_identical": greedy_diffs == 0,
         "greedy_compared": f"{len(offs) * len(ons) + len(r_offs) * len(r_ons)} off/on replay pairs, {2 * n} requests",
         "semantic_false_hit_rate": semantic_false_hit_rate(quick, per_kind),
+        "offload": offload,
+        "offload_throughput_gain": offload["throughput_gain"]["median"],
         "workload": f"main job default: {n} golden dev requests on the default trace; {len(lookups)} lookup tasks; "
         f"{n} random-token prompts of the same lengths",
         "machine": machine(),
@@ -323,6 +412,25 @@ def report(r: dict[str, Any]) -> None:
     print(f"greedy identical: {r['greedy_identical']} ({r['greedy_compared']})")
     s = r["semantic_false_hit_rate"]
     print(f"semantic false-hit rate: {s['rate']:.3%} ({s['label']})")
+    o = r["offload"]
+    print(
+        f"KV offload, pool of {o['pool_blocks']} blocks for a working set of {o['working_set_blocks']}, "
+        f"{o['requests']} requests (each twice):"
+    )
+    print(f"  hit rate pool only {o['hit_rate_pool_only']:.1%} | with disk tier {o['hit_rate_with_disk_tier']:.1%}")
+    print(_ratio("  throughput disk tier / pool only", o["throughput_gain"]))
+    print(_ratio("  J/token disk tier / pool only", o["j_per_token_ratio"]))
+    prefill = o["prefill_ms_per_block"]
+    print(
+        f"  restore {o['disk_restore_ms_per_block']:.3f} ms/block from disk (measured) vs prefill "
+        f"{prefill if prefill is None else round(prefill, 3)} ms/block (measured); greedy identical: "
+        f"{o['greedy_identical']}"
+    )
+    c = o["modelled_cxl"]
+    print(
+        f"  modelled CXL tier of the same size: {c['hit_blocks']} blocks served, {c['copy_ms_per_block']:.4f} ms and "
+        f"{c['copy_uj_per_block']:.2f} uJ per block (estimated from the catalog)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ import torch
 from joulepath.engine.context import check_prompt_fits, context_tokens, model_label, output_room
 from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.kv_offload import KVOffload, TierSpec
 from joulepath.engine.prefix_cache import PrefixCache, PrefixState
 from joulepath.engine.runner import run_step
 from joulepath.engine.sampling import SamplingParams, sample_token
@@ -49,11 +50,31 @@ class EngineConfig:
     max_batch: int = 64
     max_tokens_per_step: int = 256
     prefix_cache: bool = False  # reuse full KV blocks of shared prompt prefixes (engine/prefix_cache.py)
+    # KV offload tiers under the prefix cache (engine/kv_offload.py): bytes of evicted blocks kept in host
+    # memory (pinned under a GPU) and in a memory-mapped file in `offload_dir` (default: the temp folder).
+    offload_host_bytes: int = 0
+    offload_disk_bytes: int = 0
+    offload_dir: str | None = None
+    # A modelled tier (CXL memory, PIM) of this many bytes: no KV is stored, the blocks it would have served
+    # are counted (its cost comes from the catalog, labelled estimated).
+    offload_modelled_bytes: int = 0
 
     def __post_init__(self) -> None:
         for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
             if getattr(self, name) < 1:  # 0 would leave the scheduler looping without ever admitting work
                 raise ValueError(f"EngineConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("offload_host_bytes", "offload_disk_bytes", "offload_modelled_bytes"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"EngineConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if (
+            self.offload_host_bytes or self.offload_disk_bytes or self.offload_modelled_bytes
+        ) and not self.prefix_cache:
+            raise ValueError("KV offload tiers hold the prefix cache's evicted blocks: turn prefix_cache on too")
+
+    def offload_tiers(self) -> list[TierSpec]:
+        """The configured offload tiers, fastest first (empty: offload off)."""
+        tiers = [TierSpec("host", self.offload_host_bytes), TierSpec("disk", self.offload_disk_bytes)]
+        return [t for t in tiers if t.capacity_bytes]
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,15 @@ class Engine:
             loaded.config, self.config.kv_memory_bytes, self.config.block_size, p.device, p.dtype
         )
         # The model's source and weight dtype (= the KV dtype here) are part of every cached block's hash.
-        self.prefix_cache = PrefixCache(self.cache, f"{loaded.source}:{p.dtype}") if self.config.prefix_cache else None
+        tiers = self.config.offload_tiers()
+        self.offload = (
+            KVOffload(self.cache, tiers, self.config.offload_dir, self.config.offload_modelled_bytes)
+            if tiers or self.config.offload_modelled_bytes
+            else None
+        )
+        self.prefix_cache = (
+            PrefixCache(self.cache, f"{loaded.source}:{p.dtype}", self.offload) if self.config.prefix_cache else None
+        )
         self.scheduler = Scheduler(
             self.cache, SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step), self.prefix_cache
         )
@@ -95,6 +124,11 @@ class Engine:
         self._provenance = "none"
         self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
         self._records: dict[str, RequestRecord] = {}
+
+    def close(self) -> None:
+        """Give back what outlives the engine's memory: the disk tier's file."""
+        if self.offload is not None:
+            self.offload.close()
 
     @property
     def context_tokens(self) -> int:
@@ -146,7 +180,12 @@ class Engine:
                 return []
         with scope("meter"):
             self.meter.begin("step")
+        t0 = time.perf_counter()
         logits = run_step(self.loaded.model, self.cache, chunks)  # (sampling chunks, vocab)
+        if self.offload is not None:  # the measured prefill cost per token that restores are weighed against
+            if logits.is_cuda:
+                torch.cuda.synchronize()
+            self.offload.observe_step(time.perf_counter() - t0, sum(len(c.token_ids) for c in chunks))
         with scope("scheduler"):
             self.scheduler.advance(chunks)
         with scope("sampling+detokenize"):
@@ -225,6 +264,7 @@ class Engine:
             preemptions=seq.preemptions,
             capped_max_tokens=self._capped.get(seq.request_id),
             cached_prompt_tokens=seq.cached_prompt_tokens,
+            restored_prompt_tokens=seq.restored_prompt_tokens,
         )
 
     def run_until_done(self) -> None:

@@ -48,6 +48,11 @@ class PagedKVCache:
         elem = torch.tensor([], dtype=dtype).element_size()
         return 2 * cfg.n_layers * block_size * cfg.n_kv_heads * cfg.head_dim * elem
 
+    @staticmethod
+    def bytes_per_block_of(cache: PagedKVCache) -> int:
+        """Bytes of keys and values one block of `cache` holds."""
+        return 2 * cache.k[:, : cache.block_size].numel() * cache.k.element_size()
+
     @classmethod
     def from_budget(
         cls,

@@ -13,9 +13,14 @@ eviction is least-recently-released first, and a sequence's chain is released le
 before their parents (vLLM v1's free-queue order). A descendant orphaned by evicting its parent (only
 when two sequences computed the same block at once) is unreachable and ages out the same way.
 
-Data flow: Scheduler admission -> `match` (cached blocks for a sequence's known tokens) -> `attach`
-(share them, skip their prefill) ... runner writes KV -> `insert` (newly full blocks become cached) ->
-`release` (a finished or preempted sequence's cached blocks become evictable).
+With offload tiers (`engine/kv_offload.py`), an evicted block goes down a tier instead of vanishing; a
+match continues past the pool into the tiers (`match_offloaded`), and admission copies those blocks back
+(`fetch`, `restore`) where that is cheaper than recomputing them.
+
+Data flow: Scheduler admission -> `match` (cached blocks for a sequence's known tokens) [-> `match_offloaded`]
+-> `attach` (share them, skip their prefill) [-> `fetch` -> `restore`] ... runner writes KV -> `insert`
+(newly full blocks become cached) -> `release` (a finished or preempted sequence's cached blocks become
+evictable) -> `evict` (least recently released first; down a tier when there is one).
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from torch import Tensor
+
 from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.kv_offload import KVOffload, StoredBlock
 
 
 @dataclass(frozen=True)
@@ -44,8 +52,11 @@ class PrefixState:
 class PrefixCache:
     """Cached full blocks keyed by chained hash, with LRU eviction of unreferenced ones."""
 
-    def __init__(self, cache: PagedKVCache, model_key: str) -> None:
-        self.cache, self.model_key = cache, model_key
+    def __init__(self, cache: PagedKVCache, model_key: str, offload: KVOffload | None = None) -> None:
+        self.cache, self.model_key, self.offload = cache, model_key, offload
+        self.restored_blocks = 0  # blocks copied back from an offload tier
+        self.evicted_blocks = 0  # blocks that left the pool (to an offload tier, or gone)
+        self.declined_blocks = 0  # offloaded blocks a hit could have used, recomputed because that was cheaper
         self._nodes: dict[int, _Node] = {}
         self._evictable: OrderedDict[int, None] = OrderedDict()  # hashes, least recently released first
 
@@ -89,6 +100,49 @@ class PrefixCache:
             parent = h
         return blocks
 
+    def match_offloaded(self, state: PrefixState, ids: list[int], n_pool: int) -> tuple[list[int], int]:
+        """Continue a match of `n_pool` pool blocks into the offload tiers: the hashes of the blocks worth
+        copying back (in order), and how many more offloaded blocks follow that recomputing is cheaper for."""
+        if self.offload is None:
+            return [], 0
+        bs = self.cache.block_size
+        hashes = self.block_hashes(state, ids, (len(ids) - 1) // bs)
+        worth: list[int] = []
+        declined = 0
+        for i in range(n_pool, len(hashes)):
+            parent = hashes[i - 1] if i else self.root_hash(state.salt)
+            tier = self.offload.tier_of(hashes[i], parent, tuple(ids[i * bs : (i + 1) * bs]))
+            if tier is None:
+                break
+            if declined or not self.offload.worth_restoring(tier):
+                declined += 1  # once one block is recomputed, the blocks after it are too (causal KV)
+            else:
+                worth.append(hashes[i])
+        return worth, declined
+
+    def count_modelled(self, state: PrefixState, ids: list[int], n_pool: int) -> None:
+        """At admission: the blocks after a pool hit of `n_pool` blocks that a modelled tier would serve."""
+        if self.offload is not None and self.offload.modelled.capacity_blocks:
+            hashes = self.block_hashes(state, ids, (len(ids) - 1) // self.cache.block_size)
+            self.offload.modelled.serve(hashes[n_pool:])
+
+    def fetch(self, hashes: list[int]) -> list[tuple[int, StoredBlock, Tensor]]:
+        """Take offloaded blocks out of their tiers (before eviction can push them further down)."""
+        assert self.offload is not None
+        return [(h, *self.offload.take(h)) for h in hashes]
+
+    def restore(self, seq_id: int, fetched: list[tuple[int, StoredBlock, Tensor]]) -> None:
+        """Append fetched blocks to `seq_id`'s table (fresh pool blocks, KV copied back) and cache them again."""
+        assert self.offload is not None
+        table = self.cache.tables.setdefault(seq_id, [])
+        for h, meta, kv in fetched:
+            self.cache.reserve(seq_id, (len(table) + 1) * self.cache.block_size)
+            self.offload.write(table[-1], kv)
+            if h not in self._nodes:
+                self._nodes[h] = _Node(table[-1], meta.parent, meta.tokens)
+                self.cache.retain([table[-1]])
+        self.restored_blocks += len(fetched)
+
     def evictable_among(self, state: PrefixState, n_blocks: int) -> int:
         """How many of a sequence's first `n_blocks` (matched) blocks are evictable right now."""
         return sum(1 for h in state.hashes[:n_blocks] if h in self._evictable)
@@ -127,7 +181,11 @@ class PrefixCache:
         done = 0
         while done < n_blocks and self._evictable:
             h, _ = self._evictable.popitem(last=False)
-            self.cache.drop([self._nodes.pop(h).block])
+            node = self._nodes.pop(h)
+            self.evicted_blocks += 1
+            if self.offload is not None:
+                self.offload.offload(h, StoredBlock(node.parent, node.tokens), node.block)
+            self.cache.drop([node.block])
             done += 1
         return done
 

@@ -12,7 +12,9 @@ whether the step samples from it.
 With a prefix cache (`engine/prefix_cache.py`), an admitted sequence starts with the cached blocks of its
 prefix and its first chunk starts after them; cached blocks nobody holds are evicted before anything is
 preempted; and within a priority class the waiting sequence with the longest cached prefix is admitted
-first, unless an older one has been passed over `MAX_BYPASSES` times (so nothing starves).
+first, unless an older one has been passed over `MAX_BYPASSES` times (so nothing starves). With offload
+tiers, a hit continues into blocks evicted to host memory or disk, copied back at admission where that is
+cheaper than recomputing them (`engine/kv_offload.py`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class Sequence:
     energy_j: float = 0.0
     prefix: PrefixState = field(default_factory=PrefixState)  # block hashes, salt (prefix cache only)
     cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
+    restored_prompt_tokens: int = 0  # of those, copied back from an offload tier
     bypassed: int = 0  # times a younger sequence of its class was admitted first (cache-aware order)
 
     @property
@@ -95,6 +98,19 @@ class ScheduledChunk:
         return self.start + len(self.token_ids)
 
 
+@dataclass(frozen=True)
+class Hit:
+    """A waiting sequence's cached prefix: blocks in the pool, then offloaded blocks worth copying back."""
+
+    blocks: list[int] = field(default_factory=list)
+    offloaded: list[int] = field(default_factory=list)  # block hashes, in order
+    declined: int = 0  # further offloaded blocks that recomputing is cheaper for
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks) + len(self.offloaded)
+
+
 MAX_BYPASSES = 8  # a waiting sequence passed over this often by cache-aware admission goes next
 
 
@@ -132,7 +148,7 @@ class Scheduler:
             budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
             seq, hit = self._next_waiting()
-            n = min(seq.pending - len(hit) * self.cache.block_size, budget)
+            n = min(seq.pending - hit.n_blocks * self.cache.block_size, budget)
             if not self._admit(seq, hit, n):
                 break  # admission by KV budget: wait for blocks to free up
             self._pass_over(seq)
@@ -143,15 +159,22 @@ class Scheduler:
             budget -= n
         return chunks
 
-    def _next_waiting(self) -> tuple[Sequence, list[int]]:
-        """The waiting sequence to admit next and its cached prefix blocks (none without a prefix cache)."""
+    def _next_waiting(self) -> tuple[Sequence, Hit]:
+        """The waiting sequence to admit next and its cached prefix (none without a prefix cache)."""
         head = self.waiting[0]
         if self.prefix is None:
-            return head, []
+            return head, Hit()
         if head.bypassed >= MAX_BYPASSES:
-            return head, self.prefix.match(head.prefix, head.all_ids)
-        hits = [(s, self.prefix.match(s.prefix, s.all_ids)) for s in self.waiting if s.priority == head.priority]
-        return max(hits, key=lambda sh: len(sh[1]))  # max keeps the first (oldest) of equal hits
+            return head, self._hit(head)
+        hits = [(s, self._hit(s)) for s in self.waiting if s.priority == head.priority]
+        return max(hits, key=lambda sh: sh[1].n_blocks)  # max keeps the first (oldest) of equal hits
+
+    def _hit(self, seq: Sequence) -> Hit:
+        assert self.prefix is not None
+        ids = seq.all_ids
+        blocks = self.prefix.match(seq.prefix, ids)
+        offloaded, declined = self.prefix.match_offloaded(seq.prefix, ids, len(blocks))
+        return Hit(blocks, offloaded, declined)
 
     def _pass_over(self, admitted: Sequence) -> None:
         """Count one bypass for each older waiting sequence of `admitted`'s class (the waiting list is sorted)."""
@@ -161,23 +184,35 @@ class Scheduler:
             if s.priority == admitted.priority:
                 s.bypassed += 1
 
-    def _admit(self, seq: Sequence, hit: list[int], n: int) -> bool:
-        """Give `seq` its cached blocks and blocks for its next `n` tokens, evicting unreferenced cached
-        blocks if the pool is short; False (taking nothing) if even that is not enough."""
-        total = seq.computed + len(hit) * self.cache.block_size + n
-        need = self.cache.blocks_for(total) - len(hit) if hit else self.cache.extra_blocks(seq.seq_id, total)
+    def _admit(self, seq: Sequence, hit: Hit, n: int) -> bool:
+        """Give `seq` its cached blocks (offloaded ones copied back) and blocks for its next `n` tokens,
+        evicting unreferenced cached blocks if the pool is short; False (taking nothing) if even that is not
+        enough."""
+        bs = self.cache.block_size
+        total = seq.computed + hit.n_blocks * bs + n
+        need = (
+            self.cache.blocks_for(total) - len(hit.blocks)
+            if hit.n_blocks
+            else self.cache.extra_blocks(seq.seq_id, total)
+        )
         if self.prefix is None:
             if need > self.cache.free_blocks:
                 return False
         else:
-            spare = self.prefix.evictable_blocks - self.prefix.evictable_among(seq.prefix, len(hit))
+            spare = self.prefix.evictable_blocks - self.prefix.evictable_among(seq.prefix, len(hit.blocks))
             if need > self.cache.free_blocks + spare:
                 return False
-            self.prefix.attach(seq.seq_id, seq.prefix, hit)
-            seq.computed += len(hit) * self.cache.block_size
+            self.prefix.attach(seq.seq_id, seq.prefix, hit.blocks)
+            self.prefix.count_modelled(seq.prefix, seq.all_ids, len(hit.blocks))
+            fetched = self.prefix.fetch(hit.offloaded) if hit.offloaded else []
+            self.prefix.evict(need - self.cache.free_blocks)
+            if fetched:
+                self.prefix.restore(seq.seq_id, fetched)
+            self.prefix.declined_blocks += hit.declined
+            seq.computed += hit.n_blocks * bs
             if seq.preemptions == 0:
                 seq.cached_prompt_tokens = seq.computed
-            self.prefix.evict(need - self.cache.free_blocks)
+                seq.restored_prompt_tokens = len(hit.offloaded) * bs
         self.cache.reserve(seq.seq_id, total)
         return True
 

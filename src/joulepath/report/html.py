@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
 from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
-from joulepath.results import LocalComparison, RatioSpread, RunResult
+from joulepath.results import KVOffloadUse, LocalComparison, RatioSpread, RunResult
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
 STATUS_SCRIPT = """<script>
@@ -261,6 +261,22 @@ def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
     for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
         pb, po = b.percentile(field, q), o.percentile(field, q)
         rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * pb:.0f} ms", f"{1e3 * po:.0f} ms", time))
+    return rows + _kv_rows(o.kv)
+
+
+def _kv_rows(kv: KVOffloadUse | None) -> list[tuple[str, str, str, str]]:
+    """The optimized configuration's KV pool and tiers (measured), and a modelled tier's effect (estimated)."""
+    if kv is None:
+        return []
+    measured = _tag("KV blocks", "measured")
+    restored = ", ".join(f"{t.restored_blocks} from {t.tier}" for t in kv.tiers) or "no tier configured"
+    rows = [("KV blocks evicted from the pool / restored", "-", f"{kv.evicted_blocks} / {restored}", measured)]
+    m = kv.modelled
+    if m is not None:
+        text = f"would serve {m.hit_blocks} blocks: copy {1e3 * m.copy_s:.3g} ms, {m.copy_j:.3g} J"
+        text += f" vs recompute {1e3 * m.recompute_s:.3g} ms" if m.recompute_s is not None else ""
+        tag = _tag("copy time and energy", m.estimate_provenance)
+        rows.append((f"modelled {m.tier} KV tier", "-", text, tag))
     return rows
 
 

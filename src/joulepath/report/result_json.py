@@ -23,7 +23,15 @@ import numpy as np
 from joulepath.hw.work import WorkProfile
 from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
-from joulepath.results import SCHEMA_VERSION, FleetOutcome, LocalComparison, LocalRun, RatioSpread, RunResult
+from joulepath.results import (
+    SCHEMA_VERSION,
+    FleetOutcome,
+    KVOffloadUse,
+    LocalComparison,
+    LocalRun,
+    RatioSpread,
+    RunResult,
+)
 
 if TYPE_CHECKING:
     from joulepath.facility import TwinResult
@@ -141,7 +149,24 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "ttft_p99_s": run.percentile("ttft_s", 99),
         "tpot_p50_s": run.percentile("tpot_s", 50),
         "tpot_p99_s": run.percentile("tpot_s", 99),
+        "kv_offload": kv_offload_to_dict(run.kv),
     }
+
+
+def kv_offload_to_dict(kv: KVOffloadUse | None) -> dict[str, Any] | None:
+    """The pool and tiers (measured) and, for a modelled tier, what it would have changed (estimated)."""
+    if kv is None:
+        return None
+    out = plain(kv) | {"provenance": "measured: counts and copy times on this machine"}
+    if kv.modelled is not None:
+        m = kv.modelled
+        out["modelled"]["provenance"] = {
+            "hit_blocks": m.count_provenance,
+            "copy_s": m.estimate_provenance,
+            "copy_j": m.estimate_provenance,
+            "recompute_s": m.recompute_provenance,
+        }
+    return out
 
 
 def repetition_to_dict(run: LocalRun) -> dict[str, Any]:
