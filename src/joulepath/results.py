@@ -51,6 +51,9 @@ class RequestRecord:
     capped_max_tokens: int | None = None  # set when prompt + max_tokens would run past the context: the cap used
     cached_prompt_tokens: int = 0  # prompt tokens whose KV came from the prefix cache (not computed)
     restored_prompt_tokens: int = 0  # of those, copied back from a KV offload tier (host memory or disk)
+    decode_steps: int = 0  # steps after the first token (counted with speculative decoding on; else 0)
+    draft_proposed: int = 0  # draft tokens verified (speculative decoding)
+    draft_accepted: int = 0  # of those, kept
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,6 @@ import dataclasses
 import pytest
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.runner import run_step
 
 
 def test_chunks_carry_position_tokens_and_whether_they_sample(tiny) -> None:  # type: ignore[no-untyped-def]
@@ -18,11 +17,3 @@ def test_chunks_carry_position_tokens_and_whether_they_sample(tiny) -> None:  # 
     first[0].seq.computed = first[0].end
     second = engine.scheduler.schedule()
     assert [(c.start, len(c.token_ids), c.samples) for c in second] == [(8, 4, True)]
-
-
-def test_runner_refuses_draft_tokens_it_cannot_verify_yet(tiny) -> None:  # type: ignore[no-untyped-def]
-    engine = Engine(tiny)
-    engine.add_request([1, 2, 3], SamplingParams(max_tokens=2))
-    chunks = [dataclasses.replace(c, draft_tokens=(4,)) for c in engine.scheduler.schedule()]
-    with pytest.raises(NotImplementedError, match="draft tokens"):
-        run_step(tiny.model, engine.cache, chunks)

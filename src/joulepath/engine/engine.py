@@ -32,12 +32,13 @@ from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.kv_offload import KVOffload, TierSpec
 from joulepath.engine.prefix_cache import PrefixCache, PrefixState
-from joulepath.engine.runner import run_step
+from joulepath.engine.runner import run_step_hidden
 from joulepath.engine.sampling import SamplingParams, sample_token
 from joulepath.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig, Sequence, Status
 from joulepath.engine.scopes import scope
+from joulepath.engine.speculative import PROPOSERS, Speculator, make_proposer, verify
 from joulepath.meter import Meter, attribute, auto_meter
-from joulepath.model.checkpoint import LoadedModel
+from joulepath.model.checkpoint import LoadedModel, load_model
 from joulepath.results import RequestRecord  # the result type: report reads it without the engine
 
 PRIORITY = {"interactive": 0, "batch": 1}
@@ -58,6 +59,12 @@ class EngineConfig:
     # A modelled tier (CXL memory, PIM) of this many bytes: no KV is stored, the blocks it would have served
     # are counted (its cost comes from the catalog, labelled estimated).
     offload_modelled_bytes: int = 0
+    # Speculative decoding (engine/speculative.py): None (off), "prompt_lookup", "draft" (with
+    # `draft_model`, e.g. jp-small for jp-large) or "mtp" (the model's shipped multi-token heads).
+    speculative: str | None = None
+    draft_model: str | None = None
+    spec_max_k: int = 4  # most drafts per sequence per step
+    spec_adaptive: bool = True  # choose k (0 allowed) from measured acceptance and step cost; False: always max
 
     def __post_init__(self) -> None:
         for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
@@ -70,6 +77,10 @@ class EngineConfig:
             self.offload_host_bytes or self.offload_disk_bytes or self.offload_modelled_bytes
         ) and not self.prefix_cache:
             raise ValueError("KV offload tiers hold the prefix cache's evicted blocks: turn prefix_cache on too")
+        if self.speculative is not None and self.speculative not in PROPOSERS:
+            raise ValueError(f"EngineConfig.speculative must be one of {PROPOSERS} or None, got {self.speculative!r}")
+        if self.spec_max_k < 1:
+            raise ValueError(f"EngineConfig.spec_max_k must be >= 1, got {self.spec_max_k}")
 
     def offload_tiers(self) -> list[TierSpec]:
         """The configured offload tiers, fastest first (empty: offload off)."""
@@ -114,8 +125,12 @@ class Engine:
         self.prefix_cache = (
             PrefixCache(self.cache, f"{loaded.source}:{p.dtype}", self.offload) if self.config.prefix_cache else None
         )
+        self.speculator = self._speculator(loaded)
         self.scheduler = Scheduler(
-            self.cache, SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step), self.prefix_cache
+            self.cache,
+            SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step),
+            self.prefix_cache,
+            self.speculator,
         )
         self.meter = meter or auto_meter()
         self.records: list[RequestRecord] = []
@@ -124,6 +139,19 @@ class Engine:
         self._provenance = "none"
         self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
         self._records: dict[str, RequestRecord] = {}
+
+    def _speculator(self, loaded: LoadedModel) -> Speculator | None:
+        cfg = self.config
+        if cfg.speculative is None:
+            return None
+        draft = None
+        if cfg.speculative == "draft":
+            if cfg.draft_model is None:
+                raise ValueError("speculative = 'draft' needs EngineConfig.draft_model (for example jp-small)")
+            p = next(loaded.model.parameters())
+            draft = load_model(cfg.draft_model, device=p.device, dtype=p.dtype)
+        proposer = make_proposer(cfg.speculative, loaded, draft, cfg.kv_memory_bytes // 4)
+        return Speculator(proposer, cfg.spec_max_k, cfg.spec_adaptive)
 
     def close(self) -> None:
         """Give back what outlives the engine's memory: the disk tier's file."""
@@ -181,16 +209,21 @@ class Engine:
         with scope("meter"):
             self.meter.begin("step")
         t0 = time.perf_counter()
-        logits = run_step(self.loaded.model, self.cache, chunks)  # (sampling chunks, vocab)
-        if self.offload is not None:  # the measured prefill cost per token that restores are weighed against
+        logits, hidden = run_step_hidden(self.loaded.model, self.cache, chunks)  # (rows, vocab), (rows, d)
+        if self.offload is not None or self.speculator is not None:  # measured step costs
             if logits.is_cuda:
                 torch.cuda.synchronize()
-            self.offload.observe_step(time.perf_counter() - t0, sum(len(c.token_ids) for c in chunks))
-        with scope("scheduler"):
-            self.scheduler.advance(chunks)
+            seconds, tokens = time.perf_counter() - t0, sum(len(c.tokens) for c in chunks)
+            if self.offload is not None:  # the prefill cost per token that restores are weighed against
+                self.offload.observe_step(seconds, tokens)
+            if self.speculator is not None:  # the step cost that drafts are weighed against
+                self.speculator.cost.observe(tokens, seconds)
         with scope("sampling+detokenize"):
-            sampling = [c.seq for c in chunks if c.samples]
-            outputs = [self._emit(seq, logits[row]) for row, seq in enumerate(sampling)]
+            picked = self._pick(chunks, logits, hidden)
+        with scope("scheduler"):
+            self.scheduler.advance(chunks, {seq.seq_id: accepted for seq, _, accepted in picked})
+        with scope("sampling+detokenize"):
+            outputs = [out for seq, tokens, _ in picked for out in self._emit_all(seq, tokens)]
         with scope("meter"):
             window = self.meter.end("step")
         with scope("scheduler"):
@@ -206,8 +239,39 @@ class Engine:
             c.seq.energy_j += shares[str(c.seq.seq_id)]
         self._provenance = provenance
 
-    def _emit(self, seq: Sequence, logits: torch.Tensor) -> StepOutput:
-        token = sample_token(logits, seq.params, seq.generator)
+    def _pick(
+        self, chunks: list[ScheduledChunk], logits: torch.Tensor, hidden: torch.Tensor
+    ) -> list[tuple[Sequence, list[int], int]]:
+        """(sequence, tokens to emit, drafts accepted) for each sampling chunk: one sampled token, or the
+        verified run of drafts plus the target's own next token."""
+        picked, row = [], 0
+        for c in chunks:
+            if not c.samples:
+                continue
+            n = len(c.draft_tokens) + 1
+            seq = c.seq
+            if c.draft_tokens:
+                tokens, accepted = verify(logits[row : row + n], c.draft_tokens, seq.params, seq.generator)
+            else:
+                tokens, accepted = [sample_token(logits[row], seq.params, seq.generator)], 0
+            if self.speculator is not None:
+                if seq.output_ids:  # a decode step (the first token comes from the prefill)
+                    self.speculator.record(seq, len(c.draft_tokens), accepted)
+                seq.spec.hidden = hidden[row + accepted]  # what produced the last emitted token (MTP heads)
+            picked.append((seq, tokens, accepted))
+            row += n
+        return picked
+
+    def _emit_all(self, seq: Sequence, tokens: list[int]) -> list[StepOutput]:
+        """Append tokens one by one until the sequence finishes (EOS, stop id, length)."""
+        outs = []
+        for token in tokens:
+            outs.append(self._emit(seq, token))
+            if outs[-1].finished:
+                break
+        return outs
+
+    def _emit(self, seq: Sequence, token: int) -> StepOutput:
         now = time.perf_counter()
         seq.output_ids.append(token)
         seq.first_token_s = seq.first_token_s or now
@@ -265,6 +329,9 @@ class Engine:
             capped_max_tokens=self._capped.get(seq.request_id),
             cached_prompt_tokens=seq.cached_prompt_tokens,
             restored_prompt_tokens=seq.restored_prompt_tokens,
+            decode_steps=seq.spec.decode_steps,
+            draft_proposed=seq.spec.proposed,
+            draft_accepted=seq.spec.accepted,
         )
 
     def run_until_done(self) -> None:

@@ -27,19 +27,19 @@ class PagedAttention:
     def __init__(self, cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None) -> None:
         self.cache = cache
         device = cache.k.device
-        self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.token_ids)) for c in chunks])
-        offsets = torch.tensor([0] + [len(c.token_ids) for c in chunks]).cumsum(0).tolist()
-        decode = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
+        self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.tokens)) for c in chunks])
+        offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
+        decode = [i for i, c in enumerate(chunks) if len(c.tokens) == 1]
         self.decode_rows = torch.tensor([offsets[i] for i in decode], dtype=torch.int64, device=device)
         self.prefill = [
             (
                 offsets[i],
-                len(c.token_ids),
-                cache.slots(c.seq.seq_id, 0, c.end),
-                causal_mask(len(c.token_ids), c.end, c.start, window, device),
+                len(c.tokens),
+                cache.slots(c.seq.seq_id, 0, c.span_end),
+                causal_mask(len(c.tokens), c.span_end, c.start, window, device),
             )
             for i, c in enumerate(chunks)
-            if len(c.token_ids) > 1
+            if len(c.tokens) > 1
         ]
         if decode:
             longest = max(chunks[i].end for i in decode)
@@ -76,19 +76,32 @@ class PagedAttention:
 
 @torch.inference_mode()
 def run_step(model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]) -> Tensor:
-    """Forward one step; returns logits (number of sampling chunks, vocab) at the last token of each chunk
-    that samples, in batch order. Every chunk's keys and values land in the cache."""
-    if any(c.draft_tokens for c in chunks):
-        raise NotImplementedError("draft tokens (speculative decoding) are not verified by this runner yet")
+    """Forward one step; returns logits (rows, vocab) for each chunk that samples, in batch order: one row
+    at its last token, or, with drafts, one row at its last known token and one at each draft. Every
+    chunk's keys and values (drafts' too) land in the cache."""
+    return run_step_hidden(model, cache, chunks)[0]
+
+
+@torch.inference_mode()
+def run_step_hidden(model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]) -> tuple[Tensor, Tensor]:
+    """`run_step`, also returning the final normed hidden states of the same rows (multi-token heads read them)."""
     device = cache.k.device
     with scope("kv_cache.plan"):
-        tokens = torch.tensor([t for c in chunks for t in c.token_ids], device=device)
-        positions = torch.cat([torch.arange(c.start, c.end) for c in chunks]).to(device)
-        ends = torch.tensor([c.end - c.start for c in chunks]).cumsum(0) - 1
-        rows = ends[[i for i, c in enumerate(chunks) if c.samples]].to(device)
+        tokens = torch.tensor([t for c in chunks for t in c.tokens], device=device)
+        positions = torch.cat([torch.arange(c.start, c.span_end) for c in chunks]).to(device)
+        ends = (torch.tensor([len(c.tokens) for c in chunks]).cumsum(0) - 1).tolist()
+        picked = [r for c, end in zip(chunks, ends, strict=True) if c.samples for r in logit_rows(c, end)]
+        rows = torch.tensor(picked, dtype=torch.int64, device=device)
         attend = PagedAttention(cache, chunks, model.cfg.sliding_window)
     with scope("model.forward"):
-        return model(tokens, positions, attend, logit_rows=rows)
+        logits, hidden = model(tokens, positions, attend, logit_rows=rows, return_hidden=True)
+        return logits, hidden
+
+
+def logit_rows(chunk: ScheduledChunk, last_row: int) -> range:
+    """Rows of the step's tokens that a sampling chunk needs logits for: its last known token and its drafts."""
+    n = len(chunk.draft_tokens) + 1
+    return range(last_row - n + 1, last_row + 1)
 
 
 class StaticCacheAttention:

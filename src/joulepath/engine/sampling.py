@@ -38,6 +38,11 @@ def sample_token(logits: Tensor, params: SamplingParams, generator: torch.Genera
     """One token from a (vocab,) row of logits."""
     if params.temperature == 0.0:
         return int(logits.argmax())
+    return int(torch.multinomial(filtered_probs(logits, params).cpu(), 1, generator=generator))
+
+
+def filtered_probs(logits: Tensor, params: SamplingParams) -> Tensor:
+    """The distribution a sampled request draws from: temperature, then top-k and top-p filtering."""
     scores = logits.float() / params.temperature
     if params.top_k:
         kth = torch.topk(scores, min(params.top_k, scores.numel())).values[-1]
@@ -47,5 +52,4 @@ def sample_token(logits: Tensor, params: SamplingParams, generator: torch.Genera
         cum = sorted_scores.softmax(-1).cumsum(-1)
         drop = cum - sorted_scores.softmax(-1) >= params.top_p  # keep the smallest prefix reaching top_p
         scores = scores.scatter(0, order[drop], float("-inf"))
-    probs = scores.softmax(-1)
-    return int(torch.multinomial(probs.cpu(), 1, generator=generator))
+    return scores.softmax(-1)

@@ -19,6 +19,7 @@ cheaper than recomputing them (`engine/kv_offload.py`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -28,6 +29,8 @@ import torch
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.prefix_cache import PrefixCache, PrefixState
 from joulepath.engine.sampling import SamplingParams
+from joulepath.engine.scopes import scope
+from joulepath.engine.speculative import SpecState, Speculator
 
 
 class Status(Enum):
@@ -59,6 +62,7 @@ class Sequence:
     cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
     restored_prompt_tokens: int = 0  # of those, copied back from an offload tier
     bypassed: int = 0  # times a younger sequence of its class was admitted first (cache-aware order)
+    spec: SpecState = field(default_factory=SpecState)  # speculative decoding counts (and MTP's hidden state)
 
     @property
     def all_ids(self) -> list[int]:
@@ -89,13 +93,24 @@ class ScheduledChunk:
     start: int  # position of token_ids[0] in the sequence (tokens before it have KV in the cache)
     token_ids: tuple[int, ...]
     samples: bool  # the chunk reaches the end of the sequence's known tokens: sample the next one
-    # Speculative decoding (later): proposed tokens verified in the same forward. The runner refuses
-    # them until that exists, so a scheduler that fills this cannot be silently ignored.
+    # Speculative decoding: proposed tokens computed after token_ids in the same forward (their KV is
+    # written too); the runner returns logits for the last token and every draft, to verify them.
     draft_tokens: tuple[int, ...] = ()
 
     @property
     def end(self) -> int:
+        """Position after the chunk's known tokens (drafts excluded: their KV is kept only if accepted)."""
         return self.start + len(self.token_ids)
+
+    @property
+    def tokens(self) -> tuple[int, ...]:
+        """Everything the forward computes: the known tokens, then the drafts."""
+        return self.token_ids + self.draft_tokens
+
+    @property
+    def span_end(self) -> int:
+        """Position after the last computed token, drafts included."""
+        return self.start + len(self.token_ids) + len(self.draft_tokens)
 
 
 @dataclass(frozen=True)
@@ -115,8 +130,14 @@ MAX_BYPASSES = 8  # a waiting sequence passed over this often by cache-aware adm
 
 
 class Scheduler:
-    def __init__(self, cache: PagedKVCache, config: SchedulerConfig, prefix: PrefixCache | None = None) -> None:
-        self.cache, self.config, self.prefix = cache, config, prefix
+    def __init__(
+        self,
+        cache: PagedKVCache,
+        config: SchedulerConfig,
+        prefix: PrefixCache | None = None,
+        speculator: Speculator | None = None,
+    ) -> None:
+        self.cache, self.config, self.prefix, self.speculator = cache, config, prefix, speculator
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
 
@@ -138,14 +159,16 @@ class Scheduler:
         self.waiting.sort(key=Sequence.order_key)
         budget = self.config.max_tokens_per_step
         chunks: list[ScheduledChunk] = []
+        drafts = self._propose(budget)
         for seq in list(self.running):  # decode tokens and unfinished prefills, highest priority first
             if seq.status is not Status.RUNNING or budget <= 0:
                 continue
             n = 1 if seq.pending == 1 else min(seq.pending, budget)
             if not self._make_room(seq, seq.computed + n):
                 continue
-            chunks.append(_chunk(seq, n))
-            budget -= n
+            draft = self._fit_draft(seq, drafts.get(seq.seq_id, ()), budget - n)
+            chunks.append(dataclasses.replace(_chunk(seq, n), draft_tokens=draft) if draft else _chunk(seq, n))
+            budget -= n + len(draft)
         while self.waiting and budget > 0 and len(self.running) < self.config.max_batch:
             seq, hit = self._next_waiting()
             n = min(seq.pending - hit.n_blocks * self.cache.block_size, budget)
@@ -158,6 +181,29 @@ class Scheduler:
             chunks.append(_chunk(seq, n))
             budget -= n
         return chunks
+
+    def _propose(self, budget: int) -> dict[int, tuple[int, ...]]:
+        """Draft tokens for the running sequences that decode this step (none without a speculator)."""
+        spec = self.speculator
+        decoding = [s for s in self.running if s.status is Status.RUNNING and s.pending == 1]
+        if spec is None or not decoding:
+            return {}
+        with scope("speculative.propose"):
+            prefill = sum(s.pending for s in self.running if s.pending > 1)
+            room = [s.params.max_tokens - len(s.output_ids) - 1 for s in decoding]  # drafts past the end are waste
+            ks = spec.plan(decoding, min(len(decoding) + prefill, budget), room)
+            proposals = spec.proposer.propose(decoding, ks)
+        return {s.seq_id: d[:k] for s, d, k in zip(decoding, proposals, ks, strict=True) if d and k}
+
+    def _fit_draft(self, seq: Sequence, draft: tuple[int, ...], budget: int) -> tuple[int, ...]:
+        """As much of `draft` as the step's token budget and the free blocks allow (drafts never preempt or
+        evict), with its blocks reserved."""
+        draft = draft[: max(0, budget)]
+        while draft and self.cache.extra_blocks(seq.seq_id, seq.computed + 1 + len(draft)) > self.cache.free_blocks:
+            draft = draft[:-1]
+        if draft:
+            self.cache.reserve(seq.seq_id, seq.computed + 1 + len(draft))
+        return draft
 
     def _next_waiting(self) -> tuple[Sequence, Hit]:
         """The waiting sequence to admit next and its cached prefix (none without a prefix cache)."""
@@ -216,12 +262,19 @@ class Scheduler:
         self.cache.reserve(seq.seq_id, total)
         return True
 
-    def advance(self, chunks: list[ScheduledChunk]) -> None:
-        """The runner computed `chunks`: their tokens have KV now, and blocks they filled become cached."""
+    def advance(self, chunks: list[ScheduledChunk], accepted: dict[int, int] | None = None) -> None:
+        """The runner computed `chunks`: their tokens have KV now, and blocks they filled become cached. With
+        drafts, `accepted[seq_id]` of them are kept (their tokens are appended to the output by the caller
+        afterwards); the rest's KV is dropped."""
+        bs = self.cache.block_size
         for c in chunks:
-            c.seq.computed = c.end
-            if self.prefix is not None and c.end // self.cache.block_size > c.start // self.cache.block_size:
-                self.prefix.insert(c.seq.seq_id, c.seq.prefix, c.seq.all_ids, c.start, c.end)
+            end = c.end + (accepted or {}).get(c.seq.seq_id, 0)
+            c.seq.computed = end
+            if c.draft_tokens:
+                self.cache.truncate(c.seq.seq_id, end)
+            if self.prefix is not None and end // bs > c.start // bs:
+                ids = c.seq.all_ids if end <= len(c.seq.all_ids) else [*c.seq.all_ids, *c.draft_tokens]
+                self.prefix.insert(c.seq.seq_id, c.seq.prefix, ids, c.start, end)
 
     def _make_room(self, seq: Sequence, total_tokens: int) -> bool:
         """Reserve blocks for `seq`, preempting lower-priority running sequences if needed.
@@ -251,6 +304,8 @@ class Scheduler:
 
     def finish(self, seq: Sequence, reason: str, now_s: float) -> None:
         self._release(seq)
+        if self.speculator is not None:
+            self.speculator.proposer.forget(seq)
         if seq in self.running:
             self.running.remove(seq)
         seq.status, seq.finish_reason, seq.finish_s = Status.FINISHED, reason, now_s

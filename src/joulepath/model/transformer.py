@@ -140,13 +140,22 @@ class Transformer(nn.Module):
         self.register_buffer("inv_freq", rope_inv_freq(cfg), persistent=False)
 
     def forward(
-        self, tokens: Tensor, positions: Tensor, attend: AttentionBackend, logit_rows: Tensor | None = None
-    ) -> Tensor:
-        """tokens, positions: (T,). Returns logits (R, vocab) for `logit_rows` (default: every token)."""
+        self,
+        tokens: Tensor,
+        positions: Tensor,
+        attend: AttentionBackend,
+        logit_rows: Tensor | None = None,
+        return_hidden: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """tokens, positions: (T,). Returns logits (R, vocab) for `logit_rows` (default: every token), and with
+        `return_hidden` also the final normed hidden states (R, d_model) of the same rows (what multi-token
+        heads read)."""
         x = self.trunk(tokens, positions, attend)
         if logit_rows is not None:
             x = x[logit_rows]  # only the rows that sample: skips most of the LM head in prefill
-        return self.output(self.norm(x))
+        hidden = self.norm(x)
+        logits = self.output(hidden)
+        return (logits, hidden) if return_hidden else logits
 
     def trunk(self, tokens: Tensor, positions: Tensor, attend: AttentionBackend) -> Tensor:
         """The last block's hidden states (T, d_model), before the final norm: what multi-token heads read."""

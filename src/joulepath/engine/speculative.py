@@ -1,0 +1,339 @@
+"""Speculative and multi-token decoding: propose k tokens cheaply, verify them in one (k+1)-token chunk of
+the target model, keep the longest run it agrees with plus one token of its own (Leviathan et al. 2023;
+Chen et al. 2023). A decode step reads every weight once whether it computes 1 token or k+1, so on a
+memory-bound step accepted drafts are nearly free tokens.
+
+Proposers (`Proposer`):
+- `PromptLookup`: the last n tokens (n = 3, 2, 1) looked up earlier in the prompt and output; the tokens
+  that followed are the proposal (Saxena 2023, "prompt lookup decoding"). No model; made for answers
+  that copy from the prompt (lookup, extraction, code edits).
+- `DraftModel`: a smaller model with the same vocabulary (jp-small for jp-large) run greedily k steps
+  ahead, with its own paged KV cache (the draft's layers and heads differ from the target's, so its
+  blocks cannot share the target's pool), truncated to what the target accepted.
+- `MTPHeads`: multi-token heads shipped with the model (`model/mtp.py`, Medusa-1): from the hidden state
+  that produced the last token, head i guesses the token i+1 after it. The engine keeps that hidden state.
+
+Verification (`verify`): greedy requests keep drafts while they equal the target's argmax, so the output
+is token-identical to plain decoding. Sampled requests use speculative rejection sampling: a proposal is
+deterministic (its q is one-hot), so draft d is accepted with probability p(d), and on rejection the
+token is drawn from p with d removed and renormalised (the residual max(p - q, 0)); the output
+distribution is exactly the target's.
+
+Never slower (`Speculator.plan`): k is chosen per sequence from its measured acceptance rate and the
+measured cost of the engine's steps (an online fit of seconds = a + b x tokens), maximising tokens
+emitted per second of step time; k = 0 is a legal choice, so speculation turns itself off where the
+acceptance it measures does not pay for the verify tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence as Seq
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+import torch
+from torch import Tensor
+
+from joulepath.engine.kv_cache import KVCacheFull, PagedKVCache
+from joulepath.engine.sampling import SamplingParams, filtered_probs
+
+if TYPE_CHECKING:
+    from joulepath.engine.scheduler import Sequence
+    from joulepath.model import LoadedModel
+    from joulepath.model.mtp import MedusaHeads
+
+PROPOSERS = ("prompt_lookup", "draft", "mtp")
+
+
+@dataclass
+class SpecState:
+    """Per-sequence speculative state."""
+
+    proposed: int = 0  # draft tokens verified so far
+    accepted: int = 0  # of those, kept
+    verify_steps: int = 0  # decode steps that verified at least one draft
+    decode_steps: int = 0  # every decode step (plain or verifying)
+    hidden: Tensor | None = None  # final normed hidden state that produced the last token (MTP heads)
+
+    def acceptance(self, prior: float) -> float:
+        """Per-token acceptance estimate: the prior blended with what this sequence showed (4 pseudo-tokens)."""
+        return (self.accepted + 4 * prior) / (self.proposed + 4)
+
+
+class Proposer(Protocol):
+    """Proposes up to `ks[i]` draft tokens for each decoding sequence (fewer or none is allowed)."""
+
+    name: str
+
+    def propose(self, seqs: list[Sequence], ks: list[int]) -> list[tuple[int, ...]]: ...
+
+    def forget(self, seq: Sequence) -> None:
+        """The sequence finished: drop anything kept for it."""
+        ...
+
+
+class PromptLookup:
+    """n-gram lookup of the sequence's own tokens: the continuation of the latest earlier match."""
+
+    name = "prompt_lookup"
+
+    def __init__(self, max_ngram: int = 3, min_ngram: int = 1) -> None:
+        if not 1 <= min_ngram <= max_ngram:
+            raise ValueError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, {max_ngram}")
+        self.max_ngram, self.min_ngram = max_ngram, min_ngram
+
+    def propose(self, seqs: list[Sequence], ks: list[int]) -> list[tuple[int, ...]]:
+        return [
+            lookup(s.all_ids, k, self.max_ngram, self.min_ngram) if k else () for s, k in zip(seqs, ks, strict=True)
+        ]
+
+    def forget(self, seq: Sequence) -> None:
+        return None
+
+
+def lookup(ids: list[int], k: int, max_ngram: int = 3, min_ngram: int = 1) -> tuple[int, ...]:
+    """Up to `k` tokens that followed the latest earlier occurrence of the longest suffix n-gram of `ids`.
+
+    >>> lookup([5, 6, 7, 9, 5, 6], 2)
+    (7, 9)
+    """
+    n_ids = len(ids)
+    for n in range(min(max_ngram, n_ids - 1), min_ngram - 1, -1):
+        tail = ids[n_ids - n :]
+        for start in range(n_ids - n - 1, -1, -1):  # latest first: recent context predicts best
+            if ids[start : start + n] == tail:
+                follow = ids[start + n : start + n + k]
+                if follow:
+                    return tuple(follow)
+    return ()
+
+
+class MTPHeads:
+    """Medusa-1 heads: guesses from the hidden state that produced the last token (kept by the engine)."""
+
+    name = "mtp"
+
+    def __init__(self, loaded: LoadedModel, heads: MedusaHeads) -> None:
+        self.model, self.heads = loaded.model, heads
+
+    @torch.inference_mode()
+    def propose(self, seqs: list[Sequence], ks: list[int]) -> list[tuple[int, ...]]:
+        rows = [i for i, (s, k) in enumerate(zip(seqs, ks, strict=True)) if k and s.spec.hidden is not None]
+        out: list[tuple[int, ...]] = [()] * len(seqs)
+        if not rows:
+            return out
+        h = torch.stack([seqs[i].spec.hidden for i in rows])  # type: ignore[misc]  # (R, d)
+        k_max = min(max(ks[i] for i in rows), self.heads.cfg.n_heads)
+        guesses = self.model.output(self.heads.hidden(h)[:k_max]).argmax(-1)  # (K, R)
+        for j, i in enumerate(rows):
+            out[i] = tuple(int(t) for t in guesses[: ks[i], j])
+        return out
+
+    def forget(self, seq: Sequence) -> None:
+        seq.spec.hidden = None
+
+
+class DraftModel:
+    """A smaller model proposing greedily, with its own paged KV cache (truncated after each verify)."""
+
+    name = "draft"
+
+    def __init__(self, target: LoadedModel, draft: LoadedModel, kv_memory_bytes: int, block_size: int = 16) -> None:
+        if draft.config.vocab_size != target.config.vocab_size:
+            raise ValueError(
+                f"draft model {draft.source} has vocabulary {draft.config.vocab_size}, the target "
+                f"{target.source} {target.config.vocab_size}: a draft must share the target's tokenizer"
+            )
+        p = next(draft.model.parameters())
+        self.loaded = draft
+        self.cache = PagedKVCache.from_budget(draft.config, kv_memory_bytes, block_size, p.device, p.dtype)
+        self.computed: dict[int, int] = {}  # seq_id -> tokens with draft KV
+
+    @torch.inference_mode()
+    def propose(self, seqs: list[Sequence], ks: list[int]) -> list[tuple[int, ...]]:
+        from joulepath.engine.runner import run_step
+        from joulepath.engine.scheduler import ScheduledChunk
+
+        live = [(s, k) for s, k in zip(seqs, ks, strict=True) if k]
+        drafts: dict[int, list[int]] = {s.seq_id: [] for s, _ in live}
+        for s, _ in live:  # the draft's KV must hold the accepted tokens: catch up from where it stopped
+            self.sync(s)
+        for step in range(max((k for _, k in live), default=0)):
+            chunks, active = [], []
+            for s, k in live:
+                if step >= k:
+                    continue
+                ids = s.all_ids + drafts[s.seq_id]
+                start = self.computed.get(s.seq_id, 0)
+                try:
+                    self.cache.reserve(s.seq_id, len(ids))
+                except KVCacheFull:
+                    continue  # no room for this one's draft KV: it proposes what it has
+                chunks.append(ScheduledChunk(s, start, tuple(ids[start:]), True))
+                active.append(s)
+            if not chunks:
+                break
+            logits = run_step(self.loaded.model, self.cache, chunks)
+            for s, row in zip(active, logits.argmax(-1).tolist(), strict=True):
+                self.computed[s.seq_id] = len(s.all_ids) + len(drafts[s.seq_id])
+                drafts[s.seq_id].append(int(row))
+        return [tuple(drafts.get(s.seq_id, ())) for s in seqs]
+
+    def sync(self, seq: Sequence) -> None:
+        """Forget draft KV past the tokens the sequence kept (rejected drafts, a preemption)."""
+        known = self.computed.get(seq.seq_id, 0)
+        ids = seq.all_ids
+        keep = min(known, len(ids) - 1)  # the last token is always fed again (its KV is the draft's input)
+        if keep < known:
+            self.cache.truncate(seq.seq_id, keep)
+            self.computed[seq.seq_id] = keep
+
+    def forget(self, seq: Sequence) -> None:
+        self.cache.release(seq.seq_id)
+        self.computed.pop(seq.seq_id, None)
+
+
+@dataclass
+class StepCost:
+    """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured)."""
+
+    n: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
+    decay: float = 0.98  # older steps weigh less: the machine's load changes
+
+    def observe(self, tokens: int, seconds: float) -> None:
+        d = self.decay
+        self.n += 1
+        self.sx, self.sy = d * self.sx + tokens, d * self.sy + seconds
+        self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * seconds
+
+    def coefficients(self) -> tuple[float, float] | None:
+        """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen."""
+        weight = (1 - self.decay**self.n) / (1 - self.decay)
+        var = self.sxx * weight - self.sx * self.sx
+        if self.n < 4 or var <= 1e-9 * max(self.sxx * weight, 1.0):
+            return None
+        b = max((self.sxy * weight - self.sx * self.sy) / var, 0.0)
+        a = max((self.sy - b * self.sx) / weight, 1e-9)
+        return a, b
+
+
+def expected_tokens(alpha: float, k: int) -> float:
+    """Tokens a verify of k drafts emits when each is accepted with probability alpha: 1 + a + ... + a^k."""
+    return float(sum(alpha**i for i in range(k + 1)))
+
+
+@dataclass
+class Speculator:
+    """A proposer, the per-step choice of k, and the statistics the choice is made from."""
+
+    proposer: Proposer
+    max_k: int = 4
+    adaptive: bool = True  # False: always propose max_k (for tests and benchmarks of the raw lever)
+    prior: float = 0.5  # acceptance assumed for a sequence before it shows any
+    cost: StepCost = field(default_factory=StepCost)
+    proposed: int = 0
+    accepted: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_k < 1:
+            raise ValueError(f"speculative max_k must be >= 1, got {self.max_k}")
+
+    def plan(self, seqs: list[Sequence], batch_tokens: int, room: list[int]) -> list[int]:
+        """k for each decoding sequence (at most `room[i]`), maximising expected tokens per step second
+        given the other tokens already in the step (`batch_tokens`)."""
+        caps = [max(0, min(self.max_k, r)) for r in room]
+        if not self.adaptive:
+            return caps
+        coef = self.cost.coefficients()
+        if coef is None:  # no cost measured yet: probe with small drafts, so both sizes get measured
+            return [min(1, c) for c in caps]
+        a, b = coef
+        alphas = [s.spec.acceptance(self.global_acceptance()) for s in seqs]
+        ks = [0] * len(seqs)
+        tokens = float(len(seqs))  # expected emitted tokens with every k = 0
+        step_tokens = batch_tokens
+        improved = True
+        while improved:  # add one draft at a time where it raises tokens per second most
+            improved = False
+            rate = tokens / (a + b * step_tokens)
+            best, best_rate = -1, rate
+            for i, (alpha, k) in enumerate(zip(alphas, ks, strict=True)):
+                if k >= caps[i]:
+                    continue
+                gain = expected_tokens(alpha, k + 1) - expected_tokens(alpha, k)
+                new_rate = (tokens + gain) / (a + b * (step_tokens + 1))
+                if new_rate > best_rate * (1 + 1e-6):
+                    best, best_rate = i, new_rate
+            if best >= 0:
+                tokens += expected_tokens(alphas[best], ks[best] + 1) - expected_tokens(alphas[best], ks[best])
+                ks[best] += 1
+                step_tokens += 1
+                improved = True
+        return ks
+
+    def global_acceptance(self) -> float:
+        return (self.accepted + 8 * self.prior) / (self.proposed + 8)
+
+    def record(self, seq: Sequence, proposed: int, accepted: int) -> None:
+        seq.spec.decode_steps += 1
+        if proposed:
+            seq.spec.proposed += proposed
+            seq.spec.accepted += accepted
+            seq.spec.verify_steps += 1
+            self.proposed += proposed
+            self.accepted += accepted
+
+
+def verify(
+    logits: Tensor, drafts: Seq[int], params: SamplingParams, generator: torch.Generator | None
+) -> tuple[list[int], int]:
+    """Tokens a verify step emits, and how many drafts it accepted. `logits` (k+1, vocab): row i is the
+    target's distribution after the chunk's first i+1 tokens (the last sampled token, then drafts)."""
+    out: list[int] = []
+    if params.temperature == 0.0:
+        target = logits.argmax(-1).tolist()
+        for i, d in enumerate(drafts):
+            if target[i] != d:
+                return [*out, target[i]], i
+            out.append(d)
+        return [*out, target[len(drafts)]], len(drafts)
+    for i, d in enumerate(drafts):
+        p = filtered_probs(logits[i], params).cpu()
+        if float(torch.rand((), generator=generator)) < float(p[d]):
+            out.append(d)
+            continue
+        residual = p.clone()
+        residual[d] = 0.0
+        if float(residual.sum()) <= 0:  # p was all on d (then rejection had probability 0): keep d
+            return [*out, d], i
+        return [*out, int(torch.multinomial(residual / residual.sum(), 1, generator=generator))], i
+    p = filtered_probs(logits[len(drafts)], params).cpu()
+    return [*out, int(torch.multinomial(p, 1, generator=generator))], len(drafts)
+
+
+def make_proposer(kind: str, target: LoadedModel, draft: LoadedModel | None, kv_memory_bytes: int) -> Proposer:
+    """The proposer `kind` names for `target` (errors say what is missing and how to fix it)."""
+    if kind == "prompt_lookup":
+        return PromptLookup()
+    if kind == "draft":
+        if draft is None:
+            raise ValueError("speculative = 'draft' needs a draft model (EngineConfig.draft_model, e.g. jp-small)")
+        return DraftModel(target, draft, kv_memory_bytes)
+    if kind == "mtp":
+        from pathlib import Path
+
+        from joulepath.model.mtp import load_heads
+
+        heads = load_heads(Path(target.source), next(target.model.parameters()).device)
+        if heads is None:
+            raise ValueError(
+                f"speculative = 'mtp': {target.source} ships no multi-token heads (mtp_heads.safetensors); "
+                "use prompt_lookup or a draft model"
+            )
+        heads = heads.to(dtype=next(target.model.parameters()).dtype)
+        return MTPHeads(target, heads)
+    raise ValueError(f"unknown speculative proposer {kind!r}; use one of {', '.join(PROPOSERS)}")

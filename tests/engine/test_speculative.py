@@ -1,0 +1,179 @@
+"""Speculative decoding: proposers, greedy outputs token-identical to plain decoding (batches, chunking,
+preemption), rejection sampling that keeps the target's distribution, and k chosen from measurements."""
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+
+from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.engine.kv_cache import PagedKVCache
+from joulepath.engine.speculative import Speculator, StepCost, expected_tokens, lookup, verify
+from joulepath.model import LoadedModel, load_model, save_checkpoint
+from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
+
+BS = 4
+
+
+def test_prompt_lookup_continues_the_latest_match_of_the_longest_suffix() -> None:
+    assert lookup([5, 6, 7, 9, 5, 6], 2) == (7, 9)
+    assert lookup([1, 2, 3, 1, 2, 4, 1, 2], 3) == (4, 1, 2)  # the latest "1 2" wins
+    assert lookup([1, 2, 3], 2) == ()  # nothing repeats
+    assert lookup([4, 4, 4], 5) == (4,)  # a match that runs into the end proposes what there is
+
+
+def _requests(n: int, seed: int) -> list[tuple[list[int], int]]:
+    """Prompts that repeat themselves (so lookups find matches) and plain random ones."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        motif = [rng.randrange(3, 250) for _ in range(rng.randrange(2, 6))]
+        prompt = motif * rng.randrange(2, 6) if rng.random() < 0.7 else [rng.randrange(3, 250) for _ in range(9)]
+        out.append((prompt, rng.randrange(2, 24)))
+    return out
+
+
+def _serve(loaded: LoadedModel, config: EngineConfig, requests: list[tuple[list[int], int]]) -> tuple[Engine, list]:
+    engine = Engine(loaded, config)
+    ids = [engine.add_request(p, SamplingParams(max_tokens=m, ignore_eos=True)) for p, m in requests]
+    engine.run_until_done()
+    return engine, [engine.output_ids(i) for i in ids]
+
+
+def _pressure(loaded: LoadedModel, max_batch: int) -> EngineConfig:
+    """24 blocks of 4 tokens and 16-token steps: chunked prefills and preemptions happen."""
+    kv = 24 * PagedKVCache.bytes_per_block(loaded.config, BS, next(loaded.model.parameters()).dtype)
+    return EngineConfig(kv, BS, max_batch=max_batch, max_tokens_per_step=16)
+
+
+@pytest.mark.parametrize("max_batch", [1, 8])
+def test_prompt_lookup_greedy_output_is_token_identical(tiny: LoadedModel, max_batch: int) -> None:
+    requests = _requests(40, seed=max_batch)
+    base = _pressure(tiny, max_batch)
+    _, plain = _serve(tiny, base, requests)
+    engine, spec = _serve(tiny, dataclasses.replace(base, speculative="prompt_lookup", spec_adaptive=False), requests)
+    assert spec == plain
+    proposed = sum(r.draft_proposed for r in engine.records)
+    accepted = sum(r.draft_accepted for r in engine.records)
+    assert proposed > 0 and 0 < accepted <= proposed  # drafts were verified, some kept
+    if max_batch == 8:
+        assert sum(r.preemptions for r in engine.records) > 0  # the pressure the test claims
+
+
+def test_a_draft_model_equal_to_the_target_is_always_accepted(tiny: LoadedModel, tmp_path: Path) -> None:
+    folder = save_checkpoint(tiny, tmp_path / "twin", dtype=torch.float64)
+    target = load_model(str(folder), dtype=torch.float64)
+    requests = _requests(12, seed=3)
+    config = EngineConfig(block_size=BS, speculative="draft", draft_model=str(folder), spec_adaptive=False)
+    _, plain = _serve(target, EngineConfig(block_size=BS), requests)
+    engine, spec = _serve(target, config, requests)
+    assert spec == plain
+    assert sum(r.draft_accepted for r in engine.records) == sum(r.draft_proposed for r in engine.records) > 0
+
+
+def test_a_different_draft_model_keeps_the_output_identical(tiny: LoadedModel) -> None:
+    requests = _requests(16, seed=4)
+    config = dataclasses.replace(
+        _pressure(tiny, 4), speculative="draft", draft_model="dummy:tiny-qwen2", spec_adaptive=False
+    )
+    _, plain = _serve(tiny, _pressure(tiny, 4), requests)
+    engine, spec = _serve(tiny, config, requests)
+    assert spec == plain
+    assert sum(r.draft_proposed for r in engine.records) > 0
+
+
+def test_multi_token_heads_propose_and_greedy_output_is_identical(tiny: LoadedModel, tmp_path: Path) -> None:
+    folder = save_checkpoint(tiny, tmp_path / "with-heads", dtype=torch.float64)
+    heads = MedusaHeads(MTPConfig(n_heads=3, d_model=tiny.config.d_model))  # zero heads: guess the base's own next
+    save_heads(heads, folder)
+    loaded = load_model(str(folder), dtype=torch.float64)
+    requests = _requests(16, seed=5)
+    _, plain = _serve(loaded, _pressure(loaded, 4), requests)
+    config = dataclasses.replace(_pressure(loaded, 4), speculative="mtp", spec_adaptive=False)
+    engine, spec = _serve(loaded, config, requests)
+    assert spec == plain
+    assert sum(r.draft_proposed for r in engine.records) > 0
+
+
+def test_bad_speculative_settings_say_what_to_do(tiny: LoadedModel) -> None:
+    with pytest.raises(ValueError, match="must be one of"):
+        EngineConfig(speculative="medusa-9")
+    with pytest.raises(ValueError, match=r"needs EngineConfig\.draft_model"):
+        Engine(tiny, EngineConfig(speculative="draft"))
+    with pytest.raises(ValueError, match="ships no multi-token heads"):
+        Engine(tiny, EngineConfig(speculative="mtp"))
+    big_vocab = load_model("dummy:tiny-llama", seed=1)
+    with pytest.raises(ValueError, match="share the target's tokenizer"):
+        from joulepath.engine.speculative import DraftModel
+
+        DraftModel(
+            big_vocab,
+            dataclasses.replace(big_vocab, config=dataclasses.replace(big_vocab.config, vocab_size=9)),
+            1 << 20,
+        )
+
+
+def test_rejection_sampling_keeps_the_targets_distribution() -> None:
+    """Over many seeds, the token a verify step emits (draft accepted, or resampled) is distributed as the
+    target's own sample: a chi-square test of the two histograms (p > 0.001; a biased rule fails it)."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]])
+    params = SamplingParams(temperature=1.0)
+    n = 6000
+    spec, plain = [0] * 5, [0] * 5
+    for seed in range(n):
+        g = torch.Generator().manual_seed(seed)
+        tokens, _ = verify(torch.cat([logits, logits]), (1,), params, g)  # always propose token 1
+        spec[tokens[0]] += 1
+        plain[int(torch.multinomial(logits[0].softmax(-1), 1, generator=g))] += 1
+    assert chi2_contingency([spec, plain]).pvalue > 1e-3
+    biased = [0] * 5
+    for seed in range(n):  # accepting the draft whenever p(d) > 0.1 is not exact, and the test sees it
+        g = torch.Generator().manual_seed(seed)
+        biased[1 if logits[0].softmax(-1)[1] > 0.1 else 0] += 1
+    assert chi2_contingency([biased, plain]).pvalue < 1e-3
+
+
+def test_sampled_requests_with_drafts_match_plain_sampling_in_distribution(tiny: LoadedModel) -> None:
+    """The second and third generated tokens over 600 seeds, with a draft model that disagrees often."""
+    params = [SamplingParams(max_tokens=3, temperature=1.0, top_k=6, seed=s, ignore_eos=True) for s in range(600)]
+
+    def tokens(config: EngineConfig) -> list[int]:
+        engine = Engine(tiny, config)
+        ids = [engine.add_request([7, 8, 9, 7, 8], p) for p in params]
+        engine.run_until_done()
+        return [t for i in ids for t in engine.output_ids(i)[1:]]
+
+    spec_cfg = EngineConfig(block_size=BS, max_batch=64, speculative="draft", draft_model="dummy:tiny-qwen2",
+                            spec_adaptive=False)  # fmt: skip
+    plain, spec = tokens(EngineConfig(block_size=BS, max_batch=64)), tokens(spec_cfg)
+    vocab = sorted(set(plain) | set(spec))
+    table = [[plain.count(t) for t in vocab], [spec.count(t) for t in vocab]]
+    assert chi2_contingency(table).pvalue > 1e-3
+
+
+def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
+    cost = StepCost()
+    for tokens in (1, 2, 3, 4, 5, 1, 2, 3):
+        cost.observe(tokens, 0.010 + 0.010 * tokens)  # a compute-bound step: every token costs as much
+    a, b = cost.coefficients() or (0.0, 0.0)
+    assert a == pytest.approx(0.010, rel=1e-3) and b == pytest.approx(0.010, rel=1e-3)
+
+    class Seq:
+        def __init__(self, proposed: int, accepted: int) -> None:
+            from joulepath.engine.speculative import SpecState
+
+            self.spec = SpecState(proposed=proposed, accepted=accepted)
+
+    spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
+    assert spec.plan([Seq(100, 5)], 1, [4]) == [0]  # 5 % acceptance: a draft costs more than it brings
+    assert spec.plan([Seq(100, 98)], 1, [4]) == [4]  # near-certain acceptance pays on any step
+    memory_bound = StepCost()
+    for tokens in (1, 2, 3, 4, 5, 1, 2, 3):
+        memory_bound.observe(tokens, 0.020 + 0.0005 * tokens)  # the weight read dominates
+    spec = Speculator(proposer=None, max_k=4, cost=memory_bound)  # type: ignore[arg-type]
+    assert spec.plan([Seq(100, 30)], 1, [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
+    assert spec.plan([Seq(100, 98)], 1, [2]) == [2]  # never past the room left
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
