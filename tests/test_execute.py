@@ -35,3 +35,23 @@ def test_repeats_is_a_serve_field_with_default_three() -> None:
     assert ServeSection().repeats == 3
     with pytest.raises(ValueError, match="repeats"):
         ServeSection(repeats=0)
+
+
+def test_the_optimized_engine_follows_the_scenario_and_drafts_reach_the_work_profile() -> None:
+    import numpy as np
+
+    from joulepath.execute import engine_config, replay
+    from joulepath.link import work_profile
+    from joulepath.model import load_model
+    from joulepath.quality.tasks import Example
+    from joulepath.scenario import ServeSection
+
+    serve = ServeSection(model="dummy:tiny-llama", speculative="prompt_lookup", kv_offload_disk_mib=0)
+    config = engine_config(serve, optimized=True)
+    assert config.speculative == "prompt_lookup" and config.prefix_cache and config.offload_disk_bytes == 0
+    assert engine_config(serve, optimized=False).speculative is None  # the baseline never speculates
+    examples = [Example("add", "easy", "What is 12 + 12 + 12 + 12?", "48")] * 3
+    run = replay(load_model("dummy:tiny-llama"), "o", 2, np.zeros(3), examples, 16, None, config)
+    w = work_profile(run)
+    assert sum(r.record.decode_steps for r in run.requests) > 0
+    assert w.proposed_draft_tokens_per_step is not None and w.accepted_draft_tokens_per_step >= 0

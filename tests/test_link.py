@@ -85,3 +85,15 @@ def test_prefix_cache_hits_in_the_records_reach_the_work_profile() -> None:
     run = LocalRun("optimized", 8, (hit, _served(0, 0.1, 1.1, 50, 9)), 2.0, 1.0, "x", 1.0)
     assert work_profile(run).computed_prompt_tokens == 80 - 24
     assert work_profile(run, prefix_hit_tokens=0).computed_prompt_tokens == 80
+
+
+def test_draft_tokens_in_the_records_reach_the_work_profile() -> None:
+    spec = _served(0, 0.1, 1.1, 30, 7)
+    spec = dataclasses.replace(
+        spec, record=dataclasses.replace(spec.record, decode_steps=4, draft_proposed=8, draft_accepted=2)
+    )
+    plain = _served(0, 0.1, 1.1, 50, 9)  # speculation off: no decode steps counted
+    w = work_profile(LocalRun("optimized", 8, (spec, plain), 2.0, 1.0, "x", 1.0))
+    assert w.accepted_draft_tokens_per_step == 0.5 and w.proposed_draft_tokens_per_step == 2.0
+    off = work_profile(LocalRun("baseline", 1, (plain,), 2.0, 1.0, "x", 1.0))
+    assert off.accepted_draft_tokens_per_step == 0.0 and off.proposed_draft_tokens_per_step is None

@@ -139,14 +139,18 @@ MIB = 2**20
 
 def engine_config(serve: ServeSection, optimized: bool) -> EngineConfig:
     """The baseline's engine (no prefix cache, no tiers) or the optimized one as the scenario sets it."""
-    if not optimized or not serve.prefix_cache:
+    if not optimized:
         return EngineConfig()
+    spec = {} if serve.speculative == "off" else {"speculative": serve.speculative, "draft_model": serve.draft_model}
+    if not serve.prefix_cache:
+        return EngineConfig(**spec)  # type: ignore[arg-type]
     modelled = 0 if serve.kv_modelled_tier == "none" else int(serve.kv_modelled_tier_gib * 2**30)
     return EngineConfig(
         prefix_cache=True,
         offload_host_bytes=serve.kv_offload_host_mib * MIB,
         offload_disk_bytes=serve.kv_offload_disk_mib * MIB,
         offload_modelled_bytes=modelled,
+        **spec,  # type: ignore[arg-type]
     )
 
 
@@ -173,6 +177,7 @@ def serve_interleaved(
     warm = min(WARM_UP_REQUESTS, len(examples))
     replay(loaded, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
     optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
+    optimized += f" + speculative ({serve.speculative})" if serve.speculative != "off" else ""
     configs = (
         ("baseline", 1, engine_config(serve, False), "one at a time"),
         ("optimized", serve.max_batch, engine_config(serve, True), optimized),

@@ -73,10 +73,15 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
     scheduler's limit, and the decode batches it reached from the requests' measured times.
 
     Prefix-cache hits are the records' `cached_prompt_tokens` unless `prefix_hit_tokens` is given; draft
-    tokens, weight bytes and sparsity keep their no-optimization defaults until the engine measures them."""
+    tokens per decode step are the records' proposed and accepted drafts over their decode steps (0 with
+    speculation off); weight bytes and sparsity keep their no-optimization defaults until the engine
+    measures them."""
     prompt = sum(r.record.prompt_tokens for r in run.requests)
     if prefix_hit_tokens is None:
         prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in run.requests)
+    steps = sum(r.record.decode_steps for r in run.requests)
+    proposed = sum(r.record.draft_proposed for r in run.requests)
+    accepted = sum(r.record.draft_accepted for r in run.requests)
     mean_batch, peak_batch = batches_in_flight(run.requests)
     # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
     # within one step can overlap in the records, so the limit bounds what they show.
@@ -89,6 +94,8 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
         batch_limit=run.max_batch,
         mean_batch=mean_batch,
         peak_batch=peak_batch,
+        accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
+        proposed_draft_tokens_per_step=proposed / steps if steps else None,
         provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",
     )
 

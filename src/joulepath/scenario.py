@@ -258,6 +258,13 @@ class ServeSection(_Section):
         description="the optimized configuration reuses the KV of shared prompt prefixes (engine/prefix_cache.py); "
         "the baseline never does",
     )
+    speculative: Literal["off", "prompt_lookup", "draft", "mtp"] = Field(
+        "off",
+        description="speculative decoding in the optimized configuration (engine/speculative.py): prompt_lookup "
+        "(n-grams of the prompt and output), draft (serve.draft_model proposes), mtp (the model's multi-token "
+        "heads); k adapts to measured acceptance and step cost, so it switches itself off where it does not pay",
+    )
+    draft_model: str = Field("jp-small", description="the draft model for speculative = 'draft' (same tokenizer)")
     kv_offload_host_mib: int = Field(
         0,
         ge=0,
@@ -288,7 +295,7 @@ class ServeSection(_Section):
             )
         return self
 
-    @field_validator("model")
+    @field_validator("model", "draft_model")
     @classmethod
     def _known_model(cls, v: str) -> str:
         if v in ZOO_MODELS or v.startswith("dummy:") or Path(v).is_dir():

@@ -20,6 +20,7 @@ cheaper than recomputing them (`engine/kv_offload.py`).
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -192,7 +193,9 @@ class Scheduler:
             prefill = sum(s.pending for s in self.running if s.pending > 1)
             room = [s.params.max_tokens - len(s.output_ids) - 1 for s in decoding]  # drafts past the end are waste
             ks = spec.plan(decoding, min(len(decoding) + prefill, budget), room)
+            t0 = time.perf_counter()
             proposals = spec.proposer.propose(decoding, ks)
+            spec.observe_propose(time.perf_counter() - t0, max(ks, default=0))
         return {s.seq_id: d[:k] for s, d, k in zip(decoding, proposals, ks, strict=True) if d and k}
 
     def _fit_draft(self, seq: Sequence, draft: tuple[int, ...], budget: int) -> tuple[int, ...]:

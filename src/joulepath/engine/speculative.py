@@ -235,6 +235,7 @@ class Speculator:
     adaptive: bool = True  # False: always propose max_k (for tests and benchmarks of the raw lever)
     prior: float = 0.5  # acceptance assumed for a sequence before it shows any
     cost: StepCost = field(default_factory=StepCost)
+    propose_s_per_position: float | None = None  # measured
     proposed: int = 0
     accepted: int = 0
 
@@ -243,8 +244,10 @@ class Speculator:
             raise ValueError(f"speculative max_k must be >= 1, got {self.max_k}")
 
     def plan(self, seqs: list[Sequence], batch_tokens: int, room: list[int]) -> list[int]:
-        """k for each decoding sequence (at most `room[i]`), maximising expected tokens per step second
-        given the other tokens already in the step (`batch_tokens`)."""
+        """k for each decoding sequence (at most `room[i]`), maximising expected tokens per second of step
+        time given the other tokens already in the step (`batch_tokens`). A step costs a + b x tokens
+        (fitted on the engine's steps) plus the proposer's seconds per draft position x the largest k
+        (measured: a draft model runs one forward per position for the whole batch)."""
         caps = [max(0, min(self.max_k, r)) for r in room]
         if not self.adaptive:
             return caps
@@ -252,28 +255,39 @@ class Speculator:
         if coef is None:  # no cost measured yet: probe with small drafts, so both sizes get measured
             return [min(1, c) for c in caps]
         a, b = coef
-        alphas = [s.spec.acceptance(self.global_acceptance()) for s in seqs]
+        c = self.propose_s_per_position or 0.0
+        prior = self.global_acceptance()
+        alphas = [s.spec.acceptance(prior) for s in seqs]
         ks = [0] * len(seqs)
-        tokens = float(len(seqs))  # expected emitted tokens with every k = 0
-        step_tokens = batch_tokens
-        improved = True
-        while improved:  # add one draft at a time where it raises tokens per second most
-            improved = False
-            rate = tokens / (a + b * step_tokens)
-            best, best_rate = -1, rate
+        tokens, step_tokens, k_max = float(len(seqs)), float(batch_tokens), 0
+
+        def seconds(extra_tokens: float, k_top: int) -> float:
+            return a + b * (step_tokens + extra_tokens) + c * k_top
+
+        while True:  # add one draft at a time where it raises tokens per second most; stop when none does
+            rate = tokens / seconds(0, k_max)
+            best, best_rate, best_gain = -1, rate * (1 + 1e-6), 0.0
             for i, (alpha, k) in enumerate(zip(alphas, ks, strict=True)):
                 if k >= caps[i]:
                     continue
                 gain = expected_tokens(alpha, k + 1) - expected_tokens(alpha, k)
-                new_rate = (tokens + gain) / (a + b * (step_tokens + 1))
-                if new_rate > best_rate * (1 + 1e-6):
-                    best, best_rate = i, new_rate
-            if best >= 0:
-                tokens += expected_tokens(alphas[best], ks[best] + 1) - expected_tokens(alphas[best], ks[best])
-                ks[best] += 1
-                step_tokens += 1
-                improved = True
-        return ks
+                new_rate = (tokens + gain) / seconds(1, max(k_max, k + 1))
+                if new_rate > best_rate:
+                    best, best_rate, best_gain = i, new_rate, gain
+            if best < 0:
+                return ks
+            tokens += best_gain
+            ks[best] += 1
+            step_tokens += 1
+            k_max = max(k_max, ks[best])
+
+    def observe_propose(self, seconds: float, k_max: int) -> None:
+        """The proposer took `seconds` for drafts of at most `k_max` positions (a running mean per position)."""
+        if k_max < 1:
+            return
+        per = seconds / k_max
+        old = self.propose_s_per_position
+        self.propose_s_per_position = per if old is None else old + 0.2 * (per - old)
 
     def global_acceptance(self) -> float:
         return (self.accepted + 8 * self.prior) / (self.proposed + 8)

@@ -11,13 +11,19 @@ from joulepath.model import LoadedModel
 from joulepath.results import Advice, ClassCost, Lever
 
 GEMMS = ("attention.qkv_proj", "attention.out_proj", "mlp", "lm_head")
+SPEC_TOKENS_PER_STEP = 1.5  # assumed for the advice's estimate: tokens emitted per verify step
 HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.other")  # profiled host classes
 
 
 LEVERS = {
     "quantization": Lever("weight quantization (INT8/FP8)", False, "not built yet (planned: joulepath.optimize)"),
     "low_precision": Lever("lower-precision GEMMs (bf16/INT8 compute)", False, "not built yet (planned: optimize)"),
-    "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: engine KV offload tiers)"),
+    "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: joulepath.optimize)"),
+    "speculative": Lever(
+        "speculative decoding (prompt lookup, draft model, multi-token heads)",
+        True,
+        "built: engine.speculative (EngineConfig.speculative; the main job's serve.speculative); k adapts, 0 allowed",
+    ),
     "prefix_caching": Lever(
         "prefix caching (KV reuse of shared prompt prefixes)",
         True,
@@ -109,6 +115,19 @@ def advise(
                 LEVERS["prefix_caching"],
                 reuse * prefill_share,
                 "reused prompt tokens skip their prefill; prefill share by token count",
+            )
+        )
+    decode_share = model_share * decode_tokens / processed if processed else 0.0
+    if decode_share >= min_share:
+        out.append(
+            Advice(
+                "decode",
+                decode_share,
+                f"decoding (one weight read per token) is ~{100 * decode_share:.0f} % of time",
+                LEVERS["speculative"],
+                decode_share * (1 - 1 / SPEC_TOKENS_PER_STEP),
+                f"assumed {SPEC_TOKENS_PER_STEP} tokens per verify step; a verify costs about one decode step when "
+                "memory-bound (benchmarks/speculative.py measures both)",
             )
         )
     host = sum(by[n].share for n in HOST if n in by)
