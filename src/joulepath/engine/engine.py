@@ -216,8 +216,8 @@ class Engine:
             seconds, tokens = time.perf_counter() - t0, sum(len(c.tokens) for c in chunks)
             if self.offload is not None:  # the prefill cost per token that restores are weighed against
                 self.offload.observe_step(seconds, tokens)
-            if self.speculator is not None:  # the step cost that drafts are weighed against
-                self.speculator.cost.observe(tokens, seconds)
+            if self.speculator is not None and all(len(c.token_ids) == 1 for c in chunks):
+                self.speculator.cost.observe(tokens, seconds)  # decode/verify steps: what drafts are weighed against
         with scope("sampling+detokenize"):
             picked = self._pick(chunks, logits, hidden)
         with scope("scheduler"):

@@ -29,8 +29,15 @@ class PagedAttention:
         device = cache.k.device
         self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.tokens)) for c in chunks])
         offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
-        decode = [i for i, c in enumerate(chunks) if len(c.tokens) == 1]
-        self.decode_rows = torch.tensor([offsets[i] for i in decode], dtype=torch.int64, device=device)
+        # Decode tokens and verify chunks (a token plus its drafts) are rows of one batched SDPA: row j of a
+        # verify chunk sees the keys up to its own position. Prefill chunks get an SDPA each.
+        rows = [
+            (offsets[i] + j, i, c.start + j + 1)
+            for i, c in enumerate(chunks)
+            if len(c.tokens) == 1 or c.draft_tokens
+            for j in range(len(c.tokens))
+        ]
+        self.decode_rows = torch.tensor([r for r, _, _ in rows], dtype=torch.int64, device=device)
         self.prefill = [
             (
                 offsets[i],
@@ -39,16 +46,16 @@ class PagedAttention:
                 causal_mask(len(c.tokens), c.span_end, c.start, window, device),
             )
             for i, c in enumerate(chunks)
-            if len(c.tokens) > 1
+            if len(c.tokens) > 1 and not c.draft_tokens
         ]
-        if decode:
-            longest = max(chunks[i].end for i in decode)
-            self.padded = torch.zeros(len(decode), longest, dtype=torch.int64, device=device)  # (B, L)
-            self.pad_mask = torch.zeros(len(decode), 1, 1, longest, dtype=torch.bool, device=device)  # (B, 1, 1, L)
-            for row, i in enumerate(decode):
-                c = chunks[i]
-                self.padded[row, : c.end] = cache.slots(c.seq.seq_id, 0, c.end)
-                self.pad_mask[row, 0, 0, max(0, c.end - window) if window else 0 : c.end] = True
+        if rows:
+            longest = max(n for _, _, n in rows)
+            self.padded = torch.zeros(len(rows), longest, dtype=torch.int64, device=device)  # (B, L)
+            self.pad_mask = torch.zeros(len(rows), 1, 1, longest, dtype=torch.bool, device=device)  # (B, 1, 1, L)
+            slots = {i: cache.slots(chunks[i].seq.seq_id, 0, chunks[i].span_end) for i in {i for _, i, _ in rows}}
+            for row, (_, i, n) in enumerate(rows):
+                self.padded[row, :n] = slots[i][:n]
+                self.pad_mask[row, 0, 0, max(0, n - window) if window else 0 : n] = True
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         k_all, v_all = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, D)

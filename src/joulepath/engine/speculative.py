@@ -195,7 +195,9 @@ class DraftModel:
 
 @dataclass
 class StepCost:
-    """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured)."""
+    """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured), over
+    decode and verify steps only: a prefill chunk's tokens cost far less each (large GEMMs run near peak),
+    and would make the marginal cost of a draft look cheaper than it is."""
 
     n: int = 0
     sx: float = 0.0

@@ -1,0 +1,370 @@
+"""Weight quantization as module swaps applied after a model loads (gpt-fast's `quantize.py` pattern).
+
+Decoding one token streams every weight once, so on CPU a decode step costs about the bytes of its
+weights. `quantize_model` replaces each `Linear` of a loaded `Transformer` with a module holding fewer
+bytes per weight, computed by one of torch's own CPU int8/int4 kernels:
+
+- "int8_dynamic": per-output-channel symmetric int8 weights; activations quantized to uint8 per token
+  on the fly and multiplied on fbgemm's int8 GEMM (`quantized::linear_dynamic`, x86 engine). fbgemm
+  takes one activation scale per call, so with several tokens each row is first divided by its absmax
+  and the output rows multiplied back: per-token precision (jp-large's prefill KL to fp32 drops 5x,
+  0.009 -> 0.002) for a few elementwise ops (up to ~18% of a batch-8 step, nothing at batch 1).
+  `torch._int_mm` with row scales, the other per-token route, measured 2-4x slower per GEMM.
+- "int8_weight_only": per-output-channel int8 weights, bf16 activations on
+  `aten::_weight_int8pack_mm` (its fast CPU path needs bf16 inputs; fp32 inputs take a slow path).
+- "int4_weight_only": group-wise (32/64/128/256) asymmetric round-to-nearest int4 weights with bf16
+  scales and zeros, bf16 activations on `aten::_weight_int4pack_mm_for_cpu`.
+
+Each route was chosen by timing Qwen2.5-0.5B's projection shapes (M = 1 and 8) against fp32 `x @ w`,
+plain bf16 matmul, onednn's int8 and `torch._int_mm`. Whole-model decode of dummy:qwen2.5-0.5b on this
+project's 2-core AMD EPYC VM (AVX512-VNNI, 2 threads, median of 3-4, ms per step, batch 1 / batch 8):
+fp32 105 / 271; int8_dynamic 26.2 / 34.7 (4.0x / 7.8x); int8_weight_only 38.2 / 99.8 (2.7x / 2.7x);
+int4_weight_only g128 23.1 / 60.3 (4.5x / 4.5x); runs on other minutes moved these by up to 15%. The
+weight-only kernels are compute-bound here (batch 1 streams ~11 GB/s of int4 where fp32 streams
+~19 GB/s), so a batch-8 step costs them about 2.6x a batch-1 step, and int8_dynamic 1.3x.
+
+Tied embeddings: `Transformer.embed` reads columns of `output.weight`, so a quantized tied head keeps
+that fp parameter (registered as its `weight`) for the embedding only; its forward reads the packed
+copy. `QuantSummary.embedding_bytes_kept` says how many bytes that costs.
+
+References: gpt-fast `quantize.py` (WeightOnlyInt8Linear, WeightOnlyInt4Linear, group-wise RTN with
+scales_and_zeros); torchao `quantization/quant_primitives.py` (the same int4 convention);
+fbgemm's dynamic quantized linear (`torch.ao.nn.quantized.dynamic.Linear`).
+
+    >>> from joulepath.model import load_model
+    >>> loaded = load_model("dummy:tiny-llama")
+    >>> quantize_model(loaded.model, "int8_weight_only").swapped[:2]
+    ('layers.0.attention.wqkv', 'layers.0.attention.wo')
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from joulepath.model.transformer import Linear, Transformer
+
+QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only"]
+MODES: tuple[QuantMode, ...] = get_args(QuantMode)
+INT4_GROUP_SIZES = (32, 64, 128, 256)  # what `_weight_int4pack_mm_for_cpu` accepts
+INT4_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` wants out_features % 16 == 0: we pad to it
+_INT4_INNER_K_TILES = 8  # gpt-fast's default; the CPU packer ignores it (checked: 1, 2, 4, 8 pack alike)
+
+
+class QuantizedLinear(nn.Module):
+    """What every quantized replacement of `Linear` shares: shapes, fp32 bias, byte accounting.
+
+    forward(x: (..., in_features)) -> (..., out_features) in x's dtype."""
+
+    def __init__(self, in_features: int, out_features: int, bias: Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bias: Tensor | None
+        self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes the forward streams for the weight: quantized values plus their scales (and zeros)."""
+        raise NotImplementedError
+
+    @property
+    def bytes_per_weight(self) -> float:
+        """Bytes per weight element, scale overhead included (int8 ~1.0, int4 g128 ~0.53)."""
+        return self.weight_bytes / (self.in_features * self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def per_channel_int8(weight_kn: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric per-output-channel int8 of a (K, N) weight: values (N, K) in [-127, 127] and fp32 scales (N,)."""
+    w_nk = weight_kn.detach().float().t()  # (N, K)
+    scales = w_nk.abs().amax(dim=1).clamp(min=1e-12) / 127  # (N,)
+    q = torch.round(w_nk / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()  # (N, K)
+    return q, scales
+
+
+def groupwise_int4(weight_kn: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
+    """Asymmetric round-to-nearest int4 per group of `group_size` input rows (gpt-fast's convention).
+
+    Returns codes (N, K) int32 in [0, 15] and scales_and_zeros (K/group, N, 2) fp32, dequantized as
+    w = (code - 8) * scale + zero, i.e. zero = min + 8 * scale."""
+    k, n = weight_kn.shape
+    w = weight_kn.detach().float().t().reshape(n, k // group_size, group_size)  # (N, G, group)
+    lo, hi = w.amin(dim=-1, keepdim=True), w.amax(dim=-1, keepdim=True)  # (N, G, 1)
+    scales = (hi - lo).clamp(min=1e-6) / 15
+    zeros = lo + 8 * scales
+    codes = torch.round((w - lo) / scales).clamp(0, 15).to(torch.int32).reshape(n, k)  # (N, K)
+    scales_and_zeros = torch.cat([scales, zeros], dim=-1).transpose(0, 1).contiguous()  # (G, N, 2)
+    return codes, scales_and_zeros
+
+
+@functools.cache
+def int8_dynamic_saturates() -> bool:
+    """Whether fbgemm's uint8 x int8 kernel saturates int16 pair sums on this CPU (AVX2/AVX512 without
+    VNNI use vpmaddubsw: 255 * 127 * 2 > 32767). Found by trying it: all-ones activations (codes 255)
+    against all-ones weights (codes 127) must sum to K. Where it saturates, activations get 7 bits
+    (`reduce_range=True`), which costs one bit of activation precision."""
+    k = 64
+    packed = _prepack_int8(torch.ones(k, 16), None)
+    y = torch.ops.quantized.linear_dynamic(torch.ones(1, k), packed, False)  # exact answer: k everywhere
+    return bool((y - k).abs().max() > 1.0)
+
+
+def _quantized_engine() -> str:
+    engines = torch.backends.quantized.supported_engines
+    for name in ("x86", "fbgemm"):  # x86 dispatches linear to fbgemm; onednn measured 1.5x slower
+        if name in engines:
+            return name
+    raise RuntimeError(f"no fbgemm/x86 quantized engine in this torch build (has {engines})")
+
+
+def _prepack_int8(weight_kn: Tensor, bias: Tensor | None) -> torch.ScriptObject:
+    """fbgemm-packed per-channel int8 weight (and fp32 bias) for `quantized::linear_dynamic`."""
+    q, scales = per_channel_int8(weight_kn)
+    zero_points = torch.zeros(q.shape[0], dtype=torch.long)
+    previous = torch.backends.quantized.engine
+    try:
+        torch.backends.quantized.engine = _quantized_engine()
+        with warnings.catch_warnings():  # quantized tensors are deprecated as a user API; prepack still takes one
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch._make_per_channel_quantized_tensor(q, scales.double(), zero_points, 0)
+        return torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.detach().float())
+    finally:
+        torch.backends.quantized.engine = previous
+
+
+class Int8DynamicLinear(QuantizedLinear):
+    """int8 weights (per output channel) times dynamically quantized uint8 activations on fbgemm.
+
+    The packed matrix lives in an fbgemm object, not in buffers: CPU only, and not in `state_dict`
+    (quantize after loading, as gpt-fast does)."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        self.reduce_range = int8_dynamic_saturates()
+        self._packed = _prepack_int8(weight_kn, None)  # bias added after the per-token rescale
+
+    @property
+    def weight_bytes(self) -> int:
+        # int8 values plus fbgemm's per-channel fp32 scale, int32 zero point and int32 column offset
+        return self.in_features * self.out_features + 12 * self.out_features
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features).float().contiguous()  # (T, K)
+        if x2.shape[0] == 1:  # one token: fbgemm's per-call activation scale already is per-token
+            y = torch.ops.quantized.linear_dynamic(x2, self._packed, self.reduce_range)  # (1, N) fp32
+            y = y if self.bias is None else y + self.bias
+        else:  # per-token: rows scaled to [-1, 1] share fbgemm's one scale, then are scaled back
+            rows = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)  # (T, 1)
+            y = torch.ops.quantized.linear_dynamic(x2 / rows, self._packed, self.reduce_range)  # (T, N)
+            y = y * rows if self.bias is None else torch.addcmul(self.bias, y, rows)
+        return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
+
+
+class Int8WeightOnlyLinear(QuantizedLinear):
+    """int8 weights (per output channel) with bf16 activations on `aten::_weight_int8pack_mm`."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        q, scales = per_channel_int8(weight_kn)
+        self.weight_int8: Tensor
+        self.scales: Tensor
+        self.register_buffer("weight_int8", q)  # (N, K)
+        self.register_buffer("scales", scales.to(torch.bfloat16))  # (N,): the kernel wants the input's dtype
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weight_int8.numel() + self.scales.numel() * self.scales.element_size()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (T, K): the kernels want it dense
+        y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales).to(x.dtype)  # (T, N)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+
+class Int4WeightOnlyLinear(QuantizedLinear):
+    """Group-wise int4 weights with bf16 activations on `aten::_weight_int4pack_mm_for_cpu`."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None, group_size: int = 128) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        self.group_size = group_size
+        pad = -self.out_features % INT4_N_MULTIPLE  # zero columns, sliced off the output again
+        codes, scales_and_zeros = groupwise_int4(F.pad(weight_kn.detach(), (0, pad)), group_size)
+        self.weight_int4: Tensor
+        self.scales_and_zeros: Tensor
+        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INT4_INNER_K_TILES)  # (N, K/2) uint8
+        self.register_buffer("weight_int4", packed)
+        self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))  # (K/group, N, 2)
+
+    @property
+    def weight_bytes(self) -> int:
+        sz = self.scales_and_zeros
+        return self.weight_int4.numel() * self.weight_int4.element_size() + sz.numel() * sz.element_size()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (T, K): the kernels want it dense
+        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight_int4, self.group_size, self.scales_and_zeros)
+        y = y[:, : self.out_features].to(x.dtype)  # (T, N): drops the padding columns, if any
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group_size={self.group_size}"
+
+
+def make_quantized(mode: QuantMode, linear: Linear, group_size: int = 128) -> QuantizedLinear:
+    """The quantized replacement of one `Linear` (weight stored (in, out)) for `mode`."""
+    if mode == "int8_dynamic":
+        return Int8DynamicLinear(linear.weight, linear.bias)
+    if mode == "int8_weight_only":
+        return Int8WeightOnlyLinear(linear.weight, linear.bias)
+    if mode == "int4_weight_only":
+        return Int4WeightOnlyLinear(linear.weight, linear.bias, group_size)
+    raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(MODES)}")
+
+
+_KERNELS: dict[QuantMode, str] = {
+    "int8_dynamic": "quantized::linear_dynamic (fbgemm, x86 engine)",
+    "int8_weight_only": "aten::_weight_int8pack_mm",
+    "int4_weight_only": "aten::_convert_weight_to_int4pack_for_cpu / aten::_weight_int4pack_mm_for_cpu",
+}
+
+
+def _probe(mode: QuantMode) -> str | None:
+    """Run `mode` once on a tiny layer; None if it works and is close to fp32, else the reason."""
+    gen = torch.Generator().manual_seed(0)
+    layer = Linear(64, 32, bias=True)
+    layer.weight.data = torch.randn(64, 32, generator=gen)  # (K, N)
+    x = torch.randn(2, 64, generator=gen)
+    try:
+        with torch.no_grad():
+            y, ref = make_quantized(mode, layer, group_size=32)(x), layer(x)
+    except (RuntimeError, NotImplementedError, AttributeError) as e:  # AttributeError: op not in torch.ops
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return (
+            f"{_KERNELS[mode]} is not usable in torch {torch.__version__} on this CPU ({first_line}); "
+            "install a torch CPU build for x86-64 or aarch64 from pytorch.org (2.6 or newer), or pick another mode"
+        )
+    rel = float((y - ref).norm() / ref.norm())
+    return None if rel < 0.2 else f"{_KERNELS[mode]} ran but is wrong on this build (relative error {rel:.2f})"
+
+
+def available_modes() -> dict[str, str | None]:
+    """Which quantization modes run on this torch build and CPU: mode -> None if available, else why not.
+    Each mode's kernel is tried once on a tiny layer (once per process).
+
+    >>> available_modes()["int8_dynamic"] is None  # on an x86-64 or aarch64 CPU build
+    True
+    """
+    return dict(_probe_all())
+
+
+@functools.cache
+def _probe_all() -> tuple[tuple[str, str | None], ...]:
+    return tuple((mode, _probe(mode)) for mode in MODES)
+
+
+@dataclass(frozen=True)
+class QuantSummary:
+    """What `quantize_model` did. Byte counts cover every projection weight (quantized or skipped), not
+    biases, norms or a separate embedding table."""
+
+    mode: QuantMode
+    swapped: tuple[str, ...]  # qualified module names now quantized
+    skipped: tuple[str, ...]  # Linear modules left in floating point (matched `skip`)
+    weight_bytes_before: int
+    weight_bytes_after: int
+    bytes_per_weight: float  # weight_bytes_after / number of projection weights
+    embedding_bytes_kept: int = 0  # a tied head's fp table, kept only for `Transformer.embed` to read columns
+
+
+def _matches(name: str, patterns: Collection[str]) -> bool:
+    return any(name == p or name.endswith("." + p) for p in patterns)
+
+
+def _check_request(mode: str, group_size: int, skip: Collection[str], names: list[str]) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(MODES)}")
+    reason = available_modes()[mode]
+    if reason is not None:
+        raise ValueError(f"quantization mode {mode!r} cannot run here: {reason}")
+    if mode == "int4_weight_only" and group_size not in INT4_GROUP_SIZES:
+        raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size}")
+    unused = [s for s in skip if not any(_matches(n, [s]) for n in names)]
+    if unused:
+        raise ValueError(f"skip names {unused} match no Linear module; names look like {names[:3]} (suffixes work)")
+
+
+def _check_int4_shapes(targets: dict[str, Linear], group_size: int) -> None:
+    bad = [
+        f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})"
+        for n, m in targets.items()
+        if m.weight.shape[0] % group_size
+    ]
+    if bad:
+        raise ValueError(
+            f"int4 needs in_features divisible by group_size={group_size}; these are not: {', '.join(bad)}. "
+            "Pass a smaller group_size or skip=(...) those layers"
+        )
+
+
+def _weight_bytes(module: nn.Module) -> int:
+    if isinstance(module, QuantizedLinear):
+        return module.weight_bytes
+    assert isinstance(module, Linear)
+    return module.weight.numel() * module.weight.element_size()
+
+
+def _n_weights(module: nn.Module) -> int:
+    if isinstance(module, QuantizedLinear):
+        return module.in_features * module.out_features
+    assert isinstance(module, Linear)
+    return module.weight.numel()
+
+
+def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, new)
+
+
+@torch.no_grad()
+def quantize_model(
+    model: Transformer, mode: QuantMode, *, skip: Collection[str] = (), group_size: int = 128
+) -> QuantSummary:
+    """Swap every `Linear` of `model` in place for its `mode` quantized module, except those whose
+    qualified name equals or ends with (after a dot) a name in `skip`, e.g. ("output",) or ("w2",).
+
+    Everything is checked before anything is swapped. Raises ValueError for an unknown mode, a kernel
+    missing from this torch build (the message names the op and the fix), an int4 `group_size` the
+    kernel lacks, a layer whose in_features is not divisible by `group_size` (skip it or use a smaller
+    group: silently leaving it in fp32 would misstate the bytes), or a `skip` name that matches nothing.
+    A model with tied embeddings keeps its head's fp weight for `Transformer.embed`."""
+    linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear | QuantizedLinear)}
+    _check_request(mode, group_size, skip, list(linears))
+    targets = {n: m for n, m in linears.items() if isinstance(m, Linear) and not _matches(n, skip)}
+    if mode == "int4_weight_only":
+        _check_int4_shapes(targets, group_size)
+    before = sum(_weight_bytes(m) for m in linears.values())
+    kept = 0
+    for name, old in targets.items():
+        new = make_quantized(mode, old, group_size)
+        if name == "output" and model.cfg.tie_embeddings:
+            new.register_parameter("weight", old.weight)  # Transformer.embed reads its columns
+            kept = old.weight.numel() * old.weight.element_size()
+        _swap(model, name, new)
+    after_modules = {n: model.get_submodule(n) for n in linears}
+    after = sum(_weight_bytes(m) for m in after_modules.values())
+    n_weights = sum(_n_weights(m) for m in after_modules.values())
+    skipped = tuple(n for n, m in linears.items() if isinstance(m, Linear) and n not in targets)
+    return QuantSummary(mode, tuple(targets), skipped, before, after, after / max(n_weights, 1), kept)
