@@ -13,3 +13,11 @@ def shared_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"public data {path} not present")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Quality-gate verdicts and other caches go to a folder of this session, never the user's ~/.cache."""
+    import os
+
+    os.environ["JOULEPATH_CACHE"] = str(tmp_path_factory.mktemp("cache"))

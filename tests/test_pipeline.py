@@ -23,6 +23,7 @@ model = "jp-small"
 requests = 8
 replay_s = 0.5
 max_tokens = 8
+gate_per_cell = 2
 [facility]
 horizon_days = 14
 """
@@ -200,3 +201,17 @@ def test_the_kv_pool_and_a_modelled_tier_reach_result_json_and_the_report(estima
     assert m["provenance"]["copy_j"].startswith("estimated") and m["provenance"]["hit_blocks"].startswith("measured")
     page = (run_dir / "report.html").read_text()
     assert "modelled cxl-memory KV tier" in page and "KV blocks evicted from the pool" in page
+
+
+def test_weight_levers_are_gated_and_the_verdicts_reach_result_json(run_dir: Path) -> None:
+    doc = json.loads((run_dir / "result.json").read_text(), parse_constant=_not_json)
+    local = doc["local"]
+    gates = local["gates"]
+    assert gates and all(g["examples"] == 48 and g["accuracy_provenance"].startswith("measured") for g in gates)
+    passed = [g for g in gates if g["passed"]]
+    if passed:  # the optimized configuration serves the first lever that passed, and says so
+        assert local["optimized"]["lever"] == passed[0]["lever"] and local["optimized"]["bytes_per_weight"] < 2
+        assert doc["fleet"]["work"]["bytes_per_weight"] in (1.0, 0.5)
+    else:
+        assert local["optimized"]["lever"] is None
+    assert all(g["drop_points"] <= 1.0 for g in passed) and local["baseline"]["lever"] is None

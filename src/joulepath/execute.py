@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,7 +32,15 @@ from joulepath.model import LoadedModel, load_model
 from joulepath.profile import profile_engine
 from joulepath.quality import golden
 from joulepath.quality.tasks import SYSTEM_PROMPT, Example, chat_prompt, check
-from joulepath.results import KVOffloadUse, KVTierUse, LocalComparison, LocalRun, ModelledTierEffect, ServedRequest
+from joulepath.results import (
+    KVOffloadUse,
+    KVTierUse,
+    LeverGate,
+    LocalComparison,
+    LocalRun,
+    ModelledTierEffect,
+    ServedRequest,
+)
 from joulepath.scenario import GuardSection, ServeSection
 from joulepath.serving.frontend import Arrival, Frontend, Request
 from joulepath.serving.guard import Guard, GuardPolicy
@@ -164,6 +173,64 @@ def guard_for(section: GuardSection) -> Guard | None:
 WARM_UP_REQUESTS = 8  # served once, untimed, before the first repetition: allocator, threads, caches
 
 
+@dataclass(frozen=True)
+class Weights:
+    """The optimized configuration's model: the loaded one, or a copy with the lever that passed its gate."""
+
+    loaded: LoadedModel
+    lever: str | None = None
+    bytes_per_weight: float | None = None
+    gates: tuple[LeverGate, ...] = ()  # every verdict reached, passed or refused
+
+
+AUTO_LEVERS = ("int8_dynamic", "int4_weight_only", "int8_weight_only")  # fastest first on CPUs measured here
+
+
+def optimized_weights(
+    loaded: LoadedModel, serve: ServeSection, progress: Callable[[str], None] = lambda _: None
+) -> Weights:
+    """Gate each candidate weight lever on the served model (cached verdicts reused) and apply the first
+    that passes to a fresh copy; with none passing, the optimized configuration serves the model as loaded."""
+    if serve.quantize == "off":
+        return Weights(loaded)
+    from joulepath.optimize import available_modes
+    from joulepath.optimize.levers import GATE_MAX_TOKENS, Lever, apply_lever, choose_lever, gate_examples
+
+    usable = available_modes()
+    modes = AUTO_LEVERS if serve.quantize == "auto" else (serve.quantize,)
+    context = context_tokens(loaded.config)
+    examples = [  # a gate example that cannot fit the context would only test the context check
+        e
+        for e in gate_examples(serve.gate_per_cell)
+        if len(loaded.tokenizer.encode(chat_prompt(e))) + GATE_MAX_TOKENS <= context
+    ]
+    if not examples:
+        progress(f"quality gate: no golden test example fits {serve.model}'s context; weights served as loaded")
+        return Weights(loaded)
+    gates: list[LeverGate] = []
+    for mode in modes:
+        if usable.get(mode) is not None:
+            progress(f"quality gate: {mode} not available here ({usable[mode]})")
+            continue
+        progress(f"quality gate: {mode} on {serve.model} ({len(examples)} golden test examples; cached after)")
+        try:
+            verdicts = choose_lever(serve.model, mode, examples)  # type: ignore[arg-type]
+        except ValueError as exc:  # the lever cannot apply to this model's shapes (e.g. int4 groups)
+            progress(f"quality gate: {mode} does not apply to {serve.model}: {exc}")
+            continue
+        gates += verdicts
+        if verdicts[-1].passed:
+            lever = verdicts[-1]
+            copy = load_model(serve.model, device=next(loaded.model.parameters()).device)
+            summary = apply_lever(copy, Lever(mode, skip=_skip_of(lever.lever)))  # type: ignore[arg-type]
+            return Weights(copy, lever.lever, summary.bytes_per_weight, tuple(gates))
+    return Weights(loaded, None, None, tuple(gates))
+
+
+def _skip_of(lever_name: str) -> tuple[str, ...]:
+    return tuple(s for s in lever_name.partition("+skip=")[2].split(",") if s)
+
+
 def serve_interleaved(
     loaded: LoadedModel,
     arrivals: np.ndarray,
@@ -171,23 +238,30 @@ def serve_interleaved(
     serve: ServeSection,
     guard: Guard | None,
     progress: Callable[[str], None] = lambda _: None,
+    weights: Weights | None = None,
 ) -> tuple[list[LocalRun], list[LocalRun]]:
     """Serve the baseline and the optimized configuration `serve.repeats` times each, interleaved
-    (A B A B ...), after an untimed warm-up; returns (baselines, optimizeds) in the order served."""
+    (A B A B ...), after an untimed warm-up; returns (baselines, optimizeds) in the order served. The
+    optimized configuration serves `weights` (default: the loaded model)."""
+    weights = weights or Weights(loaded)
     warm = min(WARM_UP_REQUESTS, len(examples))
-    replay(loaded, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
+    for model in {id(loaded): loaded, id(weights.loaded): weights.loaded}.values():
+        replay(model, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
     optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
     optimized += f" + speculative ({serve.speculative})" if serve.speculative != "off" else ""
+    optimized += f" + {weights.lever}" if weights.lever else ""
     configs = (
-        ("baseline", 1, engine_config(serve, False), "one at a time"),
-        ("optimized", serve.max_batch, engine_config(serve, True), optimized),
+        ("baseline", 1, engine_config(serve, False), "one at a time", loaded),
+        ("optimized", serve.max_batch, engine_config(serve, True), optimized, weights.loaded),
     )
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
     runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}
     for k in range(serve.repeats):
-        for name, max_batch, config, how in configs:
+        for name, max_batch, config, how, model in configs:
             progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
-            run = replay(loaded, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
+            run = replay(model, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
+            if model is weights.loaded and weights.lever:
+                run = dataclasses.replace(run, lever=weights.lever, bytes_per_weight=weights.bytes_per_weight)
             runs[name].append(run)
     return runs["baseline"], runs["optimized"]
 
@@ -215,7 +289,8 @@ def serve_locally(
     arrivals, examples = requests_for(trace, serve, seed)
     check_context(loaded, examples, serve.max_tokens)
     guard = guard_for(guard_section) if guard_section else None
-    baselines, optimizeds = serve_interleaved(loaded, arrivals, examples, serve, guard, progress)
+    weights = optimized_weights(loaded, serve, progress)
+    baselines, optimizeds = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights)
     prof = None
     if serve.profile:
         progress("hot-path profile")
@@ -224,4 +299,6 @@ def serve_locally(
         )
     device = str(next(loaded.model.parameters()).device)
     baseline, optimized = median_run(baselines), median_run(optimizeds)
-    return LocalComparison(serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds))
+    return LocalComparison(
+        serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates
+    )

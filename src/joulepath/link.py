@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from joulepath.hw.perf import TransformerSpec, model_presets
-from joulepath.hw.work import WorkProfile
+from joulepath.hw.work import WEIGHT_DTYPE_BY_BYTES, WorkProfile
 
 if TYPE_CHECKING:
     from joulepath.model.config import ModelConfig
@@ -68,6 +68,18 @@ def _from_config(cfg: ModelConfig, name: str, dtype: str) -> TransformerSpec:
     )
 
 
+def weight_format_bytes(measured: float | None) -> float | None:
+    """The fleet model's weight format nearest a served model's measured bytes per weight (scales and
+    zeros make INT8 1.01 and INT4 g128 0.53): None, as loaded, stays None.
+
+    >>> weight_format_bytes(1.011), weight_format_bytes(0.531), weight_format_bytes(None)
+    (1.0, 0.5, None)
+    """
+    if measured is None:
+        return None
+    return min(WEIGHT_DTYPE_BY_BYTES, key=lambda b: abs(b - measured))
+
+
 def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkProfile:
     """The work one configuration did when served here: token counts from its request records, the
     scheduler's limit, and the decode batches it reached from the requests' measured times.
@@ -94,6 +106,7 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
         batch_limit=run.max_batch,
         mean_batch=mean_batch,
         peak_batch=peak_batch,
+        bytes_per_weight=weight_format_bytes(run.bytes_per_weight),
         accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
         provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",

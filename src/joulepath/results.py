@@ -69,6 +69,45 @@ class ServedRequest:
 
 
 @dataclass(frozen=True)
+class SkillDrop:
+    """One skill's golden accuracy without and with a lever."""
+
+    skill: str
+    n: int
+    baseline: float
+    lever: float
+    ci95: tuple[float, float]  # Wilson 95 % interval of the lever's accuracy
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.baseline - self.lever)
+
+
+@dataclass(frozen=True)
+class LeverGate:
+    """One lever's quality gate on one model (measured): the verdict, what it was decided on, the bytes."""
+
+    model: str
+    lever: str
+    passed: bool
+    examples: int
+    baseline_accuracy: float
+    lever_accuracy: float
+    lever_ci95: tuple[float, float]
+    skills: tuple[SkillDrop, ...]
+    greedy_agreement: float  # share of answers identical to the unoptimized model's
+    mean_kl: float  # nats, next-token distributions, unoptimized || lever
+    bytes_per_weight: float
+    max_drop_points: float
+    report: str  # readable
+    provenance: ClassVar[str] = "measured: golden test-split answers served here with and without the lever"
+
+    @property
+    def drop_points(self) -> float:
+        return 100 * (self.baseline_accuracy - self.lever_accuracy)
+
+
+@dataclass(frozen=True)
 class KVTierUse:
     """One KV offload tier of a configuration served here (measured)."""
 
@@ -126,6 +165,8 @@ class LocalRun:
     blocked: tuple[str, ...] = ()  # request ids the input guard refused (never reached the engine)
     guard_s: float = 0.0  # time spent in the guardrails, measured
     kv: KVOffloadUse | None = None  # prefix cache pool and offload tiers (None: no prefix cache)
+    lever: str | None = None  # the weight lever applied (None: the model as loaded)
+    bytes_per_weight: float | None = None  # of the served model's projections (None: as loaded, unquantized)
     accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
 
     @property
@@ -196,6 +237,7 @@ class LocalComparison:
     profile: HotPathProfile | None
     baseline_runs: tuple[LocalRun, ...] = ()
     optimized_runs: tuple[LocalRun, ...] = ()
+    gates: tuple[LeverGate, ...] = ()  # quality gates of the weight levers tried for the optimized model
 
     @property
     def repeats(self) -> int:

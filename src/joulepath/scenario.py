@@ -265,6 +265,18 @@ class ServeSection(_Section):
         "heads); k adapts to measured acceptance and step cost, so it switches itself off where it does not pay",
     )
     draft_model: str = Field("jp-small", description="the draft model for speculative = 'draft' (same tokenizer)")
+    quantize: Literal["off", "auto", "int8_dynamic", "int8_weight_only", "int4_weight_only"] = Field(
+        "auto",
+        description="weight quantization of the optimized configuration's model (joulepath.optimize), used only "
+        "if it passes its quality gate (golden accuracy -1 point at most, overall and per skill); auto tries "
+        "int8_dynamic, int4_weight_only, int8_weight_only in that order (each with gate-chosen opt-outs)",
+    )
+    gate_per_cell: int = Field(
+        10,
+        ge=1,
+        le=40,
+        description="golden test-split examples per skill and level the quality gate serves (cached per model)",
+    )
     kv_offload_host_mib: int = Field(
         0,
         ge=0,

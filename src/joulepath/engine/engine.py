@@ -115,7 +115,8 @@ class Engine:
         self.cache = PagedKVCache.from_budget(
             loaded.config, self.config.kv_memory_bytes, self.config.block_size, p.device, p.dtype
         )
-        # The model's source and weight dtype (= the KV dtype here) are part of every cached block's hash.
+        # The model's source, weight dtype (= the KV dtype here) and weight format (a quantized model's KV
+        # differs) are part of every cached block's hash.
         tiers = self.config.offload_tiers()
         self.offload = (
             KVOffload(self.cache, tiers, self.config.offload_dir, self.config.offload_modelled_bytes)
@@ -123,7 +124,11 @@ class Engine:
             else None
         )
         self.prefix_cache = (
-            PrefixCache(self.cache, f"{loaded.source}:{p.dtype}", self.offload) if self.config.prefix_cache else None
+            PrefixCache(
+                self.cache, f"{loaded.source}:{p.dtype}:{getattr(loaded.model, 'weight_format', 'dense')}", self.offload
+            )
+            if self.config.prefix_cache
+            else None
         )
         self.speculator = self._speculator(loaded)
         self.scheduler = Scheduler(

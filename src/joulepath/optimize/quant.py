@@ -367,4 +367,6 @@ def quantize_model(
     after = sum(_weight_bytes(m) for m in after_modules.values())
     n_weights = sum(_n_weights(m) for m in after_modules.values())
     skipped = tuple(n for n, m in linears.items() if isinstance(m, Linear) and n not in targets)
+    # Anything that changes the KV of the same tokens is part of the prefix cache's key (engine.Engine).
+    object.__setattr__(model, "weight_format", f"{mode}:g{group_size}:skip={','.join(sorted(skip))}")
     return QuantSummary(mode, tuple(targets), skipped, before, after, after / max(n_weights, 1), kept)

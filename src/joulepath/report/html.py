@@ -261,7 +261,25 @@ def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
     for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
         pb, po = b.percentile(field, q), o.percentile(field, q)
         rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * pb:.0f} ms", f"{1e3 * po:.0f} ms", time))
-    return rows + _kv_rows(o.kv)
+    return rows + _weight_rows(local) + _kv_rows(o.kv)
+
+
+def _weight_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
+    """The optimized model's weights and every lever's quality gate (measured on golden test examples)."""
+    rows = []
+    o = local.optimized
+    if local.gates or o.lever:
+        bpw = f" ({o.bytes_per_weight:.3g} bytes/weight)" if o.bytes_per_weight else ""
+        rows.append(("weights", "as loaded", f"{o.lever or 'as loaded'}{bpw}", _tag("bytes", "measured")))
+    for g in local.gates:
+        lo, hi = g.lever_ci95
+        verdict = "passed" if g.passed else "refused"
+        text = (
+            f"{verdict}: {100 * g.baseline_accuracy:.1f} % -> {100 * g.lever_accuracy:.1f} % "
+            f"(95 % CI {100 * lo:.0f}-{100 * hi:.0f} %), agreement {100 * g.greedy_agreement:.0f} %, KL {g.mean_kl:.3g}"
+        )
+        rows.append((f"quality gate {g.lever}", "-", text, _tag("accuracy", g.provenance)))
+    return rows
 
 
 def _kv_rows(kv: KVOffloadUse | None) -> list[tuple[str, str, str, str]]:

@@ -150,6 +150,8 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "tpot_p50_s": run.percentile("tpot_s", 50),
         "tpot_p99_s": run.percentile("tpot_s", 99),
         "kv_offload": kv_offload_to_dict(run.kv),
+        "lever": run.lever,
+        "bytes_per_weight": run.bytes_per_weight,
     }
 
 
@@ -200,6 +202,7 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
         "optimized": local_run_to_dict(local.optimized)
         | {"repetitions": [repetition_to_dict(r) for r in local.optimized_runs]},
         "ratios": {spread.metric: ratio_to_dict(spread) for spread in local.ratios()},
+        "gates": [plain(g) | {"drop_points": g.drop_points, "accuracy_provenance": g.provenance} for g in local.gates],
         "profile": None
         if prof is None
         else {
