@@ -29,6 +29,7 @@ from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.hw.kv_tiers import modelled_tier
 from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
+from joulepath.optimize.sparsity import measured_sparsity, reset_counters, sparse_modules
 from joulepath.profile import profile_engine
 from joulepath.quality import golden
 from joulepath.quality.tasks import SYSTEM_PROMPT, Example, chat_prompt, check
@@ -191,13 +192,15 @@ def optimized_weights(
 ) -> Weights:
     """Gate each candidate weight lever on the served model (cached verdicts reused) and apply the first
     that passes to a fresh copy; with none passing, the optimized configuration serves the model as loaded."""
-    if serve.quantize == "off":
+    if serve.quantize == "off" and not serve.sparsity:
         return Weights(loaded)
     from joulepath.optimize import available_modes
-    from joulepath.optimize.levers import GATE_MAX_TOKENS, Lever, apply_lever, choose_lever, gate_examples
+    from joulepath.optimize.levers import GATE_MAX_TOKENS, apply_lever, choose_lever, gate_examples, parse_lever
 
     usable = available_modes()
-    modes = AUTO_LEVERS if serve.quantize == "auto" else (serve.quantize,)
+    candidates = list(AUTO_LEVERS if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
+    if serve.sparsity:
+        candidates.append(f"teal:{serve.sparsity:g}")
     context = context_tokens(loaded.config)
     examples = [  # a gate example that cannot fit the context would only test the context check
         e
@@ -208,27 +211,23 @@ def optimized_weights(
         progress(f"quality gate: no golden test example fits {serve.model}'s context; weights served as loaded")
         return Weights(loaded)
     gates: list[LeverGate] = []
-    for mode in modes:
-        if usable.get(mode) is not None:
-            progress(f"quality gate: {mode} not available here ({usable[mode]})")
+    for name in candidates:
+        if usable.get(name) is not None:
+            progress(f"quality gate: {name} not available here ({usable[name]})")
             continue
-        progress(f"quality gate: {mode} on {serve.model} ({len(examples)} golden test examples; cached after)")
+        progress(f"quality gate: {name} on {serve.model} ({len(examples)} golden test examples; cached after)")
         try:
-            verdicts = choose_lever(serve.model, mode, examples)  # type: ignore[arg-type]
+            verdicts = choose_lever(serve.model, name, examples)
         except ValueError as exc:  # the lever cannot apply to this model's shapes (e.g. int4 groups)
-            progress(f"quality gate: {mode} does not apply to {serve.model}: {exc}")
+            progress(f"quality gate: {name} does not apply to {serve.model}: {exc}")
             continue
         gates += verdicts
         if verdicts[-1].passed:
-            lever = verdicts[-1]
+            chosen = verdicts[-1].lever
             copy = load_model(serve.model, device=next(loaded.model.parameters()).device)
-            summary = apply_lever(copy, Lever(mode, skip=_skip_of(lever.lever)))  # type: ignore[arg-type]
-            return Weights(copy, lever.lever, summary.bytes_per_weight, tuple(gates))
+            bytes_per_weight = apply_lever(copy, parse_lever(chosen))
+            return Weights(copy, chosen, bytes_per_weight, tuple(gates))
     return Weights(loaded, None, None, tuple(gates))
-
-
-def _skip_of(lever_name: str) -> tuple[str, ...]:
-    return tuple(s for s in lever_name.partition("+skip=")[2].split(",") if s)
 
 
 def serve_interleaved(
@@ -259,9 +258,16 @@ def serve_interleaved(
     for k in range(serve.repeats):
         for name, max_batch, config, how, model in configs:
             progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
+            if model is weights.loaded and weights.lever:
+                reset_counters(model.model)
             run = replay(model, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
             if model is weights.loaded and weights.lever:
-                run = dataclasses.replace(run, lever=weights.lever, bytes_per_weight=weights.bytes_per_weight)
+                run = dataclasses.replace(
+                    run,
+                    lever=weights.lever,
+                    bytes_per_weight=weights.bytes_per_weight,
+                    activation_sparsity=measured_sparsity(model.model) if sparse_modules(model.model) else 0.0,
+                )
             runs[name].append(run)
     return runs["baseline"], runs["optimized"]
 

@@ -271,6 +271,14 @@ class ServeSection(_Section):
         "if it passes its quality gate (golden accuracy -1 point at most, overall and per skill); auto tries "
         "int8_dynamic, int4_weight_only, int8_weight_only in that order (each with gate-chosen opt-outs)",
     )
+    sparsity: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="TEAL activation sparsity target for the optimized model (0 = off, the default: on this CPU it "
+        "pays only at >= 0.5, where jp-large fails its gate); gated like quantization and tried after it, "
+        "instead of it (sparse projections are not quantized)",
+    )
     gate_per_cell: int = Field(
         10,
         ge=1,

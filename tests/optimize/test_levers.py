@@ -1,7 +1,9 @@
 """Levers behind the quality gate: names, verdicts with opt-outs, the verdict cache, and the main job's use."""
 
 import pytest
+import torch
 
+from joulepath.model import DenseCausalAttention
 from joulepath.optimize import levers
 from joulepath.optimize.levers import Lever, choose_lever, gate_examples, parse_lever
 
@@ -39,3 +41,19 @@ def test_a_lever_that_loses_accuracy_is_refused_after_every_opt_out_and_verdicts
 def test_a_lever_within_the_allowed_drop_passes_at_once() -> None:
     verdicts = choose_lever(TINY, "int8_weight_only", gate_examples(1)[:8], max_drop_points=1.0, use_cache=False)
     assert len(verdicts) == 1 and verdicts[0].passed and verdicts[0].drop_points <= 1.0
+
+
+def test_teal_is_a_lever_by_name_and_applies_with_calibration() -> None:
+    from joulepath.model import load_model
+    from joulepath.optimize.levers import apply_lever
+    from joulepath.optimize.sparsity import measured_sparsity, sparse_modules
+
+    assert parse_lever("teal:0.4") == Lever("teal", target=0.4) and Lever("teal", target=0.4).name == "teal:0.4"
+    with pytest.raises(ValueError, match="target sparsity in"):
+        parse_lever("teal:1.5")
+    loaded = load_model(TINY)
+    assert not sparse_modules(loaded.model)
+    assert apply_lever(loaded, parse_lever("teal:0.5")) is None  # bytes per weight unchanged
+    assert sparse_modules(loaded.model)
+    loaded.model(torch.tensor([5, 6, 7]), torch.arange(3), DenseCausalAttention([3]))
+    assert 0.2 < measured_sparsity(loaded.model) < 0.8

@@ -19,12 +19,13 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model
-from joulepath.optimize.quant import MODES, QuantMode, QuantSummary, quantize_model
+from joulepath.optimize.quant import MODES, QuantMode, quantize_model
 from joulepath.quality.evals import EvalReport, evaluate, wilson_interval
 from joulepath.quality.tasks import Example, chat_prompt
 from joulepath.results import LeverGate, SkillDrop
@@ -36,24 +37,35 @@ GATE_VERSION = 1  # bump when the gate's rule or measurement changes: cached ver
 
 @dataclass(frozen=True)
 class Lever:
-    """A parsed lever name."""
+    """A parsed lever name: a weight quantization mode, or `teal` activation sparsity at `target`."""
 
-    mode: QuantMode
+    mode: QuantMode | Literal["teal"]
     group_size: int = 128
     skip: tuple[str, ...] = ()
+    target: float = 0.0  # teal only: share of projection inputs zeroed
 
     @property
     def name(self) -> str:
+        if self.mode == "teal":
+            return f"teal:{self.target:g}"
         group = f":g{self.group_size}" if self.mode == "int4_weight_only" and self.group_size != 128 else ""
         return self.mode + group + (f"+skip={','.join(self.skip)}" if self.skip else "")
 
 
 def parse_lever(name: str) -> Lever:
-    """`int8_dynamic`, `int4_weight_only:g32`, `int8_dynamic+skip=output,w2` -> Lever (clear errors)."""
+    """`int8_dynamic`, `int4_weight_only:g32`, `int8_dynamic+skip=output,w2`, `teal:0.4` -> Lever (clear errors)."""
+    if name.startswith("teal:"):
+        try:
+            target = float(name.removeprefix("teal:"))
+        except ValueError:
+            target = -1.0
+        if not 0 < target < 1:
+            raise ValueError(f"lever {name!r}: teal needs a target sparsity in (0, 1), e.g. teal:0.4")
+        return Lever("teal", target=target)
     head, _, skip = name.partition("+skip=")
     mode, _, group = head.partition(":g")
     if mode not in MODES:
-        raise ValueError(f"unknown lever {name!r}: the mode must be one of {', '.join(MODES)}")
+        raise ValueError(f"unknown lever {name!r}: the mode must be one of {', '.join(MODES)} or teal:<target>")
     if group and (mode != "int4_weight_only" or not group.isdigit()):
         raise ValueError(
             f"lever {name!r}: ':g<group size>' applies to int4_weight_only only, e.g. int4_weight_only:g64"
@@ -61,9 +73,25 @@ def parse_lever(name: str) -> Lever:
     return Lever(mode, int(group) if group else 128, tuple(s for s in skip.split(",") if s))
 
 
-def apply_lever(loaded: LoadedModel, lever: Lever) -> QuantSummary:
-    """Apply `lever` to `loaded.model` in place (callers load a fresh copy for it)."""
-    return quantize_model(loaded.model, lever.mode, skip=lever.skip, group_size=lever.group_size)
+CALIBRATION_PROMPTS = 64  # golden dev prompts TEAL's thresholds are calibrated on (the gate uses the test split)
+
+
+def apply_lever(loaded: LoadedModel, lever: Lever) -> float | None:
+    """Apply `lever` to `loaded.model` in place (callers load a fresh copy for it); returns the bytes per
+    weight it leaves (None: unchanged, as loaded)."""
+    if lever.mode == "teal":
+        from joulepath.optimize.sparsity import calibrate, sparsify_model
+        from joulepath.quality import golden
+
+        prompts = [chat_prompt(e) for e in golden.load("dev")[::15][:CALIBRATION_PROMPTS]]
+        sparsify_model(loaded.model, calibrate(loaded, prompts, lever.target))
+        return None
+    return quantize_model(loaded.model, lever.mode, skip=lever.skip, group_size=lever.group_size).bytes_per_weight
+
+
+def param_bytes(loaded: LoadedModel) -> float:
+    """Bytes per weight of a model as loaded (its parameters' element size)."""
+    return float(next(loaded.model.parameters()).element_size())
 
 
 def gate_examples(per_cell: int, split: str = "test") -> list[Example]:
@@ -113,7 +141,7 @@ def gate_lever(
     base = load_model(spec)
     base_report = baseline or evaluate(base, examples, config, max_tokens=GATE_MAX_TOKENS)
     cand = load_model(spec)
-    summary = apply_lever(cand, lever)
+    bytes_per_weight = apply_lever(cand, lever) or param_bytes(cand)
     cand_report = evaluate(cand, examples, config, max_tokens=GATE_MAX_TOKENS)
     skills = skill_drops(base_report, cand_report)
     drop = 100 * (base_report.accuracy - cand_report.accuracy)
@@ -131,32 +159,34 @@ def gate_lever(
             for s in skills
             if s.baseline != s.lever
         ),
-        f"  greedy agreement with fp32 {100 * agree:.1f} %; mean KL {kl:.4f} nats; "
-        f"{summary.bytes_per_weight:.3f} bytes/weight",
+        f"  greedy agreement with fp32 {100 * agree:.1f} %; mean KL {kl:.4f} nats; {bytes_per_weight:.3f} bytes/weight",
     ]
     return LeverGate(
         spec, lever.name, passed, len(examples), base_report.accuracy, cand_report.accuracy,
-        wilson_interval(n_correct, len(examples)), skills, agree, kl, summary.bytes_per_weight, max_drop_points,
+        wilson_interval(n_correct, len(examples)), skills, agree, kl, bytes_per_weight, max_drop_points,
         "\n".join(lines),
     )  # fmt: skip
 
 
 def choose_lever(
-    spec: str, mode: QuantMode, examples: list[Example], max_drop_points: float = 1.0, use_cache: bool = True
+    spec: str, lever: str, examples: list[Example], max_drop_points: float = 1.0, use_cache: bool = True
 ) -> list[LeverGate]:
-    """Gate `mode` as is, then with each opt-out list, stopping at the first that passes; every verdict is
-    returned (the last one passed, or none did)."""
+    """Gate `lever` (a name, see `parse_lever`) as is, then, for a quantization mode, with each opt-out
+    list, stopping at the first that passes; every verdict is returned (the last one passed, or none did)."""
     from joulepath.engine import EngineConfig
 
+    base = parse_lever(lever)
+    tries = (
+        [base] if base.mode == "teal" or base.skip else [Lever(base.mode, base.group_size, skip) for skip in OPT_OUTS]
+    )
     verdicts: list[LeverGate] = []
     baseline: EvalReport | None = None
-    for skip in OPT_OUTS:
-        lever = Lever(mode, skip=skip)
-        verdict = cached_gate(spec, lever, examples, max_drop_points) if use_cache else None
+    for candidate in tries:
+        verdict = cached_gate(spec, candidate, examples, max_drop_points) if use_cache else None
         if verdict is None:
             if baseline is None:
                 baseline = evaluate(load_model(spec), examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
-            verdict = gate_lever(spec, lever, examples, max_drop_points, baseline)
+            verdict = gate_lever(spec, candidate, examples, max_drop_points, baseline)
             if use_cache:
                 store_gate(verdict, examples)
         verdicts.append(verdict)
