@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.engine.context import check_output_fits, check_prompt_fits, context_tokens, model_label
@@ -230,6 +232,26 @@ def optimized_weights(
     return Weights(loaded, None, None, tuple(gates))
 
 
+def tuned_threads(spec: str) -> int | None:
+    """The thread count `joulepath tune` found fastest (and usable) for this model on this machine, if it ran."""
+    from joulepath.optimize.tune import load_cached
+
+    tuned = load_cached(spec)
+    return tuned.best.candidate.threads if tuned is not None and tuned.measured else None
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block at `n` torch threads (None: as set), then restore the count."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def serve_interleaved(
     loaded: LoadedModel,
     arrivals: np.ndarray,
@@ -255,12 +277,17 @@ def serve_interleaved(
     )
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
     runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}
+    threads = tuned_threads(serve.model)
+    if threads:
+        progress(f"optimized configuration at {threads} torch thread(s), as `joulepath tune` measured fastest here")
     for k in range(serve.repeats):
         for name, max_batch, config, how, model in configs:
             progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
             if model is weights.loaded and weights.lever:
                 reset_counters(model.model)
-            run = replay(model, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
+            with torch_threads(threads if name == "optimized" else None):
+                run = replay(model, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
+                run = dataclasses.replace(run, torch_threads=torch.get_num_threads())
             if model is weights.loaded and weights.lever:
                 run = dataclasses.replace(
                     run,

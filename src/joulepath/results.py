@@ -168,6 +168,7 @@ class LocalRun:
     lever: str | None = None  # the weight lever applied (None: the model as loaded)
     bytes_per_weight: float | None = None  # of the served model's projections (None: as loaded, unquantized)
     activation_sparsity: float = 0.0  # share of projection inputs the served model zeroed (TEAL), measured
+    torch_threads: int = 0  # CPU threads the engine ran at (0: not recorded)
     accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
 
     @property

@@ -318,3 +318,49 @@ def profile_cmd(
     )
     for a in prof.advice:
         console.print(f"- {a.line()}")
+
+
+@app.command("tune")
+def tune_cmd(
+    model: Annotated[str, typer.Option(help=MODEL_HELP)] = "jp-large",
+    quick: Annotated[bool, typer.Option(help="No compiled candidates, 1 repetition, 16 tokens.")] = False,
+    reps: Annotated[int, typer.Option(min=1, max=20, help="Interleaved repetitions.")] = 3,
+    json_out: JsonFlag = False,
+) -> None:
+    """Measure thread count, eager vs compiled decode and weight format for a model on this machine; the
+    fastest choice whose quality gate passed is cached for the machine and model (joulepath run reads it)."""
+    from joulepath.model import load_model
+    from joulepath.optimize import tune as tuning
+
+    guarded(lambda: load_model(model))  # a bad model name is one clear line, before any measuring
+    with progress(quiet=json_out) as bar:
+        task = bar.add_task("tuning", total=None)
+        result = guarded(
+            lambda: tuning.tune(
+                model, compile_too=not quick, reps=1 if quick else reps, tokens=16 if quick else 32,
+                progress=lambda text: bar.update(task, description=text),
+            )
+        )  # fmt: skip
+    path = tuning.store(result)
+    if json_out:
+        print_json({"result": result, "best": result.best, "cache": str(path)})
+        return
+    base = result.baseline.tokens_per_s
+    cols = (Col("candidate", left=True), Col("tokens/s"), Col("min-max"), Col("vs default"), Col("gate", left=True))
+    rows = [
+        (
+            m.candidate.name,
+            num(m.tokens_per_s) if not m.error else "-",
+            f"{num(m.low)}-{num(m.high)}" if not m.error else m.error,
+            f"{m.tokens_per_s / base:.2f}x" if base and not m.error else "-",
+            m.gate,
+        )
+        for m in sorted(result.measured, key=lambda m: -m.tokens_per_s)
+    ]
+    title = f"{model} batch-1 decode on {result.machine} (measured, median of {result.repetitions})"
+    console.print(fit_table(console, cols, rows, title=title))
+    best = result.best
+    console.print(
+        f"best usable: {best.candidate.name}, {num(best.tokens_per_s, 'tokens/s')} "
+        f"({best.tokens_per_s / base:.2f}x the default fp32 eager path); cached in {path}"
+    )

@@ -154,7 +154,7 @@ def get_interconnect(name: str) -> Interconnect:
     return result
 
 
-def _cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+def cpu_model_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     try:
         for line in cpuinfo.read_text().splitlines():
             if line.lower().startswith("model name"):
@@ -182,7 +182,7 @@ def cpu_power_per_core_w(model_name: str) -> tuple[float, str]:
 def local_cpu() -> Accelerator:
     """The CPU this process runs on, detected from the OS, with its TDP share when the model is known."""
     n_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    model = _cpu_model_name()
+    model = cpu_model_name()
     per_core_w, how = cpu_power_per_core_w(model)
     return Accelerator(
         name="local-cpu",

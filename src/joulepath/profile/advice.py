@@ -16,8 +16,14 @@ HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.oth
 
 
 LEVERS = {
-    "quantization": Lever("weight quantization (INT8/FP8)", False, "not built yet (planned: joulepath.optimize)"),
-    "low_precision": Lever("lower-precision GEMMs (bf16/INT8 compute)", False, "not built yet (planned: optimize)"),
+    "quantization": Lever(
+        "weight quantization (INT8/INT4)",
+        True,
+        "built: joulepath.optimize (serve.quantize; used only where the golden gate passes)",
+    ),
+    "low_precision": Lever(
+        "lower-precision GEMMs (INT8 compute)", True, "built: optimize int8_dynamic (fbgemm int8 GEMM; gated)"
+    ),
     "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: joulepath.optimize)"),
     "speculative": Lever(
         "speculative decoding (prompt lookup, draft model, multi-token heads)",

@@ -151,6 +151,7 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "tpot_p99_s": run.percentile("tpot_s", 99),
         "kv_offload": kv_offload_to_dict(run.kv),
         "lever": run.lever,
+        "torch_threads": run.torch_threads,
         "bytes_per_weight": run.bytes_per_weight,
     }
 
