@@ -43,6 +43,7 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"name": "a/b"}, ["name = 'a/b'"]),
         ({"serve": {"prefix_cache": False, "kv_offload_disk_mib": 64}}, ["set prefix_cache = true"]),
         ({"serve": {"kv_modelled_tier": "tape"}}, ["serve.kv_modelled_tier = 'tape'", "'cxl-memory'"]),
+        ({"serve": {"kv_int8": True, "kv_offload_disk_mib": 64}}, ["set kv_int8 = false"]),
         ({"serve": {"speculative": "eagle"}}, ["serve.speculative = 'eagle'", "'prompt_lookup'"]),
         ({"serve": {"draft_model": "gpt-9"}}, ["serve.draft_model = 'gpt-9'", "unknown model"]),
     ],

@@ -184,6 +184,7 @@ class Weights:
     lever: str | None = None
     bytes_per_weight: float | None = None
     gates: tuple[LeverGate, ...] = ()  # every verdict reached, passed or refused
+    kv_int8: bool = False  # the int8 KV cache passed its gate
 
 
 AUTO_LEVERS = ("int8_dynamic", "int4_weight_only", "int8_weight_only")  # fastest first on CPUs measured here
@@ -194,7 +195,7 @@ def optimized_weights(
 ) -> Weights:
     """Gate each candidate weight lever on the served model (cached verdicts reused) and apply the first
     that passes to a fresh copy; with none passing, the optimized configuration serves the model as loaded."""
-    if serve.quantize == "off" and not serve.sparsity:
+    if serve.quantize == "off" and not serve.sparsity and not serve.kv_int8:
         return Weights(loaded)
     from joulepath.optimize import available_modes
     from joulepath.optimize.levers import GATE_MAX_TOKENS, apply_lever, choose_lever, gate_examples, parse_lever
@@ -203,6 +204,10 @@ def optimized_weights(
     candidates = list(AUTO_LEVERS if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
     if serve.sparsity:
         candidates.append(f"teal:{serve.sparsity:g}")
+    if serve.kv_int8:
+        candidates.insert(0, "kv_int8")  # an engine setting, gated on its own, kept beside a weight lever
+    chosen: str | None = None
+    kv_int8 = False
     context = context_tokens(loaded.config)
     examples = [  # a gate example that cannot fit the context would only test the context check
         e
@@ -214,6 +219,8 @@ def optimized_weights(
         return Weights(loaded)
     gates: list[LeverGate] = []
     for name in candidates:
+        if chosen is not None:
+            break  # one weight lever: the first that passed (kv_int8, an engine setting, is gated first)
         if usable.get(name) is not None:
             progress(f"quality gate: {name} not available here ({usable[name]})")
             continue
@@ -224,12 +231,24 @@ def optimized_weights(
             progress(f"quality gate: {name} does not apply to {serve.model}: {exc}")
             continue
         gates += verdicts
-        if verdicts[-1].passed:
+        if verdicts[-1].passed and name == "kv_int8":
+            kv_int8 = True
+        elif verdicts[-1].passed:
             chosen = verdicts[-1].lever
-            copy = load_model(serve.model, device=next(loaded.model.parameters()).device)
-            bytes_per_weight = apply_lever(copy, parse_lever(chosen))
-            return Weights(copy, chosen, bytes_per_weight, tuple(gates))
-    return Weights(loaded, None, None, tuple(gates))
+    if chosen is None:
+        return Weights(loaded, None, None, tuple(gates), kv_int8)
+    copy = load_model(serve.model, device=next(loaded.model.parameters()).device)
+    bytes_per_weight = apply_lever(copy, parse_lever(chosen))
+    return Weights(copy, chosen, bytes_per_weight, tuple(gates), kv_int8)
+
+
+def optimized_config(serve: ServeSection, weights: Weights) -> EngineConfig:
+    """The optimized engine; with the int8 KV cache (gate passed) the offload tiers, which hold
+    full-precision blocks, are off."""
+    config = engine_config(serve, True)
+    if not weights.kv_int8:
+        return config
+    return dataclasses.replace(config, kv_int8=True, offload_host_bytes=0, offload_disk_bytes=0)
 
 
 def tuned_threads(spec: str) -> int | None:
@@ -271,9 +290,10 @@ def serve_interleaved(
     optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
     optimized += f" + speculative ({serve.speculative})" if serve.speculative != "off" else ""
     optimized += f" + {weights.lever}" if weights.lever else ""
+    optimized += " + int8 KV" if weights.kv_int8 else ""
     configs = (
         ("baseline", 1, engine_config(serve, False), "one at a time", loaded),
-        ("optimized", serve.max_batch, engine_config(serve, True), optimized, weights.loaded),
+        ("optimized", serve.max_batch, optimized_config(serve, weights), optimized, weights.loaded),
     )
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
     runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}

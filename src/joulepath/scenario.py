@@ -279,6 +279,11 @@ class ServeSection(_Section):
         "pays only at >= 0.5, where jp-large fails its gate); gated like quantization and tried after it, "
         "instead of it (sparse projections are not quantized)",
     )
+    kv_int8: bool = Field(
+        False,
+        description="int8 KV cache (per-token, per-head scales) in the optimized configuration, used only if it "
+        "passes its own quality gate (gated alone, against the model as loaded); replaces the KV offload tiers",
+    )
     gate_per_cell: int = Field(
         10,
         ge=1,
@@ -308,6 +313,11 @@ class ServeSection(_Section):
     @model_validator(mode="after")
     def _offload_needs_prefix_cache(self) -> ServeSection:
         asked = {"kv_offload_host_mib", "kv_offload_disk_mib"} & self.model_fields_set  # defaults just go unused
+        if any(getattr(self, f) for f in asked) and self.kv_int8:
+            raise ValueError(
+                "KV offload tiers hold full-precision blocks: set kv_int8 = false, or kv_offload_host_mib and "
+                "kv_offload_disk_mib to 0"
+            )
         if any(getattr(self, f) for f in asked) and not self.prefix_cache:
             raise ValueError(
                 "KV offload tiers hold the prefix cache's evicted blocks: set prefix_cache = true, or set "

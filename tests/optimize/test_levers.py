@@ -57,3 +57,11 @@ def test_teal_is_a_lever_by_name_and_applies_with_calibration() -> None:
     assert sparse_modules(loaded.model)
     loaded.model(torch.tensor([5, 6, 7]), torch.arange(3), DenseCausalAttention([3]))
     assert 0.2 < measured_sparsity(loaded.model) < 0.8
+
+
+def test_the_int8_kv_cache_is_an_engine_lever_with_its_own_gate() -> None:
+    from joulepath.optimize.levers import engine_config_for
+
+    assert parse_lever("kv_int8") == Lever("kv_int8") and engine_config_for(Lever("kv_int8")).kv_int8
+    (verdict,) = choose_lever(TINY, "kv_int8", gate_examples(1)[:8], use_cache=False)  # no opt-outs to try
+    assert verdict.lever == "kv_int8" and verdict.examples == 8 and verdict.mean_kl != verdict.mean_kl  # NaN

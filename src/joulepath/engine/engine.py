@@ -64,6 +64,7 @@ class EngineConfig:
     speculative: str | None = None
     draft_model: str | None = None
     spec_max_k: int = 4  # most drafts per sequence per step
+    kv_int8: bool = False  # int8 KV cache with per-token, per-head scales (not exact: gate it, optimize.levers)
     spec_adaptive: bool = True  # choose k (0 allowed) from measured acceptance and step cost; False: always max
 
     def __post_init__(self) -> None:
@@ -113,7 +114,7 @@ class Engine:
         self.loaded, self.config = loaded, config or EngineConfig()
         p = next(loaded.model.parameters())
         self.cache = PagedKVCache.from_budget(
-            loaded.config, self.config.kv_memory_bytes, self.config.block_size, p.device, p.dtype
+            loaded.config, self.config.kv_memory_bytes, self.config.block_size, p.device, p.dtype, self.config.kv_int8
         )
         # The model's source, weight dtype (= the KV dtype here) and weight format (a quantized model's KV
         # differs) are part of every cached block's hash.

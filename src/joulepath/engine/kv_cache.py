@@ -4,6 +4,11 @@ table per sequence, so sequences grow without reserving their maximum length up 
 Layout: k, v: (n_layers, n_blocks * block_size, n_kv_heads, head_dim) — a flat slot axis, so a token's
 slot is `block * block_size + offset` and writes/reads are single index ops per layer.
 
+With `quantized=True` keys and values are stored as int8 with one scale per token and KV head (absmax /
+127, in the model's dtype): half the bytes of bf16, a quarter of fp32, for long contexts where KV reads
+dominate attention. Exactness is not promised, so the engine uses it only behind the golden gate
+(`optimize.levers`, lever `kv_int8`). `write` quantizes, `gather` dequantizes only the slots read.
+
 Blocks are reference-counted so that sequences can share them (a prefix cache, a forked sequence, a
 speculative branch): `reserve` takes fresh blocks at count 1, `share`/`fork` add a reference, and
 `release`/`truncate` drop one; a block returns to the pool when its count reaches 0. A shared block is
@@ -32,26 +37,55 @@ class PagedKVCache:
         block_size: int = 16,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        quantized: bool = False,
     ) -> None:
         if n_blocks < 1 or block_size < 1:
             raise ValueError(f"n_blocks and block_size must be >= 1, got {n_blocks}, {block_size}")
-        self.block_size, self.n_blocks = block_size, n_blocks
+        self.block_size, self.n_blocks, self.quantized, self.dtype = block_size, n_blocks, quantized, dtype
         shape = (cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        store = torch.int8 if quantized else dtype
+        self.k = torch.zeros(shape, device=device, dtype=store)
+        self.v = torch.zeros(shape, device=device, dtype=store)
+        scale_shape = (cfg.n_layers, n_blocks * block_size, cfg.n_kv_heads, 1) if quantized else (0,)
+        self.k_scale = torch.zeros(scale_shape, device=device, dtype=dtype)
+        self.v_scale = torch.zeros(scale_shape, device=device, dtype=dtype)
         self._free = list(range(n_blocks - 1, -1, -1))  # a stack: lowest block ids first
         self._refs = [0] * n_blocks  # tables holding each block
         self.tables: dict[int, list[int]] = {}
 
     @staticmethod
-    def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
+    def bytes_per_block(cfg: ModelConfig, block_size: int, dtype: torch.dtype, quantized: bool = False) -> int:
         elem = torch.tensor([], dtype=dtype).element_size()
+        if quantized:  # int8 values plus one scale per token and KV head
+            return 2 * cfg.n_layers * block_size * cfg.n_kv_heads * (cfg.head_dim + elem)
         return 2 * cfg.n_layers * block_size * cfg.n_kv_heads * cfg.head_dim * elem
 
     @staticmethod
     def bytes_per_block_of(cache: PagedKVCache) -> int:
-        """Bytes of keys and values one block of `cache` holds."""
-        return 2 * cache.k[:, : cache.block_size].numel() * cache.k.element_size()
+        """Bytes of keys and values (and their scales) one block of `cache` holds."""
+        bs = cache.block_size
+        scales = 2 * cache.k_scale[:, :bs].numel() * cache.k_scale.element_size() if cache.quantized else 0
+        return 2 * cache.k[:, :bs].numel() * cache.k.element_size() + scales
+
+    def write(self, layer: int, slots: Tensor, k: Tensor, v: Tensor) -> None:
+        """Store keys and values (T, KV, D) of one layer at flat `slots` (quantizing them if int8)."""
+        if not self.quantized:
+            self.k[layer].index_copy_(0, slots, k)
+            self.v[layer].index_copy_(0, slots, v)
+            return
+        for x, store, scales in ((k, self.k, self.k_scale), (v, self.v, self.v_scale)):
+            scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-8) / 127  # (T, KV, 1)
+            store[layer].index_copy_(0, slots, torch.round(x / scale).clamp_(-127, 127).to(torch.int8))
+            scales[layer].index_copy_(0, slots, scale.to(scales.dtype))
+
+    def gather(self, layer: int, index: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys and values of one layer at `index` (any shape of flat slots), dequantized if int8."""
+        if not self.quantized:
+            return self.k[layer][index], self.v[layer][index]
+        return (
+            self.k[layer][index].to(self.dtype) * self.k_scale[layer][index],
+            self.v[layer][index].to(self.dtype) * self.v_scale[layer][index],
+        )
 
     @classmethod
     def from_budget(
@@ -61,12 +95,13 @@ class PagedKVCache:
         block_size: int = 16,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        quantized: bool = False,
     ) -> PagedKVCache:
-        """As many blocks as fit in `memory_bytes`."""
-        n = memory_bytes // cls.bytes_per_block(cfg, block_size, dtype)
+        """As many blocks as fit in `memory_bytes` (twice to four times as many with int8)."""
+        n = memory_bytes // cls.bytes_per_block(cfg, block_size, dtype, quantized)
         if n < 1:
             raise ValueError(f"KV budget of {memory_bytes} bytes holds no block; raise it")
-        return cls(cfg, int(n), block_size, device, dtype)
+        return cls(cfg, int(n), block_size, device, dtype, quantized)
 
     @property
     def free_blocks(self) -> int:

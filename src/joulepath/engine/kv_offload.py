@@ -189,6 +189,11 @@ class KVOffload:
         directory: str | Path | None = None,
         modelled_bytes: int = 0,
     ) -> None:
+        if cache.quantized and tiers:
+            raise ValueError(
+                "KV offload tiers hold full-precision blocks; with an int8 KV cache turn the tiers off "
+                "(offload_host_bytes = offload_disk_bytes = 0) or the int8 KV cache off"
+            )
         self.cache = cache
         k = cache.k
         block_shape = (2, k.shape[0], cache.block_size, k.shape[2], k.shape[3])
@@ -277,7 +282,7 @@ class KVOffload:
         return [t.stats for t in self.tiers]
 
     def close(self) -> None:
-        for t in self.tiers:
+        for t in getattr(self, "tiers", []):  # a KVOffload refused in __init__ has none
             t.close()
 
     def __del__(self) -> None:

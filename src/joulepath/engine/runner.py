@@ -58,24 +58,21 @@ class PagedAttention:
                 self.pad_mask[row, 0, 0, max(0, n - window) if window else 0 : n] = True
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        k_all, v_all = self.cache.k[layer], self.cache.v[layer]  # (slots, KV, D)
         with scope("kv_cache.write"):
-            k_all.index_copy_(0, self.write_slots, k)
-            v_all.index_copy_(0, self.write_slots, v)
+            self.cache.write(layer, self.write_slots, k, v)
         with scope("attention.kernel"):
-            return self._attend(q, k_all, v_all)
+            return self._attend(layer, q)
 
-    def _attend(self, q: Tensor, k_all: Tensor, v_all: Tensor) -> Tensor:
+    def _attend(self, layer: int, q: Tensor) -> Tensor:
         out = torch.empty_like(q)  # (T, H, D)
         if len(self.decode_rows):
-            ks = k_all[self.padded].transpose(1, 2)  # (B, KV, L, D)
-            vs = v_all[self.padded].transpose(1, 2)
+            ks, vs = (x.transpose(1, 2) for x in self.cache.gather(layer, self.padded))  # (B, KV, L, D)
             qs = q[self.decode_rows][:, :, None, :]  # (B, H, 1, D)
             dec = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=self.pad_mask, enable_gqa=True)
             out[self.decode_rows] = dec[:, :, 0, :]
         for offset, n, slots, mask in self.prefill:
             qs = q[offset : offset + n].transpose(0, 1)[None]  # (1, H, n, D)
-            ks, vs = (x[slots].transpose(0, 1)[None] for x in (k_all, v_all))  # (1, KV, end, D)
+            ks, vs = (x.transpose(0, 1)[None] for x in self.cache.gather(layer, slots))  # (1, KV, end, D)
             pre = F.scaled_dot_product_attention(qs, ks, vs, attn_mask=mask, enable_gqa=True)
             out[offset : offset + n] = pre[0].transpose(0, 1)
         return out

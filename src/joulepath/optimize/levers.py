@@ -19,7 +19,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,9 @@ from joulepath.quality.evals import EvalReport, evaluate, wilson_interval
 from joulepath.quality.tasks import Example, chat_prompt
 from joulepath.results import LeverGate, SkillDrop
 
+if TYPE_CHECKING:
+    from joulepath.engine import EngineConfig
+
 OPT_OUTS: tuple[tuple[str, ...], ...] = ((), ("output",), ("output", "w2"))  # tried in this order
 GATE_MAX_TOKENS = 24  # longest golden answer the gate serves
 GATE_VERSION = 1  # bump when the gate's rule or measurement changes: cached verdicts are then ignored
@@ -39,7 +42,7 @@ GATE_VERSION = 1  # bump when the gate's rule or measurement changes: cached ver
 class Lever:
     """A parsed lever name: a weight quantization mode, or `teal` activation sparsity at `target`."""
 
-    mode: QuantMode | Literal["teal"]
+    mode: QuantMode | Literal["teal", "kv_int8"]
     group_size: int = 128
     skip: tuple[str, ...] = ()
     target: float = 0.0  # teal only: share of projection inputs zeroed
@@ -48,12 +51,16 @@ class Lever:
     def name(self) -> str:
         if self.mode == "teal":
             return f"teal:{self.target:g}"
+        if self.mode == "kv_int8":
+            return "kv_int8"
         group = f":g{self.group_size}" if self.mode == "int4_weight_only" and self.group_size != 128 else ""
         return self.mode + group + (f"+skip={','.join(self.skip)}" if self.skip else "")
 
 
 def parse_lever(name: str) -> Lever:
     """`int8_dynamic`, `int4_weight_only:g32`, `int8_dynamic+skip=output,w2`, `teal:0.4` -> Lever (clear errors)."""
+    if name == "kv_int8":
+        return Lever("kv_int8")
     if name.startswith("teal:"):
         try:
             target = float(name.removeprefix("teal:"))
@@ -65,7 +72,9 @@ def parse_lever(name: str) -> Lever:
     head, _, skip = name.partition("+skip=")
     mode, _, group = head.partition(":g")
     if mode not in MODES:
-        raise ValueError(f"unknown lever {name!r}: the mode must be one of {', '.join(MODES)} or teal:<target>")
+        raise ValueError(
+            f"unknown lever {name!r}: the mode must be one of {', '.join(MODES)}, teal:<target> or kv_int8"
+        )
     if group and (mode != "int4_weight_only" or not group.isdigit()):
         raise ValueError(
             f"lever {name!r}: ':g<group size>' applies to int4_weight_only only, e.g. int4_weight_only:g64"
@@ -78,7 +87,10 @@ CALIBRATION_PROMPTS = 64  # golden dev prompts TEAL's thresholds are calibrated 
 
 def apply_lever(loaded: LoadedModel, lever: Lever) -> float | None:
     """Apply `lever` to `loaded.model` in place (callers load a fresh copy for it); returns the bytes per
-    weight it leaves (None: unchanged, as loaded)."""
+    weight it leaves (None: unchanged, as loaded). `kv_int8` changes the engine, not the model: see
+    `engine_config_for`."""
+    if lever.mode == "kv_int8":
+        return None
     if lever.mode == "teal":
         from joulepath.optimize.sparsity import calibrate, sparsify_model
         from joulepath.quality import golden
@@ -87,6 +99,13 @@ def apply_lever(loaded: LoadedModel, lever: Lever) -> float | None:
         sparsify_model(loaded.model, calibrate(loaded, prompts, lever.target))
         return None
     return quantize_model(loaded.model, lever.mode, skip=lever.skip, group_size=lever.group_size).bytes_per_weight
+
+
+def engine_config_for(lever: Lever, max_batch: int = 32) -> EngineConfig:
+    """The engine a lever's answers are served with (the int8 KV cache is an engine setting)."""
+    from joulepath.engine import EngineConfig
+
+    return EngineConfig(max_batch=max_batch, kv_int8=lever.mode == "kv_int8")
 
 
 def param_bytes(loaded: LoadedModel) -> float:
@@ -137,18 +156,18 @@ def gate_lever(
     """Serve `examples` greedily with the model as loaded and with `lever` applied; pass or refuse it."""
     from joulepath.engine import EngineConfig
 
-    config = EngineConfig(max_batch=32)
     base = load_model(spec)
-    base_report = baseline or evaluate(base, examples, config, max_tokens=GATE_MAX_TOKENS)
+    base_report = baseline or evaluate(base, examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
     cand = load_model(spec)
     bytes_per_weight = apply_lever(cand, lever) or param_bytes(cand)
-    cand_report = evaluate(cand, examples, config, max_tokens=GATE_MAX_TOKENS)
+    cand_report = evaluate(cand, examples, engine_config_for(lever), max_tokens=GATE_MAX_TOKENS)
     skills = skill_drops(base_report, cand_report)
     drop = 100 * (base_report.accuracy - cand_report.accuracy)
     bad = [s for s in skills if s.drop_points > max_drop_points]
     passed = drop <= max_drop_points and not bad
     agree = sum(a == b for a, b in zip(base_report.outputs, cand_report.outputs, strict=True)) / len(examples)
-    kl = mean_kl(base, cand, examples[: min(len(examples), 48)], base_report.outputs[:48])
+    # The KV cache is not on the dense teacher-forced path: for kv_int8 the KL is not measured (NaN).
+    kl = float("nan") if lever.mode == "kv_int8" else mean_kl(base, cand, examples[:48], base_report.outputs[:48])
     n_correct = round(cand_report.accuracy * len(examples))
     lines = [
         f"{'PASS' if passed else 'FAIL'} {lever.name} on {spec}: golden accuracy "
