@@ -22,9 +22,10 @@ odd repetitions, each thread count inside every repetition):
   lever: no opt-outs are tried) and TEAL at 0.5 (calibrated on golden dev prompts, evaluated on the same gate
   examples, compared with `quality.evals.gate`). Accuracy deltas are lever - fp32 in points with 95 % Wilson
   intervals. Gate verdicts are cached (`optimize.levers.cached_gate`).
-- "Autotuned best": the fastest lever (median tokens/s) among those that pass the gate on jp-large; for the
-  random-weight dummy:qwen2.5-0.5b (no quality to gate) the fastest lever. Picking the fastest of noisy medians
-  favours it slightly (winner's curse).
+- "Autotuned best": the fastest lever (median paired speedup over fp32) among those that pass the gate on
+  jp-large; for the random-weight dummy:qwen2.5-0.5b (no quality to gate) the fastest lever. Picking the fastest
+  of noisy medians favours it slightly (winner's curse). TEAL thresholds come from 4 golden dev prompts per cell
+  on jp-large and 1 per cell on random-weight models (there they only set the sparsity level).
 
 Every ratio is the median of per-repetition paired ratios with its min-max spread; `includes_1` flags a spread
 that cannot tell the ratio from no change. `python benchmarks/quantize.py [--quick] [--threads N]`.
@@ -33,7 +34,10 @@ that cannot tell the ratio from no change. `python benchmarks/quantize.py [--qui
 from __future__ import annotations
 
 import argparse
+import functools
+import math
 import statistics
+import sys
 import tempfile
 import time
 import warnings
@@ -49,9 +53,18 @@ from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.meter import Meter, auto_meter
 from joulepath.model import LoadedModel, load_model, save_checkpoint
 from joulepath.model.transformer import Linear
-from joulepath.optimize.levers import GATE_MAX_TOKENS, Lever, cached_gate, gate_examples, gate_lever, store_gate
-from joulepath.optimize.quant import INT4_GROUP_SIZES, MODES, available_modes, quantize_model
+from joulepath.optimize.levers import (
+    GATE_MAX_TOKENS,
+    Lever,
+    cached_gate,
+    gate_examples,
+    gate_lever,
+    skill_drops,
+    store_gate,
+)
+from joulepath.optimize.quant import INT4_GROUP_SIZES, MODES, QuantMode, available_modes, quantize_model
 from joulepath.optimize.sparsity import (
+    SparsityThresholds,
     calibrate,
     measured_sparsity,
     reset_counters,
@@ -60,7 +73,8 @@ from joulepath.optimize.sparsity import (
 )
 from joulepath.quality import golden
 from joulepath.quality.evals import EvalReport, evaluate, gate, wilson_interval
-from joulepath.quality.tasks import chat_prompt
+from joulepath.quality.tasks import Example, chat_prompt
+from joulepath.results import LeverGate
 
 PROMPT_TOKENS = 32
 SPARSITY_TARGET = 0.5
@@ -164,6 +178,7 @@ def hf_measure(hf: nn.Module, vocab_size: int, batch: int) -> Callable:
 
     @torch.inference_mode()
     def measure(steps: int, meter: Meter) -> Sample:
+        warnings.filterwarnings("ignore", message=".*past_key_values.*", category=FutureWarning)
         mask = torch.ones_like(ids)
         out = hf(input_ids=ids, attention_mask=mask, use_cache=True)
         cache, token = out.past_key_values, out.logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
@@ -193,8 +208,10 @@ def hf_linear_bytes(model: nn.Module) -> int:
     return sum(m.weight.numel() * m.weight.element_size() for m in model.modules() if isinstance(m, nn.Linear))
 
 
-def transformers_configs(loaded: LoadedModel, batches: Sequence[int]) -> tuple[list[Config], str | None]:
-    """fp32 and dynamic-int8 transformers configs on `loaded`'s weights, or ([], why not)."""
+def transformers_configs(
+    loaded: LoadedModel, batches: Sequence[int], with_fp32: bool = True
+) -> tuple[list[Config], str | None]:
+    """Dynamic-int8 (and fp32) transformers configs on `loaded`'s weights, or ([], why not)."""
     try:
         from transformers import AutoModelForCausalLM
     except ImportError as e:
@@ -205,10 +222,12 @@ def transformers_configs(loaded: LoadedModel, batches: Sequence[int]) -> tuple[l
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(loaded, folder)
         try:
-            models = [AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval() for _ in range(2)]
+            models = [
+                AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval() for _ in range(1 + with_fp32)
+            ]
         except Exception as e:  # any loader failure is reported, not fatal
             return [], f"transformers could not load the checkpoint: {type(e).__name__}: {e}"
-    fp32, int8 = models
+    fp32, int8 = models[0], models[-1]
     fp32_bytes = hf_linear_bytes(fp32)
     with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao; users still call it
         warnings.simplefilter("ignore")
@@ -216,7 +235,8 @@ def transformers_configs(loaded: LoadedModel, batches: Sequence[int]) -> tuple[l
     int8_bytes = hf_int8_weight_bytes(int8)
     configs = []
     for b in batches:
-        configs.append(Config("transformers_fp32", b, constant(fp32_bytes), hf_measure(fp32, vocab, b)))
+        if with_fp32:
+            configs.append(Config("transformers_fp32", b, constant(fp32_bytes), hf_measure(fp32, vocab, b)))
         configs.append(Config("transformers_int8", b, constant(int8_bytes), hf_measure(int8, vocab, b)))
     return configs, None
 
@@ -244,22 +264,26 @@ def quant_configs(spec: str, batches: Sequence[int]) -> tuple[list[Config], dict
     return configs, skipped
 
 
-def calibration_prompts() -> list[str]:
-    return [chat_prompt(e) for e in golden.load("dev", per_cell=CALIBRATION_PER_CELL)]
+@functools.cache
+def thresholds_for(spec: str, per_cell: int) -> SparsityThresholds:
+    """TEAL thresholds at SPARSITY_TARGET from `per_cell` golden dev prompts per cell (once per process)."""
+    prompts = [chat_prompt(e) for e in golden.load("dev", per_cell=per_cell)]
+    return calibrate(load_model(spec), prompts, SPARSITY_TARGET)
 
 
-def sparse_config(spec: str) -> Config:
+def sparse_config(spec: str, calibration_per_cell: int) -> Config:
     """TEAL at SPARSITY_TARGET on its own model copy, batch 1; bytes use the sparsity measured while timed."""
     loaded = load_model(spec)
     fp32_bytes = float(parameter_bytes(loaded.model))
-    thresholds = calibrate(loaded, calibration_prompts(), SPARSITY_TARGET)
+    thresholds = thresholds_for(spec, calibration_per_cell)
     summary = sparsify_model(loaded.model, thresholds)
     site_bytes = sum(m.weight.numel() * m.weight.element_size() for m in sparse_modules(loaded.model))
 
     def bytes_per_step() -> float:  # counters are reset before each timed run: the last run's decode steps
-        return fp32_bytes - site_bytes * measured_sparsity(loaded.model)
+        info["measured_decode_sparsity"] = measured_sparsity(loaded.model)
+        return fp32_bytes - site_bytes * info["measured_decode_sparsity"]
 
-    info = {
+    info: dict[str, Any] = {
         "target": SPARSITY_TARGET,
         "calibration_sparsity": thresholds.measured,
         "expected_weight_read_fraction": summary.expected_weight_read_fraction,
@@ -280,7 +304,9 @@ def time_interleaved(configs: list[Config], threads: Sequence[int], reps: int, s
         torch.set_num_threads(t)
         for c in configs:
             c.measure(2, meter)  # warm-up: first-call costs, allocator, kernel selection
+        progress(f"  warm-up done at {t} thread(s)")
     for rep in range(reps):
+        progress(f"  repetition {rep + 1}/{reps}")
         for t in threads if rep % 2 == 0 else list(reversed(threads)):
             torch.set_num_threads(t)
             roofline[t].append(read_bandwidth_gb_s("cpu", n_bytes=500_000_000, repeats=3))
@@ -320,8 +346,27 @@ def config_row(c: Config, t: int, roofline_gb_s: float) -> dict[str, Any]:
 # ---- quality -------------------------------------------------------------------------------------
 
 
-def gate_levers(spec: str, per_cell: int, modes: Sequence[str]) -> dict[str, Any]:
-    """Each plain lever's gate and TEAL at SPARSITY_TARGET against fp32 on `gate_examples(per_cell)`."""
+def lean_gate(spec: str, mode: QuantMode, examples: list[Example], baseline: EvalReport) -> LeverGate:
+    """`gate_lever`'s verdict and rule without its KL pass (which costs ~8 s on jp-large): for --quick."""
+    cand = load_model(spec)
+    summary = quantize_model(cand.model, mode)
+    report = evaluate(cand, examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
+    skills = skill_drops(baseline, report)
+    drop = 100 * (baseline.accuracy - report.accuracy)
+    passed = drop <= 1.0 and all(s.drop_points <= 1.0 for s in skills)
+    n = len(examples)
+    agree = sum(a == b for a, b in zip(baseline.outputs, report.outputs, strict=True)) / n
+    return LeverGate(
+        spec, mode, passed, n, baseline.accuracy, report.accuracy, wilson_interval(round(report.accuracy * n), n),
+        skills, agree, math.nan, summary.bytes_per_weight, 1.0, "lean gate (no KL)",
+    )  # fmt: skip
+
+
+def gate_levers(
+    spec: str, per_cell: int, modes: Sequence[QuantMode], calibration_per_cell: int, lean: bool = False
+) -> dict[str, Any]:
+    """Each plain lever's gate and TEAL at SPARSITY_TARGET against fp32 on `gate_examples(per_cell)`; a cached
+    verdict is reused; `lean` gates without the KL pass and stores nothing."""
     examples = gate_examples(per_cell)
     config = EngineConfig(max_batch=32)
     baseline: EvalReport = evaluate(load_model(spec), examples, config, max_tokens=GATE_MAX_TOKENS)
@@ -335,30 +380,33 @@ def gate_levers(spec: str, per_cell: int, modes: Sequence[str]) -> dict[str, Any
         "levers": {},
     }
     for mode in modes:
-        lever = Lever(mode)  # type: ignore[arg-type]  # modes come from MODES
+        lever = Lever(mode)
         verdict = cached_gate(spec, lever, examples, 1.0)
         cached = verdict is not None
-        if verdict is None:
+        if verdict is None and lean:
+            verdict = lean_gate(spec, mode, examples, baseline)
+        elif verdict is None:
             verdict = gate_lever(spec, lever, examples, 1.0, baseline)
             store_gate(verdict, examples)
         out["levers"][mode] = {
             "passed": verdict.passed,
             "accuracy": verdict.lever_accuracy,
-            "accuracy_delta_pts": -verdict.drop_points,
+            "accuracy_delta_pts": 0.0 - verdict.drop_points,  # 0.0 - : no "-0.0"
             "ci95": verdict.lever_ci95,
             "greedy_agreement": verdict.greedy_agreement,
             "mean_kl": verdict.mean_kl,
             "cached_verdict": cached,
             "rule": "overall and every skill drop <= 1 point (gate_lever)",
         }
-    out["levers"][SPARSE] = gate_sparsity(spec, examples, baseline)
+    out["levers"][SPARSE] = gate_sparsity(spec, examples, baseline, calibration_per_cell)
     return out
 
 
-def gate_sparsity(spec: str, examples: list, baseline: EvalReport) -> dict[str, Any]:
+def gate_sparsity(
+    spec: str, examples: list[Example], baseline: EvalReport, calibration_per_cell: int
+) -> dict[str, Any]:
     loaded = load_model(spec)
-    thresholds = calibrate(loaded, calibration_prompts(), SPARSITY_TARGET)
-    sparsify_model(loaded.model, thresholds)
+    sparsify_model(loaded.model, thresholds_for(spec, calibration_per_cell))
     cand = evaluate(loaded, examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
     verdict = gate(baseline, cand, max_drop_points=1.0)
     n = len(examples)
@@ -379,15 +427,16 @@ def gate_sparsity(spec: str, examples: list, baseline: EvalReport) -> dict[str, 
 
 
 def measure_model(
-    spec: str, threads: Sequence[int], reps: int, steps: int, batches: Sequence[int] = (1, 8), transformers: bool = True
-) -> dict[str, Any]:
+    spec: str, threads: Sequence[int], reps: int, steps: int, batches: Sequence[int] = (1, 8),
+    transformers: bool = True, transformers_fp32: bool = True, calibration_per_cell: int = CALIBRATION_PER_CELL,
+) -> dict[str, Any]:  # fmt: skip
     """The per-model table: every config at every thread count, speedups paired per repetition."""
     configs, skipped = quant_configs(spec, batches)
     if 1 in batches:
-        configs.append(sparse_config(spec))
+        configs.append(sparse_config(spec, calibration_per_cell))
     hf_note = None
     if transformers:
-        hf_configs, hf_note = transformers_configs(load_model(spec), batches)
+        hf_configs, hf_note = transformers_configs(load_model(spec), batches, transformers_fp32)
         configs += hf_configs
     roofline = time_interleaved(configs, threads, reps, steps)
     by_key = {c.key: c for c in configs}
@@ -407,9 +456,9 @@ def measure_model(
 
 
 def fastest(rows: dict[str, Any], batch: int, allowed: Callable[[str], bool]) -> str | None:
-    """The config name with the highest median tokens/s at `batch` among `allowed` levers."""
+    """The lever with the highest median paired speedup over fp32 at `batch` among `allowed` ones."""
     cands = [
-        (r["tokens_per_s"]["median"], k.rpartition("@")[0])
+        (r["speedup_vs_fp32"]["median"], k.rpartition("@")[0])
         for k, r in rows.items()
         if k.endswith(f"@b{batch}") and k.rpartition("@")[0] not in ("fp32",) and not k.startswith("transformers")
         and allowed(k.rpartition("@")[0])
@@ -480,17 +529,32 @@ def goals(head: dict[str, Any], gates: dict[str, Any] | None) -> dict[str, dict[
     return out
 
 
+_T0 = time.perf_counter()
+
+
+def progress(what: str) -> None:
+    print(f"[{time.perf_counter() - _T0:5.0f} s] {what}", file=sys.stderr, flush=True)
+
+
 def run(
     models: Sequence[str], threads: Sequence[int], reps: int, steps: int, per_cell: int, quick: bool,
     transformers: bool = True,
 ) -> dict[str, Any]:  # fmt: skip
     t_start = time.perf_counter()
+    calibration_per_cell = 1 if quick else CALIBRATION_PER_CELL
     gates = None
     if GATED_MODEL in models:
-        torch.set_num_threads(max(threads))
-        modes = [m for m, why in available_modes().items() if why is None]
-        gates = gate_levers(GATED_MODEL, per_cell, modes)
-    tables = {m: measure_model(m, threads, reps, steps, transformers=transformers) for m in models}
+        torch.set_num_threads(min(threads))  # multi-threaded ops stall when another process shares the cores
+        progress(f"quality gates on {GATED_MODEL}, gate_examples({per_cell})")
+        modes = [m for m in MODES if available_modes()[m] is None]
+        gates = gate_levers(GATED_MODEL, per_cell, modes, calibration_per_cell, lean=quick)
+    tables = {}
+    for m in models:
+        progress(f"timing {m}")
+        tables[m] = measure_model(
+            m, threads, reps, steps, transformers=transformers, transformers_fp32=not quick,
+            calibration_per_cell=calibration_per_cell if m == GATED_MODEL else 1,  # random weights: level only
+        )  # fmt: skip
     passed_on_gated = {n for n, g in (gates or {}).get("levers", {}).items() if g["passed"]}
     for m, table in tables.items():
         add_best(table, (lambda n: n in passed_on_gated) if m == GATED_MODEL else (lambda n: True))
@@ -512,6 +576,8 @@ def run(
             "decode_steps": steps,
             "prompt_tokens": PROMPT_TOKENS,
             "gate_per_cell": per_cell,
+            "calibration_per_cell": calibration_per_cell,
+            "lean_gate": quick,
             "quick": quick,
             "sparsity_target": SPARSITY_TARGET,
         },
@@ -579,10 +645,15 @@ def report(r: dict[str, Any]) -> None:
         print(f"  {k:32} {'-' if v is None else f'{v:.3f}'}")
     print(f"  best lever b1: {r['best_lever_b1']}; vs transformers: {r['speedup_vs_transformers_int8_lever']}")
     for t, h in r["headline_at_other_threads"].items():
-        print(
-            f"  at {t} threads: int8 b1 {h['int8_speedup_b1']}, int8 b8 {h['int8_speedup_b8']}, int4 b1 "
-            f"{h['int4_speedup_b1']}, vs transformers {h['speedup_vs_transformers_int8']}"
+        keys = (
+            "int8_speedup_b1",
+            "int8_speedup_b8",
+            "int4_speedup_b1",
+            "best_speedup_b1",
+            "sparsity_speedup_b1",
+            "speedup_vs_transformers_int8",
         )
+        print(f"  at {t} threads: " + ", ".join(f"{k} {'-' if h[k] is None else f'{h[k]:.2f}'}" for k in keys))
     print("goals:")
     for g in r["goals"].values():
         v = g["value"]
@@ -592,14 +663,14 @@ def report(r: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="jp-large only, 8 steps, 2 reps, gate_examples(2)")
-    parser.add_argument("--threads", type=int, default=None, help="one torch thread count (default: 1 and 2)")
+    parser.add_argument("--quick", action="store_true", help="jp-large, 1 thread, 8 steps, 2 reps, gate_examples(2)")
+    parser.add_argument("--threads", type=int, default=None, help="one torch thread count (default 1 and 2; quick 1)")
     parser.add_argument("--models", nargs="+", default=None, help=f"default {HEADLINE_MODEL} and {GATED_MODEL}")
     parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 3, quick 2)")
     parser.add_argument("--steps", type=int, default=None, help="timed decode steps (default 16, quick 8)")
     args = parser.parse_args(argv)
     models = args.models or ([GATED_MODEL] if args.quick else [HEADLINE_MODEL, GATED_MODEL])
-    threads = [args.threads] if args.threads else [1, 2]
+    threads = [args.threads] if args.threads else ([1] if args.quick else [1, 2])
     reps = args.reps or (2 if args.quick else 3)
     steps = args.steps or (8 if args.quick else 16)
     result = run(models, threads, reps, steps, 2 if args.quick else 10, args.quick)
