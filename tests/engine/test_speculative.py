@@ -177,3 +177,17 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
     assert spec.plan([Seq(100, 30)], 1, [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
     assert spec.plan([Seq(100, 98)], 1, [2]) == [2]  # never past the room left
     assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+
+
+def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
+    """A proposer that always proposes must still let plain steps be measured, or the fit never comes."""
+
+    class Seq:
+        def __init__(self) -> None:
+            from joulepath.engine.speculative import SpecState
+
+            self.spec = SpecState()
+
+    spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
+    plans = [spec.plan([Seq()], 1, [4])[0] for _ in range(4)]
+    assert sorted(set(plans)) == [0, 1]

@@ -238,6 +238,7 @@ class Speculator:
     prior: float = 0.5  # acceptance assumed for a sequence before it shows any
     cost: StepCost = field(default_factory=StepCost)
     propose_s_per_position: float | None = None  # measured
+    probes: int = 0  # plans made before the step cost could be fitted
     proposed: int = 0
     accepted: int = 0
 
@@ -254,8 +255,9 @@ class Speculator:
         if not self.adaptive:
             return caps
         coef = self.cost.coefficients()
-        if coef is None:  # no cost measured yet: probe with small drafts, so both sizes get measured
-            return [min(1, c) for c in caps]
+        if coef is None:  # no cost fit yet: alternate plain steps and 1-draft steps, so both sizes get measured
+            self.probes += 1
+            return [min(1, c) if self.probes % 2 else 0 for c in caps]
         a, b = coef
         c = self.propose_s_per_position or 0.0
         prior = self.global_acceptance()
