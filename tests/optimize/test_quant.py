@@ -11,6 +11,8 @@ from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import MODES, QuantizedLinear, QuantMode, available_modes, quantize_model
 from joulepath.optimize.quant import groupwise_int4, make_quantized
 
+from .conftest import random_linear
+
 # Relative (Frobenius) error bounds against fp32 for Gaussian weights and activations: int8 RTN is ~1%,
 # int4 RTN ~8% at group 32 and ~10% at 128; bf16 activations add ~0.4%.
 REL_ERROR = {"int8_dynamic": 0.03, "int8_weight_only": 0.03, "int4_weight_only": 0.15}
@@ -21,15 +23,6 @@ def require(mode: QuantMode) -> None:
     reason = available_modes()[mode]
     if reason is not None:
         pytest.skip(reason)
-
-
-def random_linear(k: int, n: int, bias: bool, seed: int = 0) -> Linear:
-    gen = torch.Generator().manual_seed(seed)
-    layer = Linear(k, n, bias=bias)
-    layer.weight.data = torch.randn(k, n, generator=gen) * 0.05  # (in, out)
-    if layer.bias is not None:
-        layer.bias.data = torch.randn(n, generator=gen)
-    return layer
 
 
 def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:

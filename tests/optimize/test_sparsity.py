@@ -21,21 +21,14 @@ from joulepath.optimize.sparsity import (
     sparsify_model,
 )
 
+from .conftest import random_linear
+
 PROMPTS = [
     "hello world, this is a calibration prompt",
     "the quick brown fox jumps over the lazy dog",
     "1 + 2 = 3; 7 * 6 = 42; sort 5 3 9 1",
     "Question: what is the capital of France? Answer:",
 ]
-
-
-def random_linear(k: int, n: int, bias: bool, seed: int = 0) -> Linear:
-    gen = torch.Generator().manual_seed(seed)
-    layer = Linear(k, n, bias=bias)
-    layer.weight.data = torch.randn(k, n, generator=gen) * 0.05  # (in, out)
-    if layer.bias is not None:
-        layer.bias.data = torch.randn(n, generator=gen)
-    return layer
 
 
 def thresholded(x: torch.Tensor, threshold: float) -> torch.Tensor:
