@@ -9,7 +9,7 @@ from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.model import DenseCausalAttention, load_model
 from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import MODES, QuantizedLinear, QuantMode, available_modes, quantize_model
-from joulepath.optimize.quant import groupwise_int4, make_quantized
+from joulepath.optimize.quant import Int8DynamicLinear, groupwise_int4, make_quantized
 
 from .conftest import random_linear
 
@@ -194,3 +194,27 @@ def test_int4_pads_out_features_to_the_kernels_multiple() -> None:
     with torch.no_grad():
         y, ref = q(x), layer(x)
     assert y.shape == (3, 402) and rel_error(y, ref) < REL_ERROR["int4_weight_only"]
+
+
+def test_int8_dynamic_is_batch_invariant() -> None:
+    """A token's output does not depend on the other tokens in the call (speculative verify chunks,
+    prefix-cache hits and batches reproduce a 1-token step bit for bit)."""
+    require("int8_dynamic")
+    layer = Int8DynamicLinear(random_linear(64, 48, bias=True).weight.data, torch.randn(48))
+    x = torch.randn(6, 64) * torch.tensor([[0.1], [1.0], [5.0], [0.01], [2.0], [0.5]])
+    together = layer(x)
+    alone = torch.cat([layer(x[i : i + 1]) for i in range(6)])
+    assert torch.equal(together, alone)
+
+
+def test_speculative_decoding_on_int8_dynamic_weights_is_token_identical() -> None:
+    require("int8_dynamic")
+    loaded = load_model("dummy:tiny-llama", seed=4)
+    quantize_model(loaded.model, "int8_dynamic")
+    prompts = [[5, 6, 7, 8] * 4, [9, 10, 11] * 5, [12, 13] * 6]
+    params = SamplingParams(max_tokens=16, ignore_eos=True)
+    plain = [c.output_ids for c in Engine(loaded, EngineConfig(block_size=4)).generate(prompts, params)]
+    config = EngineConfig(block_size=4, speculative="prompt_lookup", spec_adaptive=False)
+    engine = Engine(loaded, config)
+    assert [c.output_ids for c in engine.generate(prompts, params)] == plain
+    assert sum(r.draft_proposed for r in engine.records) > 0

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
 OPT_OUTS: tuple[tuple[str, ...], ...] = ((), ("output",), ("output", "w2"))  # tried in this order
 GATE_MAX_TOKENS = 24  # longest golden answer the gate serves
-GATE_VERSION = 1  # bump when the gate's rule or measurement changes: cached verdicts are then ignored
+GATE_VERSION = 2  # bump when the gate's rule, its measurement or a lever's numerics change: cached verdicts are ignored
 
 
 @dataclass(frozen=True)

@@ -150,22 +150,26 @@ class Int8DynamicLinear(QuantizedLinear):
     def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
         self.reduce_range = int8_dynamic_saturates()
-        self._packed = _prepack_int8(weight_kn, None)  # bias added after the per-token rescale
+        # Two zero weight rows for two anchor input columns (+1, -1): see `forward`.
+        anchored = torch.cat([weight_kn.float(), weight_kn.new_zeros(2, weight_kn.shape[1]).float()])
+        self._packed = _prepack_int8(anchored, None)  # bias added after the per-token rescale
 
     @property
     def weight_bytes(self) -> int:
-        # int8 values plus fbgemm's per-channel fp32 scale, int32 zero point and int32 column offset
-        return self.in_features * self.out_features + 12 * self.out_features
+        # int8 values (two anchor rows too) plus fbgemm's per-channel fp32 scale, int32 zero point and offset
+        return (self.in_features + 2) * self.out_features + 12 * self.out_features
 
     def forward(self, x: Tensor) -> Tensor:
-        x2 = x.reshape(-1, self.in_features).float().contiguous()  # (T, K)
-        if x2.shape[0] == 1:  # one token: fbgemm's per-call activation scale already is per-token
-            y = torch.ops.quantized.linear_dynamic(x2, self._packed, self.reduce_range)  # (1, N) fp32
-            y = y if self.bias is None else y + self.bias
-        else:  # per-token: rows scaled to [-1, 1] share fbgemm's one scale, then are scaled back
-            rows = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)  # (T, 1)
-            y = torch.ops.quantized.linear_dynamic(x2 / rows, self._packed, self.reduce_range)  # (T, N)
-            y = y * rows if self.bias is None else torch.addcmul(self.bias, y, rows)
+        """Per-token and batch-invariant: each row is scaled to [-1, 1] and two anchor columns (+1 and -1,
+        times zero weights) pin fbgemm's per-call activation range to exactly [-1, 1], so a token's int8
+        values, and its output, do not depend on which other tokens share the call (a speculative verify
+        chunk, a prefix-cache hit or a batch reproduce a 1-token step bit for bit)."""
+        x2 = x.reshape(-1, self.in_features).float()  # (T, K)
+        rows = x2.abs().amax(dim=1, keepdim=True).clamp(min=1e-12)  # (T, 1)
+        anchors = x2.new_tensor([[1.0, -1.0]]).expand(x2.shape[0], 2)
+        xa = torch.cat([x2 / rows, anchors], dim=1)  # (T, K + 2)
+        y = torch.ops.quantized.linear_dynamic(xa, self._packed, self.reduce_range)  # (T, N) fp32
+        y = y * rows if self.bias is None else torch.addcmul(self.bias, y, rows)
         return y.to(x.dtype).view(*x.shape[:-1], self.out_features)
 
 
