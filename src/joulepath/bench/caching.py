@@ -36,7 +36,7 @@ from joulepath.meter import auto_meter
 from joulepath.model import LoadedModel, load_model
 from joulepath.quality import golden
 from joulepath.quality.tasks import Example, chat_prompt
-from joulepath.serving.frontend import Arrival, Frontend, Request
+from joulepath.serving.frontend import Arrival, Frontend, ReplayResult, Request
 
 # Chosen on the seed-0 pairs by the 0.1 % false-hit budget (python -m joulepath.serving.near_duplicates).
 SEMANTIC_THRESHOLD = 0.9988
@@ -112,6 +112,17 @@ class Served:
     energy_provenance: str
     texts: dict[str, str]
 
+    @classmethod
+    def of(cls, results: Sequence[ReplayResult]) -> Served:
+        """The sums over one or more replays on the same engine."""
+        recs = [r.record for res in results for r in res.responses if r.record is not None]
+        return cls(
+            sum(r.prompt_tokens for r in recs), sum(r.cached_prompt_tokens for r in recs),
+            sum(r.restored_prompt_tokens for r in recs), sum(r.output_tokens for r in recs),
+            sum(res.wall_s for res in results), sum(res.energy_j for res in results), results[0].energy_provenance,
+            {r.request_id: r.text for res in results for r in res.responses},
+        )  # fmt: skip
+
     @property
     def tokens_per_s(self) -> float:
         return self.output_tokens / self.wall_s
@@ -138,13 +149,7 @@ def replay(
     ]
     result = frontend.replay(trace)
     engine.close()
-    recs = [r.record for r in result.responses if r.record is not None]
-    return Served(
-        sum(r.prompt_tokens for r in recs), sum(r.cached_prompt_tokens for r in recs),
-        sum(r.restored_prompt_tokens for r in recs), sum(r.output_tokens for r in recs), result.wall_s,
-        result.energy_j, result.energy_provenance,
-        {r.request_id: r.text for r in result.responses},
-    )  # fmt: skip
+    return Served.of([result])
 
 
 def spread(values: Sequence[float]) -> dict[str, float | bool]:
@@ -234,13 +239,7 @@ def two_passes(
         for k in range(2)
     ]
     engine.close()
-    recs = [r.record for res in results for r in res.responses if r.record is not None]
-    served = Served(
-        sum(r.prompt_tokens for r in recs), sum(r.cached_prompt_tokens for r in recs),
-        sum(r.restored_prompt_tokens for r in recs), sum(r.output_tokens for r in recs),
-        sum(res.wall_s for res in results), sum(res.energy_j for res in results), results[0].energy_provenance,
-        {r.request_id: r.text for res in results for r in res.responses},
-    )  # fmt: skip
+    served = Served.of(results)
     return served, engine
 
 

@@ -19,6 +19,7 @@ import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.model import LoadedModel, load_model
+from joulepath.model.mtp import load_heads
 from joulepath.quality import golden
 from joulepath.quality.tasks import chat_prompt
 
@@ -112,10 +114,6 @@ def configs(draft: str | None, has_mtp: bool) -> dict[str, EngineConfig]:
 def run(model: str, draft: str | None, quick: bool, reps: int, batches: tuple[int, ...]) -> dict[str, Any]:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = load_model(model, device=device)
-    from pathlib import Path
-
-    from joulepath.model.mtp import load_heads
-
     has_mtp = load_heads(Path(loaded.source)) is not None
     cfgs = configs(draft, has_mtp)
     n = 4 if quick else 24

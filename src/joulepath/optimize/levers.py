@@ -19,19 +19,17 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from joulepath.engine import EngineConfig
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model
 from joulepath.optimize.quant import MODES, QuantMode, quantize_model
 from joulepath.quality.evals import EvalReport, evaluate, wilson_interval
 from joulepath.quality.tasks import Example, chat_prompt
 from joulepath.results import LeverGate, SkillDrop
-
-if TYPE_CHECKING:
-    from joulepath.engine import EngineConfig
 
 OPT_OUTS: tuple[tuple[str, ...], ...] = ((), ("output",), ("output", "w2"))  # tried in this order
 GATE_MAX_TOKENS = 24  # longest golden answer the gate serves
@@ -101,11 +99,15 @@ def apply_lever(loaded: LoadedModel, lever: Lever) -> float | None:
     return quantize_model(loaded.model, lever.mode, skip=lever.skip, group_size=lever.group_size).bytes_per_weight
 
 
-def engine_config_for(lever: Lever, max_batch: int = 32) -> EngineConfig:
-    """The engine a lever's answers are served with (the int8 KV cache is an engine setting)."""
-    from joulepath.engine import EngineConfig
+def engine_config_for(lever: Lever | None, max_batch: int = 32) -> EngineConfig:
+    """The engine a lever's answers (None: the unoptimized model's) are served with (the int8 KV cache is an
+    engine setting)."""
+    return EngineConfig(max_batch=max_batch, kv_int8=lever is not None and lever.mode == "kv_int8")
 
-    return EngineConfig(max_batch=max_batch, kv_int8=lever.mode == "kv_int8")
+
+def baseline_report(spec: str, examples: list[Example]) -> EvalReport:
+    """The model as loaded, served on the gate's examples: what every lever is compared with."""
+    return evaluate(load_model(spec), examples, engine_config_for(None), max_tokens=GATE_MAX_TOKENS)
 
 
 def param_bytes(loaded: LoadedModel) -> float:
@@ -154,10 +156,8 @@ def gate_lever(
     spec: str, lever: Lever, examples: list[Example], max_drop_points: float = 1.0, baseline: EvalReport | None = None
 ) -> LeverGate:
     """Serve `examples` greedily with the model as loaded and with `lever` applied; pass or refuse it."""
-    from joulepath.engine import EngineConfig
-
     base = load_model(spec)
-    base_report = baseline or evaluate(base, examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
+    base_report = baseline or evaluate(base, examples, engine_config_for(None), max_tokens=GATE_MAX_TOKENS)
     cand = load_model(spec)
     bytes_per_weight = apply_lever(cand, lever) or param_bytes(cand)
     cand_report = evaluate(cand, examples, engine_config_for(lever), max_tokens=GATE_MAX_TOKENS)
@@ -192,8 +192,6 @@ def choose_lever(
 ) -> list[LeverGate]:
     """Gate `lever` (a name, see `parse_lever`) as is, then, for a quantization mode, with each opt-out
     list, stopping at the first that passes; every verdict is returned (the last one passed, or none did)."""
-    from joulepath.engine import EngineConfig
-
     base = parse_lever(lever)
     tries = (
         [base] if base.mode == "teal" or base.skip else [Lever(base.mode, base.group_size, skip) for skip in OPT_OUTS]
@@ -204,7 +202,7 @@ def choose_lever(
         verdict = cached_gate(spec, candidate, examples, max_drop_points) if use_cache else None
         if verdict is None:
             if baseline is None:
-                baseline = evaluate(load_model(spec), examples, EngineConfig(max_batch=32), max_tokens=GATE_MAX_TOKENS)
+                baseline = baseline_report(spec, examples)
             verdict = gate_lever(spec, candidate, examples, max_drop_points, baseline)
             if use_cache:
                 store_gate(verdict, examples)

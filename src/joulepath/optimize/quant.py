@@ -39,6 +39,7 @@ fbgemm's dynamic quantized linear (`torch.ao.nn.quantized.dynamic.Linear`).
 
 from __future__ import annotations
 
+import abc
 import functools
 import warnings
 from collections.abc import Collection
@@ -58,7 +59,7 @@ INT4_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` wants out_features
 _INT4_INNER_K_TILES = 8  # gpt-fast's default; the CPU packer ignores it (checked: 1, 2, 4, 8 pack alike)
 
 
-class QuantizedLinear(nn.Module):
+class QuantizedLinear(nn.Module, abc.ABC):
     """What every quantized replacement of `Linear` shares: shapes, fp32 bias, byte accounting.
 
     forward(x: (..., in_features)) -> (..., out_features) in x's dtype."""
@@ -70,9 +71,9 @@ class QuantizedLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
 
     @property
+    @abc.abstractmethod
     def weight_bytes(self) -> int:
         """Bytes the forward streams for the weight: quantized values plus their scales (and zeros)."""
-        raise NotImplementedError
 
     @property
     def bytes_per_weight(self) -> float:

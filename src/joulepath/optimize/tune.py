@@ -34,7 +34,7 @@ from joulepath.optimize.quant import MODES, available_modes
 
 PROMPT_TOKENS = 32
 SHORT = {"int8_dynamic": "int8-dyn", "int8_weight_only": "int8-wo", "int4_weight_only": "int4-wo"}
-TUNE_VERSION = 1
+TUNE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ class TuneResult:
     date_utc: str
     tokens: int
     repetitions: int
+    default_threads: int  # torch's thread count when the tune ran: the untuned baseline's
     measured: tuple[Measured, ...]
 
     @property
@@ -79,8 +80,7 @@ class TuneResult:
     @property
     def baseline(self) -> Measured:
         """fp32, eager, at torch's default thread count: what runs without tuning."""
-        default = torch.get_num_threads()
-        return next(m for m in self.measured if m.candidate == Candidate(default, False, "fp32"))
+        return next(m for m in self.measured if m.candidate == Candidate(self.default_threads, False, "fp32"))
 
 
 def machine_key() -> str:
@@ -129,7 +129,7 @@ def tune(
     """Measure every candidate (interleaved, `reps` times after a warm-up each) and return them all."""
     default_threads = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0))
-    threads = sorted(set(thread_counts or {1, cores, default_threads}))
+    threads = sorted(set(thread_counts or {1, cores}) | {default_threads})  # the default: the untuned baseline
     modes = [m for m in MODES if available_modes().get(m) is None]
     cands = candidates(threads, compile_too, modes)
     models: dict[str, LoadedModel] = {}
@@ -170,7 +170,8 @@ def tune(
         )
         for c in cands
     )
-    return TuneResult(spec, machine_key(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M"), tokens, reps, measured)
+    date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+    return TuneResult(spec, machine_key(), date, tokens, reps, default_threads, measured)
 
 
 # ---- the per-machine cache -------------------------------------------------------------------------
