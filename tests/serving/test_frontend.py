@@ -5,7 +5,7 @@ import pytest
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.meter import Meter, ReplayBackend
 from joulepath.model import LoadedModel, load_model
-from joulepath.serving.frontend import Arrival, Frontend, Request
+from joulepath.serving.frontend import Arrival, Frontend, Request, Response, StreamGuard
 from joulepath.serving.guard import REFUSAL, Guard, GuardPolicy
 
 PROMPTS = ["abc", "hello there", "x" * 30, "why?"]
@@ -64,3 +64,48 @@ def test_a_redacted_input_reaches_the_engine_redacted(tiny: LoadedModel) -> None
     rid = frontend.submit(Request(f"<|user|>{user}\n", SamplingParams(max_tokens=1), user_text=user))
     prompt = tiny.tokenizer.decode(frontend.engine._seqs[rid].prompt_ids)
     assert "jane.doe@example.com" not in prompt and prompt.startswith("<|user|>")
+
+
+def _streamed(frontend: Frontend, rids: list[str]) -> dict[str, tuple[str, Response]]:
+    """Step until done: each request's concatenated streamed text and its final Response."""
+    texts = dict.fromkeys(rids, "")
+    finals: dict[str, Response] = {}
+    while frontend.has_work():
+        for chunk in frontend.step_stream():
+            texts[chunk.request_id] += chunk.text
+            if chunk.response is not None:
+                finals[chunk.request_id] = chunk.response
+    return {rid: (texts[rid], finals[rid]) for rid in rids}
+
+
+def test_streamed_text_adds_up_to_the_guarded_answer(tiny: LoadedModel) -> None:
+    frontend = Frontend(Engine(tiny), Guard(GuardPolicy(semantic=False)))
+    params = SamplingParams(max_tokens=24, ignore_eos=True)
+    rids = [frontend.submit(Request(p, params, stream=True)) for p in PROMPTS]
+    for rid, (text, final) in _streamed(frontend, rids).items():
+        assert text == final.text and final.finish_reason == "length", rid
+
+
+def test_a_stream_holds_back_what_a_redaction_may_still_change() -> None:
+    guard = StreamGuard(Guard(GuardPolicy(semantic=False)))
+    steps = ("Call me at 415", "Call me at 415 555 01", "Call me at 415 555 0132 ")
+    shown = [guard.release(t, False)[0] for t in steps]
+    assert "".join(shown) == "Call me at [PHONE] "  # the digits never left before the guard saw them all
+    ended = StreamGuard(Guard(GuardPolicy(semantic=False)))
+    ended.release("x" * 70, False)  # a run longer than the hold is released in part ...
+    text, cut = ended.release("x" * 70 + "@example.com ", False)  # ... so its redaction would reach shown text
+    assert text == "" and cut is not None and cut.blocked
+
+
+def test_abort_frees_waiting_and_running_requests(tiny: LoadedModel) -> None:
+    engine = Engine(tiny, EngineConfig(max_batch=1))
+    frontend = Frontend(engine)
+    params = SamplingParams(max_tokens=50, ignore_eos=True)
+    running, waiting = (frontend.submit(Request(p, params, stream=True)) for p in ("abc", "def"))
+    frontend.step_stream()
+    assert engine.cache.free_blocks < engine.cache.n_blocks
+    frontend.abort(running)
+    frontend.abort(waiting)
+    frontend.abort("never-submitted")
+    assert not frontend.has_work() and engine.cache.free_blocks == engine.cache.n_blocks
+    assert engine.records == [] and not engine.scheduler.waiting

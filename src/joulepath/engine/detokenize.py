@@ -127,6 +127,17 @@ class TextStage:
         d = self._open.get(request_id)
         return d.text if d is not None else self.texts[request_id]
 
+    def close(self, request_id: str) -> None:
+        """End an open request early (its text so far becomes its whole text)."""
+        d = self._open.pop(request_id, None)
+        if d is not None:
+            self.texts[request_id] = d.text
+
+    def drop(self, request_id: str) -> None:
+        """Forget a request, open or finished (a client gone)."""
+        self._open.pop(request_id, None)
+        self.texts.pop(request_id, None)
+
     def pop(self, request_id: str) -> str:
         """A finished request's whole text, forgotten here (a long-running server keeps no history)."""
         return self.texts.pop(request_id)

@@ -42,6 +42,7 @@ from joulepath.model.checkpoint import LoadedModel, load_model
 from joulepath.results import RequestRecord  # the result type: report reads it without the engine
 
 PRIORITY = {"interactive": 0, "batch": 1}
+KEPT_RECORDS = 10_000  # `Engine.records` keeps the most recent ones: a long-running server keeps no history
 
 
 @dataclass(frozen=True)
@@ -290,7 +291,7 @@ class Engine:
         return StepOutput(seq.request_id, token, reason is not None)
 
     def finish_request(self, request_id: str, reason: str) -> None:
-        """End a request from outside the step (a stop string found in its text; later: a client gone).
+        """End a request from outside the step (a stop string found in its text, an output guard).
         Its KV blocks are freed now and its record is written; a finished request is left as it is."""
         seq = self._seqs[request_id]
         if seq.status is Status.FINISHED:
@@ -298,9 +299,25 @@ class Engine:
         self.scheduler.finish(seq, reason, time.perf_counter())
         self._add_record(seq)
 
+    def abort_request(self, request_id: str) -> None:
+        """A client gone: the request leaves the scheduler (waiting or running) and its KV blocks are freed
+        now; it writes no record and is forgotten. An unknown or finished request is only forgotten."""
+        seq = self._seqs.get(request_id)
+        if seq is not None and seq.status is not Status.FINISHED:
+            self.scheduler.finish(seq, "abort", time.perf_counter())
+        self.forget(request_id)
+
+    def forget(self, request_id: str) -> None:
+        """Drop what the engine keeps per request (its sequence, record, cap) once the caller has read it."""
+        self._seqs.pop(request_id, None)
+        self._records.pop(request_id, None)
+        self._capped.pop(request_id, None)
+
     def _add_record(self, seq: Sequence) -> None:
         record = self._record(seq)
         self.records.append(record)
+        if len(self.records) > KEPT_RECORDS:
+            del self.records[: len(self.records) - KEPT_RECORDS // 2]  # amortised: trims once per 5,000
         self._records[seq.request_id] = record
 
     def text_stage(self) -> TextStage:

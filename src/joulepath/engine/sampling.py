@@ -9,10 +9,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+# Below this temperature sampling is greedy: dividing logits by 1e-300 overflows to inf, and the
+# distribution is a point mass on the argmax long before that (vLLM uses the same cut-off).
+GREEDY_BELOW = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to pick tokens and when to stop. temperature 0 = greedy."""
+    """How to pick tokens and when to stop. temperature 0 = greedy (so is any below GREEDY_BELOW)."""
 
     max_tokens: int = 64
     temperature: float = 0.0
@@ -33,10 +37,14 @@ class SamplingParams:
         if self.top_k < 0:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
 
 def sample_token(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> int:
     """One token from a (vocab,) row of logits."""
-    if params.temperature == 0.0:
+    if params.greedy:
         return int(logits.argmax())
     return int(torch.multinomial(filtered_probs(logits, params).cpu(), 1, generator=generator))
 
@@ -51,5 +59,6 @@ def filtered_probs(logits: Tensor, params: SamplingParams) -> Tensor:
         sorted_scores, order = torch.sort(scores, descending=True)
         cum = sorted_scores.softmax(-1).cumsum(-1)
         drop = cum - sorted_scores.softmax(-1) >= params.top_p  # keep the smallest prefix reaching top_p
+        drop[0] = False  # the most likely token always stays (a top_p below float32's range rounds to 0)
         scores = scores.scatter(0, order[drop], float("-inf"))
     return scores.softmax(-1)

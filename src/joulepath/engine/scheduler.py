@@ -311,6 +311,8 @@ class Scheduler:
             self.speculator.proposer.forget(seq)
         if seq in self.running:
             self.running.remove(seq)
+        elif seq in self.waiting:  # aborted before admission (or after a preemption)
+            self.waiting.remove(seq)
         seq.status, seq.finish_reason, seq.finish_s = Status.FINISHED, reason, now_s
 
     def abort_all(self, reason: str, now: Callable[[], float]) -> list[Sequence]:

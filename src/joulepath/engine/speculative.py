@@ -312,7 +312,7 @@ def verify(
     """Tokens a verify step emits, and how many drafts it accepted. `logits` (k+1, vocab): row i is the
     target's distribution after the chunk's first i+1 tokens (the last sampled token, then drafts)."""
     out: list[int] = []
-    if params.temperature == 0.0:
+    if params.greedy:
         target = logits.argmax(-1).tolist()
         for i, d in enumerate(drafts):
             if target[i] != d:

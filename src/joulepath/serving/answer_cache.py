@@ -74,7 +74,7 @@ class AnswerQuery:
     @property
     def deterministic(self) -> bool:
         """Greedy decoding: the same prompt always gives the same answer (top-k, top-p, seed unused)."""
-        return self.params.temperature == 0.0
+        return self.params.greedy
 
     def exact_key(self) -> tuple[object, ...]:
         return (self.model_id, _normalise(self.prompt), _output_params(self.params))

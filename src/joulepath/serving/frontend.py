@@ -7,13 +7,15 @@ HTTP server) to its text, tokens and joules:
                                   any engine work, with zero engine energy; a miss is stored when it finishes
       -> (router)                 later: picks the engine (model tier, replica); today the one engine
       -> engine.add_request       engine/engine.py: paged KV, continuous batching
-    step()
+    step() / step_stream()
       -> engine.step()            token ids and finish flags (speculative proposals plug in at the
                                   scheduler: ScheduledChunk.draft_tokens)
       -> incremental detokenizer  engine/detokenize.py: new ids only, stop strings on the new text only
-      -> output guard             on each finished text
+      -> output guard             on each finished text; on a streamed request also on its text so far,
+                                  releasing only what the guard has passed (see `StreamGuard`)
       -> Response                 text, output ids, the engine's RequestRecord (TTFT, TPOT, joules with
-                                  their provenance)
+                                  their provenance); step_stream() also gives each step's new text
+    abort(id)                     a client gone: its sequence and KV blocks are freed at once
 
 `replay(arrivals)` serves a trace on its own clock: a request is submitted once its arrival time (from
 the replay's start) has passed, steps run while work is pending, and idle time sleeps until the next
@@ -30,15 +32,26 @@ share of the engine's per-step windows.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from joulepath.engine import Engine, RequestRecord, SamplingParams
+from joulepath.engine.detokenize import TextDelta
 from joulepath.engine.scopes import STEP, scope
 from joulepath.serving.answer_cache import AnswerCache, AnswerQuery, CachedAnswer
-from joulepath.serving.guard import Decision, Guard
+from joulepath.serving.guard import REFUSAL, Decision, Guard
+from joulepath.serving.rules import redact
+
+# A streamed request's unfinished tail is held back until the output guard has seen what follows it: the
+# word being written (an e-mail address in progress) and a run of digits with their separators (a card or
+# phone number split across steps), at most STREAM_HOLD_CHARS. A longer match reaching into text already
+# sent ends the stream instead (finish_reason "content_filter").
+STREAM_HOLD_CHARS = 64
+_OPEN_TAIL = re.compile(r"(?:[+(]?\d[\d ().-]*)?\S*\Z")
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class Request:
     # The user's own words inside `prompt`, which the input guard checks (a system prompt is not the
     # user's); None: a text prompt is checked whole, token ids are not checked.
     user_text: str | None = None
+    stream: bool = False  # step_stream() gives its text as it is made (output-guarded), not only at the end
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,24 @@ class Response:
     @property
     def blocked(self) -> bool:
         return self.record is None
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's vocabulary: "stop", "length", or "content_filter" when a guard refused or cut it."""
+        refused = self.blocked or (self.output_guard is not None and self.output_guard.blocked)
+        if refused or self.record is None:
+            return "content_filter"
+        return self.record.finish_reason
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one step made for one request: new text (output-guarded; streamed requests only) and, on its
+    last chunk, the finished Response."""
+
+    request_id: str
+    text: str
+    response: Response | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +139,8 @@ class Frontend:
         self._input: dict[str, Decision | None] = {}
         self._done: list[Response] = []  # refusals and cache hits, answered at the next step
         self._queries: dict[str, AnswerQuery] = {}  # cache misses in flight, stored when they finish
+        self._streams: dict[str, StreamGuard] = {}  # streamed requests in flight
+        self._cut: dict[str, Decision] = {}  # streamed requests the output guard ended early
 
     def submit(self, request: Request) -> str:
         """Queue a request; returns its id. A refused request is answered by the next `step()`. Raises
@@ -129,20 +163,57 @@ class Frontend:
             self._queries[rid] = query
         self.texts.open(rid, request.params)
         self._input[rid] = decision
+        if request.stream:
+            self._streams[rid] = StreamGuard(self.guard)
         return rid
+
+    def abort(self, request_id: str) -> None:
+        """A client gone: its sequence leaves the engine and its KV blocks are freed now; nothing is
+        answered for it. An unknown or finished request is ignored."""
+        self.engine.abort_request(request_id)
+        self.texts.drop(request_id)
+        self._input.pop(request_id, None)
+        self._queries.pop(request_id, None)
+        self._streams.pop(request_id, None)
+        self._cut.pop(request_id, None)
+        self._done = [r for r in self._done if r.request_id != request_id]
 
     def has_work(self) -> bool:
         return self.engine.has_work() or bool(self._done)
 
     def step(self) -> list[Response]:
         """One engine step, its tokens as text, and the requests it finished (plus any refusals)."""
+        return [c.response for c in self.step_stream() if c.response is not None]
+
+    def step_stream(self) -> list[Chunk]:
+        """One engine step: the new text of each streamed request (what the output guard has passed) and
+        a last chunk, with its Response, for each request finished (refusals and cache hits included)."""
+        chunks: list[Chunk] = []
         with scope(STEP):
             if self.engine.has_work():
                 for delta in self.engine.step_text(self.texts):
-                    if delta.finished:
-                        self._done.append(self._finish(delta.request_id))
+                    chunks += self._chunks(delta)
             done, self._done = self._done, []
-        return done
+        return chunks + [Chunk(r.request_id, r.text, r) for r in done]
+
+    def _chunks(self, delta: TextDelta) -> list[Chunk]:
+        """A step's text for one request: streamed text through its StreamGuard, and the end if finished."""
+        rid, text = delta.request_id, ""
+        if rid not in self._input:  # finished earlier in this step (the output guard cut it)
+            return []
+        stream = self._streams.get(rid)
+        if stream is not None and rid not in self._cut:
+            so_far = self.texts.text_of(rid)
+            text, cut = stream.release(so_far, delta.finished)
+            if cut is not None:  # the guard refused the text so far: end the request now
+                self._cut[rid] = cut
+                if not delta.finished:
+                    self.engine.finish_request(rid, "stop")
+                    self.texts.close(rid)
+                return [Chunk(rid, "", self._finish(rid))]
+        if delta.finished:
+            return [Chunk(rid, text, self._finish(rid))]
+        return [Chunk(rid, text)] if text else []
 
     def replay(self, arrivals: Sequence[Arrival], before_step: Callable[[int], None] | None = None) -> ReplayResult:
         """Serve `arrivals` on the replay's own clock (see the module docstring). `before_step(k)` runs
@@ -184,13 +255,16 @@ class Frontend:
         return decision
 
     def _finish(self, rid: str) -> Response:
-        text, out = self.texts.pop(rid), None
-        if self.guard is not None:
+        text, out = self.texts.pop(rid), self._cut.pop(rid, None)
+        stream = self._streams.pop(rid, None)
+        if out is None and self.guard is not None:
             t0 = time.perf_counter()
-            out = self.guard.check_output(text)
+            out = stream.last if stream is not None and stream.last_text == text else self.guard.check_output(text)
             self.guard_s += time.perf_counter() - t0
+        if out is not None:
             text = out.text
         ids, record = tuple(self.engine.output_ids(rid)), self.engine.record(rid)
+        self.engine.forget(rid)  # the Response carries all of it now
         query = self._queries.pop(rid, None)
         if self.answer_cache is not None and query is not None and (out is None or not out.blocked):
             self.answer_cache.store(query, CachedAnswer(text, ids, record.prompt_tokens, record.finish_reason))
@@ -228,4 +302,42 @@ def _guarded_prompt(request: Request, decision: Decision | None) -> str | list[i
         return prompt
     if request.user_text is None:
         return decision.text
-    return prompt.replace(request.user_text, decision.text)
+    if request.user_text in prompt:
+        return prompt.replace(request.user_text, decision.text)
+    # The user's words are spread over the prompt (several chat turns): redact each finding where it is.
+    for f in decision.findings:
+        prompt = prompt.replace(f.text, redact(f.text, [dataclasses.replace(f, start=0, end=len(f.text))]))
+    return prompt
+
+
+class StreamGuard:
+    """The output guard on a streamed request: each step the guard checks the whole text so far and only
+    what it passed is released, less its open tail (which a redaction may still change) until the request
+    ends. Text once released is never taken back: if the guard blocks, or a redaction
+    reaches into released text, the stream ends there (OpenAI's finish_reason "content_filter")."""
+
+    def __init__(self, guard: Guard | None) -> None:
+        self.guard = guard
+        self.sent = ""  # guarded text released so far
+        self.last: Decision | None = None  # the guard's decision on `last_text`
+        self.last_text = ""
+
+    def release(self, text: str, finished: bool) -> tuple[str, Decision | None]:
+        """(text to show now, None) or ("", the decision that ends the stream)."""
+        guarded = text
+        if self.guard is not None:
+            self.last, self.last_text = self.guard.check_output(text), text
+            if self.last.blocked:
+                return "", self.last
+            guarded = self.last.text
+        if not guarded.startswith(self.sent):  # a redaction reached text already shown
+            return "", Decision("block", REFUSAL, ("output.stream_redaction",))
+        end = len(guarded) if finished or self.guard is None else max(len(self.sent), len(guarded) - _held(guarded))
+        new, self.sent = guarded[len(self.sent) : end], guarded[:end]
+        return new, None
+
+
+def _held(text: str) -> int:
+    """Characters at the end of `text` a redaction could still change: its open tail (see _OPEN_TAIL)."""
+    match = _OPEN_TAIL.search(text)
+    return min(STREAM_HOLD_CHARS, len(text) - match.start()) if match else 0
