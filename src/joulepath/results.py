@@ -190,6 +190,26 @@ class LocalRun:
 
 
 @dataclass(frozen=True)
+class EndpointRun:
+    """An OpenAI-compatible endpoint measured by `joulepath bench serve` from outside: what it served (as a
+    LocalRun: request records timed at the client, tokens from the endpoint's usage, energy as the
+    `energy_source` gave it, accuracy against the golden answers the requests carried) and what failed."""
+
+    url: str
+    model: str
+    run: LocalRun
+    sent: int
+    errors: tuple[str, ...]  # one line per failed request ("HTTP 429: ...", "ReadTimeout: ...")
+    connections: int
+    time_scale: float  # the trace's inter-arrival times were multiplied by this
+    energy_source: str  # how the run's joules were obtained (meter on this host, given, endpoint metrics)
+
+    @property
+    def error_rate(self) -> float:
+        return len(self.errors) / max(self.sent, 1)
+
+
+@dataclass(frozen=True)
 class RatioSpread:
     """One local ratio, optimized / baseline, over interleaved repetitions: repetition i's optimized
     over repetition i's baseline (paired: both ran under the same load), with its median and min-max.
@@ -428,3 +448,4 @@ class RunResult:
     baseline: FleetOutcome | None = None  # the same trace with no batching (the brute-force baseline)
     local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
     work: WorkProfile | None = None  # the work profile the optimized projection applied (measured where served)
+    endpoint: EndpointRun | None = None  # `joulepath bench serve`: the measured endpoint is the optimized side

@@ -21,9 +21,9 @@ from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.hw.work import WorkProfile
-from joulepath.link import work_profiles
-from joulepath.meter import FacilityRatios, NodeAssumption, Waterfall, auto_meter, rollup
-from joulepath.results import DataMovement, FleetOutcome, RunResult, Summary
+from joulepath.link import work_profile, work_profiles
+from joulepath.meter import FacilityRatios, Meter, NodeAssumption, Waterfall, auto_meter, rollup
+from joulepath.results import DataMovement, EndpointRun, FleetOutcome, RunResult, Summary
 from joulepath.scenario import SAFE_NAME, Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, generate, read_azure_csv, trace_stats
 
@@ -74,12 +74,32 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
 
         local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
     baseline_work, optimized_work = work_profiles(local)
+    return dataclasses.replace(projected(scenario, trace, baseline_work, optimized_work, meter, progress), local=local)
+
+
+def run_endpoint(
+    scenario: Scenario, trace: Trace, endpoint: EndpointRun, progress: Progress = lambda _: None
+) -> RunResult:
+    """`joulepath bench serve`: the same projection, facility twin, ledger and report as the main job, with
+    the measured endpoint as the optimized configuration (its work profile from its request records) and
+    the brute-force baseline (one request at a time, modelled) beside it."""
+    meter = auto_meter()
+    meter.begin("analysis")
+    result = projected(scenario, trace, WorkProfile(batch_limit=1), work_profile(endpoint.run), meter, progress)
+    return dataclasses.replace(result, endpoint=endpoint)
+
+
+def projected(
+    scenario: Scenario, trace: Trace, baseline_work: WorkProfile, optimized_work: WorkProfile, meter: Meter,
+    progress: Progress,
+) -> RunResult:  # fmt: skip
+    """Both configurations' work profiles through the fleet projection, facility twin and ledger; `meter`'s
+    "analysis" window (opened by the caller) closes here."""
     progress("projection onto the fleet and facility twin: baseline (no batching)")
     baseline = fleet_outcome(scenario, trace, fleet_max_batch(scenario, baseline_work), baseline_work)
     progress("projection onto the fleet and facility twin: optimized (continuous batching)")
     optimized = fleet_outcome(scenario, trace, fleet_max_batch(scenario, optimized_work), optimized_work)
     movement = _data_movement(scenario.model.spec(), deployment(scenario), optimized.projection, trace)
-    analysis = meter.end("analysis")
     return RunResult(
         scenario,
         trace_stats(trace),
@@ -91,9 +111,9 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         movement,
         calibrated_efficiency().source,
         meter.notes,
-        analysis,
+        meter.end("analysis"),
         baseline,
-        local,
+        None,
         optimized.work,
     )
 

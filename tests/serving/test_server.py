@@ -4,11 +4,9 @@ with the official `openai` client (and raw HTTP where the client would hide what
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -19,48 +17,16 @@ import httpx2
 import openai
 import pytest
 
+from joulepath.bench.server_load import free_port, running_server
+
 KEY = "test-key"
 MODEL = "jp-small"
 CHAT = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running_server(*args: str) -> Iterator[str]:
-    """Start `joulepath serve` with `args`; yield its base URL once /health answers; stop it after."""
-    port = free_port()
-    cmd = [sys.executable, "-c", "from joulepath.cli import app; app()", "serve", "--model", MODEL, "--no-levers",
-           "--port", str(port), *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
-            with contextlib.suppress(httpx2.HTTPError):
-                if httpx2.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("server did not start in 90 s")
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    with running_server("--api-key", KEY) as url:
+    with running_server("--api-key", KEY, model=MODEL) as (url, _):
         yield url
 
 
@@ -207,7 +173,7 @@ def test_clients_that_go_away_free_their_sequences_at_once(server: str, client: 
 
 
 def test_bounded_queue_and_rate_limit_answer_429_with_retry_after() -> None:
-    with running_server("--max-pending", "1", "--rate-limit", "3") as url:
+    with running_server("--max-pending", "1", "--rate-limit", "3", model=MODEL) as (url, _):
         body = {"model": MODEL, "prompt": "hello", "max_tokens": 4}
         codes = [httpx2.post(f"{url}/v1/completions", json=body, headers={"Authorization": "a"}).status_code
                  for _ in range(4)]  # fmt: skip
@@ -251,3 +217,33 @@ def test_stream_text_is_json_per_event(server: str) -> None:
     events = [json.loads(line[6:]) for line in lines[:-1]]
     assert all(e["object"] == "text_completion" for e in events)
     assert sum(c["finish_reason"] is not None for e in events for c in e["choices"]) == 1
+
+
+def test_bench_serve_measures_the_endpoint_and_projects_it(server: str, tmp_path: Path) -> None:
+    """`joulepath bench serve` end to end against joulepath's own server: golden requests, then the run."""
+    from typer.testing import CliRunner
+
+    from joulepath.cli import app
+
+    args = ["bench", "serve", "--endpoint", server, "--api-key", KEY, "--requests", "12", "--out", str(tmp_path)]
+    done = CliRunner().invoke(app, [*args, "--json"])
+    assert done.exit_code == 0, done.output
+    out = json.loads(done.stdout)
+    ep = out["endpoint"]
+    assert ep["sent"] == 12 and ep["errors"] == 0 and ep["model"] == MODEL
+    assert ep["served"]["requests"] == 12 and 0 <= ep["served"]["accuracy"] <= 1
+    assert ep["served"]["energy_j"] > 0 and ep["served"]["ttft_p50_s"] > 0
+    assert out["wall_j_per_token"] > 0 and Path(out["report_html"]).is_file()
+    result = json.loads(Path(out["result_json"]).read_text())
+    assert result["baseline"]["work"]["batch_limit"] == 1  # the modelled brute-force side
+    assert result["baseline"]["work"]["requests"] == 0 and result["endpoint"]["served"]["requests"] == 12
+
+
+def test_bench_serve_explains_an_unreachable_endpoint(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from joulepath.cli import app
+
+    url = f"http://127.0.0.1:{free_port()}"
+    done = CliRunner().invoke(app, ["bench", "serve", "--endpoint", url, "--out", str(tmp_path)])
+    assert done.exit_code == 2 and "cannot reach" in done.output and not list(tmp_path.iterdir())

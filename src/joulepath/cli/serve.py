@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from joulepath.cli.common import app, console, err_console, guarded
+from joulepath.cli.common import JsonFlag, app, bench_app, console, err_console, guarded, print_json, progress
 from joulepath.scenario import load_scenario
 
 if TYPE_CHECKING:
+    from joulepath.results import RunResult
     from joulepath.serving.server import Server
 
 API_KEY_ENV = "JOULEPATH_API_KEY"  # comma-separated keys, as an alternative to --api-key
@@ -80,3 +81,100 @@ def build_server(
     frontend = Frontend(Engine(loaded, config), guard_for(scenario.guard) if guard else None)
     server_config = ServerConfig(served_name or serve.model, keys, max_body_kib * 1024, max_pending, rate_limit)
     return Server(frontend, server_config)
+
+
+@bench_app.command("serve")
+def bench_serve_cmd(
+    endpoint: Annotated[str, typer.Option(help="Base URL of any OpenAI-compatible server, e.g. http://127.0.0.1:8000")],
+    scenario_path: Annotated[
+        Path | None, typer.Argument(metavar="[SCENARIO.toml]", help="Workload, fleet and facility (default: built-in).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model id (default: the first /v1/models lists).")] = None,
+    api_key: Annotated[str | None, typer.Option(help=f"API key (or ${API_KEY_ENV}).")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="First N requests of the trace.")] = 200,
+    time_scale: Annotated[float, typer.Option(min=0, help="Multiplies arrival times (0: all at once).")] = 1.0,
+    connections: Annotated[int, typer.Option(min=1, help="Requests in flight at most.")] = 64,
+    prompts: Annotated[
+        str,
+        typer.Option(help="golden: golden tasks (accuracy checked); lengths: the trace's token counts."),
+    ] = "golden",
+    device_energy_j: Annotated[
+        float | None, typer.Option(help="The endpoint's device energy over the run, J, measured elsewhere.")
+    ] = None,
+    energy_from_metrics: Annotated[
+        bool, typer.Option(help="Read the run's joules from the endpoint's joulepath:energy_joules_total counter.")
+    ] = False,
+    out: Annotated[
+        Path | None, typer.Option(help="Base folder for run folders (default: scenario output.dir).")
+    ] = None,
+    json_out: JsonFlag = False,
+) -> None:
+    """Measure an OpenAI-compatible endpoint with a trace (streaming; TTFT, TPOT, latency, tokens, errors),
+    then project it like `joulepath run`: fleet, facility twin, ledger, result.json and report.html."""
+    from joulepath.bench.endpoint import measure_endpoint
+    from joulepath.run import build_trace, run_endpoint
+
+    if prompts not in ("golden", "lengths"):
+        guarded(lambda: _raise(ValueError(f"--prompts must be 'golden' or 'lengths', got {prompts!r}")))
+    key = api_key or (os.environ.get(API_KEY_ENV, "").split(",")[0] or None)
+    scenario = guarded(lambda: load_scenario(scenario_path))
+    trace = guarded(lambda: build_trace(scenario.workload))
+    with progress(quiet=json_out) as bar:
+        task = bar.add_task(f"sending {min(requests, len(trace))} requests to {endpoint}", total=None)
+        measured = guarded(lambda: measure_endpoint(
+            endpoint, model, key, scenario, trace, requests, time_scale, connections, prompts, device_energy_j,
+            energy_from_metrics,
+        ))  # fmt: skip
+        bar.update(task, description="projection onto the fleet and facility twin")
+        result = guarded(lambda: run_endpoint(scenario, trace, measured))
+    run_dir, paths = guarded(lambda: _write_run(result, out or scenario.output.dir, f"{scenario.name}-endpoint"))
+    if json_out:
+        from joulepath.report import result_to_dict
+
+        print_json({**paths, "endpoint": result_to_dict(result)["endpoint"], **result_to_dict(result)["summary"]})
+        return
+    _print_endpoint(result, run_dir)
+
+
+def _raise(exc: Exception) -> None:
+    raise exc
+
+
+def _write_run(result: RunResult, base: Path, name: str) -> tuple[Path, dict[str, str]]:
+    """result.json, telemetry and report.html into a new run folder (complete or absent, as `run` does)."""
+    from datetime import datetime
+
+    from joulepath.report import write_result
+    from joulepath.report.html import write_report
+    from joulepath.report.telemetry import write_telemetry
+    from joulepath.run import discard_run_dir, publish_run_dir, staging_run_dir
+
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    staging = staging_run_dir(base, name, stamp)
+    try:
+        written = [write_result(result, staging), write_telemetry(result, staging), write_report(result, staging)]
+        run_dir = publish_run_dir(staging, base, name, stamp)
+    finally:
+        discard_run_dir(staging)
+    keys = ("result_json", "telemetry", "report_html")
+    return run_dir, {k: str(run_dir / p.relative_to(staging)) for k, p in zip(keys, written, strict=True)}
+
+
+def _print_endpoint(result: RunResult, run_dir: Path) -> None:
+    from joulepath.cli.tables import num
+
+    ep = result.endpoint
+    assert ep is not None
+    r, s = ep.run, result.summary
+    console.print(
+        f"{ep.url} ({ep.model}): {len(r.requests)} of {ep.sent} requests answered, {len(ep.errors)} errors; "
+        f"TTFT p50 {num(r.percentile('ttft_s', 50) * 1e3, 'ms')}, p99 {num(r.percentile('ttft_s', 99) * 1e3, 'ms')}; "
+        f"TPOT p50 {num(r.percentile('tpot_s', 50) * 1e3, 'ms')}; {num(r.tokens_per_s, 'tokens/s')} (measured)\n"
+        f"energy {num(r.j_per_token, 'J/token')} ({ep.energy_source}: {r.energy_provenance}); "
+        f"golden accuracy {num(100 * r.accuracy, '%')}\n"
+        f"projected at the wall: {num(s.wall_j_per_token, 'J/token')} ({s.provenance})",
+        highlight=False,
+    )
+    for line in ep.errors[:5]:
+        console.print(f"  error: {line}", highlight=False, markup=False)
+    console.print(f"run folder: {run_dir}", highlight=False)

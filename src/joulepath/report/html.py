@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
 from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
-from joulepath.results import KVOffloadUse, LocalComparison, RatioSpread, RunResult
+from joulepath.results import EndpointRun, KVOffloadUse, LocalComparison, RatioSpread, RunResult
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
 STATUS_SCRIPT = """<script>
@@ -215,7 +215,7 @@ def facility_figure(result: RunResult) -> str:
 
 def config_table(result: RunResult) -> str:
     """Baseline vs optimized, one row per number, each tagged from its provenance label."""
-    rows = _local_rows(result.local) if result.local else []
+    rows = _local_rows(result.local) if result.local else _endpoint_rows(result.endpoint) if result.endpoint else []
     if result.baseline:
         b, o = result.baseline.summary, result.summary
         fleet = _tag("energy", b.provenance, o.provenance)
@@ -246,6 +246,19 @@ def config_table(result: RunResult) -> str:
     )
     table = f"<table><tr><th></th><th>baseline</th><th>optimized</th><th></th></tr>{body}</table>"
     return table + (ratio_table(result.local) if result.local else "")
+
+
+def _endpoint_rows(ep: EndpointRun) -> list[tuple[str, str, str, str]]:
+    """A measured endpoint's numbers (the baseline column is modelled only: nothing measured there)."""
+    r, time_tag, energy_tag = ep.run, _tag("time", "measured at the client"), _tag("energy", ep.run.energy_provenance)
+    return [
+        ("endpoint: requests answered / sent", "-", f"{len(r.requests)} / {ep.sent}", time_tag),
+        ("endpoint: TTFT p50 / p99", "-", f"{1e3 * r.percentile('ttft_s', 50):.0f} / "
+         f"{1e3 * r.percentile('ttft_s', 99):.0f} ms", time_tag),
+        ("endpoint: TPOT p50", "-", f"{1e3 * r.percentile('tpot_s', 50):.1f} ms", time_tag),
+        ("endpoint: output tokens/s", "-", f"{r.tokens_per_s:.3g}", time_tag),
+        ("endpoint: energy per token", "-", f"{r.j_per_token:.3g} J", energy_tag),
+    ]  # fmt: skip
 
 
 def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
@@ -337,12 +350,27 @@ def summary_text(result: RunResult) -> str:
                 f"The hottest path is <b>{html.escape(hot.name)}</b> ({100 * hot.share:.0f} % of time, {hot.bound}). "
                 + (f"Next lever: {html.escape(advice)}." if advice else "")
             )
+    if result.endpoint:
+        parts.append(endpoint_text(result.endpoint))
     parts.append(
         f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
         f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "
         f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('energy', s.provenance)}."
     )
     return "<p>" + "</p><p>".join(parts) + "</p>"
+
+
+def endpoint_text(ep: EndpointRun) -> str:
+    """The summary's sentence on a measured endpoint (`joulepath bench serve`)."""
+    r = ep.run
+    accuracy = f", golden accuracy {r.accuracy:.0%}" if r.accuracy == r.accuracy else ""
+    return (
+        f"The endpoint <b>{html.escape(ep.url)}</b> ({html.escape(ep.model)}) answered {len(r.requests)} of "
+        f"{ep.sent} requests ({len(ep.errors)} errors) at {r.tokens_per_s:.3g} tokens/s, TTFT p50 "
+        f"{1e3 * r.percentile('ttft_s', 50):.0f} ms and p99 {1e3 * r.percentile('ttft_s', 99):.0f} ms, "
+        f"{r.j_per_token:.3g} J/token{accuracy} {_tag('time', 'measured at the client')} "
+        f"{_tag('energy', r.energy_provenance)}; the baseline beside it is modelled (one request at a time)."
+    )
 
 
 def _energy_claim(energy: RatioSpread) -> str:

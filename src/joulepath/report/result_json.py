@@ -25,6 +25,7 @@ from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
 from joulepath.results import (
     SCHEMA_VERSION,
+    EndpointRun,
     FleetOutcome,
     KVOffloadUse,
     LocalComparison,
@@ -97,6 +98,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "meter": {"notes": result.meter_notes, "analysis": plain(result.analysis_energy)},
         "baseline": _fleet_outcome(result.baseline) if result.baseline else None,
         "local": local_to_dict(result.local) if result.local else None,
+        "endpoint": endpoint_to_dict(result.endpoint) if result.endpoint else None,
     }
     return plain(doc)  # every non-finite float, wherever it sits, becomes null
 
@@ -154,6 +156,23 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "torch_threads": run.torch_threads,
         "bytes_per_weight": run.bytes_per_weight,
     }
+
+
+def endpoint_to_dict(ep: EndpointRun) -> dict[str, Any]:
+    """An endpoint measured by `joulepath bench serve`: what was sent, what failed, and what it served."""
+    return {
+        "url": ep.url,
+        "model": ep.model,
+        "sent": ep.sent,
+        "errors": len(ep.errors),
+        "error_rate": ep.error_rate,
+        "error_examples": list(ep.errors[:20]),
+        "connections": ep.connections,
+        "time_scale": ep.time_scale,
+        "energy_source": ep.energy_source,
+        "served": local_run_to_dict(ep.run) | {"provenance": {"time": "measured at the client", "tokens": "the "
+                                               "endpoint's usage", "energy": ep.run.energy_provenance}},
+    }  # fmt: skip
 
 
 def kv_offload_to_dict(kv: KVOffloadUse | None) -> dict[str, Any] | None:
