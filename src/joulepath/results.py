@@ -54,6 +54,8 @@ class RequestRecord:
     decode_steps: int = 0  # steps after the first token (counted with speculative decoding on; else 0)
     draft_proposed: int = 0  # draft tokens verified (speculative decoding)
     draft_accepted: int = 0  # of those, kept
+    logprob_sum: float = 0.0  # emitted tokens' natural-log probabilities, summed (0: not tracked)
+    logprob_min: float = 0.0  # the least likely emitted token's log-probability (0: not tracked)
 
 
 @dataclass(frozen=True)

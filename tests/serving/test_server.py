@@ -112,6 +112,11 @@ def test_errors_come_in_openai_shape(server: str, client: openai.OpenAI) -> None
     missing_field = httpx2.post(f"{server}/v1/chat/completions", json={"model": MODEL}, headers=headers)
     assert missing_field.status_code == 400 and missing_field.json()["error"]["param"] == "messages"
     assert httpx2.get(f"{server}/v1/nowhere", headers=headers).status_code == 404
+    body = {"model": MODEL, "prompt": "hi", "max_tokens": 2}
+    urgent = httpx2.post(f"{server}/v1/completions", json=body, headers={**headers, "X-Joulepath-Priority": "urgent"})
+    assert urgent.status_code == 400 and urgent.json()["error"]["param"] == "priority"
+    batch = httpx2.post(f"{server}/v1/completions", json={**body, "priority": "batch"}, headers=headers)
+    assert batch.status_code == 200 and batch.json()["choices"][0]["finish_reason"] in ("stop", "length")
 
 
 def test_the_guard_refuses_on_input_and_counts_it(server: str, client: openai.OpenAI) -> None:

@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,7 +177,8 @@ def schemathesis_run(url: str, max_examples: int) -> dict[str, Any]:
         return {"schemathesis_requests": 0, "server_5xx": None, "note": "schemathesis not installed"}
     cmd = [str(exe), "run", f"{url}/openapi.json", "-c", "not_a_server_error", "-H", f"Authorization: Bearer {KEY}",
            "-n", str(max_examples), "--seed", "11", "--request-timeout", "120", "--no-color"]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    with tempfile.TemporaryDirectory() as scratch:  # schemathesis keeps its example database in the cwd
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, cwd=scratch)
     generated = re.search(r"(\d+) generated", done.stdout)
     server_errors = re.search(r"Server error: (\d+)", done.stdout)
     return {

@@ -67,6 +67,9 @@ class EngineConfig:
     spec_max_k: int = 4  # most drafts per sequence per step
     kv_int8: bool = False  # int8 KV cache with per-token, per-head scales (not exact: gate it, optimize.levers)
     spec_adaptive: bool = True  # choose k (0 allowed) from measured acceptance and step cost; False: always max
+    # Sum and minimum of each request's emitted tokens' log-probabilities in its record (a confidence signal
+    # for the router's cascade); costs one log-softmax per sampled row, so off unless asked for.
+    track_logprobs: bool = False
 
     def __post_init__(self) -> None:
         for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
@@ -265,6 +268,8 @@ class Engine:
                 if seq.output_ids:  # a decode step (the first token comes from the prefill)
                     self.speculator.record(seq, len(c.draft_tokens), accepted)
                 seq.spec.hidden = hidden[row + accepted]  # what produced the last emitted token (MTP heads)
+            if self.config.track_logprobs:
+                _add_logprobs(seq, logits[row : row + len(tokens)], tokens)
             picked.append((seq, tokens, accepted))
             row += n
         return picked
@@ -355,6 +360,8 @@ class Engine:
             decode_steps=seq.spec.decode_steps,
             draft_proposed=seq.spec.proposed,
             draft_accepted=seq.spec.accepted,
+            logprob_sum=seq.logprob_sum,
+            logprob_min=seq.logprob_min,
         )
 
     def run_until_done(self) -> None:
@@ -396,3 +403,12 @@ class Engine:
     def output_ids(self, request_id: str) -> list[int]:
         """The ids generated so far for a request (EOS and stop ids included)."""
         return list(self._seqs[request_id].output_ids)
+
+
+def _add_logprobs(seq: Sequence, logits: torch.Tensor, tokens: list[int]) -> None:
+    """Fold the emitted tokens' log-probabilities (rows of `logits`, one per token) into the sequence."""
+    chosen = torch.log_softmax(logits.float(), -1)[torch.arange(len(tokens)), torch.tensor(tokens)]  # (n,)
+    values = chosen.tolist()
+    first = not seq.output_ids and seq.logprob_sum == 0.0
+    seq.logprob_sum += sum(values)
+    seq.logprob_min = min(values) if first else min(seq.logprob_min, *values)

@@ -59,6 +59,8 @@ class Sequence:
     finish_reason: str | None = None
     preemptions: int = 0
     energy_j: float = 0.0
+    logprob_sum: float = 0.0  # natural-log probabilities of the emitted tokens (EngineConfig.track_logprobs)
+    logprob_min: float = 0.0
     prefix: PrefixState = field(default_factory=PrefixState)  # block hashes, salt (prefix cache only)
     cached_prompt_tokens: int = 0  # prompt tokens served from the prefix cache at first admission
     restored_prompt_tokens: int = 0  # of those, copied back from an offload tier

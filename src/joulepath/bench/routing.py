@@ -1,0 +1,159 @@
+"""Routing benchmark: always-large, always-small, the oracle, the router (threshold and cost-aware), the
+cascade and router + cascade on the golden test split, all from one run.
+
+Both tiers (jp-small, jp-large) serve the dev and the test split with continuous batching; every answer
+is checked against its golden answer and every request's joules come from the engine's per-step meter
+windows (the ledger's rule). The router's correctness model and every threshold are fitted on dev; the
+policies are then applied to the test split's requests, each request costing what its tier(s) measured
+for it — the small tier's joules are counted for an escalated request too.
+
+`python benchmarks/routing.py [--quick]` writes `benchmarks/results/routing.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from joulepath.bench.common import machine, write_result
+from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.model import load_model
+from joulepath.quality import golden
+from joulepath.quality.tasks import Example, chat_prompt, check
+from joulepath.serving.router import (
+    CorrectnessModel,
+    confidence,
+    request_features,
+    tune_cascade,
+    tune_router,
+)
+
+TIERS = ("jp-small", "jp-large")
+TARGET = 0.99  # of always-large accuracy
+MAX_TOKENS = 40
+
+
+@dataclass(frozen=True)
+class Served:
+    """One split served on one tier: per request, correct, joules, output tokens, mean log-probability."""
+
+    correct: np.ndarray
+    energy_j: np.ndarray
+    tokens: np.ndarray
+    mean_logprob: np.ndarray
+    prompt_tokens: np.ndarray
+    provenance: str
+    seconds: float
+
+
+def serve(model: str, examples: list[Example]) -> Served:
+    loaded = load_model(model)
+    engine = Engine(loaded, EngineConfig(max_batch=16, track_logprobs=True))
+    t0 = time.perf_counter()
+    done = engine.generate([chat_prompt(e) for e in examples], SamplingParams(max_tokens=MAX_TOKENS, stop=("<|end|>",)))
+    seconds = time.perf_counter() - t0
+    records = [d.record for d in done]
+    return Served(
+        np.array([check(e, d.text) for e, d in zip(examples, done, strict=True)]),
+        np.array([r.energy_j for r in records]),
+        np.array([r.output_tokens for r in records]),
+        np.array([confidence(r.logprob_sum, r.output_tokens) for r in records]),
+        np.array([r.prompt_tokens for r in records]),
+        records[0].energy_provenance if records else "none",
+        seconds,
+    )
+
+
+def policy_row(
+    name: str, to_small: np.ndarray, small: Served, large: Served, escalated: np.ndarray | None = None
+) -> dict[str, Any]:
+    """Accuracy, small-tier share and joules per correct answer of sending `to_small` to the small tier
+    (and, for a cascade, `escalated` ones on to the large tier after the small tier answered)."""
+    escalated = np.zeros_like(to_small) if escalated is None else escalated
+    answered_small = to_small & ~escalated
+    correct = np.where(answered_small, small.correct, large.correct)
+    energy = np.where(to_small, small.energy_j, 0.0) + np.where(~answered_small, large.energy_j, 0.0)
+    n_correct = int(correct.sum())
+    return {
+        "policy": name, "accuracy": float(correct.mean()), "small_tier_share": float(answered_small.mean()),
+        "escalated_share": float(escalated.mean()), "energy_j": float(energy.sum()),
+        "wasted_small_j": float(small.energy_j[escalated].sum()),
+        "joules_per_correct": float(energy.sum()) / n_correct if n_correct else float("inf"),
+    }  # fmt: skip
+
+
+def evaluate(dev: dict[str, Served], test: dict[str, Served], f_dev: np.ndarray, f_test: np.ndarray) -> dict[str, Any]:
+    s, lg = TIERS
+    model = CorrectnessModel.fit(f_dev, {t: dev[t].correct for t in TIERS})
+    j_req = (float(dev[s].energy_j.mean()), float(dev[lg].energy_j.mean()))
+    rows = [policy_row("always-large", np.zeros(len(f_test), bool), test[s], test[lg]),
+            policy_row("always-small", np.ones(len(f_test), bool), test[s], test[lg]),
+            policy_row("oracle", test[s].correct | ~test[lg].correct, test[s], test[lg])]  # fmt: skip
+    knobs = {}
+    for policy in ("threshold", "cost_aware"):
+        router = tune_router(model, f_dev, dev[s].correct, dev[lg].correct, TIERS, j_req, policy, TARGET)
+        to_small = np.array([r.tier == s for r in router.route(f_test)])
+        rows.append(policy_row(f"router ({policy})", to_small, test[s], test[lg]))
+        knobs[f"router_{policy}"] = router.knob
+    cascade = tune_cascade(dev[s].mean_logprob, dev[s].correct, dev[lg].correct, TARGET)
+    everyone = np.ones(len(f_test), bool)
+    rows.append(policy_row("cascade", everyone, test[s], test[lg], test[s].mean_logprob < cascade.min_mean_logprob))
+    knobs["cascade_min_mean_logprob"] = cascade.min_mean_logprob
+    return {"rows": rows, "knobs": knobs, "j_per_request_dev": j_req}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 examples per skill and level per split")
+    parser.add_argument("--per-cell", type=int, default=20, help="golden examples per skill and level per split")
+    args = parser.parse_args(argv)
+    per_cell = 2 if args.quick else args.per_cell
+    splits = {name: golden.load(name, per_cell=per_cell) for name in ("dev", "test")}
+    served = {name: {t: serve(t, ex) for t in TIERS} for name, ex in splits.items()}
+    features = {name: request_features([e.user_text for e in ex], served[name][TIERS[0]].prompt_tokens.tolist())
+                for name, ex in splits.items()}  # fmt: skip
+    result = evaluate(served["dev"], served["test"], features["dev"], features["test"])
+    rows = {r["policy"]: r for r in result["rows"]}
+    large, router, oracle = rows["always-large"], rows["router (cost_aware)"], rows["oracle"]
+    best = max((r for r in result["rows"] if r["policy"].startswith(("router", "cascade"))),
+               key=lambda r: (r["accuracy"] >= TARGET * large["accuracy"], -r["joules_per_correct"]))  # fmt: skip
+    print(
+        f"golden test split, {len(splits['test'])} requests; policies tuned on {len(splits['dev'])} dev requests "
+        f"(target: {TARGET:.0%} of always-large accuracy); energy {served['test'][TIERS[0]].provenance}"
+    )
+    print(f"{'policy':22} {'accuracy':>9} {'small share':>12} {'J/correct':>10} {'vs large':>9}")
+    for r in result["rows"]:
+        ratio = large["joules_per_correct"] / r["joules_per_correct"]
+        print(f"{r['policy']:22} {100 * r['accuracy']:8.1f}% {100 * r['small_tier_share']:11.1f}% "
+              f"{r['joules_per_correct']:10.3g} {ratio:8.2f}x")  # fmt: skip
+    out = {
+        "machine": machine(), "quick": args.quick, "requests_test": len(splits["test"]), "target": TARGET,
+        "best_policy": best["policy"], "small_tier_share": best["small_tier_share"],
+        "accuracy_router": best["accuracy"], "accuracy_large": large["accuracy"],
+        "accuracy_ratio_vs_large": best["accuracy"] / large["accuracy"] if large["accuracy"] else float("nan"),
+        "joules_per_correct_vs_large": large["joules_per_correct"] / best["joules_per_correct"],
+        "oracle_small_share": oracle["small_tier_share"], "router_cost_aware_small_share": router["small_tier_share"],
+        "policies": result["rows"], "knobs": result["knobs"], "j_per_request_dev": result["j_per_request_dev"],
+        "energy_provenance": served["test"][TIERS[0]].provenance,
+        "provenance": "accuracy measured (exact match on the golden test split); joules per request from the "
+        "engine's meter windows shared by tokens; policies tuned on the dev split only",
+    }  # fmt: skip
+    share_ok = out["small_tier_share"] >= 0.6 and out["accuracy_ratio_vs_large"] >= TARGET
+    goals = {
+        "small_share_ge_60pct_at_99pct_accuracy": share_ok,
+        "joules_per_correct_ge_2x": out["joules_per_correct_vs_large"] >= 2.0,
+    }
+    out["goals"] = goals
+    print(
+        f"best: {best['policy']}: {100 * out['small_tier_share']:.1f} % on the small tier at "
+        f"{100 * out['accuracy_ratio_vs_large']:.1f} % of always-large accuracy, "
+        f"{out['joules_per_correct_vs_large']:.2f}x fewer J per correct answer; oracle small share "
+        f"{100 * out['oracle_small_share']:.1f} %"
+    )
+    print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
+    print(f"wrote {write_result('routing', out)}")
+    return 0
