@@ -5,8 +5,9 @@ import pytest
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.meter import Meter, ReplayBackend
 from joulepath.model import LoadedModel, load_model
-from joulepath.serving.frontend import Arrival, Frontend, Request, Response, StreamGuard
+from joulepath.serving.frontend import Arrival, Frontend, Request, Response, StreamGuard, Tiers
 from joulepath.serving.guard import REFUSAL, Guard, GuardPolicy
+from joulepath.serving.router import Cascade, Router
 
 PROMPTS = ["abc", "hello there", "x" * 30, "why?"]
 
@@ -109,3 +110,36 @@ def test_abort_frees_waiting_and_running_requests(tiny: LoadedModel) -> None:
     frontend.abort("never-submitted")
     assert not frontend.has_work() and engine.cache.free_blocks == engine.cache.n_blocks
     assert engine.records == [] and not engine.scheduler.waiting
+
+
+def _tiered(tiny: LoadedModel, cascade: Cascade | None, router: Router | None = None) -> Frontend:
+    small = Engine(tiny, EngineConfig(track_logprobs=True))
+    return Frontend(small, tiers=Tiers("small", (("large", Engine(tiny)),), router, cascade))
+
+
+def test_the_cascade_escalates_unsure_answers_and_counts_both_tiers(tiny: LoadedModel) -> None:
+    params = SamplingParams(max_tokens=5, ignore_eos=True)
+    alone = Engine(tiny).generate(PROMPTS, params)
+    frontend = _tiered(tiny, Cascade(min_mean_logprob=0.0))  # every answer is less than certain: all escalate
+    rids = [frontend.submit(Request(p, params)) for p in PROMPTS]
+    streamed = frontend.submit(Request("abc", params, stream=True))
+    out = {r.request_id: r for r in _drain(frontend)}
+    for rid, expected in zip(rids, alone, strict=True):
+        r = out[rid]
+        assert r.tier == "large" and r.escalated_from is not None and "cascade" in r.route
+        assert r.text == expected.text and r.energy_j == r.record.energy_j + r.escalated_from.energy_j
+    assert out[streamed].tier == "small" and out[streamed].escalated_from is None  # shown text is never redone
+    for engine in frontend.engines.values():
+        assert engine.cache.free_blocks == engine.cache.n_blocks
+    kept = _tiered(tiny, Cascade(min_mean_logprob=float("-inf")))
+    rid = kept.submit(Request("abc", params))
+    assert {r.request_id: r for r in _drain(kept)}[rid].tier == "small"
+    with pytest.raises(ValueError, match="track_logprobs"):
+        Frontend(Engine(tiny), tiers=Tiers("small", (("large", Engine(tiny)),), None, Cascade(0.0)))
+
+
+def _drain(frontend: Frontend) -> list[Response]:
+    done: list[Response] = []
+    while frontend.has_work():
+        done += frontend.step()
+    return done

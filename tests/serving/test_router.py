@@ -70,3 +70,20 @@ def test_the_engine_records_the_log_probability_of_what_it_emitted() -> None:
     expected = rows[torch.arange(6), torch.tensor(tracked.output_ids)]
     assert tracked.record.logprob_sum == pytest.approx(float(expected.sum()), abs=1e-3)
     assert tracked.record.logprob_min == pytest.approx(float(expected.min()), abs=1e-3)
+
+
+def test_a_frontend_with_a_router_serves_each_request_on_the_tier_it_picks() -> None:
+    from joulepath.serving.frontend import Frontend, Request, Tiers
+
+    loaded = load_model("dummy:tiny-llama")
+    features = np.zeros((4, 385))
+    never_small = CorrectnessModel.fit(features, {"small": np.zeros(4, bool), "large": np.ones(4, bool)})
+    router = Router(never_small, ("small", "large"), (1.0, 3.0), "threshold", 0.5)
+    frontend = Frontend(Engine(loaded), tiers=Tiers("small", (("large", Engine(loaded)),), router))
+    rid = frontend.submit(Request("hello there", SamplingParams(max_tokens=3, ignore_eos=True)))
+    done = []
+    while frontend.has_work():
+        done += frontend.step()
+    assert done[0].request_id == rid and done[0].tier == "large" and "threshold" in done[0].route
+    with pytest.raises(ValueError, match="router's tiers"):
+        Tiers("small", (("xl", Engine(loaded)),), router)

@@ -21,16 +21,20 @@ import numpy as np
 
 from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.model import load_model
+from joulepath.model import LoadedModel, load_model
 from joulepath.quality import golden
 from joulepath.quality.tasks import Example, chat_prompt, check
+from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.router import (
+    Cascade,
     CorrectnessModel,
+    Router,
     confidence,
     request_features,
     tune_cascade,
     tune_router,
 )
+from joulepath.workload import SyntheticParams, generate
 
 TIERS = ("jp-small", "jp-large")
 TARGET = 0.99  # of always-large accuracy
@@ -93,30 +97,65 @@ def evaluate(dev: dict[str, Served], test: dict[str, Served], f_dev: np.ndarray,
     rows = [policy_row("always-large", np.zeros(len(f_test), bool), test[s], test[lg]),
             policy_row("always-small", np.ones(len(f_test), bool), test[s], test[lg]),
             policy_row("oracle", test[s].correct | ~test[lg].correct, test[s], test[lg])]  # fmt: skip
-    knobs = {}
+    knobs, routers = {}, {}
     for policy in ("threshold", "cost_aware"):
         router = tune_router(model, f_dev, dev[s].correct, dev[lg].correct, TIERS, j_req, policy, TARGET)
         to_small = np.array([r.tier == s for r in router.route(f_test)])
         rows.append(policy_row(f"router ({policy})", to_small, test[s], test[lg]))
-        knobs[f"router_{policy}"] = router.knob
+        knobs[f"router_{policy}"], routers[policy] = router.knob, router
     cascade = tune_cascade(dev[s].mean_logprob, dev[s].correct, dev[lg].correct, TARGET)
     everyone = np.ones(len(f_test), bool)
     rows.append(policy_row("cascade", everyone, test[s], test[lg], test[s].mean_logprob < cascade.min_mean_logprob))
     knobs["cascade_min_mean_logprob"] = cascade.min_mean_logprob
-    return {"rows": rows, "knobs": knobs, "j_per_request_dev": j_req}
+    return {"rows": rows, "knobs": knobs, "j_per_request_dev": j_req, "router": routers["cost_aware"],
+            "cascade": cascade}  # fmt: skip
+
+
+def online(examples: list[Example], router: Router, cascade: Cascade, replay_s: float) -> list[dict[str, Any]]:
+    """The test requests at Azure-shaped arrival times (the generator fitted to the Azure conversation
+    trace, compressed into `replay_s`) through the serving Frontend: always-large, the router and the
+    cascade, each with the meter's window over its whole replay (idle and both tiers included)."""
+    trace = generate(SyntheticParams(), 3600.0, seed=7)
+    at_s = trace.arrival_s[: len(examples)] - trace.arrival_s[0]
+    at_s = at_s * (replay_s / max(float(at_s[-1]), 1e-9))
+    small, large = load_model(TIERS[0]), load_model(TIERS[1])
+    params = SamplingParams(max_tokens=MAX_TOKENS, stop=("<|end|>",))
+    arrivals = [Arrival(float(t), Request(chat_prompt(e), params, request_id=f"r{k}", user_text=e.user_text))
+                for k, (t, e) in enumerate(zip(at_s, examples, strict=True))]  # fmt: skip
+    setups = {
+        "always-large (online)": Frontend(Engine(large, EngineConfig(max_batch=16))),
+        "router (cost_aware, online)": _tiered(small, large, router, None),
+        "cascade (online)": _tiered(small, large, None, cascade),
+    }
+    rows = []
+    for name, frontend in setups.items():
+        result = frontend.replay(arrivals)
+        by_id = {r.request_id: r for r in result.responses}
+        correct = [check(e, by_id[f"r{k}"].text) for k, e in enumerate(examples)]
+        on_small = sum(by_id[f"r{k}"].tier == TIERS[0] for k in range(len(examples)))
+        rows.append({"policy": name, "accuracy": float(np.mean(correct)), "small_tier_share": on_small / len(examples),
+                     "energy_j": result.energy_j, "joules_per_correct": result.energy_j / max(sum(correct), 1),
+                     "wall_s": result.wall_s, "energy_provenance": result.energy_provenance})  # fmt: skip
+    return rows
+
+
+def _tiered(small: LoadedModel, large: LoadedModel, router: Router | None, cascade: Cascade | None) -> Frontend:
+    engines = Engine(small, EngineConfig(max_batch=16, track_logprobs=True)), Engine(large, EngineConfig(max_batch=16))
+    return Frontend(engines[0], tiers=Tiers(TIERS[0], ((TIERS[1], engines[1]),), router, cascade))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="2 examples per skill and level per split")
+    parser.add_argument("--quick", action="store_true", help="1 example per skill and level per split")
     parser.add_argument("--per-cell", type=int, default=20, help="golden examples per skill and level per split")
     args = parser.parse_args(argv)
-    per_cell = 2 if args.quick else args.per_cell
+    per_cell = 1 if args.quick else args.per_cell
     splits = {name: golden.load(name, per_cell=per_cell) for name in ("dev", "test")}
     served = {name: {t: serve(t, ex) for t in TIERS} for name, ex in splits.items()}
     features = {name: request_features([e.user_text for e in ex], served[name][TIERS[0]].prompt_tokens.tolist())
                 for name, ex in splits.items()}  # fmt: skip
     result = evaluate(served["dev"], served["test"], features["dev"], features["test"])
+    live = online(splits["test"], result["router"], result["cascade"], replay_s=2.0 if args.quick else 10.0)
     rows = {r["policy"]: r for r in result["rows"]}
     large, router, oracle = rows["always-large"], rows["router (cost_aware)"], rows["oracle"]
     best = max((r for r in result["rows"] if r["policy"].startswith(("router", "cascade"))),
@@ -126,11 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         f"(target: {TARGET:.0%} of always-large accuracy); energy {served['test'][TIERS[0]].provenance}"
     )
     print(f"{'policy':22} {'accuracy':>9} {'small share':>12} {'J/correct':>10} {'vs large':>9}")
+    print("offline: each request costs what its tier(s) measured for it in batched serving of the split")
     for r in result["rows"]:
         ratio = large["joules_per_correct"] / r["joules_per_correct"]
         print(f"{r['policy']:22} {100 * r['accuracy']:8.1f}% {100 * r['small_tier_share']:11.1f}% "
               f"{r['joules_per_correct']:10.3g} {ratio:8.2f}x")  # fmt: skip
+    print("online: Azure-shaped arrivals through the Frontend; the meter's window over each whole replay")
+    for r in live:
+        ratio = live[0]["joules_per_correct"] / r["joules_per_correct"]
+        print(f"{r['policy']:28} {100 * r['accuracy']:8.1f}% {100 * r['small_tier_share']:11.1f}% "
+              f"{r['joules_per_correct']:10.3g} {ratio:8.2f}x")  # fmt: skip
     out = {
+        "online": live,
         "machine": machine(), "quick": args.quick, "requests_test": len(splits["test"]), "target": TARGET,
         "best_policy": best["policy"], "small_tier_share": best["small_tier_share"],
         "accuracy_router": best["accuracy"], "accuracy_large": large["accuracy"],

@@ -312,6 +312,13 @@ class Engine:
             self.scheduler.finish(seq, "abort", time.perf_counter())
         self.forget(request_id)
 
+    def request_params(self, request_id: str) -> tuple[SamplingParams, str, list[int]]:
+        """(params after the context cap, priority class, prompt ids) a request was queued with: what it
+        takes to serve it again on another engine (the router's cascade)."""
+        seq = self._seqs[request_id]
+        priority = next(name for name, rank in PRIORITY.items() if rank == seq.priority)
+        return seq.params, priority, list(seq.prompt_ids)
+
     def forget(self, request_id: str) -> None:
         """Drop what the engine keeps per request (its sequence, record, cap) once the caller has read it."""
         self._seqs.pop(request_id, None)

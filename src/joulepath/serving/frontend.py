@@ -40,10 +40,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from joulepath.engine import Engine, RequestRecord, SamplingParams
-from joulepath.engine.detokenize import TextDelta
+from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.scopes import STEP, scope
 from joulepath.serving.answer_cache import AnswerCache, AnswerQuery, CachedAnswer
 from joulepath.serving.guard import REFUSAL, Decision, Guard
+from joulepath.serving.router import Cascade, Router
 from joulepath.serving.rules import redact
 
 # A streamed request's unfinished tail is held back until the output guard has seen what follows it: the
@@ -88,6 +89,15 @@ class Response:
     output_guard: Decision | None = None
     # Answered by the answer cache: no engine work; the record's energy is 0 J and its times the lookup's.
     cache_hit: bool = False
+    tier: str = ""  # the model tier that answered (Tiers; "default" with one engine)
+    route: str = ""  # why that tier
+    escalated_from: RequestRecord | None = None  # cascade: the small tier's answer that was not kept
+
+    @property
+    def energy_j(self) -> float:
+        """Engine joules this request cost, the cascade's discarded small-tier answer included."""
+        spent = self.escalated_from.energy_j if self.escalated_from is not None else 0.0
+        return (self.record.energy_j if self.record is not None else 0.0) + spent
 
     @property
     def blocked(self) -> bool:
@@ -125,15 +135,47 @@ class ReplayResult:
     guard_s: float  # spent in the input and output guards, measured
 
 
-class Frontend:
-    """Guards, engine and text for a stream of requests. Not thread-safe: one caller drives it."""
+@dataclass(frozen=True)
+class Tiers:
+    """More model tiers behind a Frontend and how requests are spread over them (serving/router.py). The
+    Frontend's own engine is the cheapest tier; `larger` follow, cheapest first."""
 
-    def __init__(self, engine: Engine, guard: Guard | None = None, answer_cache: AnswerCache | None = None) -> None:
+    small: str  # the name of the Frontend's own engine's tier
+    larger: tuple[tuple[str, Engine], ...]
+    router: Router | None = None  # None: every request starts on the small tier
+    cascade: Cascade | None = None  # a non-streamed small-tier answer below its confidence bar goes to the last tier
+
+    def __post_init__(self) -> None:
+        if not self.larger:
+            raise ValueError("Tiers needs at least one larger tier")
+        if self.router is not None and self.router.tiers != (self.small, *(n for n, _ in self.larger)):
+            raise ValueError(
+                f"the router's tiers {self.router.tiers} are not {self.small} + {[n for n, _ in self.larger]}"
+            )
+
+
+class Frontend:
+    """Guards, engine(s) and text for a stream of requests. Not thread-safe: one caller drives it."""
+
+    def __init__(
+        self, engine: Engine, guard: Guard | None = None, answer_cache: AnswerCache | None = None,
+        tiers: Tiers | None = None,
+    ) -> None:  # fmt: skip
         """answer_cache: None (the default) serves every request on the engine; `ExactAnswerCache()` is
         the safe choice (greedy requests, identical prompts); a semantic one comes only from
-        `near_duplicates.audited_semantic_cache`, which refuses to build above a 0.1 % false-hit rate."""
-        self.engine, self.guard, self.answer_cache = engine, guard, answer_cache
-        self.texts = engine.text_stage()
+        `near_duplicates.audited_semantic_cache`, which refuses to build above a 0.1 % false-hit rate.
+        tiers: larger models beside `engine` and the router / cascade that picks among them."""
+        self.engine, self.guard, self.answer_cache, self.tiers = engine, guard, answer_cache, tiers
+        if tiers is not None and tiers.cascade is not None and not engine.config.track_logprobs:
+            raise ValueError("the cascade reads the small tier's log-probabilities: build its engine with "
+                             "EngineConfig(track_logprobs=True)")  # fmt: skip
+        small = tiers.small if tiers is not None else "default"
+        self.engines: dict[str, Engine] = {small: engine, **dict(tiers.larger if tiers is not None else ())}
+        self._stages: dict[str, TextStage] = {name: e.text_stage() for name, e in self.engines.items()}
+        self.texts = self._stages[small]
+        self._tier: dict[str, str] = {}  # request id -> the tier serving it
+        self.routes: dict[str, str] = {}  # request id -> why its tier was chosen (kept until it is answered)
+        self._escalated: dict[str, RequestRecord] = {}  # cascade: the small tier's spent record
         self.guard_s = 0.0
         self._ids = itertools.count()
         self._input: dict[str, Decision | None] = {}
@@ -157,11 +199,12 @@ class Frontend:
             if hit is not None:
                 self._done.append(hit)
                 return rid
-        engine = self.engine  # Router (later): choose among engines by model tier, load or prefix locality.
-        engine.add_request(prompt, request.params, request.priority, rid)
+        tier = self._route(rid, request, prompt)
+        self.engines[tier].add_request(prompt, request.params, request.priority, rid)
+        self._tier[rid] = tier
         if query is not None:  # a miss: stored when it finishes
             self._queries[rid] = query
-        self.texts.open(rid, request.params)
+        self._stages[tier].open(rid, request.params)
         self._input[rid] = decision
         if request.stream:
             self._streams[rid] = StreamGuard(self.guard)
@@ -170,16 +213,38 @@ class Frontend:
     def abort(self, request_id: str) -> None:
         """A client gone: its sequence leaves the engine and its KV blocks are freed now; nothing is
         answered for it. An unknown or finished request is ignored."""
-        self.engine.abort_request(request_id)
-        self.texts.drop(request_id)
+        tier = self._tier.pop(request_id, None)
+        if tier is not None:
+            self.engines[tier].abort_request(request_id)
+            self._stages[tier].drop(request_id)
         self._input.pop(request_id, None)
+        self.routes.pop(request_id, None)
+        self._escalated.pop(request_id, None)
         self._queries.pop(request_id, None)
         self._streams.pop(request_id, None)
         self._cut.pop(request_id, None)
         self._done = [r for r in self._done if r.request_id != request_id]
 
     def has_work(self) -> bool:
-        return self.engine.has_work() or bool(self._done)
+        return self._engines_busy() or bool(self._done)
+
+    def _engines_busy(self) -> bool:
+        return any(e.has_work() for e in self.engines.values())
+
+    def _route(self, rid: str, request: Request, prompt: str | list[int]) -> str:
+        """The tier a new request starts on: the router's choice, else the small tier (the cascade's start)."""
+        if self.tiers is None:
+            return next(iter(self.engines))
+        if self.tiers.router is None:
+            self.routes[rid] = "cascade: the small tier answers first" if self.tiers.cascade else "small tier"
+            return self.tiers.small
+        from joulepath.serving.router import request_features
+
+        ids = prompt if isinstance(prompt, list) else self.engine.loaded.tokenizer.encode(prompt)
+        text = request.user_text or (prompt if isinstance(prompt, str) else "")
+        route = self.tiers.router.route(request_features([text], [len(ids)]))[0]
+        self.routes[rid] = route.reason
+        return route.tier
 
     def step(self) -> list[Response]:
         """One engine step, its tokens as text, and the requests it finished (plus any refusals)."""
@@ -190,9 +255,10 @@ class Frontend:
         a last chunk, with its Response, for each request finished (refusals and cache hits included)."""
         chunks: list[Chunk] = []
         with scope(STEP):
-            if self.engine.has_work():
-                for delta in self.engine.step_text(self.texts):
-                    chunks += self._chunks(delta)
+            for tier, engine in self.engines.items():
+                if engine.has_work():
+                    for delta in engine.step_text(self._stages[tier]):
+                        chunks += self._chunks(delta)
             done, self._done = self._done, []
         return chunks + [Chunk(r.request_id, r.text, r) for r in done]
 
@@ -202,18 +268,46 @@ class Frontend:
         if rid not in self._input:  # finished earlier in this step (the output guard cut it)
             return []
         stream = self._streams.get(rid)
+        tier = self._tier[rid]
         if stream is not None and rid not in self._cut:
-            so_far = self.texts.text_of(rid)
+            so_far = self._stages[tier].text_of(rid)
             text, cut = stream.release(so_far, delta.finished)
             if cut is not None:  # the guard refused the text so far: end the request now
                 self._cut[rid] = cut
                 if not delta.finished:
-                    self.engine.finish_request(rid, "stop")
-                    self.texts.close(rid)
+                    self.engines[tier].finish_request(rid, "stop")
+                    self._stages[tier].close(rid)
                 return [Chunk(rid, "", self._finish(rid))]
+        if delta.finished and self._escalate(rid, stream is not None):
+            return []
         if delta.finished:
             return [Chunk(rid, text, self._finish(rid))]
         return [Chunk(rid, text)] if text else []
+
+    def _escalate(self, rid: str, streamed: bool) -> bool:
+        """Cascade: a finished small-tier answer below the confidence bar is served again on the last tier
+        (its small-tier record is kept: those joules were spent). Streamed requests are never escalated:
+        their text has been shown."""
+        tiers = self.tiers
+        if tiers is None or tiers.cascade is None or streamed or self._tier[rid] != tiers.small:
+            return False
+        small = self.engines[tiers.small]
+        record = small.record(rid)
+        if not tiers.cascade.escalate(record.logprob_sum, record.output_tokens):
+            return False
+        large, engine = tiers.larger[-1]
+        params, priority, prompt = small.request_params(rid)
+        self._stages[tiers.small].pop(rid)
+        small.forget(rid)
+        engine.add_request(prompt, params, priority, rid)
+        self._stages[large].open(rid, params)
+        self._tier[rid] = large
+        self._escalated[rid] = record
+        mean = record.logprob_sum / max(record.output_tokens, 1)
+        self.routes[rid] = (
+            f"cascade: {tiers.small}'s mean log-probability {mean:.2f} below {tiers.cascade.min_mean_logprob:.2f}"
+        )
+        return True
 
     def replay(self, arrivals: Sequence[Arrival], before_step: Callable[[int], None] | None = None) -> ReplayResult:
         """Serve `arrivals` on the replay's own clock (see the module docstring). `before_step(k)` runs
@@ -223,12 +317,12 @@ class Frontend:
         busy_s, steps, guard_s0, i = 0.0, 0, self.guard_s, 0
         meter.begin("replay")
         t0 = time.perf_counter()
-        while i < len(pending) or self.engine.has_work():
+        while i < len(pending) or self._engines_busy():
             now = time.perf_counter() - t0
             while i < len(pending) and pending[i].at_s <= now:
                 self.submit(pending[i].request)
                 i += 1
-            if self.engine.has_work():
+            if self._engines_busy():
                 if before_step is not None:
                     before_step(steps)
                 s0 = time.perf_counter()
@@ -255,7 +349,9 @@ class Frontend:
         return decision
 
     def _finish(self, rid: str) -> Response:
-        text, out = self.texts.pop(rid), self._cut.pop(rid, None)
+        tier = self._tier.pop(rid)
+        engine = self.engines[tier]
+        text, out = self._stages[tier].pop(rid), self._cut.pop(rid, None)
         stream = self._streams.pop(rid, None)
         if out is None and self.guard is not None:
             t0 = time.perf_counter()
@@ -263,12 +359,14 @@ class Frontend:
             self.guard_s += time.perf_counter() - t0
         if out is not None:
             text = out.text
-        ids, record = tuple(self.engine.output_ids(rid)), self.engine.record(rid)
-        self.engine.forget(rid)  # the Response carries all of it now
+        ids, record = tuple(engine.output_ids(rid)), engine.record(rid)
+        engine.forget(rid)  # the Response carries all of it now
         query = self._queries.pop(rid, None)
         if self.answer_cache is not None and query is not None and (out is None or not out.blocked):
             self.answer_cache.store(query, CachedAnswer(text, ids, record.prompt_tokens, record.finish_reason))
-        return Response(rid, text, ids, record, self._input.pop(rid, None), out)
+        spent = self._escalated.pop(rid, None)
+        return Response(rid, text, ids, record, self._input.pop(rid, None), out, tier=tier,
+                        route=self.routes.pop(rid, ""), escalated_from=spent)  # fmt: skip
 
     def _cached(self, rid: str, query: AnswerQuery, decision: Decision | None) -> Response | None:
         """The cached answer as a Response (zero engine energy, the lookup's time), or None on a miss."""
