@@ -136,7 +136,7 @@ def _telemetry_connection(folder: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def _read_only_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
+def read_only_statements(con: duckdb.DuckDBPyConnection, sql: str) -> list[duckdb.Statement]:
     """The statements of `sql` as DuckDB's own parser reads them; anything but a read is refused. An
     in-memory DuckDB database cannot be opened read-only, so the statement type is the read-only check
     (the locked configuration already stops every write to a file)."""
@@ -174,7 +174,7 @@ def query(run_dir: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         raise FileNotFoundError(f"{run_dir}: no telemetry/ folder; give a folder written by `joulepath run`")
     con = _telemetry_connection(folder)
     try:
-        for statement in _read_only_statements(con, sql):
+        for statement in read_only_statements(con, sql):
             cur = con.execute(statement)
         return [d[0] for d in cur.description or []], cur.fetchall()
     except duckdb.PermissionException as exc:
