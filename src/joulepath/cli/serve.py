@@ -75,6 +75,9 @@ def build_server(
     if levers:
         weights = optimized_weights(loaded, serve, lambda line: err_console.print(line, highlight=False))
         loaded, config = weights.loaded, optimized_config(serve, weights)
+        chosen = ", ".join(x for x in (weights.lever, "int8 KV" if weights.kv_int8 else None) if x)
+        err_console.print(f"levers: {chosen or 'none passed its quality gate'}; prefix cache "
+                          f"{'on' if config.prefix_cache else 'off'}", highlight=False)  # fmt: skip
     else:
         config = engine_config(serve, optimized=False)
     config = dataclasses.replace(config, max_batch=serve.max_batch)
