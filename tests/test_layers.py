@@ -17,6 +17,13 @@ TORCH_FREE = (
     "joulepath.workload",
     "joulepath.meter",
     "joulepath.facility",
+    "joulepath.facility.feedback",
+    "joulepath.control",
+    "joulepath.control.forecast",
+    "joulepath.plan",
+    "joulepath.plan.search",
+    "joulepath.plan.validate",
+    "joulepath.plan.sweep",
     "joulepath.results",
     "joulepath.report",
     "joulepath.report.html",
@@ -109,3 +116,24 @@ def test_no_import_circle_through_profile_report_results_or_cli() -> None:
             for n in graph[node] - came_from.keys():
                 came_from[n] = node
                 queue.append(n)
+
+
+def test_facility_and_hw_never_import_control() -> None:
+    """`control` sits above the twin and the hardware model: it imports them, never the reverse."""
+    for package in ("facility", "hw"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            bad = sorted(m for m in _imports(path) if _within(m, ("joulepath.control",)))
+            assert not bad, f"{path.relative_to(SRC)} imports {bad}; control depends on {package}, not the reverse"
+    control = {m for p in sorted((PACKAGE / "control").rglob("*.py")) for m in _imports(p)}
+    assert not {m for m in control if _within(m, ("torch", *COMPUTING[1:]))}, "control stays torch-free"
+
+
+def test_plan_imports_only_hw_and_facility() -> None:
+    """`plan` sits on the hardware model and the twin (docs/architecture.md); nothing else of joulepath."""
+    allowed = ("joulepath.plan", "joulepath.hw", "joulepath.facility", "joulepath.units")
+    for path in sorted((PACKAGE / "plan").rglob("*.py")):
+        bad = sorted(m for m in _imports(path) if m.startswith("joulepath") and not _within(m, allowed))
+        assert not bad, f"{path.relative_to(SRC)} imports {bad}; plan imports hw and facility only"
+    for package in ("hw", "facility"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):
+            assert not [m for m in _imports(path) if _within(m, ("joulepath.plan",))], f"{path} imports plan"

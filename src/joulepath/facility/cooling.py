@@ -12,6 +12,18 @@ Physics, each with its source or labelled assumption:
   concentration.
 - Server fans belong to the IT load: a share of air-cooled server power, mostly gone where cold plates
   or immersion take the heat (why PUE moves less than total power when liquid arrives).
+
+Controlled operation (`Setpoints`, used by `facility.feedback` and the `control` package): the supply air,
+chilled-water and facility-water temperatures, the economiser mode and the CRAH airflow become inputs per
+step. Three more pieces of physics make them matter, each only on that path (`setpoints=None` reproduces
+the fixed-rule twin exactly):
+- Coil approach: a CRAH coil cannot make supply air colder than the chilled water plus its approach
+  (6 K: the conventional 6.7 C water / 12.8 C air design, ASHRAE Handbook HVAC Systems ch. 23).
+- Recirculation: air the CRAHs do not supply is drawn from the hot aisle; a share `leak` of the intake
+  leaks through containment even when matched. Inlet = supply + share / (1 - share) x server delta T.
+- Server fans speed up above a rack inlet of ~25 C and draw power as the cube of speed (affinity laws);
+  ~+2 % server power at 27 C, the size ASHRAE TC9.9 (2011 thermal guidelines white paper, fig. on power
+  vs inlet temperature) shows for volume servers.
 """
 
 from __future__ import annotations
@@ -52,6 +64,12 @@ class CoolingConfig:
     server_fan_reduction_liquid: float = 0.95  # fan power removed on the liquid-captured share
     tower_cycles: float = 4.0
     capacity_margin: float = 0.2  # plant capacity above design heat
+    # controlled operation only (see the module docstring); assumptions labelled, sources cited there
+    coil_approach_k: float = 6.0  # supply air >= chilled water + this
+    server_delta_t_k: float = 12.0  # air temperature rise across a server at its own airflow (10-15 K typical)
+    containment_leak_frac: float = 0.05  # intake share from the hot aisle with matched airflow (assumption)
+    server_fan_ramp_c: float = 25.0  # inlet above which server fans speed up (typical fan tables)
+    server_fan_speed_per_k: float = 0.03  # fan speed rise per K above the ramp (-> ~+2 % server power at 27 C)
     source: str = "parameters documented in docs/facility.md"
 
     def __post_init__(self) -> None:
@@ -59,6 +77,20 @@ class CoolingConfig:
             raise ValueError(f"cooling kind must be air, liquid or immersion, got {self.kind!r}")
         if not 0.0 <= self.liquid_fraction <= 1.0:
             raise ValueError(f"liquid_fraction must be in [0, 1], got {self.liquid_fraction}")
+
+
+@dataclass(frozen=True)
+class Setpoints:
+    """What a controller sets for a control interval; each a scalar or one value per step.
+
+    `airflow_ratio_frac`: CRAH airflow over the airflow the servers draw (1.0 = matched, below 1 hot
+    air recirculates). `economiser_flag`: 1 lets the water-side economiser run, 0 keeps it off."""
+
+    supply_air_c: np.ndarray | float = 18.0
+    chilled_water_c: np.ndarray | float = 12.0
+    facility_water_c: np.ndarray | float = 32.0
+    economiser_flag: np.ndarray | float = 1.0
+    airflow_ratio_frac: np.ndarray | float = 1.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +118,12 @@ def server_fan_frac(cfg: CoolingConfig) -> float:
     return cfg.server_fan_frac_air * (1.0 - cfg.liquid_fraction * cfg.server_fan_reduction_liquid)
 
 
+def _clip(x: np.ndarray | float, lo: float, hi: float) -> np.ndarray:
+    """np.clip without its wrapper overhead (the MPC calls the cooling model 35,040 times a year)."""
+    result: np.ndarray = np.minimum(np.maximum(x, lo), hi)
+    return result
+
+
 def chiller_cop(t_evap_c: np.ndarray | float, t_cond_c: np.ndarray, carnot_fraction: float) -> np.ndarray:
     """Vapour-compression COP as a fraction of Carnot; lift floored at 5 K, COP capped at 15."""
     t_evap_k = np.asarray(t_evap_c) + 273.15
@@ -95,50 +133,90 @@ def chiller_cop(t_evap_c: np.ndarray | float, t_cond_c: np.ndarray, carnot_fract
 
 
 def _reject(
-    heat_w: np.ndarray, supply_c: float, t_sink_c: np.ndarray, approach_k: float, cfg: CoolingConfig, economiser: bool
+    heat_w: np.ndarray,
+    supply_c: np.ndarray | float,
+    t_sink_c: np.ndarray,
+    approach_k: float,
+    cfg: CoolingConfig,
+    economiser: np.ndarray | float,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(compressor W, free-cooled share) to make water at `supply_c` with a sink at `t_sink_c`."""
-    if economiser:
-        margin = supply_c - (t_sink_c + approach_k)  # > 0: sink alone is cold enough
-        free = np.clip(margin / 3.0 + 1.0, 0.0, 1.0)  # linear over a 3 K band
-    else:
-        free = np.zeros_like(heat_w)
+    """(compressor W, free-cooled share) to make water at `supply_c` with a sink at `t_sink_c`;
+    `economiser` (0 or 1, per step or one value) says whether the economiser may run."""
+    margin = supply_c - (t_sink_c + approach_k)  # > 0: sink alone is cold enough
+    free = _clip(margin / 3.0 + 1.0, 0.0, 1.0) * economiser  # linear over a 3 K band
     t_cond = t_sink_c + approach_k + 2.0  # condenser approach
-    cop = chiller_cop(supply_c - 2.0, t_cond, cfg.carnot_fraction)
+    cop = chiller_cop(np.asarray(supply_c) - 2.0, t_cond, cfg.carnot_fraction)
     chiller: np.ndarray = heat_w * (1.0 - free) / cop
     return chiller, free
 
 
+def fixed_setpoints(cfg: CoolingConfig) -> Setpoints:
+    """The design's own fixed setpoints (what the uncontrolled twin runs at)."""
+    return Setpoints(
+        cfg.supply_air_c, cfg.chilled_water_supply_c, cfg.facility_water_supply_c, float(cfg.economiser), 1.0
+    )
+
+
+def rack_inlet_c(cfg: CoolingConfig, sp: Setpoints) -> np.ndarray:
+    """Server inlet temperature (C) under controlled setpoints: the supply air the coil can make, plus
+    hot-aisle air recirculated where the CRAHs supply less than the servers draw (mixing balance: a share
+    s of intake from the hot aisle warms it by s / (1 - s) x the server's delta T). The CRAH fans' 30 %
+    floor, which can only oversupply a lightly loaded room, is left out: the estimate errs warm."""
+    supply_c = np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k)
+    share = _clip(1.0 - np.asarray(sp.airflow_ratio_frac), 0.0, 0.9) + cfg.containment_leak_frac
+    inlet: np.ndarray = supply_c + share / (1.0 - share) * cfg.server_delta_t_k
+    return inlet
+
+
+def server_fan_factor(cfg: CoolingConfig, inlet_c: np.ndarray) -> np.ndarray:
+    """Server fan power over its value at a cool inlet: fan speed ramps above `server_fan_ramp_c`, power
+    goes as speed cubed (fan affinity laws)."""
+    speed = 1.0 + cfg.server_fan_speed_per_k * np.maximum(np.asarray(inlet_c) - cfg.server_fan_ramp_c, 0.0)
+    factor: np.ndarray = speed**3
+    return factor
+
+
 def run_cooling(
-    cfg: CoolingConfig, heat_w: np.ndarray, design_heat_w: float, t_drybulb_c: np.ndarray, t_wetbulb_c: np.ndarray
+    cfg: CoolingConfig,
+    heat_w: np.ndarray,
+    design_heat_w: float,
+    t_drybulb_c: np.ndarray,
+    t_wetbulb_c: np.ndarray,
+    setpoints: Setpoints | None = None,
 ) -> CoolingResult:
-    """Cooling power and water for `heat_w` of heat in the white space."""
+    """Cooling power and water for `heat_w` of heat in the white space; at the design's fixed setpoints,
+    or at a controller's `setpoints` (coil approach, recirculation and airflow then count)."""
+    sp = setpoints or fixed_setpoints(cfg)
     liquid_heat = heat_w * cfg.liquid_fraction
     air_heat = heat_w - liquid_heat
     air_design = max(design_heat_w * (1.0 if cfg.crah_sized_for_all_heat else 1.0 - cfg.liquid_fraction), 1e-9)
-    flow = np.clip(air_heat / air_design, 0.3, 1.5) if cfg.fan_vfd else np.ones_like(heat_w)
+    capacity = design_heat_w * (1 + cfg.capacity_margin)
+    overload = np.maximum(heat_w / capacity - 1.0, 0.0)
+    if setpoints is None:
+        supply_air_c = np.full_like(heat_w, cfg.supply_air_c)
+        inlet = supply_air_c
+    else:
+        supply_air_c = np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k) + 0 * heat_w
+        inlet = rack_inlet_c(cfg, sp) + 0 * heat_w
+    flow = _clip(sp.airflow_ratio_frac * air_heat / air_design, 0.3, 1.5) if cfg.fan_vfd else np.ones_like(heat_w)
     crah = cfg.crah_fan_w_per_w * air_design * flow**3 * (air_heat > 0)
     sink = t_wetbulb_c if cfg.water_cooled else t_drybulb_c
     approach = cfg.tower_approach_k if cfg.water_cooled else cfg.dry_cooler_approach_k
-    inlet = np.full_like(heat_w, cfg.supply_air_c)
     if cfg.air_side_economiser:  # outside air when it is within the envelope
-        outside_ok = (t_drybulb_c >= ASHRAE_INLET_MIN_C - 8) & (t_drybulb_c <= cfg.supply_air_c - 1)
+        outside_ok = (t_drybulb_c >= ASHRAE_INLET_MIN_C - 8) & (t_drybulb_c <= supply_air_c - 1)
         air_free = np.where(outside_ok, 1.0, 0.0)
         inlet = np.where(outside_ok, np.maximum(t_drybulb_c + 1.0, ASHRAE_INLET_MIN_C), inlet)
     else:
         air_free = np.zeros_like(heat_w)
     air_mech_heat = air_heat * (1 - air_free)
-    chiller_air, free_air = _reject(air_mech_heat, cfg.chilled_water_supply_c, sink, approach, cfg, cfg.economiser)
+    chiller_air, free_air = _reject(air_mech_heat, sp.chilled_water_c, sink, approach, cfg, sp.economiser_flag)
     # liquid loop: warm water, dry coolers first, evaporative trim, compressors only when both fall short
+    fw_c = sp.facility_water_c
     if cfg.liquid_to_dry_coolers:
-        dry_free = np.clip((cfg.facility_water_supply_c - (t_drybulb_c + cfg.dry_cooler_approach_k)) / 3.0 + 1, 0, 1)
+        dry_free = _clip((fw_c - (t_drybulb_c + cfg.dry_cooler_approach_k)) / 3.0 + 1, 0.0, 1.0) + 0 * heat_w
     else:
         dry_free = np.zeros_like(heat_w)
-    chiller_liq, wet_free = _reject(
-        liquid_heat * (1 - dry_free), cfg.facility_water_supply_c, sink, approach, cfg, cfg.economiser
-    )
-    capacity = design_heat_w * (1 + cfg.capacity_margin)
-    overload = np.clip(heat_w / capacity - 1.0, 0.0, None)
+    chiller_liq, wet_free = _reject(liquid_heat * (1 - dry_free), fw_c, sink, approach, cfg, sp.economiser_flag)
     inlet = inlet + 10.0 * overload  # an overloaded plant lets the room warm (coarse, labelled estimate)
     tower_heat = (air_mech_heat + chiller_air) * cfg.water_cooled + liquid_heat * (1 - dry_free)
     dry_heat = liquid_heat * dry_free + (air_mech_heat + chiller_air) * (not cfg.water_cooled)

@@ -20,8 +20,11 @@ from joulepath.facility.cooling import (
     ASHRAE_INLET_MAX_C,
     ASHRAE_INLET_MIN_C,
     CoolingConfig,
+    Setpoints,
+    rack_inlet_c,
     rack_warning,
     run_cooling,
+    server_fan_factor,
     server_fan_frac,
 )
 from joulepath.facility.core import Clock, Component, hourly_to_clock, simulate
@@ -40,6 +43,21 @@ from joulepath.facility.supply import (
 from joulepath.facility.weather import Weather, get_climate, read_epw, synthetic_weather
 
 HEATED_STAGES = ("ups", "pdu", "busway")  # losses released inside the cooled building
+#: Controlled setpoints as input series (one value per step), in `Setpoints` field order.
+SETPOINT_SERIES = (
+    "sp_supply_air_c",
+    "sp_chilled_water_c",
+    "sp_facility_water_c",
+    "sp_economiser_flag",
+    "sp_airflow_ratio_frac",
+)
+
+
+def setpoints_of(s: Mapping[str, np.ndarray]) -> Setpoints | None:
+    """The per-step setpoints among the series, or None for the design's fixed ones."""
+    if SETPOINT_SERIES[0] not in s:
+        return None
+    return Setpoints(*(s[name] for name in SETPOINT_SERIES))
 
 
 @dataclass(frozen=True)
@@ -133,9 +151,15 @@ class ItAndPowerChain:
     name: str = "it-and-power-chain"
 
     def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
-        fans = server_fan_frac(self.cfg.cooling)
+        fans: np.ndarray | float = server_fan_frac(self.cfg.cooling)
         board = s["it_board_w"]
-        chain = run_chain(self.cfg.topology, board * (1 + fans), self.design_board_w * (1 + fans))
+        sp = setpoints_of(s)
+        if sp is not None:  # controlled: server fans speed up on a warm inlet (the setpoints' inlet; an
+            # overloaded plant's extra warming is left out here, which keeps this step free of a loop)
+            fans = fans * server_fan_factor(self.cfg.cooling, rack_inlet_c(self.cfg.cooling, sp))
+        chain = run_chain(
+            self.cfg.topology, board * (1 + fans), self.design_board_w * (1 + server_fan_frac(self.cfg.cooling))
+        )
         heated = sum(
             (v for k, v in chain.stage_loss_w.items() if any(h in k for h in HEATED_STAGES)), np.zeros(clock.n_steps)
         )
@@ -161,7 +185,8 @@ class Cooling:
         design_it = run_chain(
             self.cfg.topology, np.array([self.design_board_w * (1 + fans)]), self.design_board_w * (1 + fans)
         ).it_power_w[0]
-        c = run_cooling(self.cfg.cooling, s["heat_load_w"], float(design_it), s["t_outdoor_c"], s["t_wetbulb_c"])
+        heat, t_out, t_wet = s["heat_load_w"], s["t_outdoor_c"], s["t_wetbulb_c"]
+        c = run_cooling(self.cfg.cooling, heat, float(design_it), t_out, t_wet, setpoints_of(s))
         return {
             "crah_fan_w": c.crah_fan_w,
             "chiller_w": c.chiller_w,
@@ -264,9 +289,11 @@ def run_twin(
     design_board_w: float | None = None,
     weather: Weather | None = None,
     grid: GridSignal | None = None,
+    setpoints: Setpoints | None = None,
 ) -> TwinResult:
     """Simulate the facility for `it_board_w` (DC power of the servers' boards, W, one value per step).
-    `design_board_w` sizes the plant (default: the peak of `it_board_w`)."""
+    `design_board_w` sizes the plant (default: the peak of `it_board_w`). `setpoints` (scalars or one
+    value per step, e.g. from `facility.feedback.run_controlled`) replace the design's fixed cooling rules."""
     if len(it_board_w) != clock.n_steps:
         raise ValueError(f"it_board_w has {len(it_board_w)} values; the clock has {clock.n_steps} steps")
     weather = weather or load_weather(cfg)
@@ -279,7 +306,13 @@ def run_twin(
         FacilityTotal(cfg, design),
         SupplyAndGrid(cfg, weather, grid),
     ]
-    s = simulate(clock, components, {"it_board_w": it_board_w})
+    inputs = {"it_board_w": it_board_w}
+    if setpoints is not None:
+        inputs |= {
+            name: np.asarray(getattr(setpoints, f.name))
+            for name, f in zip(SETPOINT_SERIES, dataclasses.fields(setpoints), strict=True)
+        }
+    s = simulate(clock, components, inputs)
     warnings = [w for w in [rack_warning(cfg.cooling, cfg.rack_kw)] if w]
     return TwinResult(cfg, clock, dict(s), _metrics(cfg, clock, s), warnings, weather.source, grid.source)
 

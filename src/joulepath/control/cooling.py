@@ -1,0 +1,211 @@
+"""Cooling-plant controllers for the twin's feedback loop (`facility.feedback.run_controlled`).
+
+- `FixedSetpoint`: 18 C supply air, chilled water at the coil's limit below it (12 C), airflow matched to
+  the servers: the ASHRAE-style fixed baseline SustainDC compares against.
+- `TrimAndRespond`: the trim-and-respond set-point reset of ASHRAE Guideline 36 (section 5.1.14 in the
+  2018 edition) on the supply-air setpoint, driven by rack-inlet "requests": warm by `trim_k` each
+  interval without requests, cool by `respond_k` per request (at most `max_respond_k`); chilled water
+  follows the supply air at the coil's limit (as a G36 plant reset on the coils' requests would, at
+  best: generous to the baseline).
+- `CoolingMpc`: model-predictive control. Each interval it scores every candidate setpoint (supply air x
+  airflow ratio x economiser mode; chilled water at the coil's limit) held over the forecast horizon
+  (move blocking) on the twin's own cooling model (`facility.cooling.run_cooling`, the same function the
+  twin runs) plus the server-fan power a warmer inlet costs, keeps those whose rack inlet stays at or
+  below 27 C minus a margin, and applies the first move of the cheapest, rate-limited.
+
+The inlet constraint depends on the setpoints (supply air, recirculation), the objective on the
+forecast load and wet bulb (chiller lift, economiser hours, fan power), so the forecast decides where the
+optimum sits between cooling energy and server-fan energy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from joulepath.facility.cooling import (
+    ASHRAE_INLET_MAX_C,
+    CoolingConfig,
+    Setpoints,
+    rack_inlet_c,
+    run_cooling,
+    server_fan_factor,
+    server_fan_frac,
+)
+from joulepath.facility.feedback import Forecast, History, PlantState
+from joulepath.facility.power_chain import run_chain
+from joulepath.facility.twin import HEATED_STAGES, FacilityConfig
+
+
+def _setpoints(cooling: CoolingConfig, supply_air_c: float, airflow: float = 1.0, econ: float = 1.0) -> Setpoints:
+    """Supply air with the chilled water as warm as the coil allows."""
+    chw_c = supply_air_c - cooling.coil_approach_k
+    return Setpoints(supply_air_c, chw_c, cooling.facility_water_supply_c, econ, airflow)
+
+
+@dataclass(frozen=True)
+class FixedSetpoint:
+    """A fixed supply-air setpoint (the baseline)."""
+
+    cooling: CoolingConfig
+    supply_air_c: float = 18.0
+    name: str = "fixed-18C"
+
+    def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
+        return _setpoints(self.cooling, self.supply_air_c)
+
+
+@dataclass(frozen=True)
+class TrimRespondConfig:
+    """G36 trim-and-respond parameters (K per interval; requests from the hottest rack inlet)."""
+
+    initial_c: float = 18.0
+    min_c: float = 18.0
+    max_c: float = 27.0
+    trim_k: float = 0.1
+    respond_k: float = -0.2
+    max_respond_k: float = -0.6
+    ignored_requests: int = 0
+    request_inlet_c: float = 25.5  # one request above this, one more per K above it
+
+
+class TrimAndRespond:
+    """ASHRAE Guideline 36 style trim-and-respond on the supply-air setpoint (feedback only, no forecast)."""
+
+    def __init__(self, cooling: CoolingConfig, cfg: TrimRespondConfig | None = None) -> None:
+        self.cooling, self.cfg = cooling, cfg or TrimRespondConfig()
+        self.setpoint_c = self.cfg.initial_c
+        self.name = "g36-trim-respond"
+
+    def requests(self, inlet_max_c: float) -> int:
+        """Requests the racks send: none below the threshold, then one per started K above it."""
+        over_k = inlet_max_c - self.cfg.request_inlet_c
+        return 0 if over_k <= 0 else 1 + int(over_k)
+
+    def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
+        c = self.cfg
+        excess = self.requests(state.inlet_max_c) - c.ignored_requests
+        step_k = max(c.respond_k * excess, c.max_respond_k) if excess > 0 else c.trim_k
+        self.setpoint_c = float(np.clip(self.setpoint_c + step_k, c.min_c, c.max_c))
+        return _setpoints(self.cooling, self.setpoint_c)
+
+
+@dataclass(frozen=True)
+class MpcConfig:
+    """Candidate grid, constraint and move limits of the cooling MPC."""
+
+    inlet_limit_c: float = ASHRAE_INLET_MAX_C
+    margin_k: float = 0.3  # kept below the limit for model error
+    supply_air_c: tuple[float, ...] = tuple(np.round(np.arange(18.0, 27.01, 0.25), 2))
+    airflow_ratio_frac: tuple[float, ...] = (0.85, 0.9, 0.95, 1.0)
+    # economiser on only: in this plant model free cooling never costs more than the chiller (the tower
+    # fans and pumps run either way), so "off" is dominated; add 0.0 for a plant with a changeover cost
+    economiser_flag: tuple[float, ...] = (1.0,)
+    max_step_k: float = 1.0  # supply-air change per interval (chilled-water reset rate limit)
+    include_server_fans: bool = True  # count the server-fan power a warmer inlet costs
+
+
+@dataclass
+class _Candidates:
+    """The feasible candidate setpoints as (n, 1) columns, for broadcasting against the horizon."""
+
+    supply_air_c: np.ndarray
+    airflow_ratio_frac: np.ndarray
+    economiser_flag: np.ndarray
+    setpoints: Setpoints
+    fan_factor: np.ndarray  # server-fan power factor at each candidate's inlet
+
+
+class CoolingMpc:
+    """Move-blocking MPC of the cooling setpoints on the twin's cooling model (see the module docstring)."""
+
+    def __init__(self, facility: FacilityConfig, cfg: MpcConfig | None = None) -> None:
+        self.facility, self.cfg = facility, cfg or MpcConfig()
+        self.name = "mpc"
+        self.candidates = self._feasible_candidates()
+        self._design: tuple[float, float, float] | None = None  # (design board W, heat per board W, design heat W)
+
+    def _feasible_candidates(self) -> _Candidates:
+        cool, c = self.facility.cooling, self.cfg
+        sa, ratio, econ = (a.ravel() for a in np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag))
+        sp = Setpoints(sa, sa - cool.coil_approach_k, cool.facility_water_supply_c, econ, ratio)
+        inlet = rack_inlet_c(cool, sp)
+        ok = inlet <= c.inlet_limit_c - c.margin_k
+        if not ok.any():
+            raise ValueError("no candidate setpoint keeps the rack inlet below the limit")
+        sa, ratio, econ, inlet = sa[ok, None], ratio[ok, None], econ[ok, None], inlet[ok, None]
+        sp = Setpoints(sa, sa - cool.coil_approach_k, cool.facility_water_supply_c, econ, ratio)
+        return _Candidates(sa, ratio, econ, sp, server_fan_factor(cool, inlet))
+
+    def _design_point(self, design_board_w: float) -> tuple[float, float, float]:
+        """Heat in the white space per W of board power (+ fans) at design, and the design heat: the power
+        chain linearised at its design point (the MPC's reduced model of it)."""
+        if self._design is None or self._design[0] != design_board_w:
+            fans = server_fan_frac(self.facility.cooling)
+            chain = run_chain(
+                self.facility.topology, np.array([design_board_w * (1 + fans)]), design_board_w * (1 + fans)
+            )
+            heated = sum(v[0] for k, v in chain.stage_loss_w.items() if any(h in k for h in HEATED_STAGES))
+            design_heat_w = float(chain.it_power_w[0] + heated)
+            self._design = (design_board_w, design_heat_w / (design_board_w * (1 + fans)), float(chain.it_power_w[0]))
+        return self._design
+
+    def predicted_cost_w(self, forecast: Forecast, design_board_w: float) -> np.ndarray:
+        """Mean predicted cooling + extra server-fan power (W) of every candidate over the horizon: (n,)."""
+        _, heat_per_w, design_it_w = self._design_point(design_board_w)
+        cand, cool = self.candidates, self.facility.cooling
+        fans = server_fan_frac(cool)
+        board = forecast.it_board_w[None, :]  # (1, H)
+        heat = board * (1 + fans * cand.fan_factor) * heat_per_w  # (n, H)
+        c = run_cooling(
+            cool, heat, design_it_w, forecast.t_outdoor_c[None, :], forecast.t_wetbulb_c[None, :], cand.setpoints
+        )
+        cost = c.total_w
+        if self.cfg.include_server_fans:
+            cost = cost + board * fans * (cand.fan_factor - 1.0) * heat_per_w
+        result: np.ndarray = cost.mean(axis=1)
+        return result
+
+    def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
+        if not np.isfinite(forecast.it_board_w).all():  # nothing observed yet: hold
+            return state.setpoints
+        best = int(np.argmin(self.predicted_cost_w(forecast, state.design_board_w)))
+        cand, prev = self.candidates, state.setpoints
+        prev_sa = float(np.asarray(prev.supply_air_c))
+        target = float(cand.supply_air_c[best, 0])
+        sa = float(np.clip(target, prev_sa - self.cfg.max_step_k, prev_sa + self.cfg.max_step_k))
+        step = _setpoints(
+            self.facility.cooling, sa, float(cand.airflow_ratio_frac[best, 0]), float(cand.economiser_flag[best, 0])
+        )
+        if rack_inlet_c(self.facility.cooling, step) > self.cfg.inlet_limit_c - self.cfg.margin_k:
+            prev_ratio, econ = float(np.asarray(prev.airflow_ratio_frac)), float(np.asarray(step.economiser_flag))
+            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ)
+        return step
+
+
+@dataclass(frozen=True)
+class DiurnalPersistence:
+    """Forecaster for the loop: the last interval's value plus yesterday's change over the same hours
+    (persistence with a daily shape); plain persistence until a day has been seen."""
+
+    name: str = "diurnal-persistence"
+
+    def forecast(self, history: History, horizon_intervals: int) -> Forecast:
+        day = round(86400.0 / history.interval_s)
+        series = (history.it_board_w, history.t_outdoor_c, history.t_wetbulb_c)
+        return Forecast(*(_diurnal(x, day, horizon_intervals) for x in series))
+
+
+def _diurnal(x: np.ndarray, day: int, horizon: int) -> np.ndarray:
+    """x[-1] + (x one day before the horizon - x one day before now), per horizon interval."""
+    if len(x) == 0:
+        return np.full(horizon, np.nan)
+    if len(x) <= day:
+        return np.full(horizon, x[-1])
+    n = len(x)
+    ahead = x[n - day : n - day + horizon]  # yesterday, the same intervals as the horizon
+    if len(ahead) < horizon:
+        ahead = np.pad(ahead, (0, horizon - len(ahead)), mode="edge")
+    result: np.ndarray = x[-1] + (ahead - x[n - day - 1])
+    return result
