@@ -139,3 +139,16 @@ def test_the_twin_gets_the_fleets_power_series_with_its_energy() -> None:
             assert spread_w < 1e-6 * trace_spread_w
     with pytest.raises(ValueError, match="load_shape"):
         parse_scenario({"facility": {"load_shape": "stretch"}})
+
+
+def test_the_control_section_cools_the_optimized_facility_and_says_what_it_saved() -> None:
+    controlled = run(parse_scenario(ANALYTIC))  # [control] is on by default: MPC
+    c = controlled.control
+    assert c is not None and c.controller == "mpc" and c.inlet_violation_steps == 0
+    assert c.cooling_j_controlled < c.cooling_j_fixed and 0 < c.facility_saving_frac < c.cooling_saving_frac
+    assert controlled.baseline is not None and controlled.baseline.control is None  # the brute force keeps fixed
+    assert len(c.cooling_w_fixed_daily) == len(c.cooling_w_controlled_daily) > 300
+    plain = run(parse_scenario({**ANALYTIC, "control": {"enabled": False}}))
+    assert plain.control is None
+    assert controlled.summary.wall_energy_j < plain.summary.wall_energy_j  # the same load, less cooling
+    assert plain.summary.served_output_tokens == controlled.summary.served_output_tokens

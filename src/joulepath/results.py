@@ -421,6 +421,31 @@ class DataMovement:
 
 
 @dataclass(frozen=True)
+class ControlOutcome:
+    """The optimized configuration's facility horizon with the scenario's `[control]` controller setting
+    the cooling setpoints, against the same IT load at the facility's fixed setpoints, both from the same
+    run (estimated: the twin's models)."""
+
+    controller: str  # mpc | g36 | fixed
+    cooling_j_fixed: float
+    cooling_j_controlled: float
+    facility_j_fixed: float
+    facility_j_controlled: float
+    inlet_violation_steps: int  # steps with a rack inlet above the recommended 27 C, controlled
+    cooling_w_fixed_daily: tuple[float, ...]  # daily mean cooling power, W
+    cooling_w_controlled_daily: tuple[float, ...]
+    provenance: str
+
+    @property
+    def cooling_saving_frac(self) -> float:
+        return 1 - self.cooling_j_controlled / self.cooling_j_fixed if self.cooling_j_fixed else 0.0
+
+    @property
+    def facility_saving_frac(self) -> float:
+        return 1 - self.facility_j_controlled / self.facility_j_fixed if self.facility_j_fixed else 0.0
+
+
+@dataclass(frozen=True)
 class FleetOutcome:
     """One configuration projected onto the fleet and run through the facility twin (estimated)."""
 
@@ -430,6 +455,7 @@ class FleetOutcome:
     summary: Summary
     facility: TwinResult
     work: WorkProfile | None = None  # the work profile the projection applied (measured where served)
+    control: ControlOutcome | None = None  # the facility with the [control] controller (optimized only)
 
 
 @dataclass(frozen=True)
@@ -451,3 +477,4 @@ class RunResult:
     local: LocalComparison | None = None  # real execution on this machine (None when serve.enabled is false)
     work: WorkProfile | None = None  # the work profile the optimized projection applied (measured where served)
     endpoint: EndpointRun | None = None  # `joulepath bench serve`: the measured endpoint is the optimized side
+    control: ControlOutcome | None = None  # the optimized facility under the [control] controller vs fixed setpoints

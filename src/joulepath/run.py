@@ -13,6 +13,7 @@ import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,9 +24,12 @@ from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_ste
 from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
 from joulepath.meter import FacilityRatios, Meter, NodeAssumption, Waterfall, auto_meter, rollup
-from joulepath.results import DataMovement, EndpointRun, FleetOutcome, RunResult, Summary
-from joulepath.scenario import SAFE_NAME, Scenario, WorkloadSection
+from joulepath.results import ControlOutcome, DataMovement, EndpointRun, FleetOutcome, RunResult, Summary
+from joulepath.scenario import SAFE_NAME, ControlSection, Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, generate, read_azure_csv, trace_stats
+
+if TYPE_CHECKING:
+    from joulepath.control import ControlConfig
 
 Progress = Callable[[str], None]
 
@@ -97,8 +101,11 @@ def projected(
     "analysis" window (opened by the caller) closes here."""
     progress("projection onto the fleet and facility twin: baseline (no batching)")
     baseline = fleet_outcome(scenario, trace, fleet_max_batch(scenario, baseline_work), baseline_work)
-    progress("projection onto the fleet and facility twin: optimized (continuous batching)")
-    optimized = fleet_outcome(scenario, trace, fleet_max_batch(scenario, optimized_work), optimized_work)
+    controlled = f", {scenario.control.controller} cooling control" if scenario.control.enabled else ""
+    progress(f"projection onto the fleet and facility twin: optimized (continuous batching{controlled})")
+    optimized = fleet_outcome(
+        scenario, trace, fleet_max_batch(scenario, optimized_work), optimized_work, scenario.control.enabled
+    )
     movement = _data_movement(scenario.model.spec(), deployment(scenario), optimized.projection, trace)
     return RunResult(
         scenario,
@@ -115,6 +122,7 @@ def projected(
         baseline,
         None,
         optimized.work,
+        control=optimized.control,
     )
 
 
@@ -124,15 +132,18 @@ def fleet_max_batch(scenario: Scenario, work: WorkProfile) -> int:
     return 1 if work.batch_limit == 1 else scenario.fleet.max_batch
 
 
-def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int, work: WorkProfile | None = None) -> FleetOutcome:
+def fleet_outcome(
+    scenario: Scenario, trace: Trace, max_batch: int, work: WorkProfile | None = None, controlled: bool = False
+) -> FleetOutcome:
     """Trace -> fleet (hardware model) -> facility twin -> ledger, at a given batch limit per unit, with
     the configuration's measured work profile (`hw.work`; default: no optimization). The profile changes
-    the device power series, which is the facility's load, so device, facility and wall energy all follow it."""
+    the device power series, which is the facility's load, so device, facility and wall energy all follow it.
+    `controlled`: the scenario's `[control]` controller sets the cooling (compared with fixed setpoints)."""
     scenario = scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"max_batch": max_batch})})
     proj = project(scenario, trace, work)
     horizon_s = proj.bin_s * len(proj.t_s)
     fac = scenario.facility
-    twin = run_facility(scenario, proj)
+    twin, control = controlled_facility(scenario, proj) if controlled else (run_facility(scenario, proj), None)
     device_provenance = proj.provenance
     if scenario.fleet.assumed_tdp_w:
         device_provenance += f"; TDP assumed {scenario.fleet.assumed_tdp_w:g} W (fleet.assumed_tdp_w)"
@@ -145,7 +156,7 @@ def fleet_outcome(scenario: Scenario, trace: Trace, max_batch: int, work: WorkPr
         facility_ratios(twin),
     )
     summary = _summarise(proj, waterfall, twin, scenario, horizon_s)
-    return FleetOutcome(max_batch, proj, waterfall, summary, twin, work or WorkProfile())
+    return FleetOutcome(max_batch, proj, waterfall, summary, twin, work or WorkProfile(), control)
 
 
 def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -> FleetProjection:
@@ -181,6 +192,47 @@ def run_facility(scenario: Scenario, proj: FleetProjection) -> TwinResult:
     """The facility twin over its horizon for the projected fleet."""
     board_w, clock, design_w = facility_inputs(scenario, proj)
     return run_twin(scenario.facility.config(), board_w, clock, design_board_w=design_w)
+
+
+def controlled_facility(scenario: Scenario, proj: FleetProjection) -> tuple[TwinResult, ControlOutcome]:
+    """The facility horizon with the `[control]` controller in the loop, and what it saved against the
+    same load at the facility's fixed setpoints (both runs here)."""
+    from joulepath.control import run_controlled_twin
+
+    board_w, clock, design_w = facility_inputs(scenario, proj)
+    c = scenario.control
+    cfg = scenario.facility.config()
+    fixed = run_twin(cfg, board_w, clock, design_board_w=design_w)
+    twin = run_controlled_twin(cfg, board_w, clock, control_config(c), design_board_w=design_w).twin
+    day_steps = max(1, round(86400 / clock.dt_s))
+    outcome = ControlOutcome(
+        c.controller,
+        _energy_j(fixed, "cooling_power_w"),
+        _energy_j(twin, "cooling_power_w"),
+        fixed.metrics.facility_energy_j,
+        twin.metrics.facility_energy_j,
+        twin.metrics.inlet_violation_steps,
+        _daily_means(fixed.series["cooling_power_w"], day_steps),
+        _daily_means(twin.series["cooling_power_w"], day_steps),
+        f"estimated: facility twin, {c.controller} controller vs the preset's fixed setpoints, same IT load",
+    )
+    return twin, outcome
+
+
+def control_config(section: ControlSection) -> ControlConfig:
+    """The control package's configuration for a scenario's `[control]` section."""
+    from joulepath.control import ControlConfig
+
+    return ControlConfig(section.controller, section.interval_s, section.horizon_intervals, section.inlet_margin_k)
+
+
+def _energy_j(twin: TwinResult, series: str) -> float:
+    return float(twin.series[series].sum() * twin.clock.dt_s)
+
+
+def _daily_means(values: np.ndarray, day_steps: int) -> tuple[float, ...]:
+    days = len(values) // day_steps
+    return tuple(float(v) for v in values[: days * day_steps].reshape(days, day_steps).mean(axis=1)) if days else ()
 
 
 def facility_ratios(twin: TwinResult) -> FacilityRatios:

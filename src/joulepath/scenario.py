@@ -333,6 +333,21 @@ class ServeSection(_Section):
         raise ValueError(f"unknown model; use {', '.join(ZOO_MODELS)}, a Hugging Face model folder or dummy:PRESET")
 
 
+class ControlSection(_Section):
+    """Adaptive cooling (joulepath.control): a controller sets the cooling setpoints of the optimized
+    configuration's facility each interval; the baseline keeps the facility's fixed setpoints."""
+
+    enabled: bool = True
+    controller: Literal["mpc", "g36", "fixed"] = Field(
+        "mpc",
+        description="mpc: model-predictive over the twin's cooling model with load and weather forecasts; g36: "
+        "ASHRAE Guideline 36-style trim and respond; fixed: 18 C supply air",
+    )
+    interval_s: float = Field(900.0, gt=0, description="seconds between decisions (at least one facility step)")
+    horizon_intervals: int = Field(4, ge=1, le=96, description="the MPC's look-ahead, in intervals")
+    inlet_margin_k: float = Field(0.3, ge=0, le=5, description="the MPC keeps rack inlets this far below 27 C")
+
+
 class GuardSection(_Section):
     """Guardrails in front of the engine for the requests served here (joulepath.serving.guard)."""
 
@@ -365,6 +380,7 @@ class Scenario(_Section):
     facility: FacilitySection = FacilitySection()
     serve: ServeSection = ServeSection()
     guard: GuardSection = GuardSection()
+    control: ControlSection = ControlSection()
     output: OutputSection = OutputSection()
 
     @field_validator("name")

@@ -120,13 +120,30 @@ def twin_cmd(
     def simulate() -> list[TwinResult]:
         board, clock, design = _twin_inputs(scenario, it_csv)
         configs = [scenario.facility.config(), *([_variant(scenario, compare)] if compare else [])]
-        return [run_twin(cfg, board, clock, design_board_w=design) for cfg in configs]
+        results = [run_twin(cfg, board, clock, design_board_w=design) for cfg in configs]
+        if scenario.control.enabled and not compare:  # [control]: the same design with the controller
+            results.append(_controlled(scenario, board, clock, design))
+        return results
 
     results = guarded(simulate)
     if json_out:
         print_json([facility_to_dict(r) for r in results])
         return
     _print_twin(results)
+
+
+def _controlled(scenario: Scenario, board: Any, clock: Any, design: float) -> TwinResult:
+    """The facility with the scenario's `[control]` controller setting its cooling, named after it."""
+    import dataclasses
+
+    from joulepath.control import run_controlled_twin
+    from joulepath.run import control_config
+
+    cfg = scenario.facility.config()
+    twin = run_controlled_twin(cfg, board, clock, control_config(scenario.control), design_board_w=design).twin
+    return dataclasses.replace(
+        twin, config=dataclasses.replace(cfg, name=f"{cfg.name} + {scenario.control.controller}")
+    )
 
 
 def _print_twin(results: list[TwinResult]) -> None:

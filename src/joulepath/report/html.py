@@ -186,6 +186,10 @@ def facility_figure(result: RunResult) -> str:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=days, y=daily(s["it_power_w"]) / 1e3, name="IT power kW"))
     fig.add_trace(go.Scatter(x=days, y=daily(s["cooling_power_w"]) / 1e3, name="cooling power kW"))
+    if result.control is not None and result.control.cooling_w_fixed_daily:
+        fixed = np.asarray(result.control.cooling_w_fixed_daily[: len(days)]) / 1e3
+        fig.add_trace(go.Scatter(x=days[: len(fixed)], y=fixed, name="cooling kW at fixed setpoints",
+                                 line=dict(dash="dash")))  # fmt: skip
     fig.add_trace(go.Scatter(x=days, y=daily(s["t_outdoor_c"]), name="outdoor °C", yaxis="y2"))
     pue = daily(s["facility_power_w"]) / np.maximum(daily(s["it_power_w"]), 1e-9)
     fig.add_trace(go.Scatter(x=days, y=pue * 10, name="PUE x 10", yaxis="y2", line=dict(dash="dot")))
@@ -352,6 +356,15 @@ def summary_text(result: RunResult) -> str:
             )
     if result.endpoint:
         parts.append(endpoint_text(result.endpoint))
+    if result.control:
+        c = result.control
+        parts.append(
+            f"Cooling control ({html.escape(c.controller)}) cut the optimized facility's cooling energy by "
+            f"<b>{100 * c.cooling_saving_frac:.1f} %</b> and its facility energy by "
+            f"{100 * c.facility_saving_frac:.1f} % against fixed setpoints on the same load, with "
+            f"{c.inlet_violation_steps} steps above a 27 °C inlet "
+            f"{_tag('energy', c.provenance)}."
+        )
     parts.append(
         f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
         f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "

@@ -25,6 +25,7 @@ from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
 from joulepath.results import (
     SCHEMA_VERSION,
+    ControlOutcome,
     EndpointRun,
     FleetOutcome,
     KVOffloadUse,
@@ -99,6 +100,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "baseline": _fleet_outcome(result.baseline) if result.baseline else None,
         "local": local_to_dict(result.local) if result.local else None,
         "endpoint": endpoint_to_dict(result.endpoint) if result.endpoint else None,
+        "control": control_to_dict(result.control) if result.control else None,
     }
     return plain(doc)  # every non-finite float, wherever it sits, becomes null
 
@@ -156,6 +158,15 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "torch_threads": run.torch_threads,
         "bytes_per_weight": run.bytes_per_weight,
     }
+
+
+def control_to_dict(c: ControlOutcome) -> dict[str, Any]:
+    """The cooling controller against fixed setpoints on the optimized load (daily series left out)."""
+    keys = ("controller", "cooling_j_fixed", "cooling_j_controlled", "facility_j_fixed", "facility_j_controlled",
+            "inlet_violation_steps", "provenance")  # fmt: skip
+    return {k: getattr(c, k) for k in keys} | {
+        "cooling_saving_frac": c.cooling_saving_frac, "facility_saving_frac": c.facility_saving_frac,
+    }  # fmt: skip
 
 
 def endpoint_to_dict(ep: EndpointRun) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def request_rows(result: RunResult) -> dict[str, list[Any]]:
 def facility_rows(result: RunResult) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {"config": [], "t_s": []}
     outcomes = [("optimized", result.facility)] + ([("baseline", result.baseline.facility)] if result.baseline else [])
-    names = sorted(result.facility.series)
+    names = sorted({name for _, twin in outcomes for name in twin.series})  # a controlled twin adds setpoints
     for name in names:
         cols[name] = []
     cols["provenance"] = []
@@ -61,7 +61,7 @@ def facility_rows(result: RunResult) -> dict[str, list[Any]]:
         cols["config"] += [config] * n
         cols["t_s"] += [i * twin.clock.dt_s for i in range(n)]
         for name in names:
-            cols[name] += twin.series[name].tolist()
+            cols[name] += twin.series[name].tolist() if name in twin.series else [None] * n
         cols["provenance"] += [facility_provenance(twin)] * n
     return cols
 
