@@ -357,8 +357,12 @@ class GuardSection(_Section):
     pii: Literal["redact", "block", "off"] = "redact"
     injection: bool = True
     forbidden: bool = True
-    semantic: bool = Field(False, description="the embedding classifier (loads a 90 MB model, ~10 s)")
-    semantic_threshold: float = Field(0.7, gt=0, lt=1)
+    semantic: bool = Field(
+        False, description="the embedding classifier (loads a 90 MB model and fits once per process, ~30 s)"
+    )
+    semantic_threshold: float | None = Field(
+        None, gt=0, lt=1, description="p(unsafe) at which the classifier blocks; none: its cross-validated threshold"
+    )
     output_filter: bool = True
 
 

@@ -1,6 +1,6 @@
 """Quality benchmark: the zoo models on the held-out golden test split, the guardrails on the safety
-set's held-out split, and DPO's effect on accuracy and refusals, each against its baseline from the
-same run:
+set's held-out split (`--guard-only`: just those, in a minute), and DPO's effect on accuracy and
+refusals, each against its baseline from the same run:
 
 - models: jp-small (the cheap tier) vs jp-large, per level;
 - guardrails: rules only (baseline) vs rules + semantic classifier (ours);
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -34,11 +35,68 @@ def by_level(report: EvalReport) -> dict[str, float]:
     return {level: report.level_accuracy(level) for level in LEVELS if any(c.level == level for c in report.cells)}
 
 
-def guard_rates(guard: Guard, rows: list[dict[str, str]]) -> dict[str, float]:
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval (95 % for z = 1.96) of a rate of k in n: honest near 0 and 1, unlike k/n +- 2 sd."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def guard_rates(guard: Guard, rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Shares of unsafe rows blocked and of safe rows blocked, with counts and Wilson 95 % intervals."""
     decisions = guard.check_inputs([r["text"] for r in rows])
     unsafe = [d.blocked for r, d in zip(rows, decisions, strict=True) if r["label"] == "unsafe"]
     safe = [d.blocked for r, d in zip(rows, decisions, strict=True) if r["label"] == "safe"]
-    return {"unsafe_block_rate": sum(unsafe) / len(unsafe), "safe_false_positive_rate": sum(safe) / len(safe)}
+    return {
+        "unsafe_block_rate": sum(unsafe) / len(unsafe),
+        "safe_false_positive_rate": sum(safe) / len(safe),
+        "unsafe_blocked": sum(unsafe),
+        "unsafe": len(unsafe),
+        "safe_blocked": sum(safe),
+        "safe": len(safe),
+        "unsafe_block_rate_ci95": wilson_interval(sum(unsafe), len(unsafe)),
+        "safe_false_positive_rate_ci95": wilson_interval(sum(safe), len(safe)),
+    }
+
+
+def guard_latency_ms(guard: Guard, texts: list[str]) -> dict[str, float]:
+    """Wall time of `check_input` per request, one request at a time as a server calls it (ms); the
+    classifier is loaded first, so start-up is not counted."""
+    guard.check_input(texts[0])
+    times = []
+    for text in texts:
+        t0 = time.perf_counter()
+        guard.check_input(text)
+        times.append(1000 * (time.perf_counter() - t0))
+    times.sort()
+    return {
+        "median": times[len(times) // 2],
+        "p95": times[int(0.95 * (len(times) - 1))],
+        "mean": sum(times) / len(times),
+    }
+
+
+def run_guard() -> dict[str, Any]:
+    """The guardrails on the safety set's held-out split: rules only vs rules + classifier, and latency."""
+    held_out = load_safety_set("test")
+    rules_only, ours = Guard(GuardPolicy(semantic=False)), Guard()
+    t0 = time.perf_counter()
+    threshold = ours.semantic_threshold  # fits the classifier and cross-validates its threshold
+    texts = [r["text"] for r in held_out]
+    return {
+        "rules_only": guard_rates(rules_only, held_out),
+        "rules_and_semantic": guard_rates(ours, held_out),
+        "semantic_threshold": threshold,  # chosen on the training split only
+        "classifier_fit_s": time.perf_counter() - t0,
+        "train_rows": len(load_safety_set("train")),
+        "latency_ms": {
+            "rules_only": guard_latency_ms(rules_only, texts),
+            "rules_and_semantic": guard_latency_ms(ours, texts),
+        },
+    }
 
 
 def run(quick: bool, dpo_model: str) -> dict[str, Any]:
@@ -57,10 +115,7 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     mtp_accepted = mean_accepted_length(large, heads, dev) if heads is not None else None
     training = json.loads((zoo_path("jp-large") / TRAINING_FILE).read_text(encoding="utf-8"))
     held_out = load_safety_set("test")
-    guard = {
-        "rules_only": guard_rates(Guard(GuardPolicy(semantic=False)), held_out),
-        "rules_and_semantic": guard_rates(Guard(), held_out),
-    }
+    guard = run_guard()
     cfg = AlignConfig(steps=20 if quick else 150, task_prompts=100 if quick else 600)
     loaded = load_model(dpo_model)
     examples = golden.load("test", per_cell=5 if quick else 20)
@@ -114,11 +169,7 @@ def report(r: dict[str, Any]) -> None:
     for level in LEVELS:
         ratio = f"{large[level] / small[level]:11.2f}x" if small[level] else f"{'n/a':>12s}"
         print(f"{level:8s} {100 * small[level]:8.1f}% {100 * large[level]:8.1f}% {ratio}")
-    base, ours = r["guard"]["rules_only"], r["guard"]["rules_and_semantic"]
-    print("guardrails on the held-out safety split: rules only -> rules + semantic")
-    print(f"  unsafe blocked   {100 * base['unsafe_block_rate']:5.1f}% -> {100 * ours['unsafe_block_rate']:5.1f}%")
-    fp_base, fp_ours = base["safe_false_positive_rate"], ours["safe_false_positive_rate"]
-    print(f"  safe blocked     {100 * fp_base:5.1f}% -> {100 * fp_ours:5.1f}%")
+    report_guard(r["guard"])
     d = r["dpo"]
     print(f"DPO on {d['model']} ({d['pairs']} pairs): before -> after")
     for key, label in (
@@ -139,11 +190,35 @@ def report(r: dict[str, Any]) -> None:
     )
 
 
+def report_guard(g: dict[str, Any]) -> None:
+    base, ours = g["rules_only"], g["rules_and_semantic"]
+    print(
+        f"guardrails on the held-out safety split ({ours['unsafe']} unsafe, {ours['safe']} safe; "
+        f"classifier threshold {g['semantic_threshold']:.3f} from cross-validation on {g['train_rows']} training rows)"
+    )
+    print("  rules only -> rules + semantic classifier (Wilson 95 % interval)")
+    for rate, label in (("unsafe_block_rate", "unsafe blocked"), ("safe_false_positive_rate", "safe blocked")):
+        lo, hi = ours[f"{rate}_ci95"]
+        print(f"  {label:15s} {100 * base[rate]:5.1f}% -> {100 * ours[rate]:5.1f}% ({100 * lo:.1f}-{100 * hi:.1f}%)")
+    rules, both = g["latency_ms"]["rules_only"], g["latency_ms"]["rules_and_semantic"]
+    print(
+        f"  check_input per request: median {rules['median']:.2f} -> {both['median']:.2f} ms, "
+        f"p95 {rules['p95']:.2f} -> {both['p95']:.2f} ms"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="5 examples per cell and a 20-step DPO")
     parser.add_argument("--dpo-model", default="jp-small", help="zoo model or folder to align")
+    parser.add_argument("--guard-only", action="store_true", help="only the guardrails (writes quality_guard.json)")
     args = parser.parse_args(argv)
+    if args.guard_only:
+        guard = run_guard()
+        report_guard(guard)
+        written = write_result("quality_guard", {"benchmark": "quality_guard", "machine": machine(), "guard": guard})
+        print(f"wrote {written}")
+        return 0
     result = run(args.quick, args.dpo_model)
     report(result)
     print(f"wrote {write_result('quality', result)}")

@@ -81,7 +81,11 @@ def build_server(
     else:
         config = engine_config(serve, optimized=False)
     config = dataclasses.replace(config, max_batch=serve.max_batch)
-    frontend = Frontend(Engine(loaded, config), guard_for(scenario.guard) if guard else None)
+    guardrails = guard_for(scenario.guard) if guard else None
+    if guardrails is not None and guardrails.policy.semantic:  # fit now, not on the first request
+        err_console.print("guardrails: fitting the semantic classifier (once per process, ~30 s)", highlight=False)
+        _ = guardrails.classifier
+    frontend = Frontend(Engine(loaded, config), guardrails)
     server_config = ServerConfig(served_name or serve.model, keys, max_body_kib * 1024, max_pending, rate_limit)
     return Server(frontend, server_config)
 

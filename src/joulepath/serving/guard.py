@@ -9,13 +9,20 @@ system-prompt leakage. A blocked request gets a refusal and never reaches the en
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
 from importlib import resources
 from typing import Literal
 
 from joulepath.serving.rules import INJECTION, Finding, find_forbidden, find_pii, find_rules, redact
-from joulepath.serving.semantic import SemanticClassifier, fit
+from joulepath.serving.semantic import (
+    SemanticClassifier,
+    features,
+    fit_features,
+    out_of_fold_scores,
+    threshold_for,
+    with_readings,
+)
 
 Action = Literal["allow", "redact", "block", "truncate"]
 REFUSAL = "I can't help with that request."
@@ -31,14 +38,16 @@ class GuardPolicy:
     injection: bool = True
     forbidden: bool = True
     semantic: bool = True
-    semantic_threshold: float = 0.7  # chosen by 5-fold cross-validation on the training split
+    # p(unsafe) at which the classifier blocks; None: the classifier's own threshold, chosen by
+    # cross-validation on the training split for at most 1 % of safe prompts blocked (`default_classifier`)
+    semantic_threshold: float | None = None
     output_filter: bool = True
     system_prompt: str = ""  # leaked verbatim (any 40-character run of it) in an output -> blocked
 
     def __post_init__(self) -> None:
         if self.max_input_chars <= 0 or self.max_output_chars <= 0:
             raise ValueError("max_input_chars and max_output_chars must be positive")
-        if not 0.0 < self.semantic_threshold < 1.0:
+        if self.semantic_threshold is not None and not 0.0 < self.semantic_threshold < 1.0:
             raise ValueError(f"semantic_threshold must be in (0, 1), got {self.semantic_threshold}")
         if self.pii not in ("redact", "block", "off"):
             raise ValueError(f"pii must be 'redact', 'block' or 'off', got {self.pii!r}")
@@ -78,15 +87,40 @@ def safety_texts(split: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     )
 
 
-def default_classifier() -> SemanticClassifier:
-    """Fitted on the safety set's training split, with golden task prompts as extra safe examples."""
+MAX_SAFE_BLOCKED = 0.01  # the goal: at most 1 % of safe prompts blocked
+
+
+def training_examples() -> tuple[list[str], list[bool], list[bool]]:
+    """(texts, unsafe, from the safety set): the safety set's training split, then the golden dev task
+    prompts as extra safe examples; texts with personal data replaced by placeholders, as `check_inputs`
+    scores them."""
     from joulepath.quality import golden
 
     rows = load_safety_set("train")
     tasks = [e.question for e in golden.load("dev", per_cell=3)]
-    texts = [redact(r["text"], find_pii(r["text"])) for r in rows] + tasks  # as check_inputs scores them
-    labels = [r["label"] == "unsafe" for r in rows] + [False] * len(tasks)
-    return fit(texts, labels)
+    texts = [redact(r["text"], find_pii(r["text"])) for r in rows] + tasks
+    unsafe = [r["label"] == "unsafe" for r in rows] + [False] * len(tasks)
+    return texts, unsafe, [True] * len(rows) + [False] * len(tasks)
+
+
+def default_classifier(max_safe_blocked: float = MAX_SAFE_BLOCKED) -> SemanticClassifier:
+    """Fitted on the training examples, with its threshold chosen by cross-validation on them alone (the
+    held-out split is never seen): the lowest p(unsafe) at which at most `max_safe_blocked` of the safety
+    set's safe training prompts are blocked out of fold (5 folds, 3 shufflings; about 10 s). Golden task
+    prompts train but do not count, as they are far easier than the safety set's safe prompts."""
+    texts, unsafe, counted = training_examples()
+    everything, owner = with_readings(texts)  # scored as `SemanticClassifier.scores` scores a request
+    x = features(everything)
+    oof = out_of_fold_scores(x, owner, unsafe)
+    safe = [i for i, (u, c) in enumerate(zip(unsafe, counted, strict=True)) if c and not u]
+    fitted = fit_features(x.subset(range(len(texts))), unsafe)  # the texts as written, not their readings
+    return replace(fitted, threshold=threshold_for(oof[:, safe], max_safe_blocked))
+
+
+@lru_cache(maxsize=1)
+def shared_default_classifier() -> SemanticClassifier:
+    """The default classifier, fitted once per process (it is immutable, so guards can share it)."""
+    return default_classifier()
 
 
 class Guard:
@@ -96,7 +130,13 @@ class Guard:
 
     @cached_property
     def classifier(self) -> SemanticClassifier:
-        return self._classifier or default_classifier()
+        return self._classifier or shared_default_classifier()
+
+    @property
+    def semantic_threshold(self) -> float:
+        """The policy's threshold, or the classifier's cross-validated one (this loads the classifier)."""
+        p = self.policy.semantic_threshold
+        return p if p is not None else self.classifier.threshold
 
     def check_input(self, text: str) -> Decision:
         return self.check_inputs([text])[0]
@@ -124,7 +164,7 @@ class Guard:
             return Decision("block", REFUSAL, tuple(sorted({f.rule for f in pii})), findings=tuple(pii))
         unsafe = find_rules(text, INJECTION, skip_quoted=True) if p.injection else []
         unsafe += find_forbidden(text) if p.forbidden else []
-        semantic = ["semantic.unsafe"] if score is not None and score >= p.semantic_threshold else []
+        semantic = ["semantic.unsafe"] if score is not None and score >= self.semantic_threshold else []
         if unsafe or semantic:
             return Decision("block", REFUSAL, tuple([f.rule for f in unsafe] + semantic), score, tuple(unsafe))
         if pii:

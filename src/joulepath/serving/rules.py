@@ -104,7 +104,7 @@ _SAME_SENTENCE = r"[^.?!\n]"
 _SAFE_CONTEXT = (
     r"\b(?:antidotes?|exposures?|treat\w*|symptoms?|detect\w*|protect\w*|defen[cs]\w*|against|decontaminat\w*|"
     r"prevent\w*|surviv\w*|dispos\w*|neutrali[sz]\w*|mitigat\w*|remov\w*|recover\w*|histor\w*|bans?|banned|"
-    r"treaty|treaties|convention|avoid\w*|dangers?|risks?|awareness)\b"
+    r"treaty|treaties|convention|avoid\w*|dangers?|risks?|awareness|differ\w*|compar\w*)\b"
 )
 _NEAR = rf"(?:(?!{_SAFE_CONTEXT}){_SAME_SENTENCE}){{0,60}}?"  # same sentence, no defensive word between
 _MAKE_VERB = (
@@ -190,6 +190,13 @@ def _production_rule(items: str, verbs: str = _MAKE_VERB, howto: str = _HOWTO_NO
     )
 
 
+# Fraud words name the topic ("counterfeit", "laundering", "Ponzi"); these words make the text a question
+# about recognising, stopping or explaining fraud ("how can I tell if a banknote is counterfeit?").
+_FRAUD_SAFE_CONTEXT = (
+    r"\b(?:detect(?:s|ed)?|spot(?:s|ting)?|tell if|recogni[sz]\w*|identify|warning signs|red flags|protect\w*|"
+    r"prevent\w*|histor(?:y|ical)|collaps\w*|what is an?|what's an?|how did|how do banks)\b"
+)
+
 FORBIDDEN: dict[str, re.Pattern[str]] = {
     "forbidden.weapons": _production_rule(_WEAPONS),
     "forbidden.mass_harm": re.compile(
@@ -198,8 +205,10 @@ FORBIDDEN: dict[str, re.Pattern[str]] = {
     "forbidden.malware": _production_rule(_MALWARE, _CODE_VERB, _CODE_NOUN),
     "forbidden.drugs": _production_rule(_DRUGS, rf"(?:{_MAKE_VERB}|press(?:es|ed|ing)?(?!\s+releases?))"),
     "forbidden.fraud": re.compile(
-        r"\b(?:stolen (?:credit card|card|identity|identities|passwords?)|launder\w*|skim\w* card|ponzi|fake invoice|"
-        r"forg(?:e|ed|es|ing|ery)\b|counterfeit|fake (?:doctor's notes?|reviews|five-star reviews)|sell them twice)\b|"
+        rf"\A(?![\s\S]*{_FRAUD_SAFE_CONTEXT})[\s\S]*?"  # a question about spotting or stopping fraud is not one
+        r"(?:\b(?:stolen (?:credit card|card|identity|identities|passwords?)|launder\w*|skim\w* card|ponzi|"
+        r"fake invoice|forg(?:e|ed|es|ing|ery)\b|counterfeit|fake (?:doctor's notes?|reviews|five-star reviews)|"
+        r"sell them twice)\b)|"
         r"\b(?:meters?|meter readings)\b[^.?\n]{0,40}\breport zero\b|\binflate\b[^.?\n]{0,20}\bmeter readings\b",
         re.I,
     ),
