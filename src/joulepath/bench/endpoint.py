@@ -17,6 +17,7 @@ among the requests by the ledger's rule (tokens processed), as the engine shares
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import random
 import time
@@ -62,6 +63,7 @@ class Outcome:
     completion_tokens: int = 0
     finish_reason: str = ""
     server_energy_j: float | None = None  # what a joulepath server charged it (its usage extension)
+    queued_s: float = 0.0  # open loop: waiting here for a free connection (inside ttft_s and e2e_s)
 
     @property
     def ok(self) -> bool:
@@ -92,8 +94,11 @@ class Endpoint:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
 
-async def send(client: httpx2.AsyncClient, endpoint: Endpoint, request: LoadRequest, t0: float) -> Outcome:
-    """One streamed chat completion, timed from just before it is sent."""
+async def send(
+    client: httpx2.AsyncClient, endpoint: Endpoint, request: LoadRequest, t0: float, due: float | None = None
+) -> Outcome:
+    """One streamed chat completion, timed from `due` (perf_counter s: when the trace says it arrives, so
+    waiting for a free connection counts, as a user would feel it) or else from just before it is sent."""
     body: dict[str, Any] = {
         "model": endpoint.model, "messages": [{"role": "user", "content": request.user_text}],
         "max_tokens": request.max_tokens, "temperature": 0, "stream": True,
@@ -101,14 +106,16 @@ async def send(client: httpx2.AsyncClient, endpoint: Endpoint, request: LoadRequ
     }  # fmt: skip
     if request.ignore_eos:
         body["ignore_eos"] = True
-    start = time.perf_counter()
-    sent_s = start - t0
+    sent = time.perf_counter()
+    start = sent if due is None else min(due, sent)
+    sent_s = sent - t0
     try:
         async with client.stream("POST", f"{endpoint.v1}/chat/completions", json=body, headers=endpoint.headers) as r:
             if r.status_code != 200:
                 text = (await r.aread()).decode(errors="replace")[:ERROR_BODY_CHARS]
                 return Outcome(request, sent_s, r.status_code, f"HTTP {r.status_code}: {text}")
-            return await _read_stream(r, request, sent_s, start)
+            outcome = await _read_stream(r, request, sent_s, start)
+            return dataclasses.replace(outcome, queued_s=sent - start)
     except (httpx2.HTTPError, OSError) as exc:
         return Outcome(request, sent_s, 0, f"{type(exc).__name__}: {exc}"[:ERROR_BODY_CHARS])
 
@@ -157,7 +164,7 @@ async def replay(endpoint: Endpoint, requests: Sequence[LoadRequest], connection
         async def one(request: LoadRequest) -> Outcome:
             await asyncio.sleep(max(0.0, request.at_s - (time.perf_counter() - t0)))
             async with gate:
-                return await send(client, endpoint, request, t0)
+                return await send(client, endpoint, request, t0, due=t0 + request.at_s)
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import re
 import socket
 import statistics
@@ -46,13 +47,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(*args: str, model: str = MODEL, start_timeout_s: float = 120) -> Iterator[tuple[str, int]]:
+def running_server(
+    *args: str, model: str = MODEL, start_timeout_s: float = 120, threads: int | None = None
+) -> Iterator[tuple[str, int]]:
     """`joulepath serve --model MODEL --no-levers ARGS` in a subprocess on a free loopback port: yields (base
-    URL, pid) once /health answers 200, and stops it after."""
+    URL, pid) once /health answers 200, and stops it after. `threads`: its torch threads (OMP_NUM_THREADS)."""
     port = free_port()
     cmd = [sys.executable, "-c", "from joulepath.cli import app; app()", "serve", "--model", model, "--no-levers",
            "--port", str(port), *args]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {**os.environ, **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(proc, url, start_timeout_s)
@@ -193,11 +197,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="20 clients x 8 s, 4 latency pairs, 30 examples")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, server and in-process alike")
     args = parser.parse_args(argv)
     clients, seconds, warm_s = (20, 8.0, 3.0) if args.quick else (args.clients, args.seconds, 15.0)
     pairs, examples = (4, 30) if args.quick else (30, 400)
-    with running_server("--api-key", KEY, "--max-pending", str(max(256, 2 * clients))) as (url, pid):
-        print(f"server {url} (pid {pid}), {MODEL}, guardrails on (rules), levers off", flush=True)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    server_args = ("--api-key", KEY, "--max-pending", str(max(256, 2 * clients)))
+    with running_server(*server_args, threads=args.threads) as (url, pid):
+        print(f"server {url} (pid {pid}), {MODEL}, guardrails on (rules), levers off, {args.threads} torch "
+              "thread(s) in the server and in-process", flush=True)  # fmt: skip
         overhead = http_overhead(url, pairs)
         print(
             f"added latency: p50 TTFT {overhead['http_p50_ttft_ms']:.1f} ms over HTTP vs "
@@ -224,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine(),
         "quick": args.quick,
+        "torch_threads": args.threads,
         **loaded,
         **overhead,
         **fuzz,

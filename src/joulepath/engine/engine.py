@@ -180,11 +180,13 @@ class Engine:
         priority: str = "interactive",
         request_id: str | None = None,
         cache_salt: str = "",
+        arrival_s: float | None = None,
     ) -> str:
         """Queue a request; returns its id. Raises ValueError for an empty prompt or bad ids, and
         ContextLengthError for a prompt that leaves no room in the model's context; `max_tokens` is capped
         so that prompt + output fits the context (the record's `capped_max_tokens` says so). With the prefix
-        cache on, only requests with the same `cache_salt` (a tenant's) share cached blocks."""
+        cache on, only requests with the same `cache_salt` (a tenant's) share cached blocks. `arrival_s`
+        (perf_counter seconds; default now): when the request arrived, if it waited elsewhere first."""
         params = params or SamplingParams()
         ids = self.loaded.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not ids:
@@ -201,7 +203,8 @@ class Engine:
             params = dataclasses.replace(params, max_tokens=room)
             self._capped[rid] = room
         gen = torch.Generator().manual_seed(params.seed) if params.seed is not None else None
-        seq = Sequence(seq_id, rid, ids, params, PRIORITY[priority], time.perf_counter(), gen)
+        arrived = time.perf_counter() if arrival_s is None else arrival_s
+        seq = Sequence(seq_id, rid, ids, params, PRIORITY[priority], arrived, gen)
         seq.prefix = PrefixState(salt=cache_salt)
         self.scheduler.add(seq)
         self._seqs[rid] = seq
@@ -312,12 +315,12 @@ class Engine:
             self.scheduler.finish(seq, "abort", time.perf_counter())
         self.forget(request_id)
 
-    def request_params(self, request_id: str) -> tuple[SamplingParams, str, list[int]]:
-        """(params after the context cap, priority class, prompt ids) a request was queued with: what it
-        takes to serve it again on another engine (the router's cascade)."""
+    def request_params(self, request_id: str) -> tuple[SamplingParams, str, list[int], float]:
+        """(params after the context cap, priority class, prompt ids, arrival perf_counter s) a request was
+        queued with: what it takes to serve it again on another engine (the router's cascade)."""
         seq = self._seqs[request_id]
         priority = next(name for name, rank in PRIORITY.items() if rank == seq.priority)
-        return seq.params, priority, list(seq.prompt_ids)
+        return seq.params, priority, list(seq.prompt_ids), seq.arrival_s
 
     def forget(self, request_id: str) -> None:
         """Drop what the engine keeps per request (its sequence, record, cap) once the caller has read it."""
@@ -340,8 +343,14 @@ class Engine:
         """One step, then its tokens as text, outside the step; a request whose text reached a stop string
         is finished here. Every request in the step must have been opened in `texts`."""
         outputs = self.step()
+        deltas, stopped = [], set()
         with scope("sampling+detokenize"):
-            deltas = [texts.add(o.request_id, o.token_id, o.finished) for o in outputs]
+            for o in outputs:
+                if o.request_id in stopped:  # a stop string ended it earlier in this step (several drafts accepted)
+                    continue
+                deltas.append(texts.add(o.request_id, o.token_id, o.finished))
+                if deltas[-1].stopped:
+                    stopped.add(o.request_id)
         for d in deltas:
             if d.stopped:
                 self.finish_request(d.request_id, "stop")

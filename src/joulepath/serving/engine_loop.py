@@ -18,6 +18,7 @@ from joulepath.serving.metrics import ServerMetrics
 from joulepath.serving.openai_protocol import APIError
 
 log = logging.getLogger("joulepath.server")
+MAX_FAILED_STEPS = 3  # engine steps failing in a row before the loop gives up (/health then says 503)
 
 
 @dataclass
@@ -84,21 +85,51 @@ class EngineLoop:
         self._wake.set()
 
     def _run(self) -> None:
+        failures = 0  # steps failed in a row
+        while not self._stop.is_set():
+            try:
+                self._turn()
+                failures = 0
+            except Exception as exc:  # one failed step fails the requests in it, not the server
+                failures += 1
+                log.exception("engine step failed (%d in a row)", failures)
+                if failures >= MAX_FAILED_STEPS or not self._fail_in_flight(exc):
+                    self._die(exc)
+                    return
+            except BaseException as exc:
+                self._die(exc)
+                raise
+
+    def _turn(self) -> None:
+        """Commands, then one step if there is work, else wait for a command."""
+        if self._drain():
+            self._engine_state()  # aborts free blocks and slots without a step
+        if self.frontend.has_work():
+            self._publish(self.frontend.step_stream())
+            self._engine_state()
+        else:
+            self._wake.wait(0.5)
+            self._wake.clear()
+
+    def _fail_in_flight(self, exc: Exception) -> bool:
+        """Answer every request in flight with a 500 and drop it from the engine; False if that fails too."""
+        failure = APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", "server_error")
+        self._post([(job.events, failure) for job, _ in self._routes.values()])
         try:
-            while not self._stop.is_set():
-                if self._drain():
-                    self._engine_state()  # aborts free blocks and slots without a step
-                if self.frontend.has_work():
-                    self._publish(self.frontend.step_stream())
-                    self._engine_state()
-                else:
-                    self._wake.wait(0.5)
-                    self._wake.clear()
-        except BaseException as exc:  # the loop is dead: /health says so, waiting requests get a 500
-            log.exception("engine loop died")
-            self.error = exc
-            failure = APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", "server_error")
-            self._post([(job.events, failure) for job, _ in self._routes.values()])
+            for rid in list(self._routes):
+                self.frontend.abort(rid)
+        except Exception:
+            log.exception("could not drop the failed requests")
+            return False
+        self._routes.clear()
+        return True
+
+    def _die(self, exc: BaseException) -> None:
+        """The loop is dead: /health says so, waiting requests get a 500."""
+        log.error("engine loop stopped: %s: %s", type(exc).__name__, exc)
+        self.error = exc
+        failure = APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", "server_error")
+        self._post([(job.events, failure) for job, _ in self._routes.values()])
 
     def _drain(self) -> int:
         """Carry out the queued commands; returns how many there were."""
@@ -123,6 +154,10 @@ class EngineLoop:
                 code = "context_length_exceeded" if isinstance(exc, ContextLengthError) else None
                 events.append((job.events, APIError(400, str(exc), param=job.prompt_param, code=code)))
                 continue
+            except Exception as exc:  # a bug on one request's path refuses that request only
+                log.exception("submit failed")
+                events.append((job.events, APIError(500, f"{type(exc).__name__}: {exc}", "server_error")))
+                continue
             self._routes[rid] = (job, index)
             events.append((job.events, index))
         with self._lock:
@@ -145,7 +180,7 @@ class EngineLoop:
             if r is not None:
                 del self._routes[chunk.request_id]
                 out_blocked = r.output_guard is not None and r.output_guard.blocked
-                self.metrics.finished(r.record, r.finish_reason, r.blocked, out_blocked, r.cache_hit)
+                self.metrics.finished(r.record, r.finish_reason, r.blocked, out_blocked, r.cache_hit, r.energy_j)
             events.append((route[0].events, chunk))
         self._post(events)
 
@@ -155,9 +190,11 @@ class EngineLoop:
                 self._loop.call_soon_threadsafe(_deliver, events)
 
     def _engine_state(self) -> None:
-        engine = self.frontend.engine
-        sched, cache = engine.scheduler, engine.cache
-        self.metrics.engine_state(len(sched.running), len(sched.waiting), 1 - cache.free_blocks / cache.n_blocks)
+        engines = self.frontend.engines.values()  # every model tier
+        running = sum(len(e.scheduler.running) for e in engines)
+        waiting = sum(len(e.scheduler.waiting) for e in engines)
+        used = sum(e.cache.n_blocks - e.cache.free_blocks for e in engines) / sum(e.cache.n_blocks for e in engines)
+        self.metrics.engine_state(running, waiting, used)
 
 
 def _deliver(events: list[tuple[asyncio.Queue[Any], Any]]) -> None:

@@ -1,11 +1,12 @@
-"""The one path a request takes, from whoever sends it (the main job, a benchmark, the profiler, later an
-HTTP server) to its text, tokens and joules:
+"""The one path a request takes, from whoever sends it (the main job, a benchmark, the profiler, the HTTP
+server) to its text, tokens and joules:
 
     submit(Request)
       -> input guard              serving/guard.py: blocked -> a Response with the refusal, no engine
       -> answer cache             serving/answer_cache.py (off by default): a hit answers here, before
                                   any engine work, with zero engine energy; a miss is stored when it finishes
-      -> (router)                 later: picks the engine (model tier, replica); today the one engine
+      -> tiers (optional)         serving/router.py: a router picks the model tier, or the cascade starts on
+                                  the small tier and escalates unsure answers when they finish
       -> engine.add_request       engine/engine.py: paged KV, continuous batching
     step() / step_stream()
       -> engine.step()            token ids and finish flags (speculative proposals plug in at the
@@ -200,7 +201,11 @@ class Frontend:
                 self._done.append(hit)
                 return rid
         tier = self._route(rid, request, prompt)
-        self.engines[tier].add_request(prompt, request.params, request.priority, rid)
+        try:
+            self.engines[tier].add_request(prompt, request.params, request.priority, rid)
+        except ValueError:
+            self.routes.pop(rid, None)
+            raise
         self._tier[rid] = tier
         if query is not None:  # a miss: stored when it finishes
             self._queries[rid] = query
@@ -270,8 +275,7 @@ class Frontend:
         stream = self._streams.get(rid)
         tier = self._tier[rid]
         if stream is not None and rid not in self._cut:
-            so_far = self._stages[tier].text_of(rid)
-            text, cut = stream.release(so_far, delta.finished)
+            text, cut = stream.release(delta.text, delta.finished)
             if cut is not None:  # the guard refused the text so far: end the request now
                 self._cut[rid] = cut
                 if not delta.finished:
@@ -296,10 +300,13 @@ class Frontend:
         if not tiers.cascade.escalate(record.logprob_sum, record.output_tokens):
             return False
         large, engine = tiers.larger[-1]
-        params, priority, prompt = small.request_params(rid)
+        params, priority, prompt, arrival_s = small.request_params(rid)
+        try:  # its latency counts from the first arrival: the time on the small tier is the client's too
+            engine.add_request(prompt, params, priority, rid, arrival_s=arrival_s)
+        except ValueError:  # the last tier cannot take it (its context or KV is smaller): keep the answer
+            return False
         self._stages[tiers.small].pop(rid)
         small.forget(rid)
-        engine.add_request(prompt, params, priority, rid)
         self._stages[large].open(rid, params)
         self._tier[rid] = large
         self._escalated[rid] = record
@@ -416,13 +423,16 @@ class StreamGuard:
 
     def __init__(self, guard: Guard | None) -> None:
         self.guard = guard
+        self.text = ""  # what the detokenizer has released (it holds back a possible stop string's start)
         self.sent = ""  # guarded text released so far
         self.last: Decision | None = None  # the guard's decision on `last_text`
         self.last_text = ""
 
-    def release(self, text: str, finished: bool) -> tuple[str, Decision | None]:
-        """(text to show now, None) or ("", the decision that ends the stream)."""
-        guarded = text
+    def release(self, new_text: str, finished: bool) -> tuple[str, Decision | None]:
+        """Take the detokenizer's new text; (text to show now, None) or ("", the decision that ends the
+        stream)."""
+        self.text += new_text
+        text = guarded = self.text
         if self.guard is not None:
             self.last, self.last_text = self.guard.check_output(text), text
             if self.last.blocked:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from joulepath.serving.openai_protocol import APIError
@@ -31,8 +32,8 @@ class BodyLimit:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise self._too_large()
+            if seen > self.max_bytes:  # FastAPI re-raises HTTP exceptions from body parsing (others become 400)
+                raise HTTPException(413, self._too_large().message)
             return message
 
         await self.app(scope, counted, send)

@@ -69,8 +69,9 @@ class ServerMetrics:
                                        registry=r)  # fmt: skip
 
     def finished(self, record: RequestRecord | None, finish_reason: str, input_blocked: bool, output_blocked: bool,
-                 cache_hit: bool) -> None:  # fmt: skip
-        """One finished request (record None: the input guard refused it before the engine)."""
+                 cache_hit: bool, energy_j: float = 0.0) -> None:  # fmt: skip
+        """One finished request (record None: the input guard refused it before the engine). `energy_j`: what
+        it cost in all (a cascade's discarded small-tier answer included); default the record's."""
         m = self.model
         self.success.labels(m, finish_reason).inc()
         if input_blocked:
@@ -94,9 +95,10 @@ class ServerMetrics:
         if record.output_tokens > 1:
             self.tpot.labels(m).observe(record.tpot_s)
         provenance = provenance_label(record.energy_provenance)
-        self.energy.labels(m, provenance).inc(max(record.energy_j, 0.0))
+        energy_j = max(energy_j or record.energy_j, 0.0)
+        self.energy.labels(m, provenance).inc(energy_j)
         if record.output_tokens:
-            self.j_per_token.labels(m, provenance).observe(record.energy_j / record.output_tokens)
+            self.j_per_token.labels(m, provenance).observe(energy_j / record.output_tokens)
 
     def engine_state(self, running: int, waiting: int, kv_usage: float) -> None:
         self.running.labels(self.model).set(running)

@@ -164,9 +164,10 @@ class ChatCompletionRequest(_Sampling):
         """Messages as the template reads them ("developer" is OpenAI's newer name for "system")."""
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
-    def user_text(self) -> str:
-        """The user's own words, which the input guard checks (system prompts are the deployer's)."""
-        return "\n".join(m.text() for m in self.messages if m.role == "user")
+    def client_text(self) -> str:
+        """Every message's text, which the input guard checks: over HTTP the client writes the system and
+        assistant turns too, so none of them is trusted."""
+        return "\n".join(m.text() for m in self.messages)
 
 
 # ---- responses --------------------------------------------------------------------------------------

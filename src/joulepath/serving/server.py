@@ -29,6 +29,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.responses import Response as HTTPResponse
+from jinja2 import TemplateError
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from joulepath.serving import openai_protocol as api
@@ -114,7 +116,9 @@ class Server:
     async def models(self) -> dict[str, Any]:
         return api.models_list([self.config.model_name], self.created)
 
-    def _authorize(self, raw: HTTPRequest) -> None:
+    async def _authorize(self, raw: HTTPRequest) -> None:
+        """API key (401), then the rate limit per key, or per client address without keys (429). Async:
+        it runs on the event loop, which is the only place the rate limiter is touched."""
         keys = self.config.api_keys
         if keys:
             given = raw.headers.get("authorization", "")
@@ -123,7 +127,8 @@ class Server:
                 self.metrics.rejected.labels(self.config.model_name, "401").inc()
                 raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                param=None, code="invalid_api_key")  # fmt: skip
-        wait_s = self.rate.take(raw.headers.get("authorization") or (raw.client.host if raw.client else "-"))
+        client = raw.client.host if raw.client else "-"
+        wait_s = self.rate.take(raw.headers.get("authorization", client) if keys else client)
         if wait_s > 0:
             self.metrics.rejected.labels(self.config.model_name, "429").inc()
             raise APIError(429, "rate limit reached for this API key; retry later", "rate_limit_error",
@@ -132,15 +137,23 @@ class Server:
     # -- the two generation endpoints --
     async def completions(self, body: CompletionRequest, raw: HTTPRequest) -> HTTPResponse:
         prompts = body.prompts()
-        return await self._generate(body, raw, prompts, [None] * len(prompts), chat=False)
+        loaded = self.frontend.engine.loaded
+        vocab = loaded.config.vocab_size
+        if any(not 0 <= t < vocab for p in prompts if not isinstance(p, str) for t in p):
+            raise APIError(400, f"token ids must be in [0, {vocab})", param="prompt")
+        texts = [p if isinstance(p, str) else loaded.tokenizer.decode(list(p)) for p in prompts]  # ids are guarded too
+        return await self._generate(body, raw, prompts, list(texts), chat=False)
 
     async def chat_completions(self, body: ChatCompletionRequest, raw: HTTPRequest) -> HTTPResponse:
         loaded = self.frontend.engine.loaded
         if loaded.chat_template is None:
             raise APIError(400, f"model {self.config.model_name} has no chat template; use /v1/completions",
                            param="messages")  # fmt: skip
-        prompt = loaded.apply_chat_template(body.rendered_messages())
-        return await self._generate(body, raw, [prompt], [body.user_text()], chat=True)
+        try:
+            prompt = loaded.apply_chat_template(body.rendered_messages())
+        except TemplateError as exc:  # a template that refuses these messages (roles, order)
+            raise APIError(400, f"the chat template refused these messages: {exc}", param="messages") from None
+        return await self._generate(body, raw, [prompt], [body.client_text()], chat=True)
 
     async def _generate(
         self, body: CompletionRequest | ChatCompletionRequest, raw: HTTPRequest,
@@ -158,7 +171,11 @@ class Server:
         meta = api.envelope(chat, body.stream, api.new_id("chatcmpl" if chat else "cmpl"), api.now_s(), body.model)
         if body.stream:
             events = self._sse(job, meta, chat, body.include_usage, body.n)
-            return StreamingResponse(events, media_type="text/event-stream")
+            # The background task settles a job whose client left before the stream started (its generator
+            # never ran, so its own `finally` never will); settling twice is harmless.
+            return StreamingResponse(
+                events, media_type="text/event-stream", background=BackgroundTask(self._settle, job)
+            )
         return await self._whole(job, meta, chat, body.n, raw)
 
     def _check(self, body: CompletionRequest | ChatCompletionRequest) -> None:
@@ -186,6 +203,9 @@ class Server:
 
     def _admit(self, n: int) -> None:
         """The bounded queue: refuse with 429 rather than let waiting requests pile up."""
+        if n > self.config.max_pending:
+            raise APIError(400, f"{n} completions (prompts x n) in one request; this server queues at most "
+                           f"{self.config.max_pending}", param="n")  # fmt: skip
         load = self.engine_loop.load
         if load + n > self.config.max_pending:
             self.metrics.rejected.labels(self.config.model_name, "429").inc()
@@ -202,18 +222,12 @@ class Server:
 
     async def _accepted(self, job: Job) -> None:
         """Wait until the engine thread took every request of the job; its first refusal is raised."""
-        accepted = 0
-        held: list[Chunk] = []
+        accepted = 0  # acceptances arrive together, ahead of any chunk (one post per submit command)
         while accepted < len(job.rids):
             event = await self._next(job)
             if isinstance(event, APIError):
                 raise event
-            if isinstance(event, int):
-                accepted += 1
-            else:
-                held.append(event)  # a refusal or cache hit can finish before the rest is accepted
-        for chunk in held:
-            job.events.put_nowait(chunk)
+            accepted += isinstance(event, int)
 
     async def _next(self, job: Job) -> Chunk | APIError | int:
         """The job's next event; a 500 if the engine thread dies while this waits."""
@@ -280,12 +294,13 @@ class Server:
 
     def _usage(self, finals: dict[int, Chunk], n: int) -> dict[str, Any]:
         """OpenAI's usage (each prompt counted once, every choice's output) and joulepath's energy."""
-        records = {i: c.response.record for i, c in finals.items() if c.response is not None}
-        prompt = sum(r.prompt_tokens for i, r in records.items() if r is not None and i % n == 0)
-        completion = sum(r.output_tokens for r in records.values() if r is not None)
-        energy = [r for r in records.values() if r is not None]
-        provenance = sorted({r.energy_provenance for r in energy}) or ["none"]
-        joules = {"energy_j": sum(r.energy_j for r in energy), "energy_provenance": ",".join(provenance)}
+        responses = {i: c.response for i, c in finals.items() if c.response is not None}
+        records = {i: r.record for i, r in responses.items() if r.record is not None}
+        prompt = sum(r.prompt_tokens for i, r in records.items() if i % n == 0)
+        completion = sum(r.output_tokens for r in records.values())
+        provenance = sorted({r.energy_provenance for r in records.values()}) or ["none"]
+        energy_j = sum(r.energy_j for r in responses.values())  # a cascade's discarded answer included
+        joules = {"energy_j": energy_j, "energy_provenance": ",".join(provenance)}
         return {"usage": api.usage(prompt, completion), "joulepath": joules}
 
 
@@ -330,7 +345,9 @@ def _error_handlers(app: FastAPI) -> None:
     async def http_error(_: HTTPRequest, exc: Exception) -> HTTPResponse:
         assert isinstance(exc, StarletteHTTPException)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(APIError(exc.status_code, str(exc.detail), kind).body(), exc.status_code, exc.headers)
+        code = "too_large" if exc.status_code == 413 else None
+        return JSONResponse(APIError(exc.status_code, str(exc.detail), kind, code=code).body(), exc.status_code,
+                            exc.headers)  # fmt: skip
 
     async def unexpected(_: HTTPRequest, exc: Exception) -> HTTPResponse:
         log.exception("unhandled error")
