@@ -142,7 +142,14 @@ def test_metrics_carry_vllm_names_and_energy_with_provenance(server: str, client
 
 async def _abandon(url: str, n: int) -> int:
     """`n` streamed chats whose clients give up after 0.3 s; returns how many timed out."""
-    body = {"model": MODEL, "messages": CHAT, "stream": True, "temperature": 1.0, "max_tokens": 2000}
+    body = {
+        "model": MODEL,
+        "messages": CHAT,
+        "stream": True,
+        "temperature": 1.0,
+        "max_tokens": 2000,
+        "ignore_eos": True,
+    }
     headers = {"Authorization": f"Bearer {KEY}"}
     limits = httpx2.Limits(max_connections=n)
 

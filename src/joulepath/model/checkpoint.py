@@ -8,12 +8,14 @@ optionally `tokenizer.json`, `tokenizer_config.json` (its `chat_template`), `cha
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from jinja2 import Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -44,10 +46,15 @@ class LoadedModel:
         """Render messages with the checkpoint's jinja2 chat template (sandboxed)."""
         if self.chat_template is None:
             raise CheckpointError(f"{self.source} has no chat template; pass a plain prompt instead")
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(self.chat_template).render(
+        return _compiled_template(self.chat_template).render(
             messages=messages, add_generation_prompt=add_generation_prompt, bos_token="", eos_token=""
         )
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_template(template: str) -> Template:
+    """A chat template compiled once (about 1 ms each time otherwise: a server renders one per request)."""
+    return ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
 
 
 def _hf_to_ours(hf: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ import hmac
 import json
 import logging
 import math
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,7 @@ from joulepath.serving.metrics import ServerMetrics
 from joulepath.serving.openai_protocol import APIError, ChatCompletionRequest, CompletionRequest
 
 log = logging.getLogger("joulepath.server")
+GIL_SWITCH_S = 0.0005  # the interpreter's thread switch interval while serving (default 0.005)
 PRIORITY_HEADER = "x-joulepath-priority"
 
 
@@ -79,9 +81,14 @@ class Server:
     def _build(self) -> FastAPI:
         @contextlib.asynccontextmanager
         async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            # The event loop and the engine thread hand off through the GIL; at Python's default 5 ms switch
+            # interval each hand-off can wait that long while the other thread runs Python code.
+            interval_s = sys.getswitchinterval()
+            sys.setswitchinterval(GIL_SWITCH_S)
             self.engine_loop.start(asyncio.get_running_loop())
             yield
             self.engine_loop.stop()
+            sys.setswitchinterval(interval_s)
 
         app = FastAPI(title="joulepath", version="1", lifespan=lifespan)
         app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes)
