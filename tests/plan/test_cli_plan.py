@@ -34,6 +34,19 @@ def test_plan_json_has_the_chosen_plan_its_reasons_and_the_front(tmp_path: Path)
     assert d["pareto_front"] and "estimated" in d["provenance"]
 
 
+def test_plan_html_shows_the_chosen_plan_front_curves_and_rejections(tmp_path: Path) -> None:
+    f, page = tmp_path / "s.toml", tmp_path / "plan.html"
+    f.write_text(PLAN)
+    out = runner.invoke(app, ["plan", str(f), "--html", str(page), "--json"])
+    assert out.exit_code == 0, out.output
+    d = json.loads(out.output)
+    text = page.read_text()
+    assert d["html"] == str(page) and d["chosen"]["accelerator"] in text
+    assert "Pareto front" in text and "knee:" in text and "Phase-split" in text and "Estimated" in text
+    assert text.count("plotly-graph-div") == 1 + len(d["diminishing_returns"])  # the front and every curve
+    assert not list(tmp_path.glob("*.tmp"))
+
+
 def test_plan_with_a_bad_key_exits_2_with_one_line(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text(PLAN.replace("facility_days", "facility_dayz"))

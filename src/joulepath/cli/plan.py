@@ -22,6 +22,9 @@ def plan_cmd(
     all_candidates: Annotated[
         bool, typer.Option("--all", help="With --json: every candidate, not only the front.")
     ] = False,
+    html_path: Annotated[
+        Path | None, typer.Option("--html", help="Also write the plan as an HTML page (front, curves, reasons).")
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Plan an AI factory: accelerators, count, parallelism, batch cap, precision, power cap, racks and
@@ -37,11 +40,17 @@ def plan_cmd(
     with progress(quiet=json_out) as bar:
         bar.add_task("evaluating candidates (hardware model + facility twin)")
         result = guarded(run)
+    if html_path is not None:
+        from joulepath.plan.html import write_plan_html
+
+        guarded(lambda: write_plan_html(result, html_path))
     if json_out:
-        print_json(plan_dict(result, all_candidates))
+        print_json(plan_dict(result, all_candidates) | ({"html": str(html_path)} if html_path else {}))
         return
     for line in summary_lines(result):
         console.print(line, highlight=False)
+    if html_path is not None:
+        console.print(f"report: {html_path}", highlight=False)
 
 
 def _trace_demand(path: Path, scale: float) -> Any:
