@@ -152,3 +152,17 @@ def test_the_control_section_cools_the_optimized_facility_and_says_what_it_saved
     assert plain.control is None
     assert controlled.summary.wall_energy_j < plain.summary.wall_energy_j  # the same load, less cooling
     assert plain.summary.served_output_tokens == controlled.summary.served_output_tokens
+
+
+def test_the_power_cap_is_chosen_within_the_latency_bound_and_only_for_the_optimized_fleet() -> None:
+    conservative = run(parse_scenario(ANALYTIC))  # [control] power_cap = "auto", static power held
+    c = conservative.power_cap
+    assert c is not None and not c.static_power_scales and c.cap_w == c.tdp_w  # nothing pays on that reading
+    scaling = run(parse_scenario({**ANALYTIC, "control": {"cap_static_power_scales": True}}))
+    s = scaling.power_cap
+    assert s is not None and s.cap_w < s.tdp_w and s.p99_slowdown_pct <= s.latency_bound_pct and s.j_saving_pct > 0
+    assert scaling.summary.device_energy_j < conservative.summary.device_energy_j  # the cap reached the projection
+    assert scaling.baseline is not None and conservative.baseline is not None
+    assert scaling.baseline.summary.device_energy_j == conservative.baseline.summary.device_energy_j  # uncapped
+    by_hand = run(parse_scenario({**ANALYTIC, "fleet": {"power_limit_w": 500}}))
+    assert by_hand.power_cap is None  # the user's own limit wins

@@ -446,6 +446,20 @@ class ControlOutcome:
 
 
 @dataclass(frozen=True)
+class PowerCapChoice:
+    """The optimized fleet's power limit chosen by `[control] power_cap = "auto"` (estimated: hardware model)."""
+
+    tdp_w: float
+    cap_w: float  # == tdp_w: no cap paid within the latency bound
+    j_saving_pct: float  # device J per output token, against uncapped
+    p99_slowdown_pct: float
+    latency_bound_pct: float
+    static_power_scales: bool  # which reading of the model chose it (see ControlSection)
+    curve: tuple[tuple[float, float, float, bool], ...]  # (cap W, J saving %, p99 slowdown %, counted) per cap
+    provenance: str
+
+
+@dataclass(frozen=True)
 class FleetOutcome:
     """One configuration projected onto the fleet and run through the facility twin (estimated)."""
 
@@ -478,3 +492,4 @@ class RunResult:
     work: WorkProfile | None = None  # the work profile the optimized projection applied (measured where served)
     endpoint: EndpointRun | None = None  # `joulepath bench serve`: the measured endpoint is the optimized side
     control: ControlOutcome | None = None  # the optimized facility under the [control] controller vs fixed setpoints
+    power_cap: PowerCapChoice | None = None  # the optimized fleet's power limit ([control] power_cap = "auto")

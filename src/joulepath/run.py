@@ -24,7 +24,15 @@ from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_ste
 from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
 from joulepath.meter import FacilityRatios, Meter, NodeAssumption, Waterfall, auto_meter, rollup
-from joulepath.results import ControlOutcome, DataMovement, EndpointRun, FleetOutcome, RunResult, Summary
+from joulepath.results import (
+    ControlOutcome,
+    DataMovement,
+    EndpointRun,
+    FleetOutcome,
+    PowerCapChoice,
+    RunResult,
+    Summary,
+)
 from joulepath.scenario import SAFE_NAME, ControlSection, Scenario, WorkloadSection
 from joulepath.workload import SyntheticParams, Trace, generate, read_azure_csv, trace_stats
 
@@ -101,10 +109,13 @@ def projected(
     "analysis" window (opened by the caller) closes here."""
     progress("projection onto the fleet and facility twin: baseline (no batching)")
     baseline = fleet_outcome(scenario, trace, fleet_max_batch(scenario, baseline_work), baseline_work)
+    cap = choose_power_cap(scenario, trace)
+    capped = scenario if cap is None or cap.cap_w >= cap.tdp_w else _with_power_limit(scenario, cap.cap_w)
     controlled = f", {scenario.control.controller} cooling control" if scenario.control.enabled else ""
+    controlled += f", {cap.cap_w:.0f} W power cap" if cap is not None and cap.cap_w < cap.tdp_w else ""
     progress(f"projection onto the fleet and facility twin: optimized (continuous batching{controlled})")
     optimized = fleet_outcome(
-        scenario, trace, fleet_max_batch(scenario, optimized_work), optimized_work, scenario.control.enabled
+        capped, trace, fleet_max_batch(scenario, optimized_work), optimized_work, scenario.control.enabled
     )
     movement = _data_movement(scenario.model.spec(), deployment(scenario), optimized.projection, trace)
     return RunResult(
@@ -123,6 +134,7 @@ def projected(
         None,
         optimized.work,
         control=optimized.control,
+        power_cap=cap,
     )
 
 
@@ -217,6 +229,42 @@ def controlled_facility(scenario: Scenario, proj: FleetProjection) -> tuple[Twin
         f"estimated: facility twin, {c.controller} controller vs the preset's fixed setpoints, same IT load",
     )
     return twin, outcome
+
+
+CAP_FRACS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)  # of TDP: the power limits `power_cap = "auto"` weighs
+
+
+def choose_power_cap(scenario: Scenario, trace: Trace) -> PowerCapChoice | None:
+    """Zeus-style: the power limit with the least device J/token whose p99 TPOT stays within the latency
+    bound (joulepath.control.power over the hardware model, estimated); None when off or the fleet's limit
+    is set by hand."""
+    c = scenario.control
+    if not c.enabled or c.power_cap == "off" or scenario.fleet.power_limit_w is not None:
+        return None
+    from joulepath.control.power import Trace as CapTrace
+    from joulepath.control.power import cap_curve, choose_cap
+
+    dep = deployment(scenario)
+    requests = CapTrace(trace.arrival_s, trace.prompt_tokens.astype(float), trace.output_tokens.astype(float))
+    fracs = np.array(CAP_FRACS)
+    points = cap_curve(
+        requests, scenario.model.spec(), dep, scenario.fleet.count, fracs, None, c.cap_static_power_scales
+    )
+    reading = "all power above idle scales with the clock" if c.cap_static_power_scales else "static power held"
+    try:
+        best = choose_cap(points, c.latency_bound_pct)
+    except ValueError:  # even the uncapped point is outside the model's consistent range (e.g. an assumed TDP)
+        reading += "; no limit could be weighed consistently, so none is applied"
+        best = dataclasses.replace(points[0], cap_w=dep.tdp_w, j_saving_pct=0.0, p99_slowdown_pct=0.0)
+    return PowerCapChoice(
+        dep.tdp_w, best.cap_w, best.j_saving_pct, best.p99_slowdown_pct, c.latency_bound_pct,
+        c.cap_static_power_scales, tuple((p.cap_w, p.j_saving_pct, p.p99_slowdown_pct, p.consistent) for p in points),
+        f"estimated: hardware model (joulepath.control.power), {reading}",
+    )  # fmt: skip
+
+
+def _with_power_limit(scenario: Scenario, cap_w: float) -> Scenario:
+    return scenario.model_copy(update={"fleet": scenario.fleet.model_copy(update={"power_limit_w": cap_w})})
 
 
 def control_config(section: ControlSection) -> ControlConfig:

@@ -346,6 +346,18 @@ class ControlSection(_Section):
     interval_s: float = Field(900.0, gt=0, description="seconds between decisions (at least one facility step)")
     horizon_intervals: int = Field(4, ge=1, le=96, description="the MPC's look-ahead, in intervals")
     inlet_margin_k: float = Field(0.3, ge=0, le=5, description="the MPC keeps rack inlets this far below 27 C")
+    power_cap: Literal["off", "auto"] = Field(
+        "auto",
+        description="auto: the optimized fleet runs at the power limit with the least J/token whose p99 TPOT is at "
+        "most latency_bound_pct worse than uncapped (Zeus-style, hardware model, estimated); ignored when "
+        "fleet.power_limit_w is set",
+    )
+    latency_bound_pct: float = Field(5.0, ge=0, le=100, description="the slowdown a power cap may cost, p99 TPOT")
+    cap_static_power_scales: bool = Field(
+        False,
+        description="false (conservative): a cap counts only where it pays even if static power does not fall with "
+        "the clock; true: the hardware model's own reading, where all power above idle scales (larger savings)",
+    )
 
 
 class GuardSection(_Section):

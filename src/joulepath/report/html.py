@@ -20,7 +20,7 @@ from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
 from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
-from joulepath.results import EndpointRun, KVOffloadUse, LocalComparison, RatioSpread, RunResult
+from joulepath.results import EndpointRun, KVOffloadUse, LocalComparison, PowerCapChoice, RatioSpread, RunResult
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
 STATUS_SCRIPT = """<script>
@@ -365,12 +365,28 @@ def summary_text(result: RunResult) -> str:
             f"{c.inlet_violation_steps} steps above a 27 °C inlet "
             f"{_tag('energy', c.provenance)}."
         )
+    if result.power_cap:
+        parts.append(power_cap_text(result.power_cap))
     parts.append(
         f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
         f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "
         f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('energy', s.provenance)}."
     )
     return "<p>" + "</p><p>".join(parts) + "</p>"
+
+
+def power_cap_text(c: PowerCapChoice) -> str:
+    """The summary's sentence on the optimized fleet's power limit."""
+    tag = _tag("energy", c.provenance)
+    if c.cap_w >= c.tdp_w:
+        return (
+            f"No power cap paid within a {c.latency_bound_pct:g} % p99 TPOT bound under this reading of the "
+            f"hardware model, so the optimized fleet runs at its {c.tdp_w:.0f} W limit {tag}."
+        )
+    return (
+        f"The optimized fleet runs capped at <b>{c.cap_w:.0f} W</b> of {c.tdp_w:.0f} W: {c.j_saving_pct:.1f} % less "
+        f"device energy per token for {c.p99_slowdown_pct:.1f} % slower p99 TPOT {tag}."
+    )
 
 
 def endpoint_text(ep: EndpointRun) -> str:

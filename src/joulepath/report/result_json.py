@@ -31,6 +31,7 @@ from joulepath.results import (
     KVOffloadUse,
     LocalComparison,
     LocalRun,
+    PowerCapChoice,
     RatioSpread,
     RunResult,
 )
@@ -101,6 +102,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "local": local_to_dict(result.local) if result.local else None,
         "endpoint": endpoint_to_dict(result.endpoint) if result.endpoint else None,
         "control": control_to_dict(result.control) if result.control else None,
+        "power_cap": power_cap_to_dict(result.power_cap) if result.power_cap else None,
     }
     return plain(doc)  # every non-finite float, wherever it sits, becomes null
 
@@ -167,6 +169,13 @@ def control_to_dict(c: ControlOutcome) -> dict[str, Any]:
     return {k: getattr(c, k) for k in keys} | {
         "cooling_saving_frac": c.cooling_saving_frac, "facility_saving_frac": c.facility_saving_frac,
     }  # fmt: skip
+
+
+def power_cap_to_dict(c: PowerCapChoice) -> dict[str, Any]:
+    """The optimized fleet's power limit and the curve it was chosen from (estimated)."""
+    keys = ("tdp_w", "cap_w", "j_saving_pct", "p99_slowdown_pct", "latency_bound_pct", "static_power_scales")
+    curve = [{"cap_w": w, "j_saving_pct": j, "p99_slowdown_pct": s, "counted": ok} for w, j, s, ok in c.curve]
+    return {k: getattr(c, k) for k in keys} | {"capped": c.cap_w < c.tdp_w, "curve": curve, "provenance": c.provenance}
 
 
 def endpoint_to_dict(ep: EndpointRun) -> dict[str, Any]:
