@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from joulepath.facility import Clock, TwinResult, load_on_clock, run_twin
+from joulepath.facility.feedback import interval_means
 from joulepath.hw import Deployment, get_accelerator
 from joulepath.hw.fleet import FleetProjection, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
@@ -224,8 +225,8 @@ def controlled_facility(scenario: Scenario, proj: FleetProjection) -> tuple[Twin
         fixed.metrics.facility_energy_j,
         twin.metrics.facility_energy_j,
         twin.metrics.inlet_violation_steps,
-        _daily_means(fixed.series["cooling_power_w"], day_steps),
-        _daily_means(twin.series["cooling_power_w"], day_steps),
+        tuple(float(v) for v in interval_means(fixed.series["cooling_power_w"], day_steps)),
+        tuple(float(v) for v in interval_means(twin.series["cooling_power_w"], day_steps)),
         f"estimated: facility twin, {c.controller} controller vs the preset's fixed setpoints, same IT load",
     )
     return twin, outcome
@@ -276,11 +277,6 @@ def control_config(section: ControlSection) -> ControlConfig:
 
 def _energy_j(twin: TwinResult, series: str) -> float:
     return float(twin.series[series].sum() * twin.clock.dt_s)
-
-
-def _daily_means(values: np.ndarray, day_steps: int) -> tuple[float, ...]:
-    days = len(values) // day_steps
-    return tuple(float(v) for v in values[: days * day_steps].reshape(days, day_steps).mean(axis=1)) if days else ()
 
 
 def facility_ratios(twin: TwinResult) -> FacilityRatios:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx2
+import numpy as np
 
 from joulepath.meter import attribute, auto_meter
 from joulepath.quality import golden
@@ -222,8 +223,7 @@ def _record(k: int, o: Outcome, energy_j: float, provenance: str) -> RequestReco
 
 
 def percentile_ms(values: Sequence[float], q: float) -> float:
-    import numpy as np
-
+    """The q-th percentile of seconds, in ms (NaN values, failed requests, left out)."""
     finite = [v for v in values if v == v]
     return float(np.percentile(finite, q) * 1e3) if finite else float("nan")
 

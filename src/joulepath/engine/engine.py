@@ -425,6 +425,5 @@ def _add_logprobs(seq: Sequence, logits: torch.Tensor, tokens: list[int]) -> Non
     """Fold the emitted tokens' log-probabilities (rows of `logits`, one per token) into the sequence."""
     chosen = torch.log_softmax(logits.float(), -1)[torch.arange(len(tokens)), torch.tensor(tokens)]  # (n,)
     values = chosen.tolist()
-    first = not seq.output_ids and seq.logprob_sum == 0.0
     seq.logprob_sum += sum(values)
-    seq.logprob_min = min(values) if first else min(seq.logprob_min, *values)
+    seq.logprob_min = min(values) if not seq.output_ids else min(seq.logprob_min, *values)

@@ -113,8 +113,7 @@ class EngineLoop:
 
     def _fail_in_flight(self, exc: Exception) -> bool:
         """Answer every request in flight with a 500 and drop it from the engine; False if that fails too."""
-        failure = APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", "server_error")
-        self._post([(job.events, failure) for job, _ in self._routes.values()])
+        self._fail_routed(exc)
         try:
             for rid in list(self._routes):
                 self.frontend.abort(rid)
@@ -128,6 +127,10 @@ class EngineLoop:
         """The loop is dead: /health says so, waiting requests get a 500."""
         log.error("engine loop stopped: %s: %s", type(exc).__name__, exc)
         self.error = exc
+        self._fail_routed(exc)
+
+    def _fail_routed(self, exc: BaseException) -> None:
+        """A 500 naming the failure to every request in flight."""
         failure = APIError(500, f"the engine failed: {type(exc).__name__}: {exc}", "server_error")
         self._post([(job.events, failure) for job, _ in self._routes.values()])
 

@@ -362,7 +362,7 @@ class Frontend:
         stream = self._streams.pop(rid, None)
         if out is None and self.guard is not None:
             t0 = time.perf_counter()
-            out = stream.last if stream is not None and stream.last_text == text else self.guard.check_output(text)
+            out = stream.last if stream is not None and stream.text == text else self.guard.check_output(text)
             self.guard_s += time.perf_counter() - t0
         if out is not None:
             text = out.text
@@ -425,8 +425,7 @@ class StreamGuard:
         self.guard = guard
         self.text = ""  # what the detokenizer has released (it holds back a possible stop string's start)
         self.sent = ""  # guarded text released so far
-        self.last: Decision | None = None  # the guard's decision on `last_text`
-        self.last_text = ""
+        self.last: Decision | None = None  # the guard's decision on `text`, as it was checked last
 
     def release(self, new_text: str, finished: bool) -> tuple[str, Decision | None]:
         """Take the detokenizer's new text; (text to show now, None) or ("", the decision that ends the
@@ -434,7 +433,7 @@ class StreamGuard:
         self.text += new_text
         text = guarded = self.text
         if self.guard is not None:
-            self.last, self.last_text = self.guard.check_output(text), text
+            self.last = self.guard.check_output(text)
             if self.last.blocked:
                 return "", self.last
             guarded = self.last.text
