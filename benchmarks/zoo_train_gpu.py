@@ -7,7 +7,11 @@ slice of the golden dev split and the heads' chain acceptance, and leaves everyt
 trained, split under the device tool's per-file limit; `cat jp-large.tar.gz.part-* | tar xz` restores it).
 
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --large-s 250 --small-s 70
+    PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --models jp-large --init --large-s 250
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out /tmp/z --cpu-smoke   # this script's CPU test
+
+`--init` continues from the shipped weights (a fresh optimizer and schedule: a second device session
+adds to the first instead of starting over).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +39,7 @@ from joulepath.model.mtp import load_heads
 from joulepath.quality import golden, shards
 from joulepath.quality.evals import evaluate, mean_accepted_length
 from joulepath.quality.tasks import LEVELS
-from joulepath.quality.train import TrainConfig, TrainState, train
+from joulepath.quality.train import TrainConfig, TrainState, make_data, train
 from joulepath.serving.guard import safety_texts
 
 PART_BYTES = 15 * 2**20
@@ -101,8 +105,7 @@ def stage(name: str) -> Any:
 
 @stage("data")
 def make_rows(cfg: TrainConfig, tokenizer: Path, workers: int) -> shards.PackedRows:
-    mix = shards.DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, *safety_texts("train"))
-    rows = shards.build(tokenizer, mix, cfg.data_rows, cfg.seq_len, cfg.seed, workers)
+    rows = make_data(replace(cfg, data_workers=workers), tokenizer, safety_texts("train"))
     LOG["data"] = {
         "rows": rows.n_rows,
         "seq_len": rows.length,
@@ -192,6 +195,10 @@ def main() -> int:
     parser.add_argument("--small-s", type=float, default=70.0)
     parser.add_argument("--rows", type=int, default=48_000)
     parser.add_argument("--eval-per-cell", type=int, default=10)
+    parser.add_argument("--models", default="jp-large,jp-small", help="which to train, in this order")
+    parser.add_argument("--init", action="store_true", help="warm start from the shipped zoo weights")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="peak learning rates times this")
+    parser.add_argument("--drill", default="", help="skills added to the uniform draw again (e.g. add,mul)")
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny run on CPU to test this script")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -203,15 +210,17 @@ def main() -> int:
     print(json.dumps(LOG["machine"]), flush=True)
     smoke = args.cpu_smoke
     device = "cpu" if smoke else "cuda"
+    drill = tuple(s for s in args.drill.split(",") if s)
     large = TrainConfig(
         preset="jp-large",
+        init_from=str(zoo_path("jp-large")) if args.init else "",
         steps=6 if smoke else 100_000,
         tokens_per_step=(2 * 256) if smoke else 48 * 2048,
         seq_len=256 if smoke else 2048,
-        lr=1.5e-3,
-        warmup_steps=5 if smoke else 150,
+        lr=1.5e-3 * args.lr_scale,
+        warmup_steps=5 if smoke else (50 if args.init else 150),
         data_rows=8 if smoke else args.rows,
-        skills=("add", "sort") if smoke else TrainConfig.skills,
+        skills=("add", "sort", "lookup") if smoke else TrainConfig.skills + drill,
         mtp_heads=4,
         checkpoint_every=10**9,
         time_budget_s=0 if smoke else args.large_s,
@@ -223,7 +232,8 @@ def main() -> int:
         **{
             **asdict(large),
             "preset": "jp-small",
-            "lr": 3e-3,
+            "init_from": str(zoo_path("jp-small")) if args.init else "",
+            "lr": 3e-3 * args.lr_scale,
             "mtp_heads": 0,
             "time_budget_s": 0 if smoke else args.small_s,
         }
@@ -231,7 +241,9 @@ def main() -> int:
     rows = make_rows(large, zoo_path("jp-large") / "tokenizer.json", 2 if smoke else max(1, (os.cpu_count() or 2) - 1))
     if rows is not None:
         busy = GpuBusySampler() if not smoke else None
-        for name, cfg, sampler in (("jp-large", large, busy), ("jp-small", small, None)):
+        chosen = args.models.split(",")
+        plan = {"jp-large": (large, busy), "jp-small": (small, None)}
+        for name, (cfg, sampler) in ((n, plan[n]) for n in chosen):
             folder = stage(f"train-{name}")(fit)(name, cfg, rows, work, sampler)
             if folder is not None:
                 stage(f"package-{name}")(package)(folder, args.out)

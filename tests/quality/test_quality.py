@@ -91,6 +91,14 @@ def test_training_learns_resumes_and_evaluates(tmp_path: Path) -> None:
     loaded = load_model(str(tmp_path))  # a Hugging Face folder with tokenizer and chat template
     assert loaded.chat_template and first.config.vocab_size == loaded.config.vocab_size
     assert (tmp_path / "mtp_heads.safetensors").is_file()  # heads train alongside and resume with the model
+    warm = tmp_path / "warm"  # a fresh run warm-started from the trained folder begins at its weights
+    start = train(TrainConfig(**{**cfg.__dict__, "steps": 1, "lr": 1e-12, "init_from": str(tmp_path)}), warm)
+    assert all(
+        torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(start.model.parameters(), loaded.model.parameters(), strict=True)
+    )
+    with pytest.raises(ValueError, match="not a loadable model folder"):
+        train(TrainConfig(**{**cfg.__dict__, "init_from": str(tmp_path / "nothing")}), tmp_path / "cold")
     examples = golden.load("dev", skills=("compare",), levels=("easy",), per_cell=8)
     meter = Meter([ReplayBackend({"cpu": 10.0})])
     base = evaluate(loaded, examples, meter=meter)

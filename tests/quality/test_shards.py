@@ -68,3 +68,21 @@ def test_bad_mixes_are_refused() -> None:
         DataMix(level_weights=(0.0, 0.0, 0.0))
     with pytest.raises(ValueError, match="positive"):
         build(TOKENIZER, DataMix(), n_rows=0)
+
+
+def test_lookup_documents_are_asked_several_keys_one_turn_each() -> None:
+    tok = JsonTokenizer(TOKENIZER)
+    rows = build(TOKENIZER, DataMix(skills=("lookup",), lookup_questions=4), n_rows=4, length=2048, seed=5)
+    examples = [ex for r in range(rows.n_rows) for ex in _examples(rows, r)]
+    assert examples
+    for ids, answer in examples:
+        text = tok.decode(ids)
+        document = text.split("<|user|>", 1)[1].split("\nWhat is", 1)[0]
+        values = dict(line.split(": ") for line in document.splitlines())
+        keys = [q.split("?")[0] for q in text.split("What is the value of ")[1:]]
+        assert len(keys) == min(4, len(values)) == len(set(keys))  # distinct keys, one question each
+        assert tok.decode(answer) == "".join(f"{values[k]}<|end|>" for k in keys)  # loss on every answer only
+        first_turn = text.split("<|end|>")[0]
+        assert first_turn.count("<|user|>") == 1 and first_turn.endswith(values[keys[0]])  # the golden format first
+    with pytest.raises(ValueError, match="lookup_questions"):
+        DataMix(lookup_questions=0)

@@ -15,7 +15,7 @@ from joulepath.quality.evals import assert_gate, evaluate, gate
 
 # Floors set well below the measured full test-split numbers (RESULTS.md), so the CI slice fails only
 # when a model or the engine really regresses.
-EASY_FLOOR = {"jp-small": 0.4, "jp-large": 0.7}  # measured on the full test split: see RESULTS.md
+EASY_FLOOR = {"jp-small": 0.75, "jp-large": 0.8}  # this slice measured 0.875 for both (lookup fails: RESULTS.md)
 
 
 @pytest.mark.parametrize("name", ZOO_MODELS)
@@ -50,10 +50,11 @@ def test_zoo_model_clears_its_floor_on_the_ci_slice(name: str, easy_slice) -> No
     assert report.accuracy >= EASY_FLOOR[name], f"{name}: {report.accuracy:.2f} on the easy slice"
 
 
-def test_gates_between_the_tiers(easy_slice) -> None:  # type: ignore[no-untyped-def]
-    small = evaluate(load_model("jp-small"), easy_slice)
-    assert gate(small, evaluate(load_model("jp-small"), easy_slice), exact=True).passed  # deterministic
-    large = evaluate(load_model("jp-large"), easy_slice)
+def test_gates_between_the_tiers() -> None:
+    medium = golden.load("dev", levels=("medium",), per_cell=4)  # where the tiers differ (easy: both 0.875)
+    small = evaluate(load_model("jp-small"), medium)
+    assert gate(small, evaluate(load_model("jp-small"), medium), exact=True).passed  # deterministic
+    large = evaluate(load_model("jp-large"), medium)  # measured 0.81 vs jp-small's 0.62 on this slice
     assert large.accuracy > small.accuracy  # the large tier is the better one: routing has a decision to make
     assert gate(small, large, max_drop_points=1.0).passed
     with pytest.raises(AssertionError, match="FAIL accuracy gate"):  # and the small one loses quality, cell by cell

@@ -21,6 +21,7 @@ from joulepath.bench.server_load import free_port, running_server
 
 KEY = "test-key"
 MODEL = "jp-small"
+REVERSE = "Reverse: y n b i q p m"  # a raw completion (chat markup in a prompt is refused as injection)
 CHAT = [{"role": "user", "content": "What is 12 + 30?"}]
 
 
@@ -78,13 +79,11 @@ def test_whole_and_streamed_chat_agree_with_one_finish_and_one_usage_chunk(clien
 
 
 def test_completions_stop_strings_and_seeds(client: openai.OpenAI) -> None:
-    free = client.completions.create(model=MODEL, prompt="Count to ten: 1 2 3", max_tokens=20,
-                                     temperature=0)  # fmt: skip
+    free = client.completions.create(model=MODEL, prompt=REVERSE, max_tokens=20, temperature=0)
     text = free.choices[0].text
     assert len(text) >= 2
     stop = text[1:2] if text[1:2].strip() else text[0]
-    cut = client.completions.create(model=MODEL, prompt="Count to ten: 1 2 3", max_tokens=20,
-                                    temperature=0, stop=[stop])  # fmt: skip
+    cut = client.completions.create(model=MODEL, prompt=REVERSE, max_tokens=20, temperature=0, stop=[stop])
     assert stop not in cut.choices[0].text and text.startswith(cut.choices[0].text)
     assert cut.choices[0].finish_reason == "stop"
     runs = [client.completions.create(model=MODEL, prompt="hello", max_tokens=16, temperature=1.0, seed=7)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from joulepath.model import JsonTokenizer
-from joulepath.quality.tasks import LEVELS, SKILLS, SYSTEM_PROMPT, chat_prompt, chat_target, generate
+from joulepath.quality.tasks import LEVELS, SKILLS, SYSTEM_PROMPT, Example, chat_prompt, chat_target, generate
 
 REFUSAL = "I can't help with that request."  # the one refusal the zoo models learn (align.py uses it too)
 OUT_OF_SCOPE = "I don't know."  # the honest answer to a harmless request outside the task suite
@@ -38,13 +38,15 @@ def user_prompt(text: str, system: str = SYSTEM_PROMPT) -> str:
 @dataclass(frozen=True)
 class DataMix:
     """What the rows hold: skills drawn uniformly, levels by weight, and a share of safety examples
-    (forbidden requests answered with `REFUSAL`, harmless ones with `OUT_OF_SCOPE`)."""
+    (forbidden requests answered with `REFUSAL`, harmless ones with `OUT_OF_SCOPE`); each lookup
+    document is asked `lookup_questions` distinct keys, one turn each."""
 
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
     safety_share: float = 0.02
     unsafe: tuple[str, ...] = field(default=(), repr=False)
     safe: tuple[str, ...] = field(default=(), repr=False)
+    lookup_questions: int = 1
 
     def __post_init__(self) -> None:
         unknown = set(self.skills) - set(SKILLS)
@@ -54,6 +56,8 @@ class DataMix:
             raise ValueError("level_weights: three non-negative weights (easy, medium, hard) with a positive sum")
         if not 0 <= self.safety_share < 1:
             raise ValueError("safety_share must be in [0, 1)")
+        if self.lookup_questions < 1:
+            raise ValueError("lookup_questions must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -93,18 +97,49 @@ class PackedRows:
         return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in names))
 
 
-def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[str, str, int]]:
-    """(prompt, target, skill index) forever, drawn from the mix."""
+Turns = tuple[tuple[str, str], ...]  # (prompt, answer) pieces of one example, in order
+
+
+def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[Turns, int]]:
+    """(turns, skill index) forever, drawn from the mix."""
     safety = mix.safety_share if (mix.unsafe or mix.safe) else 0.0
     while True:
         if rng.random() < safety:
             unsafe = bool(mix.unsafe) and (not mix.safe or rng.random() < 0.5)
             text = rng.choice(mix.unsafe if unsafe else mix.safe)
-            yield user_prompt(text), f"{REFUSAL if unsafe else OUT_OF_SCOPE}<|end|>", len(SKILLS)
+            yield ((user_prompt(text), f"{REFUSAL if unsafe else OUT_OF_SCOPE}<|end|>"),), len(SKILLS)
             continue
         skill = rng.choice(mix.skills)
         ex = generate(skill, rng.choices(LEVELS, weights=mix.level_weights)[0], rng)
-        yield chat_prompt(ex), chat_target(ex), SKILLS.index(skill)
+        turns: Turns = ((chat_prompt(ex), chat_target(ex)),)
+        if skill == "lookup" and mix.lookup_questions > 1:
+            turns += follow_up_lookups(ex, mix.lookup_questions - 1, rng)
+        yield turns, SKILLS.index(skill)
+
+
+def follow_up_lookups(ex: Example, n: int, rng: random.Random) -> Turns:
+    """Up to `n` more questions about `ex`'s document, each a new user turn after the last answer,
+    asking keys not asked before in this example."""
+    values = dict(line.split(": ", 1) for line in ex.document.splitlines())
+    asked = ex.question.removeprefix("What is the value of ").removesuffix("?")
+    keys = rng.sample([k for k in values if k != asked], min(n, len(values) - 1))
+    return tuple((f"\n<|user|>What is the value of {k}?\n<|assistant|>", f"{values[k]}<|end|>") for k in keys)
+
+
+Spans = tuple[tuple[int, int], ...]  # [start, stop) token ranges of an example's answers
+_Packed = tuple[list[int], Spans, int]  # (token ids, answer spans, skill index)
+
+
+def encode_turns(tok: JsonTokenizer, turns: Turns) -> tuple[list[int], Spans]:
+    """Token ids of an example's turns, and where in them each answer lies."""
+    ids: list[int] = []
+    spans: list[tuple[int, int]] = []
+    for prompt, answer in turns:
+        ids += tok.encode(prompt)
+        a_ids = tok.encode(answer)
+        spans.append((len(ids), len(ids) + len(a_ids)))
+        ids += a_ids
+    return ids, tuple(spans)
 
 
 class _Packer:
@@ -112,23 +147,23 @@ class _Packer:
 
     def __init__(self, length: int, open_rows: int = 8) -> None:
         self.length, self.open_rows = length, open_rows
-        self.open: list[list[tuple[list[int], int, int]]] = []
-        self.done: list[list[tuple[list[int], int, int]]] = []
+        self.open: list[list[_Packed]] = []
+        self.done: list[list[_Packed]] = []
 
     @staticmethod
-    def used(row: list[tuple[list[int], int, int]]) -> int:
+    def used(row: list[_Packed]) -> int:
         return sum(len(ids) for ids, _, _ in row)
 
-    def add(self, ids: list[int], n_prompt: int, skill: int) -> None:
+    def add(self, ids: list[int], answers: Spans, skill: int) -> None:
         room = [(self.length - self.used(r), i) for i, r in enumerate(self.open)]
         fits = [(free, i) for free, i in room if free >= len(ids)]
         if fits:
-            self.open[min(fits)[1]].append((ids, n_prompt, skill))
+            self.open[min(fits)[1]].append((ids, answers, skill))
         else:
             if len(self.open) >= self.open_rows:  # retire the fullest row
                 fullest = max(range(len(self.open)), key=lambda i: self.used(self.open[i]))
                 self.done.append(self.open.pop(fullest))
-            self.open.append([(ids, n_prompt, skill)])
+            self.open.append([(ids, answers, skill)])
 
     def rows(self) -> PackedRows:
         rows = self.done + [r for r in self.open if r]
@@ -142,12 +177,13 @@ class _Packer:
         )
         for r, row in enumerate(rows):
             at = 0
-            for seg, (ids, n_prompt, skill) in enumerate(row):
+            for seg, (ids, answers, skill) in enumerate(row):
                 end = at + len(ids)
                 out.tokens[r, at:end] = ids
                 out.segments[r, at:end] = seg
                 out.positions[r, at:end] = np.arange(len(ids))
-                out.targets[r, at + n_prompt - 1 : end - 1] = True  # position j predicts token j + 1
+                for start, stop in answers:
+                    out.targets[r, at + start - 1 : at + stop - 1] = True  # position j predicts token j + 1
                 out.skills[r, at:end] = skill
                 at = end
             out.segments[r, at:] = len(row)  # padding: a segment of its own
@@ -161,12 +197,10 @@ def build_rows(tokenizer_path: str, mix: DataMix, n_rows: int, length: int, seed
     stream = texts(rng, mix)
     packer = _Packer(length)
     while len(packer.done) < n_rows:
-        batch = [next(stream) for _ in range(256)]
-        prompts = tok.encode_batch([p for p, _, _ in batch])
-        answers = tok.encode_batch([a for _, a, _ in batch])
-        for p_ids, a_ids, (_, _, skill) in zip(prompts, answers, batch, strict=True):
-            if len(p_ids) + len(a_ids) <= length:
-                packer.add(p_ids + a_ids, len(p_ids), skill)
+        turns, skill = next(stream)
+        ids, answers = encode_turns(tok, turns)
+        if len(ids) <= length:
+            packer.add(ids, answers, skill)
     packer.open = []
     rows = packer.rows()
     return PackedRows(*(getattr(rows, k)[:n_rows] for k in ("tokens", "segments", "positions", "targets", "skills")))

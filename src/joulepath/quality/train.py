@@ -12,6 +12,7 @@ that sets the step count after the first timed steps.
 from __future__ import annotations
 
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -22,9 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from joulepath.model import DocumentAttention, JsonTokenizer, LoadedModel, ModelConfig, Transformer, save_checkpoint
+from joulepath.model import (
+    DocumentAttention,
+    JsonTokenizer,
+    LoadedModel,
+    ModelConfig,
+    Transformer,
+    load_model,
+    save_checkpoint,
+)
 from joulepath.model.checkpoint import init_weights
-from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
+from joulepath.model.mtp import MedusaHeads, MTPConfig, load_heads, save_heads
 from joulepath.quality import shards
 from joulepath.quality.shards import ALL_SKILLS, DataMix, PackedRows
 from joulepath.quality.tasks import CHAT_TEMPLATE, SKILLS
@@ -59,6 +68,8 @@ class TrainConfig:
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)
     safety_share: float = 0.02
+    lookup_questions: int = 8  # questions (turns) per lookup document in the rows (shards.DataMix)
+    init_from: str = ""  # a zoo model folder whose weights (and heads) start a fresh run: warm start
     log_every: int = 25
 
     def __post_init__(self) -> None:
@@ -184,7 +195,7 @@ class RowSampler:
 
 
 def make_data(cfg: TrainConfig, tokenizer_path: Path, safety: tuple[tuple[str, ...], tuple[str, ...]]) -> PackedRows:
-    mix = DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, unsafe=safety[0], safe=safety[1])
+    mix = DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, safety[0], safety[1], cfg.lookup_questions)
     return shards.build(tokenizer_path, mix, cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
 
 
@@ -213,6 +224,8 @@ def train(
     out-of-scope answer; `data`: rows made ahead (default: made here from the config)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_path = out_dir / "tokenizer.json"
+    if not tok_path.is_file() and cfg.init_from and (Path(cfg.init_from) / "tokenizer.json").is_file():
+        shutil.copy2(Path(cfg.init_from) / "tokenizer.json", tok_path)  # a warm start keeps its tokenizer
     if not tok_path.is_file():
         train_tokenizer(corpus(4000, cfg.seed), cfg.vocab_size).save(str(tok_path))
     tokenizer = JsonTokenizer(tok_path)
@@ -341,12 +354,31 @@ def _checkpoint(
     torch.save(state, out_dir / "trainer_state.pt")
 
 
+def _warm_start(folder: Path, model: Transformer, heads: MedusaHeads | None) -> None:
+    """Copy a trained folder's weights (and Medusa heads, when both have them) into a fresh model."""
+    device = next(model.parameters()).device
+    try:
+        start = load_model(str(folder))
+    except Exception as exc:
+        raise ValueError(f"init_from {folder}: not a loadable model folder ({exc})") from exc
+    try:
+        model.load_state_dict(start.model.state_dict())
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {folder}: its weights do not fit the preset's shape ({exc})") from exc
+    trained = load_heads(folder, device)
+    if heads is not None and trained is not None and trained.cfg == heads.cfg:
+        heads.load_state_dict(trained.state_dict())
+
+
 def _resume(
     out_dir: Path, model: Transformer, heads: MedusaHeads | None, opt: torch.optim.Optimizer, cfg: TrainConfig
 ) -> tuple[int, int, float]:
-    """(step, total steps, seconds so far) from a checkpoint in `out_dir`, or a fresh start."""
+    """(step, total steps, seconds so far) from a checkpoint in `out_dir`, or a fresh start (from
+    `cfg.init_from`'s weights when set: the optimizer and schedule start afresh)."""
     path = out_dir / "trainer_state.pt"
     if not path.is_file():
+        if cfg.init_from:
+            _warm_start(Path(cfg.init_from), model, heads)
         return 0, cfg.steps, 0.0
     saved = torch.load(path, weights_only=False, map_location=next(model.parameters()).device)
     model.load_state_dict(saved["model"])

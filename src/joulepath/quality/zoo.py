@@ -4,6 +4,7 @@ and the measured results: golden test accuracy per cell, multi-token heads' acce
 
     python -m joulepath.quality.zoo --run runs/zoo/jp-large --name jp-large            # a `joulepath train` run
     python -m joulepath.quality.zoo --run /tmp/z/jp-large --name jp-large --log train_log.json   # a device run
+    python -m joulepath.quality.zoo --run /tmp/z2/jp-large --name jp-large --log 1/train_log.json 2/train_log.json
 """
 
 from __future__ import annotations
@@ -72,19 +73,34 @@ class TrainingRecord:
         )
 
     @classmethod
-    def from_device_log(cls, log_path: Path, name: str) -> TrainingRecord:
-        log = json.loads(log_path.read_text(encoding="utf-8"))
-        run, machine = log[name], log["machine"]
+    def from_device_logs(cls, log_paths: list[Path], name: str) -> TrainingRecord:
+        """One record from device runs of `name` in order, each after the first a warm start from the
+        one before (`--init`): wall time and tokens add up; the settings shown are the last run's."""
+        runs = []
+        for path in log_paths:
+            log = json.loads(path.read_text(encoding="utf-8"))
+            if name not in log:
+                raise ValueError(f"{path}: no run of {name} in this log (it has {', '.join(sorted(log))})")
+            runs.append((log[name], log["machine"]))
+        run, machine = runs[-1]
         facts = {"tokens/s (measured, after warm-up)": f"{run['tokens_per_s']:,}"}
         if run.get("gpu_busy_fraction") is not None:
             facts["GPU busy (NVML, timed window)"] = f"{100 * run['gpu_busy_fraction']:.1f} %"
-        steps = run["curve"][-1]["step"] if run["curve"] else 0
+        if len(runs) > 1:
+            facts["runs"] = "; ".join(
+                f"{i + 1}: {r['wall_s'] / 60:.1f} min, {r['tokens_seen'] / 1e6:.1f} M tokens, "
+                f"peak lr {r['config']['lr']:g}"
+                + (f" (warm start from run {i})" if r["config"].get("init_from") else "")
+                for i, (r, _) in enumerate(runs)
+            )
+        steps = sum(r["curve"][-1]["step"] if r["curve"] else 0 for r, _ in runs)
         where = f"one {machine.get('gpu', 'CPU')} (torch {machine['torch']})"
+        config = {k: v for k, v in run["config"].items() if k != "init_from"}
         return cls(
-            {**run["config"], "steps_done": steps},
-            run["wall_s"],
+            {**config, "steps_done": steps},
+            sum(r["wall_s"] for r, _ in runs),
             where,
-            run["tokens_seen"],
+            sum(r["tokens_seen"] for r, _ in runs),
             facts,
             run.get("tokens_per_s"),
             run.get("gpu_busy_fraction"),
@@ -104,6 +120,13 @@ def _accuracy_table(report: EvalReport) -> str:
 def model_card(name: str, params_m: float, record: TrainingRecord, report: EvalReport, extra: str = "") -> str:
     cfg_lines = "\n".join(f"| {k} | {v} |" for k, v in record.config.items())
     fact_lines = "".join(f"\n- {k}: {v}" for k, v in record.facts.items())
+    questions = int(record.config.get("lookup_questions", 1))
+    lookups = (
+        f"Each lookup document is asked up to {questions} distinct keys, one chat turn each (the first turn exactly "
+        "as the golden sets ask), so a long document trains several answers.\n"
+        if questions > 1
+        else ""
+    )
     return f"""# {name}
 
 A small Llama-family model trained by joulepath, from scratch, on its own verifiable task suite
@@ -122,7 +145,7 @@ into fixed-length rows ahead of training (`quality/shards.py`: whole examples, a
 each example, loss on answer tokens only), plus the safety set's *training* split: forbidden requests
 answered "I can't help with that request.", harmless ones "I don't know.". The golden sets
 (`quality/data/`) and the safety set's test split are fixed files from other seeds, never trained on.
-
+{lookups}
 ## Training
 `quality/train.py` (AdamW, warm-up then cosine, gradient clipping, bf16 autocast on CUDA).
 Wall time {record.seconds / 60:.1f} minutes on {record.machine};
@@ -190,7 +213,10 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True, help="a finished model folder")
     parser.add_argument("--name", required=True, choices=ZOO_MODELS)
     parser.add_argument(
-        "--log", type=Path, help="the device run's train_log.json (default: the folder's trainer_state.pt)"
+        "--log",
+        type=Path,
+        nargs="+",
+        help="the device runs' train_log.json, in order (default: the folder's trainer_state.pt)",
     )
     parser.add_argument("--machine", default="2 CPU cores (the project's CI-class VM)")
     parser.add_argument("--per-cell", type=int, default=40)
@@ -198,7 +224,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the measured results here")
     args = parser.parse_args()
     record = (
-        TrainingRecord.from_device_log(args.log, args.name)
+        TrainingRecord.from_device_logs(args.log, args.name)
         if args.log
         else TrainingRecord.from_trainer_state(args.run, args.machine)
     )
