@@ -24,7 +24,10 @@ class Stepper:
     def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
         self.calls += 1
         sa = 18.0 + (self.calls % 9)
-        return Setpoints(sa, sa - 6.0, 28.0 + self.calls % 5, float(self.calls % 2), 0.85 + 0.05 * (self.calls % 4))
+        tower_k = float("nan") if self.calls % 3 == 0 else 1.0 + self.calls % 6  # some steps keep the fixed rule
+        return Setpoints(
+            sa, sa - 6.0, 28.0 + self.calls % 5, float(self.calls % 2), 0.85 + 0.05 * (self.calls % 4), tower_k
+        )
 
 
 @pytest.mark.parametrize("cfg", [MODERN_AIR, HYPERSCALE_LIQUID], ids=["air", "liquid"])
@@ -41,6 +44,7 @@ def test_energy_is_conserved_at_every_step_under_control(cfg) -> None:  # type: 
     supply = s["grid_import_w"] + s["onsite_used_w"] + s["storage_discharge_w"] - s["storage_charge_w"]
     np.testing.assert_allclose(supply, s["facility_power_w"], rtol=1e-9, atol=1e-6)
     assert len(np.unique(s["sp_supply_air_c"])) > 5  # the setpoints really changed
+    assert len(np.unique(s["sp_tower_approach_k"][np.isfinite(s["sp_tower_approach_k"])])) == 4
 
 
 def test_design_setpoints_in_the_loop_give_the_fixed_rule_twins_energy() -> None:

@@ -99,6 +99,8 @@ class CoolingOutcome:
     climate: str
     controller: str
     cooling_mwh: float
+    chiller_mwh: float  # part of cooling: compressors
+    tower_fan_mwh: float  # part of cooling: heat-rejection fans (what a lower condenser water costs)
     facility_mwh: float
     it_mwh: float
     inlet_over_limit_minutes: float
@@ -127,6 +129,8 @@ def run_one(
         climate,
         controller.name,
         float(s["cooling_power_w"].sum() * mwh),
+        float(s["chiller_w"].sum() * mwh),
+        float(s["heat_rejection_fan_w"].sum() * mwh),
         float(s["facility_power_w"].sum() * mwh),
         float(s["it_power_w"].sum() * mwh),
         float((s["inlet_c"] > ASHRAE_INLET_MAX_C).sum() * clock.dt_s / 60.0),
@@ -264,12 +268,13 @@ def machine() -> dict[str, Any]:
 def print_cooling(outcomes: list[CoolingOutcome]) -> None:
     """Baselines and MPC side by side, per climate."""
     print(
-        f"{'climate':10}{'controller':18}{'cooling MWh':>12}{'facility MWh':>14}{'>27C min':>10}"
-        f"{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'s':>7}"
+        f"{'climate':10}{'controller':18}{'cooling MWh':>12}{'chiller':>9}{'tower':>7}{'facility MWh':>14}"
+        f"{'>27C min':>10}{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'s':>7}{'cpu s':>7}"
     )
     for o in outcomes:
         print(
-            f"{o.climate:10}{o.controller:18}{o.cooling_mwh:>12.1f}{o.facility_mwh:>14.1f}"
+            f"{o.climate:10}{o.controller:18}{o.cooling_mwh:>12.1f}{o.chiller_mwh:>9.1f}{o.tower_fan_mwh:>7.1f}"
+            f"{o.facility_mwh:>14.1f}"
             f"{o.inlet_over_limit_minutes:>10.0f}{o.inlet_max_c:>10.2f}{o.mean_supply_air_c:>9.2f}"
             f"{o.mean_airflow_ratio:>9.3f}{o.seconds:>7.1f}{o.cpu_seconds:>7.1f}"
         )

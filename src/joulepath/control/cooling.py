@@ -7,15 +7,28 @@
   interval without requests, cool by `respond_k` per request (at most `max_respond_k`); chilled water
   follows the supply air at the coil's limit (as a G36 plant reset on the coils' requests would, at
   best: generous to the baseline).
-- `CoolingMpc`: model-predictive control. Each interval it scores every candidate setpoint (supply air x
-  airflow ratio x economiser mode; chilled water at the coil's limit) held over the forecast horizon
-  (move blocking) on the twin's own cooling model (`facility.cooling.run_cooling`, the same function the
-  twin runs) plus the server-fan power a warmer inlet costs, keeps those whose rack inlet stays at or
-  below 27 C minus a margin, and applies the first move of the cheapest, rate-limited.
+- `CoolingMpc`: model-predictive control. Each interval it scores every candidate setpoint within one
+  rate-limited move (supply air x airflow ratio x economiser mode x condenser-water approach; chilled
+  water at the coil's limit) held over the forecast horizon (move blocking) on the twin's own cooling
+  model (`facility.cooling.run_cooling`, the same function the twin runs) plus the server-fan power a
+  warmer inlet costs, keeps those whose rack inlet stays at or below 27 C minus a margin, and applies the
+  cheapest.
+
+Both baselines run the condenser-water reset of common practice: the tower's leaving water follows the
+wet bulb at the tower's design approach (4 K), as far as the tower can make it (e.g. EnergyPlus's
+SetpointManager:FollowOutdoorAirTemperature on the wet bulb; ASHRAE 90.1 Appendix G's baseline floats
+cruder, from 21 C). Of the fixed approaches 0-5 K this one used the least cooling for G36 (Dallas, checked
+in benchmarks/RESULTS.md). G36-2021's own plant sequences are not transcribed here. The MPC chooses the
+approach instead (colder water: less chiller lift, more tower-fan power).
 
 The inlet constraint depends on the setpoints (supply air, recirculation), the objective on the
 forecast load and wet bulb (chiller lift, economiser hours, fan power), so the forecast decides where the
-optimum sits between cooling energy and server-fan energy.
+optimum sits between cooling energy and server-fan energy. Chilled water is never set colder than the
+coil needs: in this plant colder water only adds lift and loses economiser hours (no latent load is
+modelled; tested), so the coil's limit is the optimum and the grid leaves it out. For a liquid loop the
+MPC also picks the facility water at or below its class limit (dry coolers vs evaporative trim). CDU
+flow is not an action: the twin has no cold-plate temperature model that flow would act on (its CDU
+pumps are a fixed W per W of liquid heat).
 """
 
 from __future__ import annotations
@@ -38,10 +51,21 @@ from joulepath.facility.power_chain import run_chain
 from joulepath.facility.twin import HEATED_STAGES, FacilityConfig
 
 
-def _setpoints(cooling: CoolingConfig, supply_air_c: float, airflow: float = 1.0, econ: float = 1.0) -> Setpoints:
-    """Supply air with the chilled water as warm as the coil allows."""
+def _setpoints(
+    cooling: CoolingConfig,
+    supply_air_c: float,
+    airflow: float = 1.0,
+    econ: float = 1.0,
+    tower_approach_k: float | None = None,
+    facility_water_c: float | None = None,
+) -> Setpoints:
+    """Supply air with the chilled water as warm as the coil allows; condenser water at wet bulb +
+    `tower_approach_k` (default: the tower's design approach, the standard wet-bulb reset); facility
+    water at `facility_water_c` (default: the liquid loop's class limit)."""
     chw_c = supply_air_c - cooling.coil_approach_k
-    return Setpoints(supply_air_c, chw_c, cooling.facility_water_supply_c, econ, airflow)
+    approach_k = cooling.tower_approach_k if tower_approach_k is None else tower_approach_k
+    fw_c = cooling.facility_water_supply_c if facility_water_c is None else facility_water_c
+    return Setpoints(supply_air_c, chw_c, fw_c, econ, airflow, approach_k)
 
 
 @dataclass(frozen=True)
@@ -50,10 +74,11 @@ class FixedSetpoint:
 
     cooling: CoolingConfig
     supply_air_c: float = 18.0
+    tower_approach_k: float | None = None  # condenser water at wet bulb + this; None: the design approach
     name: str = "fixed-18C"
 
     def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
-        return _setpoints(self.cooling, self.supply_air_c)
+        return _setpoints(self.cooling, self.supply_air_c, tower_approach_k=self.tower_approach_k)
 
 
 @dataclass(frozen=True)
@@ -68,6 +93,7 @@ class TrimRespondConfig:
     max_respond_k: float = -0.6
     ignored_requests: int = 0
     request_inlet_c: float = 25.5  # one request above this, one more per K above it
+    tower_approach_k: float | None = None  # condenser water at wet bulb + this; None: the design approach
 
 
 class TrimAndRespond:
@@ -88,7 +114,7 @@ class TrimAndRespond:
         excess = self.requests(state.inlet_max_c) - c.ignored_requests
         step_k = max(c.respond_k * excess, c.max_respond_k) if excess > 0 else c.trim_k
         self.setpoint_c = float(np.clip(self.setpoint_c + step_k, c.min_c, c.max_c))
-        return _setpoints(self.cooling, self.setpoint_c)
+        return _setpoints(self.cooling, self.setpoint_c, tower_approach_k=c.tower_approach_k)
 
 
 @dataclass(frozen=True)
@@ -102,6 +128,13 @@ class MpcConfig:
     # economiser on only: in this plant model free cooling never costs more than the chiller (the tower
     # fans and pumps run either way), so "off" is dominated; add 0.0 for a plant with a changeover cost
     economiser_flag: tuple[float, ...] = (1.0,)
+    # condenser water above the wet bulb (K); below what the tower can make it runs its fans at full speed
+    # (water-cooled plants only; a dry-cooler plant keeps its fixed rule)
+    tower_approach_k: tuple[float, ...] = (1.5, 2.5, 3.0, 3.5, 4.0, 5.0, 6.0)
+    # facility water below the liquid loop's class limit (K; never above it: the class is what the cold
+    # plates are rated for). Colder water moves heat from the dry coolers (more fan power, no water) to
+    # the evaporative trim (less fan power, more water); liquid plants only
+    facility_water_below_class_k: tuple[float, ...] = (0.0, 4.0)
     max_step_k: float = 1.0  # supply-air change per interval (chilled-water reset rate limit)
     include_server_fans: bool = True  # count the server-fan power a warmer inlet costs
 
@@ -113,8 +146,32 @@ class _Candidates:
     supply_air_c: np.ndarray
     airflow_ratio_frac: np.ndarray
     economiser_flag: np.ndarray
+    tower_approach_k: np.ndarray
+    facility_water_c: np.ndarray
     setpoints: Setpoints
     fan_factor: np.ndarray  # server-fan power factor at each candidate's inlet
+    it_factor: np.ndarray  # IT power per W of board power: 1 + server fans at that inlet
+
+
+def _columns(
+    cool: CoolingConfig, sa: np.ndarray, ratio: np.ndarray, econ: np.ndarray, tower: np.ndarray, fw: np.ndarray
+) -> _Candidates:
+    """Candidates from (n, 1) columns: chilled water at the coil's limit below the supply air."""
+    sp = Setpoints(sa, sa - cool.coil_approach_k, fw, econ, ratio, tower)
+    fan_factor = server_fan_factor(cool, rack_inlet_c(cool, sp))
+    return _Candidates(sa, ratio, econ, tower, fw, sp, fan_factor, 1.0 + server_fan_frac(cool) * fan_factor)
+
+
+def _take(cool: CoolingConfig, cand: _Candidates, rows: np.ndarray) -> _Candidates:
+    """The candidates where `rows` (a boolean mask) is true."""
+    cols = (
+        cand.supply_air_c,
+        cand.airflow_ratio_frac,
+        cand.economiser_flag,
+        cand.tower_approach_k,
+        cand.facility_water_c,
+    )
+    return _columns(cool, *(c[rows] for c in cols))
 
 
 class CoolingMpc:
@@ -124,19 +181,32 @@ class CoolingMpc:
         self.facility, self.cfg = facility, cfg or MpcConfig()
         self.name = "mpc"
         self.candidates = self._feasible_candidates()
+        self._reachable: dict[float, _Candidates] = {}  # by the supply air in force: the moves in reach
         self._design: tuple[float, float, float] | None = None  # (design board W, heat per board W, design heat W)
 
     def _feasible_candidates(self) -> _Candidates:
         cool, c = self.facility.cooling, self.cfg
-        sa, ratio, econ = (a.ravel() for a in np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag))
-        sp = Setpoints(sa, sa - cool.coil_approach_k, cool.facility_water_supply_c, econ, ratio)
-        inlet = rack_inlet_c(cool, sp)
+        approaches = c.tower_approach_k if cool.water_cooled else (float("nan"),)
+        below_k = c.facility_water_below_class_k if cool.liquid_fraction > 0 else (0.0,)
+        fw = tuple(cool.facility_water_supply_c - k for k in below_k)
+        grid = np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag, approaches, fw)
+        every = _columns(cool, *(a.ravel()[:, None] for a in grid))
+        inlet = rack_inlet_c(cool, every.setpoints)[:, 0]  # the condenser water does not reach the inlet
         ok = inlet <= c.inlet_limit_c - c.margin_k
         if not ok.any():
             raise ValueError("no candidate setpoint keeps the rack inlet below the limit")
-        sa, ratio, econ, inlet = sa[ok, None], ratio[ok, None], econ[ok, None], inlet[ok, None]
-        sp = Setpoints(sa, sa - cool.coil_approach_k, cool.facility_water_supply_c, econ, ratio)
-        return _Candidates(sa, ratio, econ, sp, server_fan_factor(cool, inlet))
+        return _take(cool, every, ok)
+
+    def reachable(self, supply_air_c: float) -> _Candidates:
+        """The feasible candidates within one rate-limited move of `supply_air_c` (cached: the grid is
+        fixed, so the MPC scores only the moves it may apply, about a quarter of the grid)."""
+        key = round(supply_air_c, 3)
+        if key not in self._reachable:
+            near = np.abs(self.candidates.supply_air_c[:, 0] - supply_air_c) <= self.cfg.max_step_k + 1e-9
+            if not near.any():  # off the grid: every candidate, the move clipped when applied
+                near[:] = True
+            self._reachable[key] = _take(self.facility.cooling, self.candidates, near)
+        return self._reachable[key]
 
     def _design_point(self, design_board_w: float) -> tuple[float, float, float]:
         """Heat in the white space per W of board power (+ fans) at design, and the design heat: the power
@@ -151,36 +221,41 @@ class CoolingMpc:
             self._design = (design_board_w, design_heat_w / (design_board_w * (1 + fans)), float(chain.it_power_w[0]))
         return self._design
 
-    def predicted_cost_w(self, forecast: Forecast, design_board_w: float) -> np.ndarray:
-        """Mean predicted cooling + extra server-fan power (W) of every candidate over the horizon: (n,)."""
+    def predicted_cost_w(
+        self, forecast: Forecast, design_board_w: float, candidates: _Candidates | None = None
+    ) -> np.ndarray:
+        """Mean predicted cooling + extra server-fan power (W) of each candidate (default: every feasible
+        one) over the horizon: (n,). The same total the twin reports: cooling plus what the server fans
+        add to the IT load."""
         _, heat_per_w, design_it_w = self._design_point(design_board_w)
-        cand, cool = self.candidates, self.facility.cooling
-        fans = server_fan_frac(cool)
-        board = forecast.it_board_w[None, :]  # (1, H)
-        heat = board * (1 + fans * cand.fan_factor) * heat_per_w  # (n, H)
+        cand, cool = candidates or self.candidates, self.facility.cooling
+        board = forecast.it_board_w[None, :] * heat_per_w  # (1, H): heat per W of IT power
+        heat = board * cand.it_factor  # (n, H)
         c = run_cooling(
             cool, heat, design_it_w, forecast.t_outdoor_c[None, :], forecast.t_wetbulb_c[None, :], cand.setpoints
         )
         cost = c.total_w
-        if self.cfg.include_server_fans:
-            cost = cost + board * fans * (cand.fan_factor - 1.0) * heat_per_w
+        if self.cfg.include_server_fans:  # what the server fans add above a cool inlet, per W as the heat
+            cost = cost + board * (cand.it_factor - (1.0 + server_fan_frac(cool)))
         result: np.ndarray = cost.mean(axis=1)
         return result
 
     def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
         if not np.isfinite(forecast.it_board_w).all():  # nothing observed yet: hold
             return state.setpoints
-        best = int(np.argmin(self.predicted_cost_w(forecast, state.design_board_w)))
-        cand, prev = self.candidates, state.setpoints
+        prev = state.setpoints
         prev_sa = float(np.asarray(prev.supply_air_c))
+        cand = self.reachable(prev_sa)
+        best = int(np.argmin(self.predicted_cost_w(forecast, state.design_board_w, cand)))
         target = float(cand.supply_air_c[best, 0])
         sa = float(np.clip(target, prev_sa - self.cfg.max_step_k, prev_sa + self.cfg.max_step_k))
-        step = _setpoints(
-            self.facility.cooling, sa, float(cand.airflow_ratio_frac[best, 0]), float(cand.economiser_flag[best, 0])
-        )
+        ratio, econ = float(cand.airflow_ratio_frac[best, 0]), float(cand.economiser_flag[best, 0])
+        # the condenser and facility water move at once (tower fans, dry coolers)
+        tower, fw = float(cand.tower_approach_k[best, 0]), float(cand.facility_water_c[best, 0])
+        step = _setpoints(self.facility.cooling, sa, ratio, econ, tower, fw)
         if rack_inlet_c(self.facility.cooling, step) > self.cfg.inlet_limit_c - self.cfg.margin_k:
-            prev_ratio, econ = float(np.asarray(prev.airflow_ratio_frac)), float(np.asarray(step.economiser_flag))
-            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ)
+            prev_ratio = float(np.asarray(prev.airflow_ratio_frac))  # a clipped move off the grid
+            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ, tower, fw)
         return step
 
 

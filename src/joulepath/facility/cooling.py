@@ -24,6 +24,20 @@ the fixed-rule twin exactly):
 - Server fans speed up above a rack inlet of ~25 C and draw power as the cube of speed (affinity laws);
   ~+2 % server power at 27 C, the size ASHRAE TC9.9 (2011 thermal guidelines white paper, fig. on power
   vs inlet temperature) shows for volume servers.
+- Cooling tower with a condenser-water setpoint (`Setpoints.tower_approach_k`, water-cooled plants; NaN keeps
+  the fixed-rule tower: design approach at any load, fan power in proportion to heat). The tower's
+  transfer coefficient goes as airflow^0.6 (tower characteristic KaV/L = C (L/G)^-n, n 0.4-0.8, typically
+  0.6: ASHRAE Handbook HVAC Systems and Equipment, ch. 40; Braun et al. 1989), and its approach to the wet
+  bulb is taken as proportional to heat / that coefficient (linearised; assumption: real approaches fall
+  somewhat less than linearly with load). So the tower cannot make water colder than
+  wet bulb + design approach x load fraction (fans at full speed); asked for warmer water it slows its
+  fans, whose power goes as speed cubed (VFD, affinity laws), down to a 20 % minimum speed (assumption,
+  typical VFD floor; the fans cycle below it). Full-speed fan power = `tower_fan_w_per_w` x design heat.
+  The economiser, when it runs, takes the coldest water the tower makes; with the chiller alone, the
+  condenser water is the setpoint (never below that floor). Chiller lift and COP follow the condenser
+  water as before (`chiller_cop`), so a lower setpoint trades chiller power for tower-fan power. Left
+  out: the approach also grows at a low wet bulb (air carries less enthalpy per K), the same for every
+  controller.
 """
 
 from __future__ import annotations
@@ -70,6 +84,8 @@ class CoolingConfig:
     containment_leak_frac: float = 0.05  # intake share from the hot aisle with matched airflow (assumption)
     server_fan_ramp_c: float = 25.0  # inlet above which server fans speed up (typical fan tables)
     server_fan_speed_per_k: float = 0.03  # fan speed rise per K above the ramp (-> ~+2 % server power at 27 C)
+    tower_ua_airflow_exp: float = 0.6  # tower transfer coefficient ~ airflow^this (ASHRAE Handbook ch. 40)
+    tower_fan_min_frac: float = 0.2  # lowest VFD fan speed before the fans cycle (assumption)
     source: str = "parameters documented in docs/facility.md"
 
     def __post_init__(self) -> None:
@@ -84,13 +100,16 @@ class Setpoints:
     """What a controller sets for a control interval; each a scalar or one value per step.
 
     `airflow_ratio_frac`: CRAH airflow over the airflow the servers draw (1.0 = matched, below 1 hot
-    air recirculates). `economiser_flag`: 1 lets the water-side economiser run, 0 keeps it off."""
+    air recirculates). `economiser_flag`: 1 lets the water-side economiser run, 0 keeps it off.
+    `tower_approach_k`: the condenser-water setpoint as K above the wet bulb (a wet-bulb reset; the tower
+    makes it when it can, see the module docstring); NaN: the fixed-rule twin's tower."""
 
     supply_air_c: np.ndarray | float = 18.0
     chilled_water_c: np.ndarray | float = 12.0
     facility_water_c: np.ndarray | float = 32.0
     economiser_flag: np.ndarray | float = 1.0
     airflow_ratio_frac: np.ndarray | float = 1.0
+    tower_approach_k: np.ndarray | float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,46 @@ def _reject(
     return chiller, free
 
 
+def tower_approach_k(cfg: CoolingConfig, load_frac: np.ndarray, airflow_frac: np.ndarray | float) -> np.ndarray:
+    """Tower leaving water above the wet bulb (K) at `load_frac` of the design heat and `airflow_frac` of
+    full fan airflow: design approach x load / airflow^0.6 (see the module docstring).
+
+    >>> float(tower_approach_k(CoolingConfig(), np.array(0.5), 1.0))  # half load, fans at full speed
+    2.0
+    """
+    result: np.ndarray = cfg.tower_approach_k * load_frac / np.asarray(airflow_frac) ** cfg.tower_ua_airflow_exp
+    return result
+
+
+def _reject_tower(
+    mech_heat_w: np.ndarray,
+    load_frac: np.ndarray,
+    setpoint_k: np.ndarray,
+    sp: Setpoints,
+    t_wetbulb_c: np.ndarray,
+    cfg: CoolingConfig,
+    design_heat_w: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(compressor W, free-cooled share, tower fan W) of the air path with the condenser water asked at
+    wet bulb + `setpoint_k`. The economiser runs on the coldest water the tower makes (fans at full speed;
+    only as cold as the chilled water needs once it carries the whole load); the chiller alone gets the
+    setpoint's water; either way no colder than full speed nor warmer than minimum speed makes it."""
+    coldest_k = tower_approach_k(cfg, load_frac, 1.0)
+    warmest_k = tower_approach_k(cfg, load_frac, cfg.tower_fan_min_frac)
+    margin = sp.chilled_water_c - (t_wetbulb_c + coldest_k)
+    free = _clip(margin / 3.0 + 1.0, 0.0, 1.0) * sp.economiser_flag  # linear over a 3 K band, as `_reject`
+    # economiser running: chilled water - wet bulb (below `coldest_k` inside the band, so clipped to it)
+    asked_k = np.where(free > 0, np.asarray(sp.chilled_water_c) - t_wetbulb_c, setpoint_k)
+    approach_k = np.minimum(np.maximum(asked_k, coldest_k), warmest_k)
+    t_cond = t_wetbulb_c + approach_k + 2.0  # condenser approach, as `_reject`
+    cop = chiller_cop(np.asarray(sp.chilled_water_c) - 2.0, t_cond, cfg.carnot_fraction)
+    chiller: np.ndarray = mech_heat_w * (1.0 - free) / cop
+    # fan speed = (coldest / approach)^(1 / exponent); power goes as its cube
+    speed_cubed = (coldest_k / np.maximum(approach_k, 1e-9)) ** (3.0 / cfg.tower_ua_airflow_exp)
+    fan: np.ndarray = cfg.tower_fan_w_per_w * design_heat_w * speed_cubed
+    return chiller, free, fan
+
+
 def fixed_setpoints(cfg: CoolingConfig) -> Setpoints:
     """The design's own fixed setpoints (what the uncontrolled twin runs at)."""
     return Setpoints(
@@ -192,36 +251,50 @@ def run_cooling(
     air_design = max(design_heat_w * (1.0 if cfg.crah_sized_for_all_heat else 1.0 - cfg.liquid_fraction), 1e-9)
     capacity = design_heat_w * (1 + cfg.capacity_margin)
     overload = np.maximum(heat_w / capacity - 1.0, 0.0)
-    if setpoints is None:
-        supply_air_c = np.full_like(heat_w, cfg.supply_air_c)
-        inlet = supply_air_c
-    else:
-        supply_air_c = np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k) + 0 * heat_w
-        inlet = rack_inlet_c(cfg, sp) + 0 * heat_w
+    inlet = np.full_like(heat_w, cfg.supply_air_c) if setpoints is None else rack_inlet_c(cfg, sp) + 0 * heat_w
     flow = _clip(sp.airflow_ratio_frac * air_heat / air_design, 0.3, 1.5) if cfg.fan_vfd else np.ones_like(heat_w)
     crah = cfg.crah_fan_w_per_w * air_design * flow**3 * (air_heat > 0)
     sink = t_wetbulb_c if cfg.water_cooled else t_drybulb_c
     approach = cfg.tower_approach_k if cfg.water_cooled else cfg.dry_cooler_approach_k
+    air_mech_heat = air_heat
     if cfg.air_side_economiser:  # outside air when it is within the envelope
+        supply_air_c = (
+            cfg.supply_air_c
+            if setpoints is None
+            else np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k)
+        )
         outside_ok = (t_drybulb_c >= ASHRAE_INLET_MIN_C - 8) & (t_drybulb_c <= supply_air_c - 1)
-        air_free = np.where(outside_ok, 1.0, 0.0)
+        air_mech_heat = air_heat * (1 - np.where(outside_ok, 1.0, 0.0))
         inlet = np.where(outside_ok, np.maximum(t_drybulb_c + 1.0, ASHRAE_INLET_MIN_C), inlet)
-    else:
-        air_free = np.zeros_like(heat_w)
-    air_mech_heat = air_heat * (1 - air_free)
-    chiller_air, free_air = _reject(air_mech_heat, sp.chilled_water_c, sink, approach, cfg, sp.economiser_flag)
     # liquid loop: warm water, dry coolers first, evaporative trim, compressors only when both fall short
     fw_c = sp.facility_water_c
-    if cfg.liquid_to_dry_coolers:
-        dry_free = _clip((fw_c - (t_drybulb_c + cfg.dry_cooler_approach_k)) / 3.0 + 1, 0.0, 1.0) + 0 * heat_w
+    dry_free: np.ndarray | float = 0.0
+    chiller_liq: np.ndarray | float = 0.0
+    wet_free: np.ndarray | float = 0.0
+    if cfg.liquid_fraction > 0:  # (skipped without a liquid loop: the MPC calls this 35,040 times a year)
+        if cfg.liquid_to_dry_coolers:
+            dry_free = _clip((fw_c - (t_drybulb_c + cfg.dry_cooler_approach_k)) / 3.0 + 1, 0.0, 1.0) + 0 * heat_w
+        # the liquid loop's evaporative trim keeps the design approach (its tower share is not controlled)
+        chiller_liq, wet_free = _reject(liquid_heat * (1 - dry_free), fw_c, sink, approach, cfg, sp.economiser_flag)
+    setpoint_k = np.asarray(sp.tower_approach_k)
+    unset = np.isnan(setpoint_k)
+    tower_reset = setpoints is not None and cfg.water_cooled and not unset.all()
+    tower_fan = np.zeros_like(heat_w)
+    if tower_reset:  # one tower for both paths; its load leaves out compressor heat (scales alike, assumption)
+        if unset.any():  # a step without a setpoint: the design approach
+            setpoint_k = np.where(unset, cfg.tower_approach_k, setpoint_k)
+        load_frac = (air_mech_heat + liquid_heat * (1 - dry_free)) / max(design_heat_w, 1e-9)
+        chiller_air, free_air, tower_fan = _reject_tower(
+            air_mech_heat, load_frac, setpoint_k, sp, sink, cfg, design_heat_w
+        )
     else:
-        dry_free = np.zeros_like(heat_w)
-    chiller_liq, wet_free = _reject(liquid_heat * (1 - dry_free), fw_c, sink, approach, cfg, sp.economiser_flag)
+        chiller_air, free_air = _reject(air_mech_heat, sp.chilled_water_c, sink, approach, cfg, sp.economiser_flag)
     inlet = inlet + 10.0 * overload  # an overloaded plant lets the room warm (coarse, labelled estimate)
     tower_heat = (air_mech_heat + chiller_air) * cfg.water_cooled + liquid_heat * (1 - dry_free)
     dry_heat = liquid_heat * dry_free + (air_mech_heat + chiller_air) * (not cfg.water_cooled)
     pumps = cfg.pump_w_per_w * air_mech_heat + cfg.cdu_pump_w_per_w * liquid_heat
-    rejection_fans = cfg.tower_fan_w_per_w * tower_heat + cfg.dry_cooler_fan_w_per_w * dry_heat
+    tower_fans = tower_fan if tower_reset else cfg.tower_fan_w_per_w * tower_heat
+    rejection_fans = tower_fans + cfg.dry_cooler_fan_w_per_w * dry_heat
     evaporated_kg = tower_heat / LATENT_HEAT_J_PER_KG  # per second of operation
     water_l_per_s = evaporated_kg * (1 + 1 / (cfg.tower_cycles - 1))  # plus blowdown; 1 kg ~ 1 L
     mech_share = (chiller_air > 0) * air_mech_heat * (1 - free_air) + liquid_heat * (1 - dry_free) * (1 - wet_free)

@@ -50,6 +50,7 @@ SETPOINT_SERIES = (
     "sp_facility_water_c",
     "sp_economiser_flag",
     "sp_airflow_ratio_frac",
+    "sp_tower_approach_k",
 )
 
 
