@@ -64,7 +64,7 @@ def test_run_default_writes_result_json_and_never_overwrites(tmp_path: Path) -> 
     results = sorted(tmp_path.glob("*/result.json"))
     assert len(results) == 2 and summary["result_json"] in map(str, results)
     doc = json.loads(results[0].read_text())
-    assert doc["schema_version"] == "1.1" and doc["local"] is None and doc["baseline"]["max_batch"] == 1
+    assert doc["schema_version"] == "1.2" and doc["local"] is None and doc["baseline"]["max_batch"] == 1
     assert doc["summary"]["wall_j_per_token"] > doc["summary"]["device_j_per_token"] > 0
     assert [s["name"] for s in doc["waterfall"]] == [
         "device",

@@ -4,22 +4,31 @@ local ratio reported as the median and min-max of the paired repetitions."""
 import numpy as np
 import pytest
 
-from joulepath.execute import median_run, serve_interleaved
+from joulepath.execute import serve_interleaved
 from joulepath.model import load_model
 from joulepath.quality.tasks import Example
-from joulepath.results import LocalComparison
+from joulepath.results import LocalComparison, median_run
 from joulepath.scenario import ServeSection
 
 
 def test_configurations_are_served_interleaved_and_paired() -> None:
     examples = [Example("add", "easy", "What is 2 + 3?", "5"), Example("add", "easy", "What is 4 + 4?", "8")]
-    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=3)
+    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=3, quantize="off")
     seen: list[str] = []
-    baselines, optimizeds = serve_interleaved(
-        load_model("dummy:tiny-llama"), np.zeros(2), examples, serve, None, seen.append
-    )
+    steps = serve_interleaved(load_model("dummy:tiny-llama"), np.zeros(2), examples, serve, None, seen.append)
     order = [m.split(": ", 1)[1].split(" (")[0] for m in seen if m.startswith("serving")]
-    assert order == ["baseline", "optimized"] * 3  # A B A B A B
+    assert order == ["baseline", "continuous batching", "optimized"] * 3  # A B C A B C A B C: the ladder
+    assert [s.lever for s in steps] == ["brute force", "continuous batching", "prefix cache"]
+    assert steps[-1].description == "continuous batching + prefix cache"
+    assert not steps[1].runs[0].kv and steps[2].runs[0].kv  # the prefix cache only from its own rung on
+    ratio = steps[2].ratio_to(steps[1])
+    assert len(ratio.values) == 3 and ratio.values[0] == pytest.approx(
+        steps[2].runs[0].j_per_token / steps[1].runs[0].j_per_token
+    )
+    baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
+    ends = serve.model_copy(update={"ablation": False, "repeats": 1})
+    two = serve_interleaved(load_model("dummy:tiny-llama"), np.zeros(2), examples, ends, None)
+    assert [s.lever for s in two] == ["brute force", "every lever"]
     assert [r.max_batch for r in baselines] == [1, 1, 1] and [r.max_batch for r in optimizeds] == [2, 2, 2]
     local = LocalComparison(
         "m", "cpu", median_run(baselines), median_run(optimizeds), None, *map(tuple, (baselines, optimizeds))

@@ -54,6 +54,25 @@ def test_quick_pipeline_writes_result_report_and_telemetry(run_dir: Path) -> Non
         work["prefix_hit_tokens"] > 0
         and work["computed_prompt_tokens"] + work["prefix_hit_tokens"] == work["prompt_tokens"]
     )
+    steps = doc["ablation"]  # the headline waterfall: brute force, one lever more per step, last = optimized
+    levers = [st["lever"] for st in steps]
+    assert levers[:3] == ["brute force", "continuous batching", "prefix cache"]
+    assert levers[-2:] == ["cooling control (mpc)", "shifting + battery"]
+    assert steps[-2]["wall_j_per_token"] == pytest.approx(doc["summary"]["wall_j_per_token"])  # the optimized run
+    assert doc["shift"]["missed_deadlines"] == 0 and doc["shift"]["provenance"].startswith("estimated")
+    assert steps[0]["wall_j_per_token"] == pytest.approx(doc["baseline"]["summary"]["wall_j_per_token"])
+    served = [st for st in steps if st["local"]]
+    assert [st["acts_on"] for st in served] == ["served here"] * len(served) and len(served) == len(levers) - 2
+    assert all(len(st["local"]["repetitions"]) == 3 for st in served)
+    assert served[0]["local"]["j_per_token_vs_previous"] is None and served[1]["local"]["j_per_token_vs_previous"]
+    lo, hi = served[-1]["local"]["accuracy_ci95"]
+    assert lo <= served[-1]["local"]["accuracy"] <= hi
+    head = doc["headline"]
+    assert head["wall_tokens_per_joule_ratio"] == pytest.approx(
+        steps[0]["wall_j_per_token"] / steps[-1]["wall_j_per_token"]
+    )
+    assert head["local_tokens_per_joule_ratio_min"] <= head["local_tokens_per_joule_ratio"]
+    assert head["accuracy_optimized"] == local["optimized"]["accuracy"]
     assert {p.name for p in (run_dir / "telemetry").iterdir()} == {
         "requests.parquet",
         "facility.parquet",

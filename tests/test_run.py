@@ -29,6 +29,29 @@ def test_default_run_energy_adds_up() -> None:
     assert result.analysis_energy.total_energy_j > 0
 
 
+def test_the_headline_waterfall_runs_from_brute_force_to_the_optimized_run() -> None:
+    result = run(parse_scenario({**ANALYTIC, "control": {"cap_static_power_scales": True}}))
+    steps = result.ablation
+    levers = ["brute force", "continuous batching", "power cap", "cooling control (mpc)", "shifting + battery"]
+    assert [s.lever for s in steps] == levers
+    assert result.baseline is not None and steps[0].wall_j_per_token == result.baseline.summary.wall_j_per_token
+    assert steps[-2].wall_j_per_token == pytest.approx(result.summary.wall_j_per_token)  # the optimized run
+    assert all(s.local is None and s.acts_on == "fleet and facility" for s in steps[1:])  # nothing served
+    assert (
+        steps[1].wall_j_per_token < steps[0].wall_j_per_token and steps[3].wall_j_per_token < steps[2].wall_j_per_token
+    )
+    head = result.headline()
+    assert head is not None and head.local_tokens_per_joule is None and head.accuracy_delta_pts is None
+    assert head.wall_tokens_per_joule_ratio == pytest.approx(steps[0].wall_j_per_token / steps[-1].wall_j_per_token)
+    sh = result.shift  # the optimized facility's deferrable work shifted against carbon and price, with a battery
+    assert sh is not None and sh.missed_deadlines == 0 and sh.deferrable_share == pytest.approx(0.2)
+    assert sh.cost_usd[1] < sh.cost_usd[0] and sh.co2_kg[2] is not None and sh.co2_kg[2] <= sh.co2_kg[0]
+    assert sh.grid_energy_j[1] >= sh.grid_energy_j[0]  # the battery's round trip loses energy, never makes it
+    assert steps[-1].carbon_g_per_token == pytest.approx(steps[-2].carbon_g_per_token * sh.co2_kg[1] / sh.co2_kg[0])
+    off = run(parse_scenario({**ANALYTIC, "control": {"shifting": "off"}}))
+    assert off.shift is None and off.ablation[-1].lever == "cooling control (mpc)"
+
+
 def test_assumed_tdp_is_labelled_in_the_result() -> None:
     scenario = parse_scenario({**ANALYTIC, "fleet": {"accelerator": "tpu-v6e", "count": 4, "assumed_tdp_w": 300}})
     result = run(scenario)

@@ -46,6 +46,15 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"serve": {"kv_int8": True, "kv_offload_disk_mib": 64}}, ["set kv_int8 = false"]),
         ({"serve": {"speculative": "eagle"}}, ["serve.speculative = 'eagle'", "'prompt_lookup'"]),
         ({"serve": {"draft_model": "gpt-9"}}, ["serve.draft_model = 'gpt-9'", "unknown model"]),
+        ({"control": {"shifting": "on"}}, ["control.shifting = 'on'", "'off' or 'auto'"]),
+        ({"control": {"deferrable_share": 1.5}}, ["control.deferrable_share = 1.5", "less than or equal to 1"]),
+        ({"control": {"deferrable_share": -0.1}}, ["control.deferrable_share = -0.1", "greater than or equal to 0"]),
+        ({"control": {"deadline_h": 0}}, ["control.deadline_h = 0", "greater than or equal to 1"]),
+        ({"control": {"deadline_h": 2.5}}, ["control.deadline_h = 2.5", "valid integer"]),
+        ({"control": {"battery_hours": -1}}, ["control.battery_hours = -1", "greater than or equal to 0"]),
+        ({"control": {"battery_hours": float("inf")}}, ["control.battery_hours = inf", "finite number"]),
+        ({"control": {"replan_h": 0}}, ["control.replan_h = 0", "greater than or equal to 1"]),
+        ({"control": {"replan_h": 72}}, ["control.replan_h = 72", "less than or equal to 48"]),
     ],
 )
 def test_bad_scenarios_name_field_value_and_allowed(data: dict, expected: list[str]) -> None:  # type: ignore[type-arg]
@@ -139,3 +148,14 @@ def test_check_files_reads_every_file_the_scenario_names(tmp_path: Path) -> None
 
 def test_offload_defaults_go_unused_without_the_prefix_cache() -> None:
     assert parse_scenario({"serve": {"prefix_cache": False}}).serve.kv_offload_disk_mib == 256
+
+
+def test_shifting_defaults_and_the_deferrable_share_from_the_workload() -> None:
+    c = Scenario().control
+    assert (c.shifting, c.deadline_h, c.battery_hours, c.replan_h) == ("auto", 24, 4.0, 24)
+    derived = parse_scenario({"workload": {"interactive_fraction": 0.7}})
+    assert derived.control.shift_deferrable_share(derived.workload) == pytest.approx(0.3)
+    given = parse_scenario({"workload": {"interactive_fraction": 0.7}, "control": {"deferrable_share": 0.25}})
+    assert given.control.shift_deferrable_share(given.workload) == 0.25
+    off = parse_scenario({"control": {"shifting": "off", "battery_hours": 0}})
+    assert off.control.shifting == "off" and off.control.battery_hours == 0

@@ -41,19 +41,15 @@ from joulepath.results import (
     LeverGate,
     LocalComparison,
     LocalRun,
+    LocalStep,
     ModelledTierEffect,
     ServedRequest,
+    median_run,
 )
 from joulepath.scenario import GuardSection, ServeSection
 from joulepath.serving.frontend import Arrival, Frontend, Request
 from joulepath.serving.guard import Guard, GuardPolicy
 from joulepath.workload import Trace
-
-
-def median_run(runs: list[LocalRun]) -> LocalRun:
-    """The repetition with the median energy per token (the lower middle one for an even count)."""
-    ordered = sorted(runs, key=lambda r: r.j_per_token)
-    return ordered[(len(ordered) - 1) // 2]
 
 
 def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarray, list[Example]]:
@@ -271,6 +267,42 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+@dataclass(frozen=True)
+class Rung:
+    """One configuration of the ablation ladder: brute force plus every lever up to `lever`."""
+
+    lever: str
+    how: str  # the whole configuration, in words
+    max_batch: int
+    config: EngineConfig
+    model: LoadedModel
+
+
+def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights) -> list[Rung]:
+    """Brute force (one request at a time, the model as loaded, no caches, no speculation), then, with
+    `serve.ablation`, one lever more per rung in a fixed order: continuous batching, prefix cache (with
+    its offload tiers), the weight/KV lever that passed its gate, speculative decoding. The last rung is
+    always the optimized configuration; without `serve.ablation` it follows brute force directly."""
+    full = optimized_config(serve, weights)
+    no_spec = dataclasses.replace(full, speculative=None, draft_model=None)
+    lever_name = " + ".join(([weights.lever] if weights.lever else []) + (["int8 KV"] if weights.kv_int8 else []))
+    steps: list[tuple[str, EngineConfig, LoadedModel]] = [("continuous batching", EngineConfig(), loaded)]
+    if serve.prefix_cache:
+        steps.append(("prefix cache", dataclasses.replace(no_spec, kv_int8=False), loaded))
+    if lever_name:
+        steps.append((lever_name, no_spec, weights.loaded))
+    if serve.speculative != "off":
+        steps.append((f"speculative ({serve.speculative})", full, weights.loaded))
+    rungs = [Rung("brute force", "one at a time", 1, engine_config(serve, False), loaded)]
+    how = ""
+    for lever, config, model in steps:
+        how = f"{how} + {lever}" if how else lever
+        rungs.append(Rung(lever, how, serve.max_batch, config, model))
+    if not serve.ablation:
+        rungs = [rungs[0], dataclasses.replace(rungs[-1], lever="every lever")]
+    return rungs
+
+
 def serve_interleaved(
     loaded: LoadedModel,
     arrivals: np.ndarray,
@@ -279,44 +311,46 @@ def serve_interleaved(
     guard: Guard | None,
     progress: Callable[[str], None] = lambda _: None,
     weights: Weights | None = None,
-) -> tuple[list[LocalRun], list[LocalRun]]:
-    """Serve the baseline and the optimized configuration `serve.repeats` times each, interleaved
-    (A B A B ...), after an untimed warm-up; returns (baselines, optimizeds) in the order served. The
-    optimized configuration serves `weights` (default: the loaded model)."""
+) -> list[LocalStep]:
+    """Serve every rung of the ladder `serve.repeats` times, interleaved (A B C A B C ...), after an
+    untimed warm-up; returns the rungs with their repetitions in the order served. The first rung's runs
+    are named "baseline", the last's "optimized" (it serves `weights`, default the loaded model)."""
     weights = weights or Weights(loaded)
     warm = min(WARM_UP_REQUESTS, len(examples))
     for model in {id(loaded): loaded, id(weights.loaded): weights.loaded}.values():
         replay(model, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
-    optimized = "continuous batching" + (" + prefix cache" if serve.prefix_cache else "")
-    optimized += f" + speculative ({serve.speculative})" if serve.speculative != "off" else ""
-    optimized += f" + {weights.lever}" if weights.lever else ""
-    optimized += " + int8 KV" if weights.kv_int8 else ""
-    configs = (
-        ("baseline", 1, engine_config(serve, False), "one at a time", loaded),
-        ("optimized", serve.max_batch, optimized_config(serve, weights), optimized, weights.loaded),
-    )
+    rungs = ladder(loaded, serve, weights)
+    names = ["baseline", *(r.lever for r in rungs[1:-1]), "optimized"]
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
-    runs: dict[str, list[LocalRun]] = {"baseline": [], "optimized": []}
+    runs: list[list[LocalRun]] = [[] for _ in rungs]
     threads = tuned_threads(serve.model)
     if threads:
         progress(f"optimized configuration at {threads} torch thread(s), as `joulepath tune` measured fastest here")
     for k in range(serve.repeats):
-        for name, max_batch, config, how, model in configs:
-            progress(f"serving {len(examples)} requests on {serve.model}: {name} ({how}), {k + 1} of {serve.repeats}")
-            if model is weights.loaded and weights.lever:
-                reset_counters(model.model)
-            with torch_threads(threads if name == "optimized" else None):
-                run = replay(model, name, max_batch, arrivals, examples, serve.max_tokens, guard, config, modelled)
+        for i, (name, rung) in enumerate(zip(names, rungs, strict=True)):
+            progress(
+                f"serving {len(examples)} requests on {serve.model}: {name} ({rung.how}), {k + 1} of {serve.repeats}"
+            )
+            lever_model = rung.model is weights.loaded and weights.lever is not None
+            if lever_model:
+                reset_counters(rung.model.model)
+            with torch_threads(threads if i == len(rungs) - 1 else None):
+                run = replay(
+                    rung.model, name, rung.max_batch, arrivals, examples, serve.max_tokens, guard, rung.config,
+                    modelled if rung.config.prefix_cache else None,
+                )  # fmt: skip
                 run = dataclasses.replace(run, torch_threads=torch.get_num_threads())
-            if model is weights.loaded and weights.lever:
+            if lever_model:
                 run = dataclasses.replace(
                     run,
                     lever=weights.lever,
                     bytes_per_weight=weights.bytes_per_weight,
-                    activation_sparsity=measured_sparsity(model.model) if sparse_modules(model.model) else 0.0,
+                    activation_sparsity=measured_sparsity(rung.model.model)
+                    if sparse_modules(rung.model.model)
+                    else 0.0,
                 )
-            runs[name].append(run)
-    return runs["baseline"], runs["optimized"]
+            runs[i].append(run)
+    return [LocalStep(r.lever, r.how, tuple(rs)) for r, rs in zip(rungs, runs, strict=True)]
 
 
 def check_context(loaded: LoadedModel, examples: list[Example], max_tokens: int) -> None:
@@ -343,7 +377,8 @@ def serve_locally(
     check_context(loaded, examples, serve.max_tokens)
     guard = guard_for(guard_section) if guard_section else None
     weights = optimized_weights(loaded, serve, progress)
-    baselines, optimizeds = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights)
+    steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights)
+    baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
     prof = None
     if serve.profile:
         progress("hot-path profile")
@@ -353,5 +388,5 @@ def serve_locally(
     device = str(next(loaded.model.parameters()).device)
     baseline, optimized = median_run(baselines), median_run(optimizeds)
     return LocalComparison(
-        serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates
+        serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates, tuple(steps)
     )

@@ -3,15 +3,16 @@ report them (`joulepath.report`, the CLI). Plain frozen dataclasses, no torch an
 report never imports the code that computed its numbers:
 
     engine  -> RequestRecord                      (one finished request: tokens, times, joules)
-    execute -> ServedRequest, LocalRun, LocalComparison, RatioSpread   (served on this machine)
+    execute -> ServedRequest, LocalRun, LocalStep, LocalComparison, RatioSpread   (served on this machine)
     profile -> ClassCost, DeviceLimits, Advice, Lever, HotPathProfile  (hot paths of serving)
-    run     -> Summary, DataMovement, FleetOutcome, RunResult          (the whole run; result.json)
+    run     -> Summary, DataMovement, FleetOutcome, AblationStep, RunResult   (the whole run; result.json)
 
 Every energy figure sits next to its provenance (`measured:`, `estimated:`, `assumed:`).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
@@ -28,10 +29,20 @@ if TYPE_CHECKING:  # only named in annotations: the engine imports RequestRecord
     from joulepath.scenario import Scenario
     from joulepath.workload import TraceStats
 
-SCHEMA_VERSION = "1.1"  # of result.json; 1.1: baseline fleet outcome and local execution added
+SCHEMA_VERSION = "1.2"  # of result.json; 1.1: baseline fleet outcome and local execution; 1.2: headline, ablation
 
 
 # --- served on this machine ------------------------------------------------------------------------
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval for a proportion (better than the normal one near 0 and 1)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -249,6 +260,32 @@ class RatioSpread:
 LOCAL_RATIOS = ("j_per_token", "tokens_per_s", "ttft_p99_s")
 
 
+def median_run(runs: list[LocalRun] | tuple[LocalRun, ...]) -> LocalRun:
+    """The repetition with the median energy per token (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r.j_per_token)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+@dataclass(frozen=True)
+class LocalStep:
+    """One rung of the ablation ladder served here: the brute-force configuration with every lever up to
+    and including `lever` switched on, served `len(runs)` times interleaved with the other rungs."""
+
+    lever: str  # what this rung adds ("brute force" for the first)
+    description: str  # the whole configuration, in words
+    runs: tuple[LocalRun, ...]
+
+    @property
+    def median(self) -> LocalRun:
+        return median_run(self.runs)
+
+    def ratio_to(self, before: LocalStep, metric: str = "j_per_token") -> RatioSpread:
+        """This rung over the one before, paired by repetition (both served back to back)."""
+        pairs = zip(before.runs, self.runs, strict=True)
+        values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in pairs)
+        return RatioSpread(metric, tuple(v for v in values if np.isfinite(v)), self.median.energy_provenance)
+
+
 @dataclass(frozen=True)
 class LocalComparison:
     """Baseline vs optimized served here. `baseline` / `optimized` are each configuration's median
@@ -262,6 +299,7 @@ class LocalComparison:
     baseline_runs: tuple[LocalRun, ...] = ()
     optimized_runs: tuple[LocalRun, ...] = ()
     gates: tuple[LeverGate, ...] = ()  # quality gates of the weight levers tried for the optimized model
+    ladder: tuple[LocalStep, ...] = ()  # brute force, then one lever more per rung; the last is `optimized`
 
     @property
     def repeats(self) -> int:
@@ -460,6 +498,33 @@ class PowerCapChoice:
 
 
 @dataclass(frozen=True)
+class ShiftChoice:
+    """The optimized facility's year with its deferrable work shifted against grid carbon and price and a
+    battery dispatched (`[control] shifting = "auto"`), against run-now with the battery idle and the
+    perfect-foresight optimum of the same problem (estimated: the twin's series and joulepath.control.shift)."""
+
+    deferrable_share: float
+    deadline_h: int
+    battery_hours: float
+    co2_kg: tuple[float, float, float | None]  # run-now, policy, oracle
+    cost_usd: tuple[float, float, float | None]
+    grid_energy_j: tuple[float, float]  # run-now, policy (the battery's losses show here)
+    missed_deadlines: int
+    oracle_fraction: float  # the policy's share of the oracle's saving (objective); NaN without the oracle
+    grid_w_daily: tuple[tuple[float, ...], tuple[float, ...]]  # daily mean grid import: run-now, policy
+    soc_wh_daily: tuple[float, ...]  # daily mean battery state of charge, policy
+    provenance: str
+
+    @property
+    def co2_cut_frac(self) -> float:
+        return 1 - self.co2_kg[1] / self.co2_kg[0] if self.co2_kg[0] else 0.0
+
+    @property
+    def cost_cut_frac(self) -> float:
+        return 1 - self.cost_usd[1] / self.cost_usd[0] if self.cost_usd[0] else 0.0
+
+
+@dataclass(frozen=True)
 class FleetOutcome:
     """One configuration projected onto the fleet and run through the facility twin (estimated)."""
 
@@ -470,6 +535,32 @@ class FleetOutcome:
     facility: TwinResult
     work: WorkProfile | None = None  # the work profile the projection applied (measured where served)
     control: ControlOutcome | None = None  # the facility with the [control] controller (optimized only)
+
+
+@dataclass(frozen=True)
+class AblationStep:
+    """One step of the headline waterfall: brute force with the levers up to this one, served here where
+    the lever acts on this machine (`local` set) and projected onto the fleet and facility in every case."""
+
+    lever: str
+    description: str
+    acts_on: str  # "served here" (engine, model, weights) or "fleet and facility" (caps, cooling, scheduling)
+    wall_j_per_token: float  # projected: wall energy per served output token (estimated)
+    carbon_g_per_token: float  # projected (estimated)
+    local: LocalStep | None = None  # the rung as served here (None: a fleet/facility lever, nothing to serve)
+    local_ratio: RatioSpread | None = None  # J/token here over the previous served rung, paired (measured)
+    provenance: str = ""
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.local.median.accuracy if self.local else None
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float] | None:
+        if self.local is None:
+            return None
+        run = self.local.median
+        return wilson_interval(sum(r.correct for r in run.requests), len(run.requests))
 
 
 @dataclass(frozen=True)
@@ -493,3 +584,34 @@ class RunResult:
     endpoint: EndpointRun | None = None  # `joulepath bench serve`: the measured endpoint is the optimized side
     control: ControlOutcome | None = None  # the optimized facility under the [control] controller vs fixed setpoints
     power_cap: PowerCapChoice | None = None  # the optimized fleet's power limit ([control] power_cap = "auto")
+    ablation: tuple[AblationStep, ...] = ()  # brute force -> optimized, one lever at a time (the headline)
+    shift: ShiftChoice | None = None  # the optimized facility's deferrable work shifted, battery dispatched
+
+    def headline(self) -> Headline | None:
+        """Brute force vs optimized in one line each for this machine and the wall (None: no ablation)."""
+        if not self.ablation:
+            return None
+        first, last = self.ablation[0], self.ablation[-1]
+        local = None
+        if self.local is not None:
+            j = self.local.ratio("j_per_token")  # optimized / brute J per token, paired repetitions
+            local = RatioSpread("tokens_per_joule", tuple(1 / v for v in j.values if v > 0), j.provenance)
+        acc = (self.local.baseline.accuracy, self.local.optimized.accuracy) if self.local else (None, None)
+        return Headline(local, first.wall_j_per_token / last.wall_j_per_token, *acc)
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Optimized over brute force: tokens per joule here (measured repetitions, paired) and at the wall
+    (projected, estimated), and golden accuracy of both (measured on the answers each served)."""
+
+    local_tokens_per_joule: RatioSpread | None  # None: nothing served here
+    wall_tokens_per_joule_ratio: float
+    accuracy_brute: float | None
+    accuracy_optimized: float | None
+
+    @property
+    def accuracy_delta_pts(self) -> float | None:
+        if self.accuracy_brute is None or self.accuracy_optimized is None:
+            return None
+        return 100 * (self.accuracy_optimized - self.accuracy_brute)

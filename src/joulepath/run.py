@@ -26,12 +26,17 @@ from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
 from joulepath.meter import FacilityRatios, Meter, NodeAssumption, Waterfall, auto_meter, rollup
 from joulepath.results import (
+    AblationStep,
     ControlOutcome,
     DataMovement,
     EndpointRun,
     FleetOutcome,
+    LocalComparison,
+    LocalStep,
     PowerCapChoice,
+    RatioSpread,
     RunResult,
+    ShiftChoice,
     Summary,
 )
 from joulepath.scenario import SAFE_NAME, ControlSection, Scenario, WorkloadSection
@@ -87,7 +92,13 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
 
         local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
     baseline_work, optimized_work = work_profiles(local)
-    return dataclasses.replace(projected(scenario, trace, baseline_work, optimized_work, meter, progress), local=local)
+    result = projected(scenario, trace, baseline_work, optimized_work, meter, progress)
+    shift = shifted_facility(scenario, result.facility, result.projection)
+    if shift is not None:
+        progress("carbon- and cost-aware shifting of the deferrable work, battery dispatched (with the oracle)")
+    result = dataclasses.replace(result, local=local, shift=shift)
+    progress("headline waterfall: each lever's step projected onto the fleet and facility")
+    return dataclasses.replace(result, ablation=ablation(scenario, trace, result, local))
 
 
 def run_endpoint(
@@ -137,6 +148,101 @@ def projected(
         control=optimized.control,
         power_cap=cap,
     )
+
+
+def ablation(
+    scenario: Scenario, trace: Trace, result: RunResult, local: LocalComparison | None
+) -> tuple[AblationStep, ...]:
+    """The headline waterfall: brute force, then one lever more per step, each projected through the same
+    fleet, twin and ledger. The served-here levers (the ladder `execute` measured, rung by rung) come
+    first, each with its measured work profile and the paired local ratio to the rung before; then the
+    fleet and facility levers: the power cap, cooling control (that step is the optimized run), and
+    shifting with a battery (carbon and cost; energy only through the battery's losses)."""
+    assert result.baseline is not None
+    rungs = local.ladder if local is not None and local.ladder else ()
+    steps = [_step(result.baseline, "brute force", "one request at a time, fp32, no caches", rungs[:1])]
+    for i, rung in enumerate(rungs[1:], start=1):
+        work = work_profile(rung.median)
+        outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
+        steps.append(_step(outcome, rung.lever, rung.description, (rung,), rung.ratio_to(rungs[i - 1])))
+    if not rungs:  # nothing served: batching as the hardware model sees it
+        work = result.work or WorkProfile()
+        outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
+        steps.append(_step(outcome, "continuous batching", "continuous batching (modelled, nothing served)", ()))
+    optimized = FleetOutcome(0, result.projection, result.waterfall, result.summary, result.facility)
+    cap = result.power_cap
+    if cap is not None and cap.cap_w < cap.tdp_w:
+        outcome = optimized
+        if scenario.control.enabled:  # cooling control's step follows: the capped fleet at fixed setpoints
+            work = result.work or WorkProfile()
+            capped = _with_power_limit(scenario, cap.cap_w)
+            outcome = fleet_outcome(capped, trace, fleet_max_batch(scenario, work), work)
+        steps.append(_step(outcome, "power cap", f"{cap.cap_w:.0f} W of {cap.tdp_w:.0f} W TDP", ()))
+    if scenario.control.enabled:
+        c = scenario.control
+        steps.append(_step(optimized, f"cooling control ({c.controller})", f"{c.controller} setpoints vs fixed", ()))
+    if result.shift is not None:
+        sh, last = result.shift, steps[-1]
+        steps.append(
+            AblationStep(
+                "shifting + battery",
+                f"{100 * sh.deferrable_share:.0f} % of the work deferrable by {sh.deadline_h} h, "
+                f"a {sh.battery_hours:g} h battery",
+                "fleet and facility",
+                last.wall_j_per_token * sh.grid_energy_j[1] / sh.grid_energy_j[0],
+                last.carbon_g_per_token * sh.co2_kg[1] / sh.co2_kg[0],
+                provenance=sh.provenance,
+            )
+        )
+    return tuple(steps)
+
+
+def _step(
+    outcome: FleetOutcome, lever: str, description: str, rung: tuple[LocalStep, ...], ratio: RatioSpread | None = None
+) -> AblationStep:
+    s = outcome.summary
+    where = "served here" if rung else "fleet and facility"
+    return AblationStep(
+        lever, description, where, s.wall_j_per_token, s.carbon_g / max(s.served_output_tokens, 1.0),
+        rung[0] if rung else None, ratio,
+        "estimated: this step's work profile through the hardware model, facility twin and ledger"
+        + ("; its local figures measured here (energy as the meter labels it)" if rung else ""),
+    )  # fmt: skip
+
+
+def shifted_facility(scenario: Scenario, twin: TwinResult, proj: FleetProjection) -> ShiftChoice | None:
+    """The optimized facility's wall power with its deferrable share moved in time against the twin's own
+    carbon and price series, and a battery dispatched (joulepath.control.shift; None when off). Deferred
+    work may raise an hour's draw up to the fleet's design power (every accelerator at its limit, scaled
+    to the facility by the peak hour's overheads): the room idle accelerators leave."""
+    c = scenario.control
+    if not c.enabled or c.shifting == "off":
+        return None
+    from joulepath.control import shift_facility_year
+
+    s = twin.series
+    share = c.shift_deferrable_share(scenario.workload)
+    board_w, _, design_w = facility_inputs(scenario, proj)
+    room = max(1.0, design_w / float(board_w.max())) if board_w.max() > 0 else 1.0
+    r = shift_facility_year(
+        s["facility_power_w"], s["carbon_intensity_g_per_kwh"], s["price_usd_per_kwh"], deferrable_share=share,
+        deadline_h=c.deadline_h, battery_hours=c.battery_hours, replan_h=c.replan_h, step_s=twin.clock.dt_s,
+        capacity_frac_of_peak=room,
+    )  # fmt: skip
+    best = r.oracle
+
+    def daily(x: np.ndarray) -> tuple[float, ...]:
+        return tuple(float(v) for v in interval_means(x, 24))
+
+    return ShiftChoice(
+        share, c.deadline_h, c.battery_hours,
+        (r.baseline.co2_kg, r.policy.co2_kg, best.co2_kg if best else None),
+        (r.baseline.cost_usd, r.policy.cost_usd, best.cost_usd if best else None),
+        (float(r.baseline.grid_w.sum()) * 3600, float(r.policy.grid_w.sum()) * 3600),
+        r.missed_deadlines, r.saving.oracle_fraction,
+        (daily(r.baseline.grid_w), daily(r.policy.grid_w)), daily(r.soc_wh),
+        "; ".join(r.provenance[k] for k in ("policy", "oracle") if k in r.provenance),
+    )  # fmt: skip
 
 
 def fleet_max_batch(scenario: Scenario, work: WorkProfile) -> int:

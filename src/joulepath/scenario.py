@@ -253,6 +253,12 @@ class ServeSection(_Section):
         description="times each configuration is served, interleaved (baseline, optimized, baseline, ...); "
         "local ratios are reported as the median and min-max over the repetitions",
     )
+    ablation: bool = Field(
+        True,
+        description="also serve the rungs between brute force and optimized, one lever more each (continuous "
+        "batching, prefix cache, the gated weight/KV lever, speculative decoding), interleaved with them: the "
+        "headline waterfall's measured steps; false serves only the two ends (faster)",
+    )
     prefix_cache: bool = Field(
         True,
         description="the optimized configuration reuses the KV of shared prompt prefixes (engine/prefix_cache.py); "
@@ -334,8 +340,9 @@ class ServeSection(_Section):
 
 
 class ControlSection(_Section):
-    """Adaptive cooling (joulepath.control): a controller sets the cooling setpoints of the optimized
-    configuration's facility each interval; the baseline keeps the facility's fixed setpoints."""
+    """Adaptive infrastructure (joulepath.control), in the optimized configuration only: a controller sets
+    the facility's cooling setpoints each interval (the baseline keeps the fixed setpoints); power caps;
+    batch work shifted in time with a battery against carbon and price (the baseline runs it at once)."""
 
     enabled: bool = True
     controller: Literal["mpc", "g36", "fixed"] = Field(
@@ -358,6 +365,38 @@ class ControlSection(_Section):
         description="false (conservative): a cap counts only where it pays even if static power does not fall with "
         "the clock; true: the hardware model's own reading, where all power above idle scales (larger savings)",
     )
+    shifting: Literal["off", "auto"] = Field(
+        "auto",
+        description="auto: the optimized configuration moves its deferrable (batch) work in time against the grid's "
+        "hourly carbon intensity and price and dispatches a battery with it (control.shift, linear program on "
+        "forecasts, estimated); interactive work never moves; the baseline runs everything at once, battery idle",
+    )
+    deferrable_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="share of each hour's load that is batch work and may be deferred; none: the workload's batch "
+        "class share (1 - workload.interactive_fraction)",
+    )
+    deadline_h: int = Field(
+        24, ge=1, le=168, description="each batch job must finish within this many hours of its arrival"
+    )
+    battery_hours: float = Field(
+        4.0, ge=0, le=24, description="battery energy / power rating (rated at 25 % of the mean load), h; 0 = none"
+    )
+    replan_h: int = Field(
+        24,
+        ge=1,
+        le=48,
+        description="hours between the shifting plans (each over max(48, deadline_h + replan_h) hours ahead); 1 "
+        "re-plans hourly (the benchmark's policy, ~25x slower: about a minute per facility year)",
+    )
+
+    def shift_deferrable_share(self, workload: WorkloadSection) -> float:
+        """The deferrable share shifting uses: `deferrable_share`, or the workload's batch class share."""
+        if self.deferrable_share is not None:
+            return self.deferrable_share
+        return 1.0 - workload.interactive_fraction
 
 
 class GuardSection(_Section):

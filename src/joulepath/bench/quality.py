@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -28,21 +27,12 @@ from joulepath.quality.align import AlignConfig, align, behaviour, make_pairs
 from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length
 from joulepath.quality.tasks import LEVELS
 from joulepath.quality.zoo import TRAINING_FILE
+from joulepath.results import wilson_interval
 from joulepath.serving.guard import Guard, GuardPolicy, load_safety_set, safety_texts
 
 
 def by_level(report: EvalReport) -> dict[str, float]:
     return {level: report.level_accuracy(level) for level in LEVELS if any(c.level == level for c in report.cells)}
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval (95 % for z = 1.96) of a rate of k in n: honest near 0 and 1, unlike k/n +- 2 sd."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def guard_rates(guard: Guard, rows: list[dict[str, str]]) -> dict[str, Any]:

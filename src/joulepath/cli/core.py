@@ -284,12 +284,50 @@ def _print_summary(result: RunResult, path: Path) -> None:
         f"{num(dm.link_bytes_per_token / 1e3, 'kB')} over links; energy: {moves} [dim](estimated)[/]"
     )
     _print_local(result)
+    _print_ablation(result)
     a = result.analysis_energy
     console.print(
         f"[dim]this analysis: {a.duration_s:.2f} s, {num(a.total_energy_j, 'J')} on this machine "
         f"({a.provenance_summary})[/]"
     )
     console.print(f"result: {path}")
+
+
+def _print_ablation(result: RunResult) -> None:
+    """The headline waterfall: each lever's step here (served rungs) and at the wall (projected)."""
+    if not result.ablation:
+        return
+    first = result.ablation[0]
+    rows = []
+    for st in result.ablation:
+        here = step = "-"
+        if st.local is not None:
+            run = st.local.median
+            here = f"{1 / run.j_per_token:.3g}" if run.j_per_token else "-"
+            r = st.local_ratio
+            if r is not None and r.values and r.low > 0:
+                step = f"{1 / r.median:.2f}x ({1 / r.high:.2f}-{1 / r.low:.2f})"
+                step += " no significant difference" if r.spread_known and r.includes_one else ""
+        wall = f"{1 / st.wall_j_per_token:.3g} ({first.wall_j_per_token / st.wall_j_per_token:.2f}x)"
+        rows.append((st.lever, here, step, wall))
+    cols = (
+        Col("lever added", left=True),
+        Col("tokens/J here"),
+        Col("vs previous rung", wrap=True),
+        Col("tokens/wall-J"),
+    )
+    local_kind = weakest_kind(*(st.local.median.energy_provenance for st in result.ablation if st.local))
+    caption = f"here: {local_kind} (meter), median of paired repetitions; wall: estimated (hw model + twin)"
+    console.print(fit_table(console, cols, rows, title="brute force to optimized, lever by lever", caption=caption))
+    if result.shift is not None:
+        sh = result.shift
+        console.print(
+            f"shifting {100 * sh.deferrable_share:.0f} % of the work (deadline {sh.deadline_h} h, "
+            f"{sh.battery_hours:g} h battery): CO2 {-100 * sh.co2_cut_frac:+.1f} %, "
+            f"cost {-100 * sh.cost_cut_frac:+.1f} %, {sh.oracle_fraction:.0%} of the oracle's saving, "
+            f"{sh.missed_deadlines} missed deadlines [dim](estimated)[/]",
+            highlight=False,
+        )
 
 
 def _print_local(result: RunResult) -> None:

@@ -3,8 +3,9 @@
 No torch here (tested). Imports `facility` and `hw`; neither imports this package. Data flow:
 load and weather history -> forecasts -> controller -> setpoints per interval -> `facility.feedback`
 -> the twin's usual result. `control.shift`: batch work moved in time with a battery against carbon and
-price (scipy's HiGHS); `control.power`: power caps and oversubscription over `hw.fleet`.
-`control.forecast` (LightGBM via mlforecast) is an optional extra.
+price (scipy's HiGHS), and `control.shift_year.shift_facility_year`, its entry for the main job;
+`control.power`: power caps and oversubscription over `hw.fleet`. `control.forecast` (LightGBM via
+mlforecast) is an optional extra.
 """
 
 from joulepath.control.cooling import CoolingMpc, DiurnalPersistence, FixedSetpoint, MpcConfig, TrimAndRespond
@@ -18,6 +19,7 @@ from joulepath.control.shift import (
     savings,
     shift_problem,
 )
+from joulepath.control.shift_year import FacilityShift, shift_facility_year
 from joulepath.control.twin import CONTROLLERS, ControlConfig, make_controller, run_controlled_twin
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ControlConfig",
     "CoolingMpc",
     "DiurnalPersistence",
+    "FacilityShift",
     "FixedSetpoint",
     "MpcConfig",
     "Oversubscription",
@@ -42,5 +45,6 @@ __all__ = [
     "run_controlled_twin",
     "run_now",
     "savings",
+    "shift_facility_year",
     "shift_problem",
 ]

@@ -3,7 +3,6 @@ time, J/token) and the gate that every optimization must pass against its baseli
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -14,16 +13,7 @@ from joulepath.meter import Meter
 from joulepath.model import DenseCausalAttention, LoadedModel
 from joulepath.model.mtp import MedusaHeads, chain_acceptance
 from joulepath.quality.tasks import Example, chat_prompt, check
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval for a proportion (better than the normal one near 0 and 1)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+from joulepath.results import wilson_interval
 
 
 @dataclass(frozen=True)

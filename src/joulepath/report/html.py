@@ -12,6 +12,7 @@ an energy figure is tagged measured only when the meter measured it. Each tag na
 from __future__ import annotations
 
 import html
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,16 @@ from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
 from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
-from joulepath.results import EndpointRun, KVOffloadUse, LocalComparison, PowerCapChoice, RatioSpread, RunResult
+from joulepath.results import (
+    EndpointRun,
+    KVOffloadUse,
+    LocalComparison,
+    PowerCapChoice,
+    RatioSpread,
+    RunResult,
+    ShiftChoice,
+    wilson_interval,
+)
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
 STATUS_SCRIPT = """<script>
@@ -315,6 +325,93 @@ def _kv_rows(kv: KVOffloadUse | None) -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def ablation_figure(result: RunResult) -> str:
+    """The headline waterfall: wall J per token from brute force down, one bar per lever (projected)."""
+    steps = result.ablation
+    fig = go.Figure(
+        go.Waterfall(
+            x=[s.lever for s in steps] + ["optimized"],
+            y=[steps[0].wall_j_per_token]
+            + [b.wall_j_per_token - a.wall_j_per_token for a, b in itertools.pairwise(steps)]
+            + [steps[-1].wall_j_per_token],
+            measure=["absolute"] + ["relative"] * (len(steps) - 1) + ["total"],
+            decreasing=dict(marker=dict(color="#2a9d8f")),
+            increasing=dict(marker=dict(color="#e76f51")),
+            totals=dict(marker=dict(color="#264653")),
+        )
+    )
+    fig.update_layout(yaxis_title="J per served output token at the wall")
+    return _fig(
+        fig,
+        "Brute force to optimized, one lever at a time (fleet projection)",
+        "each bar: the lever's change in wall energy per token, with every lever before it on; the served-here "
+        "levers use the work profile measured on their own rung (table below).",
+        _tag("energy", *(s.provenance for s in steps)),
+    )
+
+
+def ablation_table(result: RunResult) -> str:
+    """The waterfall as numbers: each step's measured local figures (served rungs) and projected ones."""
+    first = result.ablation[0]
+    rows = []
+    for step in result.ablation:
+        local = ratio = acc = "—"
+        if step.local is not None:
+            run = step.local.median
+            local = f"{1 / run.j_per_token:.3g}" if run.j_per_token else "—"
+            if step.local_ratio is not None and step.local_ratio.values:
+                r = step.local_ratio
+                inv = f"{1 / r.median:.2f}x ({1 / r.high:.2f}–{1 / r.low:.2f})" if r.low > 0 else "—"
+                ratio = f"{inv}, {NO_DIFFERENCE}" if r.spread_known and r.includes_one else inv
+            lo, hi = wilson_interval(sum(q.correct for q in run.requests), len(run.requests))
+            acc = f"{run.accuracy:.0%} ({lo:.0%}–{hi:.0%})"
+        vs_brute = first.wall_j_per_token / step.wall_j_per_token if step.wall_j_per_token else float("nan")
+        tags = _tag("energy", step.provenance) + (
+            " " + _tag("local energy", step.local.median.energy_provenance) if step.local else ""
+        )
+        rows.append(
+            f"<tr><td>{html.escape(step.lever)}</td><td>{html.escape(step.acts_on)}</td><td>{local}</td>"
+            f"<td>{html.escape(ratio)}</td><td>{html.escape(acc)}</td><td>{1 / step.wall_j_per_token:.3g}</td>"
+            f"<td>{vs_brute:.2f}x</td><td>{step.carbon_g_per_token:.3g}</td><td>{tags}</td></tr>"
+        )
+    head = (
+        "<tr><th>lever added</th><th>acts on</th><th>tokens/J here (median)</th><th>tokens/J vs previous rung, "
+        "paired (min–max)</th><th>golden accuracy (95 % CI)</th><th>tokens per wall-joule</th><th>vs brute force"
+        "</th><th>g CO2 per token</th><th></th></tr>"
+    )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def headline_text(result: RunResult) -> str:
+    """The summary's first sentence: brute force vs optimized, here and at the wall, with accuracy."""
+    h = result.headline()
+    if h is None:
+        return ""
+    parts = []
+    if h.local_tokens_per_joule is not None and h.local_tokens_per_joule.values:
+        r = h.local_tokens_per_joule
+        spread = f"{r.low:.2f}–{r.high:.2f}x over {len(r.values)} paired repetitions"
+        parts.append(
+            f"<b>{r.median:.2f}x</b> more tokens per joule on this machine ({spread}) {_tag('energy', r.provenance)}"
+        )
+    wall = result.ablation[0].provenance
+    parts.append(
+        f"<b>{h.wall_tokens_per_joule_ratio:.2f}x</b> more tokens per wall-joule projected onto the fleet and "
+        f"facility {_tag('energy', wall)}"
+    )
+    accuracy = ""
+    if h.accuracy_brute is not None and h.accuracy_optimized is not None and h.accuracy_delta_pts is not None:
+        accuracy = (
+            f", at golden accuracy {h.accuracy_brute:.0%} (brute force) vs {h.accuracy_optimized:.0%} (optimized), "
+            f"{h.accuracy_delta_pts:+.1f} points"
+        )
+    levers = " → ".join(html.escape(s.lever) for s in result.ablation[1:])
+    return (
+        f"<b>Headline.</b> Every lever on ({levers}) against brute force: {' and '.join(parts)}{accuracy}. "
+        "The wall figures and everything the facility adds are estimated; the local ones are as the meter labels them."
+    )
+
+
 def ratio_table(local: LocalComparison) -> str:
     """Every local ratio (optimized / baseline) over the interleaved repetitions: median, min-max, and
     what it means, in words; "no significant difference measured" when the spread includes 1.0."""
@@ -336,7 +433,7 @@ def ratio_table(local: LocalComparison) -> str:
 
 def summary_text(result: RunResult) -> str:
     sc, s = result.scenario, result.summary
-    parts = []
+    parts = [headline_text(result)] if result.ablation else []
     local = result.local
     if local:
         b, o = local.baseline, local.optimized
@@ -367,12 +464,51 @@ def summary_text(result: RunResult) -> str:
         )
     if result.power_cap:
         parts.append(power_cap_text(result.power_cap))
+    if result.shift:
+        parts.append(shift_text(result.shift))
     parts.append(
         f"Projected onto {sc.fleet.count} x {html.escape(sc.fleet.accelerator)} serving a "
         f"{html.escape(sc.model.preset or 'custom')} model, a token costs {s.wall_j_per_token:.3g} J at the wall "
         f"(PUE {s.pue:.2f}, {s.carbon_g / 1e3:.3g} kg CO2 for the run) {_tag('energy', s.provenance)}."
     )
     return "<p>" + "</p><p>".join(parts) + "</p>"
+
+
+def shift_text(c: ShiftChoice) -> str:
+    """The summary's sentence on shifting the deferrable work and dispatching the battery."""
+    co2, cost = c.co2_kg, c.cost_usd
+    bound = ""
+    if co2[2] is not None and cost[2] is not None:
+        bound = (
+            f" (perfect foresight: {100 * (1 - co2[2] / co2[0]):.1f} % and {100 * (1 - cost[2] / cost[0]):.1f} %; "
+            f"the online policy gets {c.oracle_fraction:.0%} of its saving)"
+        )
+    return (
+        f"Shifting {100 * c.deferrable_share:.0f} % of the work by up to {c.deadline_h} h with a {c.battery_hours:g} h "
+        f"battery cut the optimized facility's CO2 by <b>{100 * c.co2_cut_frac:.1f} %</b> and its energy cost by "
+        f"<b>{100 * c.cost_cut_frac:.1f} %</b> against running everything at once{bound}, with "
+        f"{c.missed_deadlines} missed deadlines {_tag('carbon', c.provenance)}."
+    )
+
+
+def shift_figure(result: RunResult) -> str:
+    """Daily mean grid import, run-now vs shifted, and the battery's state of charge (estimated)."""
+    c = result.shift
+    if c is None:
+        return ""
+    fig = go.Figure()
+    days = np.arange(len(c.grid_w_daily[0]))
+    for name, series, colour in (("run now", c.grid_w_daily[0], COLOURS["baseline"]),
+                                 ("shifted + battery", c.grid_w_daily[1], COLOURS["optimized"])):  # fmt: skip
+        fig.add_trace(go.Scatter(x=days, y=np.asarray(series) / 1e3, name=name, line=dict(color=colour)))
+    fig.add_trace(
+        go.Scatter(x=days, y=np.asarray(c.soc_wh_daily) / 1e3, name="battery state of charge (kWh)", yaxis="y2")
+    )
+    fig.update_layout(
+        xaxis_title="day", yaxis_title="grid import, daily mean kW",
+        yaxis2=dict(title="kWh", overlaying="y", side="right"),
+    )  # fmt: skip
+    return _fig(fig, "Shifting and storage (optimized facility)", "", _tag("energy", c.provenance))
 
 
 def power_cap_text(c: PowerCapChoice) -> str:
@@ -428,6 +564,7 @@ def render_report(result: RunResult) -> str:
         f'<div class="lead">{summary_text(result)}</div>',
         "<h2>Baseline vs optimized</h2>",
         config_table(result),
+        *(["<h2>Lever by lever</h2>", ablation_figure(result), ablation_table(result)] if result.ablation else []),
         "<h2>Where the energy goes, device to wall</h2>",
         waterfall_figure(result),
         "<h2>Hot paths</h2>",
@@ -436,6 +573,7 @@ def render_report(result: RunResult) -> str:
         latency_figure(result),
         "<h2>Facility</h2>",
         facility_figure(result),
+        shift_figure(result),
         '<p id="js-status">rendering…</p>',
     ]
     return (

@@ -25,6 +25,7 @@ from joulepath.meter import TIME_PROVENANCE
 from joulepath.report.wording import ratio_verdict
 from joulepath.results import (
     SCHEMA_VERSION,
+    AblationStep,
     ControlOutcome,
     EndpointRun,
     FleetOutcome,
@@ -34,6 +35,7 @@ from joulepath.results import (
     PowerCapChoice,
     RatioSpread,
     RunResult,
+    ShiftChoice,
 )
 
 if TYPE_CHECKING:
@@ -103,6 +105,9 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "endpoint": endpoint_to_dict(result.endpoint) if result.endpoint else None,
         "control": control_to_dict(result.control) if result.control else None,
         "power_cap": power_cap_to_dict(result.power_cap) if result.power_cap else None,
+        "shift": shift_to_dict(result.shift) if result.shift else None,
+        "headline": headline_to_dict(result),
+        "ablation": [ablation_step_to_dict(s, result.ablation[0]) for s in result.ablation],
     }
     return plain(doc)  # every non-finite float, wherever it sits, becomes null
 
@@ -171,6 +176,24 @@ def control_to_dict(c: ControlOutcome) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def shift_to_dict(c: ShiftChoice) -> dict[str, Any]:
+    """Shifting and battery dispatch: run-now, the online policy and the oracle (daily series left out)."""
+    names = ("run_now", "policy", "oracle")
+    return {
+        "deferrable_share": c.deferrable_share,
+        "deadline_h": c.deadline_h,
+        "battery_hours": c.battery_hours,
+        "co2_kg": dict(zip(names, c.co2_kg, strict=True)),
+        "cost_usd": dict(zip(names, c.cost_usd, strict=True)),
+        "grid_energy_j": dict(zip(names[:2], c.grid_energy_j, strict=True)),
+        "co2_cut_frac": c.co2_cut_frac,
+        "cost_cut_frac": c.cost_cut_frac,
+        "oracle_fraction": c.oracle_fraction,
+        "missed_deadlines": c.missed_deadlines,
+        "provenance": c.provenance,
+    }
+
+
 def power_cap_to_dict(c: PowerCapChoice) -> dict[str, Any]:
     """The optimized fleet's power limit and the curve it was chosen from (estimated)."""
     keys = ("tdp_w", "cap_w", "j_saving_pct", "p99_slowdown_pct", "latency_bound_pct", "static_power_scales")
@@ -217,10 +240,12 @@ def repetition_to_dict(run: LocalRun) -> dict[str, Any]:
     return {k: getattr(run, k) for k in keys} | {"ttft_p99_s": run.percentile("ttft_s", 99)}
 
 
-def ratio_to_dict(spread: RatioSpread) -> dict[str, Any]:
+def ratio_to_dict(
+    spread: RatioSpread, definition: str = "optimized / baseline, paired by repetition (served interleaved)"
+) -> dict[str, Any]:
     """One local ratio over the repetitions, with its verdict in words."""
     return {
-        "definition": "optimized / baseline, paired by repetition (served interleaved)",
+        "definition": definition,
         "median": spread.median,
         "min": spread.low,
         "max": spread.high,
@@ -229,6 +254,60 @@ def ratio_to_dict(spread: RatioSpread) -> dict[str, Any]:
         "verdict": ratio_verdict(spread),
         "provenance": spread.provenance,
     }
+
+
+def headline_to_dict(result: RunResult) -> dict[str, Any] | None:
+    """Brute force vs optimized: tokens per joule here and at the wall, and accuracy (None: no ablation)."""
+    h = result.headline()
+    if h is None:
+        return None
+    local = h.local_tokens_per_joule
+    return {
+        "local_tokens_per_joule_ratio": local.median if local else None,
+        "local_tokens_per_joule_ratio_min": local.low if local else None,
+        "local_tokens_per_joule_ratio_max": local.high if local else None,
+        "local_provenance": local.provenance if local else None,
+        "wall_tokens_per_joule_ratio": h.wall_tokens_per_joule_ratio,
+        "wall_provenance": "estimated: hardware model + facility twin + ledger, brute force vs optimized",
+        "accuracy_brute": h.accuracy_brute,
+        "accuracy_optimized": h.accuracy_optimized,
+        "accuracy_delta_pts": h.accuracy_delta_pts,
+        "accuracy_provenance": LocalRun.accuracy_provenance,
+    }
+
+
+def ablation_step_to_dict(step: AblationStep, first: AblationStep) -> dict[str, Any]:
+    """One waterfall step: projected figures always, the served rung's measured ones where it has one."""
+    out: dict[str, Any] = {
+        "lever": step.lever,
+        "description": step.description,
+        "acts_on": step.acts_on,
+        "wall_j_per_token": step.wall_j_per_token,
+        "wall_tokens_per_joule": 1 / step.wall_j_per_token if step.wall_j_per_token else None,
+        "wall_tokens_per_joule_vs_brute": first.wall_j_per_token / step.wall_j_per_token
+        if step.wall_j_per_token
+        else None,
+        "carbon_g_per_token": step.carbon_g_per_token,
+        "provenance": step.provenance,
+        "local": None,
+    }
+    if step.local is not None:
+        run = step.local.median
+        out["local"] = {
+            "tokens_per_joule": 1 / run.j_per_token if run.j_per_token else None,
+            "j_per_token": run.j_per_token,
+            "tokens_per_s": run.tokens_per_s,
+            "accuracy": step.accuracy,
+            "accuracy_ci95": step.accuracy_interval,
+            "energy_provenance": run.energy_provenance,
+            "repetitions": [repetition_to_dict(r) for r in step.local.runs],
+            "j_per_token_vs_previous": ratio_to_dict(
+                step.local_ratio, "this step / the previous served step, paired by repetition (served interleaved)"
+            )
+            if step.local_ratio
+            else None,
+        }
+    return out
 
 
 def local_to_dict(local: LocalComparison) -> dict[str, Any]:
