@@ -26,6 +26,8 @@ max_tokens = 8
 gate_per_cell = 2
 [facility]
 horizon_days = 14
+[control]
+shifting = "auto"
 """
 
 

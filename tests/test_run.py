@@ -30,7 +30,7 @@ def test_default_run_energy_adds_up() -> None:
 
 
 def test_the_headline_waterfall_runs_from_brute_force_to_the_optimized_run() -> None:
-    result = run(parse_scenario({**ANALYTIC, "control": {"cap_static_power_scales": True}}))
+    result = run(parse_scenario({**ANALYTIC, "control": {"cap_static_power_scales": True, "shifting": "auto"}}))
     steps = result.ablation
     levers = ["brute force", "continuous batching", "power cap", "cooling control (mpc)", "shifting + battery"]
     assert [s.lever for s in steps] == levers
@@ -48,7 +48,7 @@ def test_the_headline_waterfall_runs_from_brute_force_to_the_optimized_run() -> 
     assert sh.cost_usd[1] < sh.cost_usd[0] and sh.co2_kg[2] is not None and sh.co2_kg[2] <= sh.co2_kg[0]
     assert sh.grid_energy_j[1] >= sh.grid_energy_j[0]  # the battery's round trip loses energy, never makes it
     assert steps[-1].carbon_g_per_token == pytest.approx(steps[-2].carbon_g_per_token * sh.co2_kg[1] / sh.co2_kg[0])
-    off = run(parse_scenario({**ANALYTIC, "control": {"shifting": "off"}}))
+    off = run(parse_scenario(ANALYTIC))  # shifting is off by default (its step is not positive here)
     assert off.shift is None and off.ablation[-1].lever == "cooling control (mpc)"
 
 

@@ -152,7 +152,7 @@ def test_offload_defaults_go_unused_without_the_prefix_cache() -> None:
 
 def test_shifting_defaults_and_the_deferrable_share_from_the_workload() -> None:
     c = Scenario().control
-    assert (c.shifting, c.deadline_h, c.battery_hours, c.replan_h) == ("auto", 24, 4.0, 24)
+    assert (c.shifting, c.deadline_h, c.battery_hours, c.replan_h) == ("off", 24, 4.0, 24)
     derived = parse_scenario({"workload": {"interactive_fraction": 0.7}})
     assert derived.control.shift_deferrable_share(derived.workload) == pytest.approx(0.3)
     given = parse_scenario({"workload": {"interactive_fraction": 0.7}, "control": {"deferrable_share": 0.25}})

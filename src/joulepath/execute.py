@@ -285,10 +285,12 @@ def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights) -> list[R
     always the optimized configuration; without `serve.ablation` it follows brute force directly."""
     full = optimized_config(serve, weights)
     no_spec = dataclasses.replace(full, speculative=None, draft_model=None)
-    lever_name = " + ".join(([weights.lever] if weights.lever else []) + (["int8 KV"] if weights.kv_int8 else []))
+    kv = ["int8 KV" + (" (offload tiers off)" if serve.prefix_cache else "")] if weights.kv_int8 else []
+    lever_name = " + ".join(([weights.lever] if weights.lever else []) + kv)
     steps: list[tuple[str, EngineConfig, LoadedModel]] = [("continuous batching", EngineConfig(), loaded)]
-    if serve.prefix_cache:
-        steps.append(("prefix cache", dataclasses.replace(no_spec, kv_int8=False), loaded))
+    if serve.prefix_cache:  # with its offload tiers, which the int8 KV rung (if any) then turns off
+        cached = dataclasses.replace(engine_config(serve, True), speculative=None, draft_model=None)
+        steps.append(("prefix cache", cached, loaded))
     if lever_name:
         steps.append((lever_name, no_spec, weights.loaded))
     if serve.speculative != "off":
@@ -314,7 +316,9 @@ def serve_interleaved(
 ) -> list[LocalStep]:
     """Serve every rung of the ladder `serve.repeats` times, interleaved (A B C A B C ...), after an
     untimed warm-up; returns the rungs with their repetitions in the order served. The first rung's runs
-    are named "baseline", the last's "optimized" (it serves `weights`, default the loaded model)."""
+    are named "baseline", the last's "optimized" (it serves `weights`, default the loaded model). Every
+    rung after brute force runs at the thread count `joulepath tune` found (if it ran), so no lever's
+    step includes a change of threads."""
     weights = weights or Weights(loaded)
     warm = min(WARM_UP_REQUESTS, len(examples))
     for model in {id(loaded): loaded, id(weights.loaded): weights.loaded}.values():
@@ -334,7 +338,7 @@ def serve_interleaved(
             lever_model = rung.model is weights.loaded and weights.lever is not None
             if lever_model:
                 reset_counters(rung.model.model)
-            with torch_threads(threads if i == len(rungs) - 1 else None):
+            with torch_threads(threads if i > 0 else None):  # tuned threads on every rung but brute force
                 run = replay(
                     rung.model, name, rung.max_batch, arrivals, examples, serve.max_tokens, guard, rung.config,
                     modelled if rung.config.prefix_cache else None,
@@ -382,9 +386,8 @@ def serve_locally(
     prof = None
     if serve.profile:
         progress("hot-path profile")
-        prof = profile_engine(
-            loaded, [chat_prompt(e) for e in examples], config=EngineConfig(max_batch=serve.max_batch)
-        )
+        prompts = [chat_prompt(e) for e in examples[: serve.profile_requests]]
+        prof = profile_engine(loaded, prompts, config=EngineConfig(max_batch=serve.max_batch))
     device = str(next(loaded.model.parameters()).device)
     baseline, optimized = median_run(baselines), median_run(optimizeds)
     return LocalComparison(

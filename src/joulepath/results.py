@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -256,11 +257,15 @@ class RatioSpread:
         """The min-max spread includes 1.0: no significant difference measured."""
         return self.low <= 1.0 <= self.high
 
+    def inverted(self, metric: str) -> RatioSpread:
+        """1 / each value (e.g. tokens per joule from a J-per-token ratio); zeros and negatives dropped."""
+        return RatioSpread(metric, tuple(1 / v for v in self.values if v > 0), self.provenance)
+
 
 LOCAL_RATIOS = ("j_per_token", "tokens_per_s", "ttft_p99_s")
 
 
-def median_run(runs: list[LocalRun] | tuple[LocalRun, ...]) -> LocalRun:
+def median_run(runs: Sequence[LocalRun]) -> LocalRun:
     """The repetition with the median energy per token (the lower middle one for an even count)."""
     ordered = sorted(runs, key=lambda r: r.j_per_token)
     return ordered[(len(ordered) - 1) // 2]
@@ -281,9 +286,7 @@ class LocalStep:
 
     def ratio_to(self, before: LocalStep, metric: str = "j_per_token") -> RatioSpread:
         """This rung over the one before, paired by repetition (both served back to back)."""
-        pairs = zip(before.runs, self.runs, strict=True)
-        values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in pairs)
-        return RatioSpread(metric, tuple(v for v in values if np.isfinite(v)), self.median.energy_provenance)
+        return paired_ratio(before.runs, self.runs, metric)
 
 
 @dataclass(frozen=True)
@@ -313,16 +316,24 @@ class LocalComparison:
 
     def ratio(self, metric: str) -> RatioSpread:
         """optimized / baseline of a LocalRun property (`j_per_token`, `tokens_per_s`, `ttft_p99_s`)."""
-        values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in self.pairs())
-        finite = tuple(v for v in values if np.isfinite(v))
-        provenance = self.optimized.energy_provenance if metric == "j_per_token" else TIME_PROVENANCE
-        if metric == "j_per_token" and self.baseline.energy_provenance != self.optimized.energy_provenance:
-            provenance = f"mixed: {self.baseline.energy_provenance}, {self.optimized.energy_provenance}"
-        return RatioSpread(metric, finite, provenance)
+        pairs = self.pairs()
+        return paired_ratio([b for b, _ in pairs], [o for _, o in pairs], metric)
 
     def ratios(self) -> tuple[RatioSpread, ...]:
         """Every local ratio: energy per token, throughput, p99 time to first token."""
         return tuple(self.ratio(m) for m in LOCAL_RATIOS)
+
+
+def paired_ratio(before: Sequence[LocalRun], after: Sequence[LocalRun], metric: str) -> RatioSpread:
+    """after / before of a LocalRun property, repetition by repetition (served interleaved), labelled with
+    the energy provenance of both sides (`mixed: ...` where they differ) or, for times, as measured."""
+    values = tuple(_ratio(_metric(o, metric), _metric(b, metric)) for b, o in zip(before, after, strict=True))
+    finite = tuple(v for v in values if np.isfinite(v))
+    provenance = TIME_PROVENANCE
+    if metric == "j_per_token":
+        b, o = median_run(before).energy_provenance, median_run(after).energy_provenance
+        provenance = o if b == o else f"mixed: {b}, {o}"
+    return RatioSpread(metric, finite, provenance)
 
 
 def _metric(run: LocalRun, metric: str) -> float:
@@ -588,14 +599,14 @@ class RunResult:
     shift: ShiftChoice | None = None  # the optimized facility's deferrable work shifted, battery dispatched
 
     def headline(self) -> Headline | None:
-        """Brute force vs optimized in one line each for this machine and the wall (None: no ablation)."""
+        """Brute force vs every lever, for this machine (served: brute force vs the optimized rung) and at
+        the wall (the waterfall's first step vs its last, shifting with its battery included when on);
+        None: no ablation."""
         if not self.ablation:
             return None
         first, last = self.ablation[0], self.ablation[-1]
-        local = None
-        if self.local is not None:
-            j = self.local.ratio("j_per_token")  # optimized / brute J per token, paired repetitions
-            local = RatioSpread("tokens_per_joule", tuple(1 / v for v in j.values if v > 0), j.provenance)
+        # optimized / brute J per token over paired repetitions, as tokens per joule
+        local = self.local.ratio("j_per_token").inverted("tokens_per_joule") if self.local is not None else None
         acc = (self.local.baseline.accuracy, self.local.optimized.accuracy) if self.local else (None, None)
         return Headline(local, first.wall_j_per_token / last.wall_j_per_token, *acc)
 

@@ -93,9 +93,9 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
     baseline_work, optimized_work = work_profiles(local)
     result = projected(scenario, trace, baseline_work, optimized_work, meter, progress)
-    shift = shifted_facility(scenario, result.facility, result.projection)
-    if shift is not None:
-        progress("carbon- and cost-aware shifting of the deferrable work, battery dispatched (with the oracle)")
+    cap = result.power_cap
+    fleet = scenario if cap is None or cap.cap_w >= cap.tdp_w else _with_power_limit(scenario, cap.cap_w)
+    shift = shifted_facility(fleet, result.facility, result.projection, progress)
     result = dataclasses.replace(result, local=local, shift=shift)
     progress("headline waterfall: each lever's step projected onto the fleet and facility")
     return dataclasses.replace(result, ablation=ablation(scenario, trace, result, local))
@@ -160,7 +160,8 @@ def ablation(
     shifting with a battery (carbon and cost; energy only through the battery's losses)."""
     assert result.baseline is not None
     rungs = local.ladder if local is not None and local.ladder else ()
-    steps = [_step(result.baseline, "brute force", "one request at a time, fp32, no caches", rungs[:1])]
+    brute = rungs[0].description if rungs else "one request at a time (modelled)"
+    steps = [_step(result.baseline, "brute force", f"{brute}, no caches, no speculation", rungs[:1])]
     for i, rung in enumerate(rungs[1:], start=1):
         work = work_profile(rung.median)
         outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
@@ -206,18 +207,28 @@ def _step(
         lever, description, where, s.wall_j_per_token, s.carbon_g / max(s.served_output_tokens, 1.0),
         rung[0] if rung else None, ratio,
         "estimated: this step's work profile through the hardware model, facility twin and ledger"
-        + ("; its local figures measured here (energy as the meter labels it)" if rung else ""),
+        + ("; its local figures as served here (energy as the meter labels it)" if rung else ""),
     )  # fmt: skip
 
 
-def shifted_facility(scenario: Scenario, twin: TwinResult, proj: FleetProjection) -> ShiftChoice | None:
+def shifted_facility(
+    scenario: Scenario, twin: TwinResult, proj: FleetProjection, progress: Progress = lambda _: None
+) -> ShiftChoice | None:
     """The optimized facility's wall power with its deferrable share moved in time against the twin's own
     carbon and price series, and a battery dispatched (joulepath.control.shift; None when off). Deferred
     work may raise an hour's draw up to the fleet's design power (every accelerator at its limit, scaled
-    to the facility by the peak hour's overheads): the room idle accelerators leave."""
+    to the facility by the peak hour's overheads): the room idle accelerators leave. `scenario` carries the
+    optimized fleet's power limit. The load shifted is the facility's before on-site supply and storage."""
     c = scenario.control
     if not c.enabled or c.shifting == "off":
         return None
+    per_hour = 3600 / twin.clock.dt_s
+    if not (per_hour.is_integer() or (1 / per_hour).is_integer()):
+        progress(
+            f"shifting skipped: facility.step_s = {twin.clock.dt_s:g} s neither divides an hour nor is whole hours"
+        )
+        return None
+    progress("carbon- and cost-aware shifting of the deferrable work, battery dispatched (with the oracle)")
     from joulepath.control import shift_facility_year
 
     s = twin.series
@@ -241,7 +252,8 @@ def shifted_facility(scenario: Scenario, twin: TwinResult, proj: FleetProjection
         (float(r.baseline.grid_w.sum()) * 3600, float(r.policy.grid_w.sum()) * 3600),
         r.missed_deadlines, r.saving.oracle_fraction,
         (daily(r.baseline.grid_w), daily(r.policy.grid_w)), daily(r.soc_wh),
-        "; ".join(r.provenance[k] for k in ("policy", "oracle") if k in r.provenance),
+        "; ".join(r.provenance[k] for k in ("policy", "oracle") if k in r.provenance)
+        + "; the facility's load before on-site supply and storage, the battery at StorageConfig defaults",
     )  # fmt: skip
 
 

@@ -73,8 +73,8 @@ def print_waterfall(r: dict[str, Any]) -> None:
         local = step["local"]
         here = f"{local['tokens_per_joule']:.3g}" if local and local["tokens_per_joule"] else "-"
         ratio = "-"
-        if local and local["j_per_token_vs_previous"]:
-            q = local["j_per_token_vs_previous"]
+        q = local["j_per_token_vs_previous"] if local else None
+        if q and q["min"] and q["min"] > 0:
             ratio = f"{1 / q['median']:.2f}x ({1 / q['max']:.2f}-{1 / q['min']:.2f})"
             ratio += " ~1" if q["no_significant_difference"] else ""
         acc = f"{100 * local['accuracy']:.1f}%" if local else "-"
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sc = scenario(args.quick)
     t0 = time.perf_counter()
-    result = run(sc, progress=lambda line: print(f"  {line}", flush=True))
+    result = run(sc, progress=lambda line: print(f"  {time.perf_counter() - t0:6.1f} s  {line}", flush=True))
     seconds = time.perf_counter() - t0
     r = summary(result, seconds)
     print_waterfall(r)

@@ -27,7 +27,7 @@ from joulepath.cli.common import (
 from joulepath.cli.tables import Col, fit_table, num
 from joulepath.hw import UnknownHardwareError, accelerators, get_accelerator, interconnects, memories
 from joulepath.meter import auto_meter, provenance_kind, weakest_kind
-from joulepath.report.wording import RATIO_WORDS, ratio_verdict
+from joulepath.report.wording import RATIO_WORDS, gain_text, ratio_verdict
 from joulepath.results import RatioSpread, RunResult
 from joulepath.scenario import Scenario, check_scenario_files, load_scenario
 from joulepath.workload import read_azure_csv, trace_stats
@@ -304,10 +304,7 @@ def _print_ablation(result: RunResult) -> None:
         if st.local is not None:
             run = st.local.median
             here = f"{1 / run.j_per_token:.3g}" if run.j_per_token else "-"
-            r = st.local_ratio
-            if r is not None and r.values and r.low > 0:
-                step = f"{1 / r.median:.2f}x ({1 / r.high:.2f}-{1 / r.low:.2f})"
-                step += " no significant difference" if r.spread_known and r.includes_one else ""
+            step = gain_text(st.local_ratio, "-") or "-"
         wall = f"{1 / st.wall_j_per_token:.3g} ({first.wall_j_per_token / st.wall_j_per_token:.2f}x)"
         rows.append((st.lever, here, step, wall))
     cols = (
@@ -316,8 +313,10 @@ def _print_ablation(result: RunResult) -> None:
         Col("vs previous rung", wrap=True),
         Col("tokens/wall-J"),
     )
-    local_kind = weakest_kind(*(st.local.median.energy_provenance for st in result.ablation if st.local))
-    caption = f"here: {local_kind} (meter), median of paired repetitions; wall: estimated (hw model + twin)"
+    served = [st.local.median.energy_provenance for st in result.ablation if st.local]
+    caption = "wall: estimated (hw model + twin)"
+    if served:
+        caption = f"here: {weakest_kind(*served)} (meter), median of paired repetitions; {caption}"
     console.print(fit_table(console, cols, rows, title="brute force to optimized, lever by lever", caption=caption))
     if result.shift is not None:
         sh = result.shift

@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
-from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, ratio_phrase, spread_range
+from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, gain_text, ratio_phrase, spread_range
 from joulepath.results import (
     EndpointRun,
     KVOffloadUse,
@@ -29,7 +29,6 @@ from joulepath.results import (
     RatioSpread,
     RunResult,
     ShiftChoice,
-    wilson_interval,
 )
 
 COLOURS = {"baseline": "#9aa5b1", "optimized": "#1f77b4"}
@@ -359,11 +358,8 @@ def ablation_table(result: RunResult) -> str:
         if step.local is not None:
             run = step.local.median
             local = f"{1 / run.j_per_token:.3g}" if run.j_per_token else "—"
-            if step.local_ratio is not None and step.local_ratio.values:
-                r = step.local_ratio
-                inv = f"{1 / r.median:.2f}x ({1 / r.high:.2f}–{1 / r.low:.2f})" if r.low > 0 else "—"
-                ratio = f"{inv}, {NO_DIFFERENCE}" if r.spread_known and r.includes_one else inv
-            lo, hi = wilson_interval(sum(q.correct for q in run.requests), len(run.requests))
+            ratio = gain_text(step.local_ratio) or "—"
+            lo, hi = step.accuracy_interval or (float("nan"), float("nan"))
             acc = f"{run.accuracy:.0%} ({lo:.0%}–{hi:.0%})"
         vs_brute = first.wall_j_per_token / step.wall_j_per_token if step.wall_j_per_token else float("nan")
         tags = _tag("energy", step.provenance) + (
@@ -408,6 +404,7 @@ def headline_text(result: RunResult) -> str:
     levers = " → ".join(html.escape(s.lever) for s in result.ablation[1:])
     return (
         f"<b>Headline.</b> Every lever on ({levers}) against brute force: {' and '.join(parts)}{accuracy}. "
+        "Here: the optimized configuration as served; at the wall: the waterfall's last step. "
         "The wall figures and everything the facility adds are estimated; the local ones are as the meter labels them."
     )
 

@@ -54,3 +54,13 @@ def ratio_verdict(spread: RatioSpread) -> str:
     if spread.includes_one:
         return f"{NO_DIFFERENCE} (median: {ratio_phrase(spread)}; {detail})"
     return f"{ratio_phrase(spread)} (median; {detail})"
+
+
+def gain_text(j_ratio: RatioSpread | None, dash: str = "–") -> str | None:
+    """A J-per-token ratio (after / before, paired repetitions) as a tokens-per-joule gain with its
+    min-max, `1.77x (1.66–1.85)`, marked when the spread includes 1.0; None with no usable values."""
+    if j_ratio is None or not j_ratio.values or j_ratio.low <= 0:
+        return None
+    g = j_ratio.inverted("tokens_per_joule")
+    text = f"{g.median:.2f}x ({g.low:.2f}{dash}{g.high:.2f})"
+    return f"{text}, {NO_DIFFERENCE}" if g.spread_known and g.includes_one else text
