@@ -48,6 +48,7 @@ def test_quick_pipeline_writes_result_report_and_telemetry(run_dir: Path) -> Non
     assert local["baseline"]["energy_provenance"] and 0.0 <= local["optimized"]["accuracy"] <= 1.0
     # goal 0.9, recorded by benchmarks/profiler.py; tiny CI steps make the scopes' own cost a larger share
     assert local["profile"]["attributed_fraction"] >= 0.85 and local["profile"]["classes"]
+    assert local["profile_brute_force"]["classes"] and local["profile_brute_force"]["attributed_fraction"] >= 0.85
     assert doc["baseline"]["summary"]["wall_j_per_token"] > 0
     # the optimized configuration serves with the prefix cache; its measured hits reach the fleet projection
     work, base_work = doc["fleet"]["work"], doc["baseline"]["work"]

@@ -383,13 +383,19 @@ def serve_locally(
     weights = optimized_weights(loaded, serve, progress)
     steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights)
     baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
-    prof = None
-    if serve.profile:
-        progress("hot-path profile")
+    prof = brute = None
+    if serve.profile:  # both ends of the ladder, so the report can say what the levers changed and what is left
         prompts = [chat_prompt(e) for e in examples[: serve.profile_requests]]
-        prof = profile_engine(loaded, prompts, config=EngineConfig(max_batch=serve.max_batch))
+        progress(f"hot-path profile: brute force ({len(prompts)} requests, one at a time)")
+        one = dataclasses.replace(engine_config(serve, False), max_batch=1)
+        brute = profile_engine(loaded, prompts, config=one)
+        progress(f"hot-path profile: optimized ({len(prompts)} requests)")
+        with torch_threads(tuned_threads(serve.model)):
+            full = dataclasses.replace(optimized_config(serve, weights), max_batch=serve.max_batch)
+            prof = profile_engine(weights.loaded, prompts, config=full)
     device = str(next(loaded.model.parameters()).device)
     baseline, optimized = median_run(baselines), median_run(optimizeds)
     return LocalComparison(
-        serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates, tuple(steps)
-    )
+        serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates,
+        tuple(steps), brute,
+    )  # fmt: skip

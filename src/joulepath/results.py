@@ -303,6 +303,7 @@ class LocalComparison:
     optimized_runs: tuple[LocalRun, ...] = ()
     gates: tuple[LeverGate, ...] = ()  # quality gates of the weight levers tried for the optimized model
     ladder: tuple[LocalStep, ...] = ()  # brute force, then one lever more per rung; the last is `optimized`
+    profile_brute: HotPathProfile | None = None  # the brute-force configuration's hot paths (`profile`: optimized)
 
     @property
     def repeats(self) -> int:

@@ -364,7 +364,12 @@ def _print_local(result: RunResult) -> None:
             f"[dim]guardrails: {len(o.blocked)} request(s) blocked, "
             f"{sum(r.output_guard != 'allow' for r in o.requests)} output(s) changed, {1e3 * o.guard_s:.0f} ms[/]"
         )
+    if local.profile_brute:
+        hot = local.profile_brute.classes[0] if local.profile_brute.classes else None
+        if hot is not None:
+            console.print(f"  brute force's hottest path: {hot.name} ({100 * hot.share:.1f} % of time)")
     if local.profile:
+        console.print("  optimized configuration's hot paths (what is left):")
         for c in local.profile.classes[:5]:
             console.print(f"  hot path {c.name:22s} {100 * c.share:5.1f} % of time  {c.bound}")
         for a in local.profile.advice[:3]:

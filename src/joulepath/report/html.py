@@ -108,6 +108,30 @@ def waterfall_figure(result: RunResult) -> str:
     )
 
 
+def hotpath_change_table(result: RunResult) -> str:
+    """How the hot-path ranking changed: the five hottest classes of brute force and of optimized."""
+    local = result.local
+    if local is None or local.profile is None or local.profile_brute is None:
+        return ""
+    before, after = local.profile_brute.classes[:5], local.profile.classes[:5]
+    rows = []
+    for i in range(max(len(before), len(after))):
+        cells = []
+        for classes in (before, after):
+            c = classes[i] if i < len(classes) else None
+            cells.append(
+                f"<td>{html.escape(c.name)} ({c.bound})</td><td>{100 * c.share:.1f} %</td>"
+                if c
+                else "<td></td><td></td>"
+            )
+        rows.append(f"<tr><td>{i + 1}</td>{''.join(cells)}</tr>")
+    head = "<tr><th>rank</th><th>brute force</th><th>share of time</th><th>optimized</th><th>share of time</th></tr>"
+    tag = _tag("time", local.profile.time_provenance)
+    return (
+        f"<table>{head}{''.join(rows)}</table><p class='note'>{tag} what was hottest before and after the levers.</p>"
+    )
+
+
 def hotpath_figure(result: RunResult) -> str:
     prof = result.local.profile if result.local else None
     if prof is None:
@@ -125,6 +149,7 @@ def hotpath_figure(result: RunResult) -> str:
         )
     )
     fig.update_layout(xaxis_title="% of measured time (and energy)", height=max(300, 26 * len(classes) + 80))
+    fig.update_layout(title_text="Hot paths of the optimized configuration")
     advice = "".join(f"<li>{html.escape(a.line())}</li>" for a in prof.advice) or "<li>nothing above 5 %</li>"
     note = (
         f"time measured by named scopes on {prof.limits.device} ({100 * prof.attributed_fraction:.1f} % attributed, "
@@ -444,9 +469,16 @@ def summary_text(result: RunResult) -> str:
         if local.profile and local.profile.classes:
             hot = local.profile.classes[0]
             advice = local.profile.advice[0].line() if local.profile.advice else ""
+            before = ""
+            if local.profile_brute and local.profile_brute.classes:
+                was = local.profile_brute.classes[0]
+                before = (
+                    f"Under brute force the hottest path was {html.escape(was.name)} ({100 * was.share:.0f} % of "
+                    "time); "
+                )
             parts.append(
-                f"The hottest path is <b>{html.escape(hot.name)}</b> ({100 * hot.share:.0f} % of time, {hot.bound}). "
-                + (f"Next lever: {html.escape(advice)}." if advice else "")
+                f"{before}optimized, the hottest path is <b>{html.escape(hot.name)}</b> ({100 * hot.share:.0f} % of "
+                f"time, {hot.bound}). " + (f"What is left — next lever: {html.escape(advice)}." if advice else "")
             )
     if result.endpoint:
         parts.append(endpoint_text(result.endpoint))
@@ -566,6 +598,7 @@ def render_report(result: RunResult) -> str:
         waterfall_figure(result),
         "<h2>Hot paths</h2>",
         hotpath_figure(result),
+        hotpath_change_table(result),
         "<h2>Latency and throughput</h2>",
         latency_figure(result),
         "<h2>Facility</h2>",

@@ -29,6 +29,7 @@ from joulepath.results import (
     ControlOutcome,
     EndpointRun,
     FleetOutcome,
+    HotPathProfile,
     KVOffloadUse,
     LocalComparison,
     LocalRun,
@@ -311,7 +312,6 @@ def ablation_step_to_dict(step: AblationStep, first: AblationStep) -> dict[str, 
 
 
 def local_to_dict(local: LocalComparison) -> dict[str, Any]:
-    prof = local.profile
     return {
         "model": local.model,
         "device": local.device,
@@ -322,7 +322,15 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
         | {"repetitions": [repetition_to_dict(r) for r in local.optimized_runs]},
         "ratios": {spread.metric: ratio_to_dict(spread) for spread in local.ratios()},
         "gates": [plain(g) | {"drop_points": g.drop_points, "accuracy_provenance": g.provenance} for g in local.gates],
-        "profile": None
+        "profile": profile_to_dict(local.profile),
+        "profile_brute_force": profile_to_dict(local.profile_brute),
+    }
+
+
+def profile_to_dict(prof: HotPathProfile | None) -> dict[str, Any] | None:
+    """One configuration's hot paths: classes hottest first, advice, operators (None: not profiled)."""
+    return (
+        None
         if prof is None
         else {
             "attributed_fraction": prof.attributed_fraction,
@@ -336,8 +344,8 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
             "classes": [plain(c) for c in prof.classes],
             "advice": [{**plain(a), "line": a.line()} for a in prof.advice],
             "operators": prof.operators,
-        },
-    }
+        }
+    )
 
 
 FACILITY_SERIES = (
