@@ -149,7 +149,6 @@ def hotpath_figure(result: RunResult) -> str:
         )
     )
     fig.update_layout(xaxis_title="% of measured time (and energy)", height=max(300, 26 * len(classes) + 80))
-    fig.update_layout(title_text="Hot paths of the optimized configuration")
     advice = "".join(f"<li>{html.escape(a.line())}</li>" for a in prof.advice) or "<li>nothing above 5 %</li>"
     note = (
         f"time measured by named scopes on {prof.limits.device} ({100 * prof.attributed_fraction:.1f} % attributed, "
@@ -163,9 +162,8 @@ def hotpath_figure(result: RunResult) -> str:
             _tag("roofline class", prof.roofline_provenance),
         )
     )
-    return _fig(fig, f"Hot paths serving {result.local.model if result.local else ''}", note, tags) + (
-        f"<h3>What would cut it</h3><ul>{advice}</ul>"
-    )
+    title = f"Hot paths of the optimized configuration serving {result.local.model if result.local else ''}"
+    return _fig(fig, title, note, tags) + (f"<h3>What would cut it</h3><ul>{advice}</ul>")
 
 
 def latency_figure(result: RunResult) -> str:
