@@ -86,3 +86,5 @@ def test_lookup_documents_are_asked_several_keys_one_turn_each() -> None:
         assert first_turn.count("<|user|>") == 1 and first_turn.endswith(values[keys[0]])  # the golden format first
     with pytest.raises(ValueError, match="lookup_questions"):
         DataMix(lookup_questions=0)
+    with pytest.raises(ValueError, match="raise seq_len"):  # hard lookups never fit 64 tokens
+        build(TOKENIZER, DataMix(skills=("lookup",), level_weights=(0, 0, 1)), n_rows=1, length=64)

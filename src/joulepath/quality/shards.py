@@ -196,11 +196,17 @@ def build_rows(tokenizer_path: str, mix: DataMix, n_rows: int, length: int, seed
     rng = random.Random(seed)
     stream = texts(rng, mix)
     packer = _Packer(length)
+    skipped = 0
     while len(packer.done) < n_rows:
         turns, skill = next(stream)
         ids, answers = encode_turns(tok, turns)
-        if len(ids) <= length:
-            packer.add(ids, answers, skill)
+        if len(ids) > length:
+            skipped += 1
+            if skipped > 10_000:  # the mix makes nothing that fits: refuse rather than loop forever
+                raise ValueError(f"no example of this mix fits rows of {length} tokens; raise seq_len")
+            continue
+        skipped = 0
+        packer.add(ids, answers, skill)
     packer.open = []
     rows = packer.rows()
     return PackedRows(*(getattr(rows, k)[:n_rows] for k in ("tokens", "segments", "positions", "targets", "skills")))
