@@ -508,6 +508,11 @@ class PowerCapChoice:
     curve: tuple[tuple[float, float, float, bool], ...]  # (cap W, J saving %, p99 slowdown %, counted) per cap
     provenance: str
 
+    @property
+    def applied(self) -> bool:
+        """A limit below TDP was chosen (at TDP the fleet runs uncapped)."""
+        return self.cap_w < self.tdp_w
+
 
 @dataclass(frozen=True)
 class ShiftChoice:

@@ -93,9 +93,7 @@ def run(scenario: Scenario, progress: Progress = lambda _: None) -> RunResult:
         local = serve_locally(trace, scenario.serve, scenario.workload.seed, progress, scenario.guard)
     baseline_work, optimized_work = work_profiles(local)
     result = projected(scenario, trace, baseline_work, optimized_work, meter, progress)
-    cap = result.power_cap
-    fleet = scenario if cap is None or cap.cap_w >= cap.tdp_w else _with_power_limit(scenario, cap.cap_w)
-    shift = shifted_facility(fleet, result.facility, result.projection, progress)
+    shift = shifted_facility(with_cap(scenario, result.power_cap), result.facility, result.projection, progress)
     result = dataclasses.replace(result, local=local, shift=shift)
     progress("headline waterfall: each lever's step projected onto the fleet and facility")
     return dataclasses.replace(result, ablation=ablation(scenario, trace, result, local))
@@ -122,9 +120,9 @@ def projected(
     progress("projection onto the fleet and facility twin: baseline (no batching)")
     baseline = fleet_outcome(scenario, trace, fleet_max_batch(scenario, baseline_work), baseline_work)
     cap = choose_power_cap(scenario, trace)
-    capped = scenario if cap is None or cap.cap_w >= cap.tdp_w else _with_power_limit(scenario, cap.cap_w)
+    capped = with_cap(scenario, cap)
     controlled = f", {scenario.control.controller} cooling control" if scenario.control.enabled else ""
-    controlled += f", {cap.cap_w:.0f} W power cap" if cap is not None and cap.cap_w < cap.tdp_w else ""
+    controlled += f", {cap.cap_w:.0f} W power cap" if cap is not None and cap.applied else ""
     progress(f"projection onto the fleet and facility twin: optimized (continuous batching{controlled})")
     optimized = fleet_outcome(
         capped, trace, fleet_max_batch(scenario, optimized_work), optimized_work, scenario.control.enabled
@@ -161,27 +159,29 @@ def ablation(
     assert result.baseline is not None
     rungs = local.ladder if local is not None and local.ladder else ()
     brute = rungs[0].description if rungs else "one request at a time (modelled)"
-    steps = [_step(result.baseline, "brute force", f"{brute}, no caches, no speculation", rungs[:1])]
+    steps = [_step(result.baseline.summary, "brute force", f"{brute}, no caches, no speculation", rungs[:1])]
     for i, rung in enumerate(rungs[1:], start=1):
         work = work_profile(rung.median)
         outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
-        steps.append(_step(outcome, rung.lever, rung.description, (rung,), rung.ratio_to(rungs[i - 1])))
+        steps.append(_step(outcome.summary, rung.lever, rung.description, (rung,), rung.ratio_to(rungs[i - 1])))
     if not rungs:  # nothing served: batching as the hardware model sees it
         work = result.work or WorkProfile()
         outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
-        steps.append(_step(outcome, "continuous batching", "continuous batching (modelled, nothing served)", ()))
-    optimized = FleetOutcome(0, result.projection, result.waterfall, result.summary, result.facility)
+        steps.append(
+            _step(outcome.summary, "continuous batching", "continuous batching (modelled, nothing served)", ())
+        )
     cap = result.power_cap
-    if cap is not None and cap.cap_w < cap.tdp_w:
-        outcome = optimized
+    if cap is not None and cap.applied:
+        summary = result.summary
         if scenario.control.enabled:  # cooling control's step follows: the capped fleet at fixed setpoints
             work = result.work or WorkProfile()
-            capped = _with_power_limit(scenario, cap.cap_w)
-            outcome = fleet_outcome(capped, trace, fleet_max_batch(scenario, work), work)
-        steps.append(_step(outcome, "power cap", f"{cap.cap_w:.0f} W of {cap.tdp_w:.0f} W TDP", ()))
+            summary = fleet_outcome(with_cap(scenario, cap), trace, fleet_max_batch(scenario, work), work).summary
+        steps.append(_step(summary, "power cap", f"{cap.cap_w:.0f} W of {cap.tdp_w:.0f} W TDP", ()))
     if scenario.control.enabled:
         c = scenario.control
-        steps.append(_step(optimized, f"cooling control ({c.controller})", f"{c.controller} setpoints vs fixed", ()))
+        steps.append(
+            _step(result.summary, f"cooling control ({c.controller})", f"{c.controller} setpoints vs fixed", ())
+        )
     if result.shift is not None:
         sh, last = result.shift, steps[-1]
         steps.append(
@@ -199,9 +199,8 @@ def ablation(
 
 
 def _step(
-    outcome: FleetOutcome, lever: str, description: str, rung: tuple[LocalStep, ...], ratio: RatioSpread | None = None
+    s: Summary, lever: str, description: str, rung: tuple[LocalStep, ...], ratio: RatioSpread | None = None
 ) -> AblationStep:
-    s = outcome.summary
     where = "served here" if rung else "fleet and facility"
     return AblationStep(
         lever, description, where, s.wall_j_per_token, s.carbon_g / max(s.served_output_tokens, 1.0),
@@ -222,14 +221,14 @@ def shifted_facility(
     c = scenario.control
     if not c.enabled or c.shifting == "off":
         return None
-    per_hour = 3600 / twin.clock.dt_s
-    if not (per_hour.is_integer() or (1 / per_hour).is_integer()):
+    from joulepath.control.shift_year import hourly_compatible, shift_facility_year
+
+    if not hourly_compatible(twin.clock.dt_s):
         progress(
             f"shifting skipped: facility.step_s = {twin.clock.dt_s:g} s neither divides an hour nor is whole hours"
         )
         return None
     progress("carbon- and cost-aware shifting of the deferrable work, battery dispatched (with the oracle)")
-    from joulepath.control import shift_facility_year
 
     s = twin.series
     share = c.shift_deferrable_share(scenario.workload)
@@ -380,6 +379,11 @@ def choose_power_cap(scenario: Scenario, trace: Trace) -> PowerCapChoice | None:
         c.cap_static_power_scales, tuple((p.cap_w, p.j_saving_pct, p.p99_slowdown_pct, p.consistent) for p in points),
         f"estimated: hardware model (joulepath.control.power), {reading}",
     )  # fmt: skip
+
+
+def with_cap(scenario: Scenario, cap: PowerCapChoice | None) -> Scenario:
+    """The scenario whose fleet runs at the chosen power limit (unchanged when none is applied)."""
+    return _with_power_limit(scenario, cap.cap_w) if cap is not None and cap.applied else scenario
 
 
 def _with_power_limit(scenario: Scenario, cap_w: float) -> Scenario:

@@ -61,6 +61,12 @@ class FacilityShift:
         return self.policy.missed_jobs
 
 
+def hourly_compatible(step_s: float) -> bool:
+    """Whether a clock of `step_s` seconds divides an hour or is a whole number of hours (`to_hourly`)."""
+    per_hour = SECONDS_PER_HOUR / step_s
+    return per_hour.is_integer() or (1 / per_hour).is_integer()
+
+
 def to_hourly(series: np.ndarray, step_s: float) -> np.ndarray:
     """Hourly means of a series on a `step_s` clock (step_s divides an hour), or each step's value
     repeated per hour (step_s a whole number of hours); a final partial hour is averaged as it is."""
@@ -69,7 +75,7 @@ def to_hourly(series: np.ndarray, step_s: float) -> np.ndarray:
     if per_hour >= 1 and per_hour.is_integer():
         edges = np.arange(0, len(x), int(per_hour))
         return np.add.reduceat(x, edges) / np.diff(np.append(edges, len(x)))
-    if (1 / per_hour).is_integer():
+    if hourly_compatible(step_s):
         return np.repeat(x, int(1 / per_hour))
     raise ValueError(f"step_s = {step_s:g} s neither divides an hour nor is a whole number of hours")
 
