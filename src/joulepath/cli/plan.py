@@ -69,7 +69,13 @@ def sweep_cmd(
     runs: Annotated[int, typer.Option(help="Facility-years to run (without --plan).")] = 100,
     step_s: Annotated[float, typer.Option(help="Twin step of each facility-year, s.")] = 900.0,
     workers: Annotated[int, typer.Option(help="Local processes (1 = serial).")] = 1,
-    ray_address: Annotated[str | None, typer.Option(help="Run on this Ray cluster (needs `ray`).")] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Run on Ray (needs the optional `ray` package): 'local' starts one on this machine for the sweep, "
+            "'auto' joins the one `ray start` runs here, HOST:6379 a cluster's head node."
+        ),
+    ] = None,
     json_out: JsonFlag = False,
 ) -> None:
     """Run many facility-years or planner candidates into a resumable Parquet store; the rows are the

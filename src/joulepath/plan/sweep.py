@@ -156,23 +156,43 @@ def _backend(workers: int, ray_address: str | None) -> Iterator[RowStream]:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _run_batch(fn: Callable[[Any], Row], tasks: list[Any]) -> list[Row]:
+    """One Ray task: `fn` over a few sweep tasks, so scheduling costs once per batch, not per year."""
+    return [fn(t) for t in tasks]
+
+
 @contextlib.contextmanager
 def _ray_backend(address: str) -> Iterator[RowStream]:
+    """Ray, `address` as `ray.init` reads it: "local" starts a Ray on this machine for this sweep and stops
+    it after; "auto" joins the one `ray start` runs here; "HOST:6379" a cluster's head; "ray://HOST:10001"
+    Ray Client. A Ray this process already joined is used as it is (and left running)."""
     try:
-        import ray  # optional extra: pip install ray
+        import ray  # optional extra: pip install 'joulepath[ray]'
     except ImportError as exc:
-        raise RuntimeError("--ray-address needs the optional `ray` package (pip install 'ray>=2.9')") from exc
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        raise RuntimeError("--ray-address needs the optional `ray` package (pip install 'joulepath[ray]')") from exc
+    joined_here = not ray.is_initialized()
+    if joined_here:
+        # no dashboard for a throwaway local Ray (None: a cluster's own setting)
+        ray.init(address=address, log_to_driver=False, include_dashboard=False if address == "local" else None)
+    run_batch = ray.remote(_run_batch)
 
     def stream(fn: Callable[[Any], Row], tasks: list[Any]) -> Iterator[Row]:
-        remote = ray.remote(fn)
-        refs = [remote.remote(t) for t in tasks]
-        return (ray.get(ref) for ref in refs)  # in task order: rows as a serial run's
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        size = max(1, min(16, len(tasks) // (8 * cpus)))  # as the pool's chunks: >= 8 batches per CPU
+        fn_ref = ray.put(fn)  # shipped to the object store once, not with every batch
+        refs = [run_batch.remote(fn_ref, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+        try:
+            for ref in refs:
+                yield from ray.get(ref)  # in task order: rows as a serial run's
+        finally:
+            for ref in refs:  # a stopped sweep leaves no work queued on a shared cluster
+                ray.cancel(ref)
 
     try:
         yield stream
     finally:
-        ray.shutdown()
+        if joined_here:
+            ray.shutdown()  # stops a "local" Ray; only disconnects from a cluster
 
 
 def run_sweep(
@@ -201,8 +221,8 @@ def run_sweep(
                 pending = []
                 if progress:
                     progress(len(done) + len(rows), len(tasks))
-    if store is not None:
+    if store is not None and (done or rows):
         return load(store)
-    if not rows:
+    if not rows:  # nothing stored or run (an empty sweep)
         return pa.table({"task_id": pa.array([], pa.int64())})
     return pa.Table.from_pylist(rows).sort_by("task_id")
