@@ -3,10 +3,10 @@ against its baselines from the same run.
 
 - Cooling: a year of each of the five shared EPW climates (Phoenix, Dallas, Leesburg, Chicago, Seattle),
   the modern-air preset, the same IT load; the MPC vs a fixed 18 C supply and a G36 trim-and-respond.
-  Annual cooling energy, facility energy (which also counts the server fans a warm inlet speeds up) and
-  minutes above a 27 C rack inlet. Full: 1-minute steps, 15-minute decisions; --quick: 1-hour steps and
-  decisions (the 1-minute year is still run once, for Leesburg, with the MPC: the timing and the series
-  the forecasts use).
+  Annual cooling energy (with its chiller, tower-fan and pump parts), facility energy (which also counts
+  the server fans a warm inlet speeds up) and minutes above a 27 C rack inlet. Full: 1-minute steps,
+  15-minute decisions; --quick: 1-hour steps and decisions (the 1-minute year is still run once, for
+  Leesburg, with the MPC: the timing and the series the forecasts use).
 - Speed: wall seconds of that 1-minute year with the MPC in the loop (35,040 decisions).
 - Forecasts: day-ahead (hourly, issued at midnight) grid carbon intensity of the five EIA files, and IT
   power, facility power and PUE of the controlled Leesburg year; next-15-minute IT and facility power and
@@ -101,12 +101,14 @@ class CoolingOutcome:
     cooling_mwh: float
     chiller_mwh: float  # part of cooling: compressors
     tower_fan_mwh: float  # part of cooling: heat-rejection fans (what a lower condenser water costs)
+    pump_mwh: float  # part of cooling: chilled- and condenser-water pumps (what a wider delta T saves)
     facility_mwh: float
     it_mwh: float
     inlet_over_limit_minutes: float
     inlet_max_c: float
     mean_supply_air_c: float
     mean_airflow_ratio: float
+    mean_chw_delta_t_k: float  # chilled-water loop delta T the pumps held (the MPC's pump action)
     seconds: float  # wall
     cpu_seconds: float  # this process's CPU time (the shared VM's other load does not count)
 
@@ -131,12 +133,14 @@ def run_one(
         float(s["cooling_power_w"].sum() * mwh),
         float(s["chiller_w"].sum() * mwh),
         float(s["heat_rejection_fan_w"].sum() * mwh),
+        float(s["cooling_pump_w"].sum() * mwh),
         float(s["facility_power_w"].sum() * mwh),
         float(s["it_power_w"].sum() * mwh),
         float((s["inlet_c"] > ASHRAE_INLET_MAX_C).sum() * clock.dt_s / 60.0),
         float(s["inlet_c"].max()),
         float(s["sp_supply_air_c"].mean()),
         float(s["sp_airflow_ratio_frac"].mean()),
+        float(np.nanmean(s["sp_chw_delta_t_k"])),  # NaN only while the loop has seen nothing yet
         seconds,
         cpu_seconds,
     )
@@ -268,15 +272,15 @@ def machine() -> dict[str, Any]:
 def print_cooling(outcomes: list[CoolingOutcome]) -> None:
     """Baselines and MPC side by side, per climate."""
     print(
-        f"{'climate':10}{'controller':18}{'cooling MWh':>12}{'chiller':>9}{'tower':>7}{'facility MWh':>14}"
-        f"{'>27C min':>10}{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'s':>7}{'cpu s':>7}"
+        f"{'climate':10}{'controller':18}{'cooling MWh':>12}{'chiller':>9}{'tower':>7}{'pumps':>7}{'facility MWh':>14}"
+        f"{'>27C min':>10}{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'CHW dT':>8}{'s':>7}{'cpu s':>7}"
     )
     for o in outcomes:
         print(
             f"{o.climate:10}{o.controller:18}{o.cooling_mwh:>12.1f}{o.chiller_mwh:>9.1f}{o.tower_fan_mwh:>7.1f}"
-            f"{o.facility_mwh:>14.1f}"
+            f"{o.pump_mwh:>7.1f}{o.facility_mwh:>14.1f}"
             f"{o.inlet_over_limit_minutes:>10.0f}{o.inlet_max_c:>10.2f}{o.mean_supply_air_c:>9.2f}"
-            f"{o.mean_airflow_ratio:>9.3f}{o.seconds:>7.1f}{o.cpu_seconds:>7.1f}"
+            f"{o.mean_airflow_ratio:>9.3f}{o.mean_chw_delta_t_k:>8.2f}{o.seconds:>7.1f}{o.cpu_seconds:>7.1f}"
         )
     for climate, row in savings(outcomes).items():
         print(

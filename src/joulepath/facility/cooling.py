@@ -14,11 +14,12 @@ Physics, each with its source or labelled assumption:
   or immersion take the heat (why PUE moves less than total power when liquid arrives).
 
 Controlled operation (`Setpoints`, used by `facility.feedback` and the `control` package): the supply air,
-chilled-water and facility-water temperatures, the economiser mode and the CRAH airflow become inputs per
-step. Three more pieces of physics make them matter, each only on that path (`setpoints=None` reproduces
-the fixed-rule twin exactly):
+chilled-water and facility-water temperatures, the economiser mode, the CRAH airflow, the condenser water
+and the pumps' delta T and DP reset become inputs per step. More physics makes them matter, each only on
+that path (`setpoints=None` reproduces the fixed-rule twin exactly):
 - Coil approach: a CRAH coil cannot make supply air colder than the chilled water plus its approach
-  (6 K: the conventional 6.7 C water / 12.8 C air design, ASHRAE Handbook HVAC Systems ch. 23).
+  (6 K at the design water flow: the conventional 6.7 C water / 12.8 C air design, ASHRAE Handbook HVAC
+  Systems ch. 23; it grows as the water flow falls, last item).
 - Recirculation: air the CRAHs do not supply is drawn from the hot aisle; a share `leak` of the intake
   leaks through containment even when matched. Inlet = supply + share / (1 - share) x server delta T.
 - Server fans speed up above a rack inlet of ~25 C and draw power as the cube of speed (affinity laws);
@@ -38,10 +39,34 @@ the fixed-rule twin exactly):
   water as before (`chiller_cop`), so a lower setpoint trades chiller power for tower-fan power. Left
   out: the approach also grows at a low wet bulb (air carries less enthalpy per K), the same for every
   controller.
+- Variable-flow pumping (`Setpoints.chw_delta_t_k`; NaN keeps the fixed-rule pumps, a W per W of heat).
+  The chilled-water flow the coils need is heat / (rho cp x loop delta T); pump power follows the affinity
+  laws (flow ~ speed, head ~ speed^2, power ~ speed^3; ASHRAE Handbook HVAC Systems and Equipment ch. 44)
+  on a system curve whose head is friction (~ flow^2) plus the differential-pressure (DP) setpoint held at
+  the remote coil: reset with the valves (`pump_dp_reset_flag` 1, ASHRAE Guideline 36 and 90.1-2013
+  6.5.4.2: DP reset until one valve is nearly wide open) the head falls as flow^2 and power as flow^3; a
+  fixed DP setpoint (flag 0) keeps `pump_fixed_dp_frac` of the design head, set at 0.46 so that the plant
+  just meets ASHRAE 90.1's variable-flow rule (6.5.4.2: no more than 30 % of design pump power at 50 % of
+  design flow). Pumps do not run below `pump_min_speed_frac` (VFD floor, 30 %; typical 30-40 %, the floor
+  a minimum-flow bypass and the motor's cooling need); flow the coils do not need bypasses. Design flow:
+  90.1 Appendix G's 12 F (6.7 K) chilled-water delta T; `chw_pump_share` = 0.44 of `pump_w_per_w` is the
+  chilled-water pumps (90.1 App. G: 22 W/gpm at 2.0 gpm/ton vs condenser water 19 W/gpm at ~3 gpm/ton), the
+  rest condenser-water pumps, staged with the chillers (a W per W of heat, as before). The CDU / facility
+  water pumps of a liquid loop run at the flow its heat needs at the loop's design delta T (the same law).
+- The coil's approach depends on its water flow: a counterflow coil (epsilon-NTU, Incropera ch. 11) with
+  the NTU that gives the 6 K approach at the design delta T and matched airflow; less water (a wider delta
+  T) raises the water's capacity ratio and the water-side resistance (~ velocity^-0.8, Dittus-Boelter;
+  `coil_water_resistance_frac` of the coil's resistance at design: assumption, air-side dominated), so the
+  coil needs colder water for the same supply air. A wider delta T thus trades pump power for chiller lift
+  (Taylor, "Optimizing design & control of chilled water plants", ASHRAE Journal 2011-2012). Left out:
+  the coil's NTU also rises as its airflow falls at part load (errs warm, the same for every controller),
+  and a series economiser pre-cools warmer return water (a wider delta T would gain free cooling: errs
+  against a wide delta T).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,6 +111,11 @@ class CoolingConfig:
     server_fan_speed_per_k: float = 0.03  # fan speed rise per K above the ramp (-> ~+2 % server power at 27 C)
     tower_ua_airflow_exp: float = 0.6  # tower transfer coefficient ~ airflow^this (ASHRAE Handbook ch. 40)
     tower_fan_min_frac: float = 0.2  # lowest VFD fan speed before the fans cycle (assumption)
+    chw_delta_t_design_k: float = 6.7  # chilled-water delta T at design flow (12 F: ASHRAE 90.1 Appendix G)
+    chw_pump_share: float = 0.44  # chilled-water share of `pump_w_per_w` (90.1 App. G W/gpm and gpm/ton)
+    pump_min_speed_frac: float = 0.3  # VFD minimum speed (typical 30-40 %)
+    pump_fixed_dp_frac: float = 0.46  # head kept by a fixed DP setpoint (just meets 90.1 6.5.4.2's 30 % at 50 %)
+    coil_water_resistance_frac: float = 0.3  # water side's share of the coil's heat-transfer resistance (assumption)
     source: str = "parameters documented in docs/facility.md"
 
     def __post_init__(self) -> None:
@@ -102,7 +132,10 @@ class Setpoints:
     `airflow_ratio_frac`: CRAH airflow over the airflow the servers draw (1.0 = matched, below 1 hot
     air recirculates). `economiser_flag`: 1 lets the water-side economiser run, 0 keeps it off.
     `tower_approach_k`: the condenser-water setpoint as K above the wet bulb (a wet-bulb reset; the tower
-    makes it when it can, see the module docstring); NaN: the fixed-rule twin's tower."""
+    makes it when it can, see the module docstring); NaN: the fixed-rule twin's tower.
+    `chw_delta_t_k`: the chilled-water loop delta T the pump speed holds (K; the flow the coils then need
+    sets the pump power, and a wider one needs colder water for the same supply air); NaN: the fixed-rule
+    twin's pumps. `pump_dp_reset_flag`: 1 resets the pumps' DP setpoint with the valves (G36), 0 holds it."""
 
     supply_air_c: np.ndarray | float = 18.0
     chilled_water_c: np.ndarray | float = 12.0
@@ -110,6 +143,8 @@ class Setpoints:
     economiser_flag: np.ndarray | float = 1.0
     airflow_ratio_frac: np.ndarray | float = 1.0
     tower_approach_k: np.ndarray | float = float("nan")
+    chw_delta_t_k: np.ndarray | float = float("nan")
+    pump_dp_reset_flag: np.ndarray | float = 1.0
 
 
 @dataclass(frozen=True)
@@ -216,15 +251,107 @@ def fixed_setpoints(cfg: CoolingConfig) -> Setpoints:
     )
 
 
+def coil_approach_k(
+    cfg: CoolingConfig, chw_delta_t_k: np.ndarray | float, airflow_ratio_frac: np.ndarray | float
+) -> np.ndarray | float:
+    """Supply air minus chilled water (K) the CRAH coil needs when its water warms by `chw_delta_t_k`:
+    counterflow epsilon-NTU at the NTU that gives `coil_approach_k` at the design delta T and matched
+    airflow (see the module docstring); NaN delta T: the fixed `coil_approach_k`.
+
+    >>> cool = CoolingConfig()
+    >>> [round(float(coil_approach_k(cool, dt_k, 1.0)), 2) for dt_k in (cool.chw_delta_t_design_k, 9.0, 11.0)]
+    [6.0, 7.62, 9.1]
+    """
+    if isinstance(chw_delta_t_k, float | int) and isinstance(airflow_ratio_frac, float | int):
+        return _coil_approach_scalar_k(cfg, float(chw_delta_t_k), float(airflow_ratio_frac))
+    dt_w = np.asarray(chw_delta_t_k, dtype=float)
+    nan = np.isnan(dt_w)
+    if nan.all():  # the fixed rule (and the fast path for the fixed-rule twin)
+        return cfg.coil_approach_k
+    # air through the coil: from the hot aisle (inlet + server delta T) down to the supply air
+    share = _clip(1.0 - np.asarray(airflow_ratio_frac), 0.0, 0.9) + cfg.containment_leak_frac
+    dt_air_k = cfg.server_delta_t_k / (1.0 - share)
+    cr = np.minimum(dt_w / dt_air_k, 0.98)  # (water delta T / air delta T); air is the smaller capacity
+    r_w = cfg.coil_water_resistance_frac  # water-side resistance ~ velocity^-0.8, velocity ~ 1 / delta T
+    ntu = _coil_design_ntu(cfg) / (1.0 - r_w + r_w * (dt_w / cfg.chw_delta_t_design_k) ** 0.8)
+    e = np.exp(-ntu * (1.0 - cr))
+    approach: np.ndarray = dt_air_k * ((1.0 - cr * e) / (1.0 - e) - 1.0)  # dt_air x (1 / epsilon - 1)
+    return np.where(nan, cfg.coil_approach_k, approach) if nan.any() else approach
+
+
+def _coil_approach_scalar_k(cfg: CoolingConfig, dt_w: float, airflow_ratio_frac: float) -> float:
+    """`coil_approach_k` for one operating point, in plain floats (the loop calls it per decision)."""
+    if math.isnan(dt_w):
+        return cfg.coil_approach_k
+    share = min(max(1.0 - airflow_ratio_frac, 0.0), 0.9) + cfg.containment_leak_frac
+    dt_air_k = cfg.server_delta_t_k / (1.0 - share)
+    cr = min(dt_w / dt_air_k, 0.98)
+    r_w = cfg.coil_water_resistance_frac
+    ntu = _coil_design_ntu(cfg) / (1.0 - r_w + r_w * (dt_w / cfg.chw_delta_t_design_k) ** 0.8)
+    e = math.exp(-ntu * (1.0 - cr))
+    return dt_air_k * ((1.0 - cr * e) / (1.0 - e) - 1.0)
+
+
+def _coil_design_ntu(cfg: CoolingConfig) -> float:
+    """The coil's NTU: `coil_approach_k` at the design delta T, matched airflow (counterflow, inverted)."""
+    dt_air_k = cfg.server_delta_t_k / (1.0 - cfg.containment_leak_frac)
+    eps = dt_air_k / (dt_air_k + cfg.coil_approach_k)
+    cr = cfg.chw_delta_t_design_k / dt_air_k
+    return -math.log((1.0 - eps) / (1.0 - eps * cr)) / (1.0 - cr)
+
+
+def coil_supply_air_c(cfg: CoolingConfig, sp: Setpoints) -> np.ndarray:
+    """The supply air (C): the setpoint, or the coldest the coil makes from the chilled water."""
+    floor = np.asarray(sp.chilled_water_c) + coil_approach_k(cfg, sp.chw_delta_t_k, sp.airflow_ratio_frac)
+    result: np.ndarray = np.maximum(sp.supply_air_c, floor)
+    return result
+
+
 def rack_inlet_c(cfg: CoolingConfig, sp: Setpoints) -> np.ndarray:
     """Server inlet temperature (C) under controlled setpoints: the supply air the coil can make, plus
     hot-aisle air recirculated where the CRAHs supply less than the servers draw (mixing balance: a share
     s of intake from the hot aisle warms it by s / (1 - s) x the server's delta T). The CRAH fans' 30 %
     floor, which can only oversupply a lightly loaded room, is left out: the estimate errs warm."""
-    supply_c = np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k)
+    supply_c = coil_supply_air_c(cfg, sp)
     share = _clip(1.0 - np.asarray(sp.airflow_ratio_frac), 0.0, 0.9) + cfg.containment_leak_frac
     inlet: np.ndarray = supply_c + share / (1.0 - share) * cfg.server_delta_t_k
     return inlet
+
+
+def pump_power_frac(cfg: CoolingConfig, flow_frac: np.ndarray, dp_reset_flag: np.ndarray | float) -> np.ndarray:
+    """Pump power over its design power at `flow_frac` of design flow: flow x head, the head friction
+    (~ flow^2) plus the DP setpoint (reset with the valves: ~ flow^2 too, so power ~ flow^3; held: a fixed
+    `pump_fixed_dp_frac` of design head); never below the VFD's minimum speed (module docstring).
+
+    >>> cool = CoolingConfig()
+    >>> [round(float(pump_power_frac(cool, np.array(0.5), flag)), 3) for flag in (1.0, 0.0)]  # 90.1: <= 0.30
+    [0.125, 0.297]
+    """
+    f = np.maximum(flow_frac, cfg.pump_min_speed_frac)
+    held = cfg.pump_fixed_dp_frac * (1.0 - np.asarray(dp_reset_flag))
+    power: np.ndarray = f * (held + (1.0 - held) * f * f)
+    return power
+
+
+def _variable_flow_pumps_w(
+    cfg: CoolingConfig,
+    coil_heat_w: np.ndarray,
+    liquid_heat_w: np.ndarray,
+    air_design_w: float,
+    design_heat_w: float,
+    sp: Setpoints,
+) -> np.ndarray:
+    """Chilled-water pumps at the flow the coils need (heat / delta T), condenser-water pumps staged with
+    the plant (W per W, as the fixed rule), CDU / facility-water pumps at the flow the liquid heat needs at
+    the loop's design delta T (module docstring)."""
+    chw_flow = coil_heat_w / air_design_w * cfg.chw_delta_t_design_k / np.asarray(sp.chw_delta_t_k)
+    chw_w = cfg.chw_pump_share * cfg.pump_w_per_w * air_design_w * pump_power_frac(cfg, chw_flow, sp.pump_dp_reset_flag)
+    pumps_w: np.ndarray = chw_w * (coil_heat_w > 0) + (1.0 - cfg.chw_pump_share) * cfg.pump_w_per_w * coil_heat_w
+    if cfg.liquid_fraction > 0:
+        liquid_design_w = max(design_heat_w * cfg.liquid_fraction, 1e-9)
+        cdu = pump_power_frac(cfg, liquid_heat_w / liquid_design_w, sp.pump_dp_reset_flag) * (liquid_heat_w > 0)
+        pumps_w = pumps_w + cfg.cdu_pump_w_per_w * liquid_design_w * cdu
+    return pumps_w
 
 
 def server_fan_factor(cfg: CoolingConfig, inlet_c: np.ndarray) -> np.ndarray:
@@ -242,27 +369,29 @@ def run_cooling(
     t_drybulb_c: np.ndarray,
     t_wetbulb_c: np.ndarray,
     setpoints: Setpoints | None = None,
+    inlet_c: np.ndarray | None = None,
 ) -> CoolingResult:
     """Cooling power and water for `heat_w` of heat in the white space; at the design's fixed setpoints,
-    or at a controller's `setpoints` (coil approach, recirculation and airflow then count)."""
+    or at a controller's `setpoints` (coil approach, recirculation and airflow then count). `inlet_c`:
+    `rack_inlet_c(cfg, setpoints)` when the caller has it (a performance hack: the MPC's candidates are
+    fixed, and it calls this 35,040 times a year)."""
     sp = setpoints or fixed_setpoints(cfg)
     liquid_heat = heat_w * cfg.liquid_fraction
     air_heat = heat_w - liquid_heat
     air_design = max(design_heat_w * (1.0 if cfg.crah_sized_for_all_heat else 1.0 - cfg.liquid_fraction), 1e-9)
     capacity = design_heat_w * (1 + cfg.capacity_margin)
     overload = np.maximum(heat_w / capacity - 1.0, 0.0)
-    inlet = np.full_like(heat_w, cfg.supply_air_c) if setpoints is None else rack_inlet_c(cfg, sp) + 0 * heat_w
+    if setpoints is None:
+        inlet = np.full_like(heat_w, cfg.supply_air_c)
+    else:
+        inlet = (rack_inlet_c(cfg, sp) if inlet_c is None else inlet_c) + 0 * heat_w
     flow = _clip(sp.airflow_ratio_frac * air_heat / air_design, 0.3, 1.5) if cfg.fan_vfd else np.ones_like(heat_w)
     crah = cfg.crah_fan_w_per_w * air_design * flow**3 * (air_heat > 0)
     sink = t_wetbulb_c if cfg.water_cooled else t_drybulb_c
     approach = cfg.tower_approach_k if cfg.water_cooled else cfg.dry_cooler_approach_k
     air_mech_heat = air_heat
     if cfg.air_side_economiser:  # outside air when it is within the envelope
-        supply_air_c = (
-            cfg.supply_air_c
-            if setpoints is None
-            else np.maximum(sp.supply_air_c, np.asarray(sp.chilled_water_c) + cfg.coil_approach_k)
-        )
+        supply_air_c = cfg.supply_air_c if setpoints is None else coil_supply_air_c(cfg, sp)
         outside_ok = (t_drybulb_c >= ASHRAE_INLET_MIN_C - 8) & (t_drybulb_c <= supply_air_c - 1)
         air_mech_heat = air_heat * (1 - np.where(outside_ok, 1.0, 0.0))
         inlet = np.where(outside_ok, np.maximum(t_drybulb_c + 1.0, ASHRAE_INLET_MIN_C), inlet)
@@ -292,7 +421,11 @@ def run_cooling(
     inlet = inlet + 10.0 * overload  # an overloaded plant lets the room warm (coarse, labelled estimate)
     tower_heat = (air_mech_heat + chiller_air) * cfg.water_cooled + liquid_heat * (1 - dry_free)
     dry_heat = liquid_heat * dry_free + (air_mech_heat + chiller_air) * (not cfg.water_cooled)
-    pumps = cfg.pump_w_per_w * air_mech_heat + cfg.cdu_pump_w_per_w * liquid_heat
+    pumps = cfg.pump_w_per_w * air_mech_heat + cfg.cdu_pump_w_per_w * liquid_heat  # the fixed rule
+    chw_dt = np.asarray(sp.chw_delta_t_k)
+    if setpoints is not None and not np.isnan(chw_dt).all():  # variable flow; NaN steps keep the fixed rule
+        variable = _variable_flow_pumps_w(cfg, air_mech_heat, liquid_heat, air_design, design_heat_w, sp)
+        pumps = variable if not np.isnan(chw_dt).any() else np.where(np.isnan(chw_dt), pumps, variable)
     tower_fans = tower_fan if tower_reset else cfg.tower_fan_w_per_w * tower_heat
     rejection_fans = tower_fans + cfg.dry_cooler_fan_w_per_w * dry_heat
     evaporated_kg = tower_heat / LATENT_HEAT_J_PER_KG  # per second of operation

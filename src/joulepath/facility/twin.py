@@ -51,6 +51,8 @@ SETPOINT_SERIES = (
     "sp_economiser_flag",
     "sp_airflow_ratio_frac",
     "sp_tower_approach_k",
+    "sp_chw_delta_t_k",
+    "sp_pump_dp_reset_flag",
 )
 
 
