@@ -6,9 +6,11 @@ mean absolute percentage error (MAPE) on B200 rows, which the fit never sees.
 
 Fitting, step by step:
 1. The step-time model is linear in its coefficients (`perf.TIME_COEFFICIENTS`), so they are a
-   non-negative least-squares fit of relative error on the median inter-token latency.
+   non-negative least-squares fit of relative error on the median inter-token latency, the GEMM
+   factor held at or above 1 (no kernel beats its roofline).
 2. The data set gives no prompt lengths; each task's mean prompt length is a latent parameter chosen
-   from a grid by coordinate descent on the H100 rows (held-out B200 rows use the same values).
+   from a grid by coordinate descent on the H100 rows (held-out B200 rows use the same values). A
+   batch whose cache would not fit at that length runs shorter sequences (`perf.kv_capacity_tokens`).
 3. The power curve is linear in (1, memory util, compute util) of the fitted time model, fitted by
    non-negative least squares on measured average power as a fraction of the TDP's dynamic range.
 Mamba-Transformer hybrids are outside the transformer model and are excluded (counted, not hidden).
@@ -155,15 +157,21 @@ def _context(row: MeasuredConfig, prompts: dict[str, float]) -> float:
     return prompts[row.task] + row.output_tokens / 2.0
 
 
+#: Lower bounds of the time coefficients (`TIME_COEFFICIENTS` order): a GEMM never beats its roofline.
+#: The attention factor stays free: its context is a fitted latent (task prompt lengths), not a measurement.
+TIME_FLOOR = np.array([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+
+
 def fit_time(rows: list[MeasuredConfig], prompts: dict[str, float], base: Efficiency) -> Efficiency:
-    """Fit the step-time coefficients on measured median ITL (relative-error NNLS)."""
+    """Fit the step-time coefficients on measured median ITL (relative-error NNLS above `TIME_FLOOR`)."""
     feats, target = [], []
     for r in rows:
         assert r.spec is not None
         work = _decode_work(r.spec, r.deployment, r.batch, _context(r, prompts))
-        feats.append(np.array(time_features(work, r.spec, r.deployment, r.batch)) / r.median_itl_s)
-        target.append(1.0)
-    coef = nnls(np.array(feats), np.array(target))
+        x = np.array(time_features(work, r.spec, r.deployment, r.batch)) / r.median_itl_s
+        feats.append(x)
+        target.append(1.0 - TIME_FLOOR @ x)  # fit the excess over the floor, which NNLS keeps >= 0
+    coef = TIME_FLOOR + nnls(np.array(feats), np.array(target))
     return dataclasses.replace(base, **dict(zip(TIME_COEFFICIENTS, map(float, coef), strict=True)))  # type: ignore[arg-type]
 
 

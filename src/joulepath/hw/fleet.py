@@ -20,11 +20,10 @@ from joulepath.hw.perf import (
     Efficiency,
     TransformerSpec,
     calibrated_efficiency,
+    kv_capacity_tokens,
     steady_state,
 )
 from joulepath.hw.work import WorkProfile
-
-KV_MEMORY_FRACTION = 0.9  # share of device memory left to weights + KV cache (vLLM's default gpu_memory_utilization)
 
 
 @dataclass(frozen=True)
@@ -63,18 +62,17 @@ class FleetProjection:
 
 def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, scheduler_max: int) -> int:
     """Largest batch whose KV cache fits next to the weights (and under the scheduler's limit)."""
-    mem = dep.accelerator.memory_capacity_gb
-    if mem is None:
+    capacity = kv_capacity_tokens(spec, dep)
+    if capacity is None:
         raise ValueError(f"{dep.accelerator.name}: memory capacity not published; cannot size the KV cache")
-
-    weights = spec.params_total * DTYPE_BYTES[spec.weight_dtype]
-    free = mem * 1e9 * dep.n_devices * KV_MEMORY_FRACTION - weights * dep.data_parallel
-    if free <= 0:
+    if capacity <= 0:
+        weights_gb = spec.params_total * DTYPE_BYTES[spec.weight_dtype] / 1e9
         raise ValueError(
-            f"{spec.name} weights ({weights / 1e9:.0f} GB) do not fit on {dep.n_devices} x {dep.accelerator.name} "
-            f"({mem:g} GB each); raise fleet.tensor_parallel or choose a larger accelerator"
+            f"{spec.name} weights ({weights_gb:.0f} GB) do not fit on {dep.n_devices} x {dep.accelerator.name} "
+            f"({dep.accelerator.memory_capacity_gb:g} GB each); raise fleet.tensor_parallel or choose a larger "
+            "accelerator"
         )
-    fit = int(free // (spec.kv_bytes_per_token * max(context_tokens, 1.0)))
+    fit = int(capacity * dep.data_parallel // max(context_tokens, 1.0))
     return max(1, min(fit, scheduler_max))
 
 

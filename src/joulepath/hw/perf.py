@@ -309,6 +309,25 @@ def _collectives(spec: TransformerSpec, dep: Deployment, tokens_per_replica: flo
     return n, sent
 
 
+KV_MEMORY_FRACTION = 0.9  # device memory share for weights + KV cache (vLLM default gpu_memory_utilization)
+
+
+def kv_capacity_tokens(spec: TransformerSpec, dep: Deployment) -> float | None:
+    """KV-cache capacity of one replica, in tokens of full-attention cache (`kv_bytes_per_token`), in
+    `KV_MEMORY_FRACTION` of device memory next to the weights; None when the accelerator publishes no
+    capacity, <= 0 when the weights do not fit. Experts sharded over all devices (expert_parallel > 1)
+    are stored once per unit, every other weight once per replica."""
+    mem_gb = dep.accelerator.memory_capacity_gb
+    if mem_gb is None:
+        return None
+    wb = DTYPE_BYTES[spec.weight_dtype]
+    experts_b = spec.n_moe_layers * spec.n_experts * spec.expert_params * wb
+    replicated_b = spec.params_total * wb - experts_b
+    weights_b = replicated_b * dep.data_parallel + experts_b * (1 if dep.expert_parallel > 1 else dep.data_parallel)
+    free_b = mem_gb * 1e9 * dep.n_devices * KV_MEMORY_FRACTION - weights_b
+    return free_b / dep.data_parallel / spec.kv_bytes_per_token
+
+
 def _decode_work(
     spec: TransformerSpec, dep: Deployment, batch: float, context_tokens: float, tokens_per_seq: float = 1.0
 ) -> _Work:
@@ -317,9 +336,15 @@ def _decode_work(
     per_replica = batch / dep.data_parallel
     tokens = per_replica * tokens_per_seq
     attended = spec.attended_tokens(context_tokens)
-    kv = per_replica * spec.kv_bytes_per_token * (attended + tokens_per_seq) / dep.tensor_parallel
+    # the running batch's cache cannot outgrow the memory next to the weights: vLLM admits (and
+    # preempts) by free cache blocks, so at a batch that would not fit the sequences are shorter
+    capacity = kv_capacity_tokens(spec, dep)
+    fit = 1.0
+    if capacity is not None and per_replica * attended > capacity > 0:
+        fit = capacity / (per_replica * attended)
+    kv = per_replica * spec.kv_bytes_per_token * (fit * attended + tokens_per_seq) / dep.tensor_parallel
     linear = 2.0 * spec.params_active * tokens / dep.tensor_parallel
-    attn = tokens * spec.attention_flops_per_token(context_tokens) / dep.tensor_parallel
+    attn = fit * tokens * spec.attention_flops_per_token(context_tokens) / dep.tensor_parallel
     n_coll, link = _collectives(spec, dep, tokens)
     act = tokens * spec.activation_bytes_per_token() / dep.tensor_parallel
     return _Work(_weight_bytes_per_device(spec, dep, tokens), act, kv, linear, attn, n_coll, link)
