@@ -64,3 +64,32 @@ def test_the_optimized_engine_follows_the_scenario_and_drafts_reach_the_work_pro
     w = work_profile(run)
     assert sum(r.record.decode_steps for r in run.requests) > 0
     assert w.proposed_draft_tokens_per_step is not None and w.accepted_draft_tokens_per_step >= 0
+
+
+def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reaches_the_work_profile() -> None:
+    from joulepath.execute import Routing
+    from joulepath.link import work_profile
+    from joulepath.serving.router import CorrectnessModel, Router, request_features
+
+    examples = [Example("add", "easy", f"What is {k} + 3?", str(k + 3)) for k in range(4)]
+    texts = [e.user_text for e in examples]
+    features = request_features(texts, [10] * 4)
+    # small right on the first two only: the threshold router sends those two to the small tier
+    tiers = ("dummy:tiny-llama", "dummy:tiny-llama-large")
+    model = CorrectnessModel.fit(
+        features, {tiers[0]: np.array([1, 1, 0, 0], bool), tiers[1]: np.ones(4, bool)}, c=100.0
+    )
+    router = Router(model, tiers, (1.0, 3.0), "threshold", 0.5)
+    small = load_model("dummy:tiny-llama")
+    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=1, quantize="off")
+    steps = serve_interleaved(small, np.zeros(4), examples, serve, None, weights=None, routing=Routing(small, router))
+    assert [s.lever for s in steps][-1].startswith("tiered routing")
+    assert not steps[-2].runs[0].tier_mix()  # the rung before it serves one model
+    run = steps[-1].runs[0]
+    routed = {r.record.request_id: r.tier for r in run.requests}
+    assert routed == {"r0": "dummy:tiny-llama", "r1": "dummy:tiny-llama", "r2": "dummy:tiny-llama-large",
+                      "r3": "dummy:tiny-llama-large"}  # fmt: skip
+    assert all(r.route.startswith("threshold") for r in run.requests)
+    mix = run.tier_mix()
+    assert [t.tier for t in mix] == ["dummy:tiny-llama", "dummy:tiny-llama-large"] and sum(t.requests for t in mix) == 4
+    assert run.small_tier_share == 0.5 and work_profile(run).small_tier_share == 0.5

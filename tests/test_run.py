@@ -145,6 +145,24 @@ def test_a_measured_work_profile_reaches_device_facility_and_wall_energy() -> No
     assert half.summary.wall_j_per_token < full.summary.wall_j_per_token
 
 
+def test_routed_requests_run_on_a_small_tier_pool_and_cost_less_at_the_wall() -> None:
+    """The measured small-tier share moves that share of the trace to the fleet's small model on its own
+    units: every token is still served, the fleet keeps its size, and the wall energy per token falls."""
+    from joulepath.hw import WorkProfile
+    from joulepath.run import fleet_outcome, project
+
+    scenario = parse_scenario(ANALYTIC)
+    trace = build_trace(scenario.workload)
+    outcomes = [fleet_outcome(scenario, trace, 16, WorkProfile(small_tier_share=s)) for s in (0.0, 0.6, 1.0)]
+    wall = [o.summary.wall_j_per_token for o in outcomes]
+    assert wall[0] > wall[1] > wall[2]
+    routed = project(scenario, trace, WorkProfile(small_tier_share=0.6))
+    assert routed.total_served_tokens == pytest.approx(float(trace.output_tokens.sum()))
+    assert routed.n_units * routed.devices_per_unit == scenario.fleet.count and "small-tier pool" in routed.provenance
+    one = parse_scenario(ANALYTIC | {"fleet": {"count": 1}})  # one serving unit: no pool for a second tier
+    assert "small-tier" not in project(one, trace, WorkProfile(small_tier_share=0.6)).provenance
+
+
 def test_the_twin_gets_the_fleets_power_series_with_its_energy() -> None:
     from joulepath.run import facility_inputs, project
 

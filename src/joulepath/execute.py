@@ -47,9 +47,13 @@ from joulepath.results import (
     median_run,
 )
 from joulepath.scenario import GuardSection, ServeSection
-from joulepath.serving.frontend import Arrival, Frontend, Request
+from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.guard import Guard, GuardPolicy
+from joulepath.serving.router import Router, shipped_router
 from joulepath.workload import Trace
+
+SERVED_PER_CELL = 20  # the main job's requests come from each golden dev cell's first 20 examples; the router
+# (serving/router.py) is fitted on the rest, so it never saw a request it routes here
 
 
 def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarray, list[Example]]:
@@ -59,7 +63,7 @@ def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarr
     span = float(arrivals[-1]) if n > 1 else 0.0
     if span > 0:
         arrivals = arrivals * (serve.replay_s / span)
-    pool = golden.load("dev")
+    pool = golden.load("dev", per_cell=SERVED_PER_CELL)
     examples = random.Random(seed).sample(pool, n) if n <= len(pool) else random.Random(seed).choices(pool, k=n)
     return arrivals, examples
 
@@ -74,13 +78,23 @@ def replay(
     guard: Guard | None = None,
     config: EngineConfig | None = None,
     modelled_tier: str | None = None,
+    routing: Routing | None = None,
 ) -> LocalRun:
     """Serve the requests as they arrive, through the serving frontend (input guard, engine, text, output
     guard); the meter covers the whole replay, idle gaps included. `config` (default: the engine's) gets
-    `max_batch`."""
+    `max_batch`. With `routing`, the router sends each request to its small tier (the same engine settings
+    without speculation or the int8 KV cache) or to `loaded`."""
     config = dataclasses.replace(config or EngineConfig(), max_batch=max_batch)
     engine = Engine(loaded, config, auto_meter())
-    frontend = Frontend(engine, guard)
+    small = None
+    if routing is None:
+        frontend = Frontend(engine, guard)
+    else:
+        # the small tier as loaded: the weight and KV levers passed their gates on `loaded`, not on it
+        small_config = dataclasses.replace(config, speculative=None, draft_model=None, kv_int8=False)
+        small = Engine(routing.small, small_config, auto_meter())
+        tiers = Tiers(routing.router.tiers[0], ((routing.router.tiers[1], engine),), routing.router)
+        frontend = Frontend(small, guard, tiers=tiers)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
     trace = [
         Arrival(float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{k}", user_text=ex.user_text))
@@ -95,13 +109,20 @@ def replay(
             blocked.append(resp.request_id)
             continue
         action = resp.output_guard.action if resp.output_guard else "allow"
-        served.append(ServedRequest(resp.record, float(arrivals[k]), ex.skill, ex.level, check(ex, resp.text), action))
+        tier, route = (resp.tier, resp.route) if routing else ("", "")
+        served.append(
+            ServedRequest(
+                resp.record, float(arrivals[k]), ex.skill, ex.level, check(ex, resp.text), action, tier, route
+            )
+        )
     accuracy = sum(s.correct for s in served) / max(len(served), 1)
     kv = kv_use(engine, modelled_tier)
-    engine.close()
+    for e in (engine, small):
+        if e is not None:
+            e.close()
     return LocalRun(
         name, max_batch, tuple(served), result.wall_s, result.energy_j, result.energy_provenance, accuracy,
-        tuple(blocked), result.guard_s, kv,
+        tuple(blocked), result.guard_s, kv, small_tier=routing.router.tiers[0] if routing else None,
     )  # fmt: skip
 
 
@@ -247,6 +268,26 @@ def optimized_config(serve: ServeSection, weights: Weights) -> EngineConfig:
     return dataclasses.replace(config, kv_int8=True, offload_host_bytes=0, offload_disk_bytes=0)
 
 
+@dataclass(frozen=True)
+class Routing:
+    """Tiered routing: the small tier's model and the router that sends requests to it or to the served model."""
+
+    small: LoadedModel
+    router: Router
+
+
+def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lambda _: None) -> Routing | None:
+    """The router shipped for (`serve.small_tier`, `serve.model`), if routing is on and the router was fitted on
+    these weights and passed its gate (serving/router.shipped_router); else None, with the reason said."""
+    if serve.routing == "off" or serve.small_tier == serve.model:
+        return None
+    router, why = shipped_router(serve.small_tier, serve.model)
+    if router is None:
+        progress(f"tiered routing off: {why}")
+        return None
+    return Routing(load_model(serve.small_tier), router)
+
+
 def tuned_threads(spec: str) -> int | None:
     """The thread count `joulepath tune` found fastest (and usable) for this model on this machine, if it ran."""
     from joulepath.optimize.tune import load_cached
@@ -276,30 +317,36 @@ class Rung:
     max_batch: int
     config: EngineConfig
     model: LoadedModel
+    routing: Routing | None = None
 
 
-def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights) -> list[Rung]:
+def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights, routing: Routing | None = None) -> list[Rung]:
     """Brute force (one request at a time, the model as loaded, no caches, no speculation), then, with
     `serve.ablation`, one lever more per rung in a fixed order: continuous batching, prefix cache (with
-    its offload tiers), the weight/KV lever that passed its gate, speculative decoding. The last rung is
-    always the optimized configuration; without `serve.ablation` it follows brute force directly."""
+    its offload tiers), the weight/KV lever that passed its gate, tiered routing, speculative decoding. The
+    last rung is always the optimized configuration; without `serve.ablation` it follows brute force directly."""
     full = optimized_config(serve, weights)
     no_spec = dataclasses.replace(full, speculative=None, draft_model=None)
     kv = ["int8 KV" + (" (offload tiers off)" if serve.prefix_cache else "")] if weights.kv_int8 else []
     lever_name = " + ".join(([weights.lever] if weights.lever else []) + kv)
-    steps: list[tuple[str, EngineConfig, LoadedModel]] = [("continuous batching", EngineConfig(), loaded)]
+    steps: list[tuple[str, EngineConfig, LoadedModel, Routing | None]] = [
+        ("continuous batching", EngineConfig(), loaded, None)
+    ]
     if serve.prefix_cache:  # with its offload tiers, which the int8 KV rung (if any) then turns off
         cached = dataclasses.replace(engine_config(serve, True), speculative=None, draft_model=None)
-        steps.append(("prefix cache", cached, loaded))
+        steps.append(("prefix cache", cached, loaded, None))
     if lever_name:
-        steps.append((lever_name, no_spec, weights.loaded))
+        steps.append((lever_name, no_spec, weights.loaded, None))
+    if routing is not None:
+        steps.append((f"tiered routing ({routing.router.tiers[0]} when the router expects it right)", no_spec,
+                      weights.loaded, routing))  # fmt: skip
     if serve.speculative != "off":
-        steps.append((f"speculative ({serve.speculative})", full, weights.loaded))
+        steps.append((f"speculative ({serve.speculative})", full, weights.loaded, routing))
     rungs = [Rung("brute force", "one at a time", 1, engine_config(serve, False), loaded)]
     how = ""
-    for lever, config, model in steps:
+    for lever, config, model, routed in steps:
         how = f"{how} + {lever}" if how else lever
-        rungs.append(Rung(lever, how, serve.max_batch, config, model))
+        rungs.append(Rung(lever, how, serve.max_batch, config, model, routed))
     if not serve.ablation:
         rungs = [rungs[0], dataclasses.replace(rungs[-1], lever="every lever")]
     return rungs
@@ -313,6 +360,7 @@ def serve_interleaved(
     guard: Guard | None,
     progress: Callable[[str], None] = lambda _: None,
     weights: Weights | None = None,
+    routing: Routing | None = None,
 ) -> list[LocalStep]:
     """Serve every rung of the ladder `serve.repeats` times, interleaved (A B C A B C ...), after an
     untimed warm-up; returns the rungs with their repetitions in the order served. The first rung's runs
@@ -321,9 +369,10 @@ def serve_interleaved(
     step includes a change of threads."""
     weights = weights or Weights(loaded)
     warm = min(WARM_UP_REQUESTS, len(examples))
-    for model in {id(loaded): loaded, id(weights.loaded): weights.loaded}.values():
+    models = [loaded, weights.loaded, *([routing.small] if routing else [])]
+    for model in {id(m): m for m in models}.values():
         replay(model, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
-    rungs = ladder(loaded, serve, weights)
+    rungs = ladder(loaded, serve, weights, routing)
     names = ["baseline", *(r.lever for r in rungs[1:-1]), "optimized"]
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
     runs: list[list[LocalRun]] = [[] for _ in rungs]
@@ -341,7 +390,7 @@ def serve_interleaved(
             with torch_threads(threads if i > 0 else None):  # tuned threads on every rung but brute force
                 run = replay(
                     rung.model, name, rung.max_batch, arrivals, examples, serve.max_tokens, guard, rung.config,
-                    modelled if rung.config.prefix_cache else None,
+                    modelled if rung.config.prefix_cache else None, rung.routing,
                 )  # fmt: skip
                 run = dataclasses.replace(run, torch_threads=torch.get_num_threads())
             if lever_model:
@@ -381,7 +430,8 @@ def serve_locally(
     check_context(loaded, examples, serve.max_tokens)
     guard = guard_for(guard_section) if guard_section else None
     weights = optimized_weights(loaded, serve, progress)
-    steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights)
+    routing = optimized_routing(serve, progress)
+    steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights, routing)
     baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
     prof = brute = None
     if serve.profile:  # both ends of the ladder, so the report can say what the levers changed and what is left

@@ -87,7 +87,8 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
     Prefix-cache hits are the records' `cached_prompt_tokens` unless `prefix_hit_tokens` is given; draft
     tokens per decode step are the records' proposed and accepted drafts over their decode steps (0 with
     speculation off); bytes per weight and activation sparsity are what the served model's lever measured
-    (the nearest fleet weight format; 0 sparsity without TEAL)."""
+    (the nearest fleet weight format; 0 sparsity without TEAL); the small-tier share is the requests the
+    router sent to the small tier (0 without tiered routing)."""
     prompt = sum(r.record.prompt_tokens for r in run.requests)
     if prefix_hit_tokens is None:
         prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in run.requests)
@@ -108,6 +109,7 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
         peak_batch=peak_batch,
         bytes_per_weight=weight_format_bytes(run.bytes_per_weight),
         activation_sparsity=run.activation_sparsity,
+        small_tier_share=run.small_tier_share,
         accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
         provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",

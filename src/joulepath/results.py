@@ -80,6 +80,24 @@ class ServedRequest:
     level: str
     correct: bool
     output_guard: str = "allow"  # the output filter's action
+    tier: str = ""  # the model tier that answered, with tiered routing ("" without)
+    route: str = ""  # why the router chose that tier
+
+
+@dataclass(frozen=True)
+class TierUse:
+    """What one model tier served in a run with tiered routing: requests, correct answers, output tokens,
+    and the joules its engine's steps were attributed (the ledger's rule; the meter's provenance)."""
+
+    tier: str
+    requests: int
+    correct: int
+    output_tokens: int
+    energy_j: float
+
+    @property
+    def joules_per_correct(self) -> float:
+        return self.energy_j / self.correct if self.correct else float("inf")
 
 
 @dataclass(frozen=True)
@@ -183,6 +201,7 @@ class LocalRun:
     bytes_per_weight: float | None = None  # of the served model's projections (None: as loaded, unquantized)
     activation_sparsity: float = 0.0  # share of projection inputs the served model zeroed (TEAL), measured
     torch_threads: int = 0  # CPU threads the engine ran at (0: not recorded)
+    small_tier: str | None = None  # tiered routing: the cheaper tier's model (None: one model served all)
     accuracy_provenance: ClassVar[str] = "measured: each served answer checked against its golden dev-set answer"
 
     @property
@@ -196,6 +215,26 @@ class LocalRun:
     @property
     def tokens_per_s(self) -> float:
         return self.output_tokens / self.wall_s if self.wall_s else 0.0
+
+    def tier_mix(self) -> tuple[TierUse, ...]:
+        """Per model tier (tiered routing), what it served: () without routing."""
+        if self.small_tier is None:
+            return ()
+        tiers = sorted({r.tier for r in self.requests}, key=lambda t: (t != self.small_tier, t))
+        return tuple(
+            TierUse(
+                t, len(mine := [r for r in self.requests if r.tier == t]), sum(r.correct for r in mine),
+                sum(r.record.output_tokens for r in mine), sum(r.record.energy_j for r in mine),
+            )
+            for t in tiers
+        )  # fmt: skip
+
+    @property
+    def small_tier_share(self) -> float:
+        """Share of the served requests the router sent to the small tier (0 without tiered routing)."""
+        if self.small_tier is None or not self.requests:
+            return 0.0
+        return sum(r.tier == self.small_tier for r in self.requests) / len(self.requests)
 
     def percentile(self, field: str, q: float) -> float:
         """The `q`-th percentile of a RequestRecord field (`ttft_s`, `tpot_s`, ...); NaN with no requests."""

@@ -54,8 +54,13 @@ class ModelSection(_Section):
     d_ff_expert: int | None = Field(None, ge=0)
     weight_dtype: Dtype = "bf16"
     kv_dtype: Dtype = "bf16"
+    small_preset: str = Field(
+        "llama-3.2-1b",
+        description="the fleet's small tier: where the requests the router sends to serve.small_tier run in the "
+        "projection (a preset; its weights and KV in weight_dtype and kv_dtype)",
+    )
 
-    @field_validator("preset")
+    @field_validator("preset", "small_preset")
     @classmethod
     def _known_preset(cls, v: str | None) -> str | None:
         if v is not None and v.lower() not in model_presets():
@@ -89,6 +94,10 @@ class ModelSection(_Section):
                 values[key] = getattr(self, key)
         values["weight_dtype"], values["kv_dtype"] = self.weight_dtype, self.kv_dtype
         return TransformerSpec(**values)  # its ValueErrors surface through `_consistent` as field errors
+
+    def small_spec(self) -> TransformerSpec:
+        """The fleet's small tier (tiered routing), stored like the main model."""
+        return get_model_preset(self.small_preset).with_dtypes(self.weight_dtype, self.kv_dtype)
 
 
 class WorkloadSection(_Section):
@@ -244,11 +253,12 @@ class ServeSection(_Section):
         "88.4 / 69.4 / 57.2 %)",
     )
     requests: int = Field(
-        144,
+        128,
         ge=1,
         le=2000,
-        description="first N requests of the trace to serve here (144: every ablation rung served 3 times "
-        "keeps the default run under 3 minutes, the weight lever's first quality gate included)",
+        description="first N requests of the trace to serve here (128: every ablation rung, tiered routing "
+        "included, served 3 times keeps the default run under 3 minutes, the weight lever's first quality gate "
+        "included)",
     )
     max_batch: int = Field(16, ge=1, description="optimized configuration's running sequences per step")
     max_tokens: int = Field(40, ge=1, le=4096, description="longest answer, tokens")
@@ -279,6 +289,13 @@ class ServeSection(_Section):
         "heads); k adapts to measured acceptance and step cost, so it switches itself off where it does not pay",
     )
     draft_model: str = Field("jp-small", description="the draft model for speculative = 'draft' (same tokenizer)")
+    routing: Literal["auto", "off"] = Field(
+        "auto",
+        description="tiered routing in the optimized configuration: auto sends each request to small_tier or "
+        "to model as the router shipped for that pair decides (only if it was fitted on these weights and kept "
+        "99 % of model's golden test accuracy); off: every request on model",
+    )
+    small_tier: str = Field("jp-small", description="the cheaper model tier the router can choose")
     quantize: Literal["off", "auto", "int8_dynamic", "int8_weight_only", "int4_weight_only"] = Field(
         "auto",
         description="weight quantization of the optimized configuration's model (joulepath.optimize), used only "
@@ -345,7 +362,7 @@ class ServeSection(_Section):
             )
         return self
 
-    @field_validator("model", "draft_model")
+    @field_validator("model", "draft_model", "small_tier")
     @classmethod
     def _known_model(cls, v: str) -> str:
         if v in ZOO_MODELS or v.startswith("dummy:") or Path(v).is_dir():

@@ -49,3 +49,26 @@ def test_fleet_smaller_than_a_unit_is_refused() -> None:
     a, p, o = _trace(1.0)
     with pytest.raises(ValueError, match="smaller than one serving unit"):
         project_trace(a, p, o, SPEC, Deployment(get_accelerator("h100-sxm"), tensor_parallel=4), n_devices=2)
+
+
+def test_two_tiers_on_their_own_pools_add_up_to_one_fleet() -> None:
+    from joulepath.hw.fleet import pool_split, pooled
+
+    arrival, prompt, output = _trace(2.0)
+    small = np.arange(len(arrival)) % 2 == 0
+    horizon = float(arrival.max()) + 1e-9
+    assert pool_split(8, 3.0, 1.0) == (6, 2) and pool_split(8, 1.0, 0.0) == (7, 1)  # each tier keeps a unit
+    parts = [project_trace(arrival[m], prompt[m], output[m], spec, DEP, n, horizon_s=horizon)
+             for m, spec, n in ((~small, SPEC, 6), (small, get_model_preset("llama-3.2-1b"), 2))]  # fmt: skip
+    both = pooled(*parts)
+    assert both.n_units == 8 and both.idle_power_w == pytest.approx(sum(p.idle_power_w for p in parts))
+    assert both.total_served_tokens == pytest.approx(sum(p.total_served_tokens for p in parts))
+    np.testing.assert_allclose(both.device_power_w, parts[0].device_power_w + parts[1].device_power_w)
+    alone = project_trace(arrival, prompt, output, SPEC, DEP, 8)
+    assert len(alone.t_s) == len(both.t_s) and both.idle_power_w == pytest.approx(alone.idle_power_w)
+    assert both.device_energy_j < alone.device_energy_j  # half the requests on a 1B model cost less
+    short = project_trace(arrival[:5], prompt[:5], output[:5], SPEC, DEP, 8)
+    with pytest.raises(ValueError, match="same bins"):
+        pooled(alone, short)
+    with pytest.raises(ValueError, match="2 serving units"):
+        pool_split(1, 1.0, 1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,7 +15,11 @@ from joulepath.serving.router import (
     CorrectnessModel,
     Router,
     best_knob,
+    load_router,
+    request_features,
     routed_outcome,
+    save_router,
+    shipped_router,
     tune_cascade,
     tune_router,
 )
@@ -29,19 +35,60 @@ def two_kinds(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.n
 
 def test_the_router_learns_which_requests_the_small_tier_answers() -> None:
     features, small_ok, large_ok = two_kinds()
-    model = CorrectnessModel.fit(features, {"small": small_ok, "large": large_ok})
-    router = tune_router(model, features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "threshold", 0.99)
+    router = tune_router(features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "threshold", 0.99)
     test_features, test_small_ok, _ = two_kinds(seed=1)
     routes = router.route(test_features)
     to_small = np.array([r.tier == "small" for r in routes])
     assert (to_small == test_small_ok).mean() > 0.97  # kind 0 to small, kind 1 to large
     assert all(r.reason for r in routes)
-    cost_aware = tune_router(model, features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "cost_aware", 0.99)
+    cost_aware = tune_router(features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "cost_aware", 0.99)
     share, accuracy = routed_outcome(np.array([r.tier == "small" for r in cost_aware.route(test_features)]),
                                      test_small_ok, np.ones(len(test_small_ok), bool))  # fmt: skip
     assert accuracy >= 0.97 and 0.4 < share < 0.6
     with pytest.raises(ValueError, match="policy"):
-        Router(model, ("small", "large"), (1.0, 3.0), "random", 0.5)
+        Router(router.model, ("small", "large"), (1.0, 3.0), "random", 0.5)
+    with pytest.raises(ValueError, match="features"):
+        Router(router.model, ("small", "large"), (1.0, 3.0), "threshold", 0.5, "bag-of-words")
+
+
+def test_knobs_are_tuned_out_of_fold_so_noise_does_not_pass_for_skill() -> None:
+    """With features that carry nothing, an in-sample fit would look confident on the fitting split; the
+    out-of-fold predictions do not, so the tuned router keeps the accuracy by sending traffic large."""
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal((300, 60))
+    small_ok = rng.random(300) < 0.5
+    router = tune_router(noise, small_ok, np.ones(300, bool), ("small", "large"), (1.0, 3.0), "threshold", 0.99, c=10.0)
+    test_small = rng.random(300) < 0.5
+    to_small = np.array([r.tier == "small" for r in router.route(rng.standard_normal((300, 60)))])
+    share, accuracy = routed_outcome(to_small, test_small, np.ones(300, bool))
+    assert share < 0.15 and accuracy > 0.92
+
+
+def test_ngram_features_are_stateless_and_see_the_task() -> None:
+    texts = ["What is 12 + 7?", "What is 12 + 7?", "Name the capital of the document's country."]
+    a, b = request_features(texts, [10, 10, 30]), request_features(texts[::-1], [30, 10, 10])
+    assert a.shape == (3, 2 * 4096 + 3) and np.array_equal(a[0], a[1]) and np.array_equal(a[0], b[2])
+    assert a[0, -3] > 0 and a[2, -3] == 0  # digits counted
+    with pytest.raises(ValueError, match="features"):
+        request_features(texts, [1, 2, 3], "tf-idf")
+
+
+def test_a_router_survives_saving_and_a_broken_file_says_how_to_refit(tmp_path: Path) -> None:
+    features, small_ok, large_ok = two_kinds()
+    router = tune_router(features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "cost_aware", 0.99)
+    save_router(router, tmp_path / "r.npz", {"target": 0.99})
+    back, prov = load_router(tmp_path / "r.npz")
+    assert prov == {"target": 0.99} and back.knob == router.knob and back.policy == "cost_aware"
+    assert [r.tier for r in back.route(features)] == [r.tier for r in router.route(features)]
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="--write-router"):
+        load_router(tmp_path / "bad.npz")
+
+
+def test_the_shipped_router_matches_the_shipped_weights_and_passed_its_gate() -> None:
+    router, why = shipped_router("jp-small", "jp-large")
+    assert router is not None, why
+    assert router.tiers == ("jp-small", "jp-large") and router.features == "ngrams"
 
 
 def test_tuning_takes_the_most_small_traffic_that_keeps_the_target() -> None:
@@ -76,7 +123,7 @@ def test_a_frontend_with_a_router_serves_each_request_on_the_tier_it_picks() -> 
     from joulepath.serving.frontend import Frontend, Request, Tiers
 
     loaded = load_model("dummy:tiny-llama")
-    features = np.zeros((4, 385))
+    features = request_features(["a", "b", "c", "d"], [1, 2, 3, 4])
     never_small = CorrectnessModel.fit(features, {"small": np.zeros(4, bool), "large": np.ones(4, bool)})
     router = Router(never_small, ("small", "large"), (1.0, 3.0), "threshold", 0.5)
     frontend = Frontend(Engine(loaded), tiers=Tiers("small", (("large", Engine(loaded)),), router))

@@ -1,19 +1,22 @@
-"""Routing benchmark: always-large, always-small, the oracle, the router (threshold and cost-aware), the
-cascade and router + cascade on the golden test split, all from one run.
+"""Routing benchmark: always-large, always-small, the oracle, the router (threshold and cost-aware), and the
+cascade on the golden test split, all from one run.
 
 Both tiers (jp-small, jp-large) serve the dev and the test split with continuous batching; every answer
 is checked against its golden answer and every request's joules come from the engine's per-step meter
-windows (the ledger's rule). The router's correctness model and every threshold are fitted on dev; the
+windows (the ledger's rule). The router's correctness model and every threshold are fitted on dev (the
+second half of each cell: the main job serves the first); the
 policies are then applied to the test split's requests, each request costing what its tier(s) measured
 for it — the small tier's joules are counted for an escalated request too.
 
-`python benchmarks/routing.py [--quick]` writes `benchmarks/results/routing.json`.
+`python benchmarks/routing.py [--quick] [--minilm] [--write-router]` writes `benchmarks/results/routing.json`
+(and, with `--write-router`, the router `joulepath run` ships with).
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,18 +30,23 @@ from joulepath.quality.tasks import Example, chat_prompt, check
 from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.router import (
     Cascade,
-    CorrectnessModel,
     Router,
+    choose_c,
     confidence,
     request_features,
+    router_path,
+    save_router,
     tune_cascade,
     tune_router,
+    weights_sha256,
 )
 from joulepath.workload import SyntheticParams, generate
 
 TIERS = ("jp-small", "jp-large")
 TARGET = 0.99  # of always-large accuracy
 MAX_TOKENS = 40
+FIT_SKIP = 20  # the router is fitted on each golden dev cell's examples after the first 20, which the main job
+# serves (execute.SERVED_PER_CELL), so nothing the main job asks was seen in fitting
 
 
 @dataclass(frozen=True)
@@ -90,31 +98,46 @@ def policy_row(
     }  # fmt: skip
 
 
-def evaluate(dev: dict[str, Served], test: dict[str, Served], f_dev: np.ndarray, f_test: np.ndarray) -> dict[str, Any]:
+def evaluate(
+    dev: dict[str, Served], test: dict[str, Served], f_dev: dict[str, np.ndarray], f_test: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Every policy on the test split, tuned on the fitting split; `f_*`: features by kind (the first
+    kind's routers are the ones returned)."""
     s, lg = TIERS
-    model = CorrectnessModel.fit(f_dev, {t: dev[t].correct for t in TIERS})
     j_req = (float(dev[s].energy_j.mean()), float(dev[lg].energy_j.mean()))
-    rows = [policy_row("always-large", np.zeros(len(f_test), bool), test[s], test[lg]),
-            policy_row("always-small", np.ones(len(f_test), bool), test[s], test[lg]),
+    n = len(test[s].correct)
+    rows = [policy_row("always-large", np.zeros(n, bool), test[s], test[lg]),
+            policy_row("always-small", np.ones(n, bool), test[s], test[lg]),
             policy_row("oracle", test[s].correct | ~test[lg].correct, test[s], test[lg])]  # fmt: skip
-    knobs, routers = {}, {}
-    for policy in ("threshold", "cost_aware"):
-        router = tune_router(model, f_dev, dev[s].correct, dev[lg].correct, TIERS, j_req, policy, TARGET)
-        to_small = np.array([r.tier == s for r in router.route(f_test)])
-        rows.append(policy_row(f"router ({policy})", to_small, test[s], test[lg]))
-        knobs[f"router_{policy}"], routers[policy] = router.knob, router
+    knobs: dict[str, float] = {}
+    routers: dict[str, Router] = {}
+    for kind in f_dev:
+        suffix = "" if kind == "ngrams" else f", {kind}"
+        c = choose_c(f_dev[kind], {s: dev[s].correct, lg: dev[lg].correct})  # once per kind, for both policies
+        knobs[f"c{suffix.replace(', ', '_')}"] = c
+        for policy in ("threshold", "cost_aware"):
+            router = tune_router(f_dev[kind], dev[s].correct, dev[lg].correct, TIERS, j_req, policy, TARGET, kind, c)
+            to_small = np.array([r.tier == s for r in router.route(f_test[kind])])
+            rows.append(policy_row(f"router ({policy}{suffix})", to_small, test[s], test[lg]))
+            knobs[f"router_{policy}{suffix.replace(', ', '_')}"] = router.knob
+            routers.setdefault(policy, router)
     cascade = tune_cascade(dev[s].mean_logprob, dev[s].correct, dev[lg].correct, TARGET)
-    everyone = np.ones(len(f_test), bool)
-    rows.append(policy_row("cascade", everyone, test[s], test[lg], test[s].mean_logprob < cascade.min_mean_logprob))
+    rows.append(
+        policy_row("cascade", np.ones(n, bool), test[s], test[lg], test[s].mean_logprob < cascade.min_mean_logprob)
+    )
     knobs["cascade_min_mean_logprob"] = cascade.min_mean_logprob
     return {"rows": rows, "knobs": knobs, "j_per_request_dev": j_req, "router": routers["cost_aware"],
             "cascade": cascade}  # fmt: skip
 
 
-def online(examples: list[Example], router: Router, cascade: Cascade, replay_s: float) -> list[dict[str, Any]]:
+def online(
+    examples: list[Example], router: Router, cascade: Cascade, replay_s: float, repeats: int = 3
+) -> list[dict[str, Any]]:
     """The test requests at Azure-shaped arrival times (the generator fitted to the Azure conversation
     trace, compressed into `replay_s`) through the serving Frontend: always-large, the router and the
-    cascade, each with the meter's window over its whole replay (idle and both tiers included)."""
+    cascade, served `repeats` times interleaved (A B C A B C ...), each with the meter's window over its
+    whole replay (idle and both tiers included). Joules per correct answer: the median repetition, and
+    the ratio to always-large as the median and min-max of the paired repetitions."""
     trace = generate(SyntheticParams(), 3600.0, seed=7)
     at_s = trace.arrival_s[: len(examples)] - trace.arrival_s[0]
     at_s = at_s * (replay_s / max(float(at_s[-1]), 1e-9))
@@ -122,20 +145,30 @@ def online(examples: list[Example], router: Router, cascade: Cascade, replay_s: 
     params = SamplingParams(max_tokens=MAX_TOKENS, stop=("<|end|>",))
     arrivals = [Arrival(float(t), Request(chat_prompt(e), params, request_id=f"r{k}", user_text=e.user_text))
                 for k, (t, e) in enumerate(zip(at_s, examples, strict=True))]  # fmt: skip
-    setups = {
-        "always-large (online)": Frontend(Engine(large, EngineConfig(max_batch=16))),
-        "router (cost_aware, online)": _tiered(small, large, router, None),
-        "cascade (online)": _tiered(small, large, None, cascade),
+    setups: dict[str, Callable[[], Frontend]] = {
+        "always-large (online)": lambda: Frontend(Engine(large, EngineConfig(max_batch=16))),
+        "router (cost_aware, online)": lambda: _tiered(small, large, router, None),
+        "cascade (online)": lambda: _tiered(small, large, None, cascade),
     }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in setups}
+    for _ in range(repeats):
+        for name, make in setups.items():
+            result = make().replay(arrivals)
+            by_id = {r.request_id: r for r in result.responses}
+            correct = [check(e, by_id[f"r{k}"].text) for k, e in enumerate(examples)]
+            on_small = sum(by_id[f"r{k}"].tier == TIERS[0] for k in range(len(examples)))
+            runs[name].append({"policy": name, "accuracy": float(np.mean(correct)),
+                               "small_tier_share": on_small / len(examples), "energy_j": result.energy_j,
+                               "joules_per_correct": result.energy_j / max(sum(correct), 1), "wall_s": result.wall_s,
+                               "energy_provenance": result.energy_provenance})  # fmt: skip
+    base = runs["always-large (online)"]
     rows = []
-    for name, frontend in setups.items():
-        result = frontend.replay(arrivals)
-        by_id = {r.request_id: r for r in result.responses}
-        correct = [check(e, by_id[f"r{k}"].text) for k, e in enumerate(examples)]
-        on_small = sum(by_id[f"r{k}"].tier == TIERS[0] for k in range(len(examples)))
-        rows.append({"policy": name, "accuracy": float(np.mean(correct)), "small_tier_share": on_small / len(examples),
-                     "energy_j": result.energy_j, "joules_per_correct": result.energy_j / max(sum(correct), 1),
-                     "wall_s": result.wall_s, "energy_provenance": result.energy_provenance})  # fmt: skip
+    for reps in runs.values():
+        ratios = sorted(b["joules_per_correct"] / r["joules_per_correct"] for b, r in zip(base, reps, strict=True))
+        median = sorted(reps, key=lambda r: r["joules_per_correct"])[len(reps) // 2]
+        rows.append(median | {"repeats": len(reps), "vs_large_median": ratios[len(ratios) // 2],
+                              "vs_large_low": ratios[0], "vs_large_high": ratios[-1],
+                              "joules_per_correct_runs": [r["joules_per_correct"] for r in reps]})  # fmt: skip
     return rows
 
 
@@ -148,12 +181,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 example per skill and level per split")
     parser.add_argument("--per-cell", type=int, default=20, help="golden examples per skill and level per split")
+    parser.add_argument("--minilm", action="store_true", help="also route on MiniLM embeddings (offline rows)")
+    parser.add_argument("--write-router", action="store_true",
+                        help=f"ship the cost-aware router: write {router_path(*TIERS)}")  # fmt: skip
     args = parser.parse_args(argv)
     per_cell = 1 if args.quick else args.per_cell
-    splits = {name: golden.load(name, per_cell=per_cell) for name in ("dev", "test")}
+    splits = {"dev": golden.load("dev", per_cell=per_cell, skip_per_cell=FIT_SKIP),
+              "test": golden.load("test", per_cell=per_cell)}  # fmt: skip
     served = {name: {t: serve(t, ex) for t in TIERS} for name, ex in splits.items()}
-    features = {name: request_features([e.user_text for e in ex], served[name][TIERS[0]].prompt_tokens.tolist())
-                for name, ex in splits.items()}  # fmt: skip
+    kinds = ("ngrams", "minilm") if args.minilm else ("ngrams",)
+    features = {name: {k: request_features([e.user_text for e in ex], served[name][TIERS[0]].prompt_tokens.tolist(), k)
+                       for k in kinds} for name, ex in splits.items()}  # fmt: skip
     result = evaluate(served["dev"], served["test"], features["dev"], features["test"])
     live = online(splits["test"], result["router"], result["cascade"], replay_s=2.0 if args.quick else 10.0)
     rows = {r["policy"]: r for r in result["rows"]}
@@ -172,9 +210,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['joules_per_correct']:10.3g} {ratio:8.2f}x")  # fmt: skip
     print("online: Azure-shaped arrivals through the Frontend; the meter's window over each whole replay")
     for r in live:
-        ratio = live[0]["joules_per_correct"] / r["joules_per_correct"]
+        lo, hi = r["vs_large_low"], r["vs_large_high"]
+        note = " (spread includes 1.0: no significant difference)" if lo <= 1.0 <= hi and r is not live[0] else ""
         print(f"{r['policy']:28} {100 * r['accuracy']:8.1f}% {100 * r['small_tier_share']:11.1f}% "
-              f"{r['joules_per_correct']:10.3g} {ratio:8.2f}x")  # fmt: skip
+              f"{r['joules_per_correct']:10.3g} {r['vs_large_median']:8.2f}x ({lo:.2f}-{hi:.2f}, "
+              f"{r['repeats']} interleaved runs){note}")  # fmt: skip
+    online_router = next(r for r in live if r["policy"].startswith("router"))
     out = {
         "online": live,
         "machine": machine(), "quick": args.quick, "requests_test": len(splits["test"]), "target": TARGET,
@@ -182,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_router": best["accuracy"], "accuracy_large": large["accuracy"],
         "accuracy_ratio_vs_large": best["accuracy"] / large["accuracy"] if large["accuracy"] else float("nan"),
         "joules_per_correct_vs_large": large["joules_per_correct"] / best["joules_per_correct"],
+        "joules_per_correct_vs_large_online": online_router["vs_large_median"],
+        "joules_per_correct_vs_large_online_spread": [online_router["vs_large_low"], online_router["vs_large_high"]],
         "oracle_small_share": oracle["small_tier_share"], "router_cost_aware_small_share": router["small_tier_share"],
         "policies": result["rows"], "knobs": result["knobs"], "j_per_request_dev": result["j_per_request_dev"],
         "energy_provenance": served["test"][TIERS[0]].provenance,
@@ -194,6 +237,22 @@ def main(argv: list[str] | None = None) -> int:
         "joules_per_correct_ge_2x": out["joules_per_correct_vs_large"] >= 2.0,
     }
     out["goals"] = goals
+    if args.write_router:
+        rows_by = {r["policy"]: r for r in result["rows"]}
+        shipped = rows_by["router (cost_aware)"]
+        prov = {
+            "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level "
+            f"({len(splits['dev'])} requests) served on both tiers",
+            "judged_on": f"golden test ({len(splits['test'])})",
+            "test_accuracy_ratio": shipped["accuracy"] / large["accuracy"] if large["accuracy"] else 0.0,
+            "test_small_tier_share": shipped["small_tier_share"],
+            "test_joules_per_correct_vs_large": large["joules_per_correct"] / shipped["joules_per_correct"],
+            "target": TARGET, "date_utc": out["machine"]["date_utc"], "energy": served["dev"][TIERS[0]].provenance,
+            **{f"weights_{t}": weights_sha256(t) for t in TIERS},
+        }  # fmt: skip
+        save_router(result["router"], router_path(*TIERS), prov)
+        print(f"wrote {router_path(*TIERS)} (cost-aware; {100 * prov['test_accuracy_ratio']:.1f} % of always-large "
+              f"accuracy on test)")  # fmt: skip
     print(
         f"best: {best['policy']}: {100 * out['small_tier_share']:.1f} % on the small tier at "
         f"{100 * out['accuracy_ratio_vs_large']:.1f} % of always-large accuracy, "

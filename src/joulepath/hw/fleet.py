@@ -9,6 +9,7 @@ part of the bin and idles the rest. Everything here is an estimate (`provenance`
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,18 +88,21 @@ def project_trace(
     bin_s: float = 60.0,
     eff: Efficiency | None = None,
     work: WorkProfile | None = None,
+    horizon_s: float | None = None,
 ) -> FleetProjection:
     """Fleet power, throughput and backlog over the trace's horizon, bin by bin.
 
     `work` is the work profile measured where this configuration was served (default: no optimization):
     it is the one place a measured optimization enters the projection, and through its device power
-    the facility load and the wall energy; `hw.work` documents what each field changes."""
+    the facility load and the wall energy; `hw.work` documents what each field changes. `horizon_s`
+    (default: the last arrival) fixes the bins, so projections of parts of one trace line up."""
     eff = eff or calibrated_efficiency()
     work = work or WorkProfile()
     n_units = n_devices // dep.n_devices
     if n_units < 1:
         raise ValueError(f"fleet of {n_devices} devices is smaller than one serving unit ({dep.n_devices} devices)")
-    horizon_s = float(arrival_s.max()) + 1e-9 if len(arrival_s) else bin_s
+    if horizon_s is None:
+        horizon_s = float(arrival_s.max()) + 1e-9 if len(arrival_s) else bin_s
     n_bins = max(1, int(np.ceil(horizon_s / bin_s)))
     idx = np.minimum((arrival_s // bin_s).astype(int), n_bins - 1)
     demand = np.bincount(idx, weights=output_tokens, minlength=n_bins).astype(float)
@@ -133,6 +137,48 @@ def project_trace(
         capacity_tokens_per_s=full.output_tokens_per_s * n_units,
         idle_power_w=idle_w * n_units,
     )
+
+
+def pooled(large: FleetProjection, small: FleetProjection) -> FleetProjection:
+    """Two model tiers, each on its own pool of serving units over the same bins, as one fleet: tokens,
+    backlog, units, idle power, capacity and device power add (each pool draws its own idle power); the
+    sequences in flight per unit are the units' mean; ITL is the served-token-weighted mean of the tiers'."""
+    if len(large.t_s) != len(small.t_s) or large.bin_s != small.bin_s:
+        raise ValueError("pooled needs both tiers projected over the same bins (pass the same horizon_s)")
+    served = large.served_tokens + small.served_tokens
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weighted = np.nan_to_num(large.itl_s) * large.served_tokens + np.nan_to_num(small.itl_s) * small.served_tokens
+        itl = np.where(served > 0, weighted / served, np.nan)
+    units = large.n_units + small.n_units
+    share = small.demand_tokens.sum() / max(large.demand_tokens.sum() + small.demand_tokens.sum(), 1e-9)
+    return dataclasses.replace(
+        large,
+        demand_tokens=large.demand_tokens + small.demand_tokens,
+        served_tokens=served,
+        backlog_tokens=large.backlog_tokens + small.backlog_tokens,
+        batch_per_unit=(large.batch_per_unit * large.n_units + small.batch_per_unit * small.n_units) / units,
+        itl_s=itl,
+        device_power_w=large.device_power_w + small.device_power_w,
+        n_units=units,
+        capacity_tokens_per_s=large.capacity_tokens_per_s + small.capacity_tokens_per_s,
+        idle_power_w=large.idle_power_w + small.idle_power_w,
+        provenance=f"{large.provenance}; {share:.0%} of output tokens on a small-tier pool of {small.n_units} of "
+        f"{units} serving units",
+    )
+
+
+def pool_split(n_units: int, large_unit_s: float, small_unit_s: float) -> tuple[int, int]:
+    """(large, small) serving units out of `n_units`, in proportion to the unit-seconds each tier needs at
+    full batch, at least one each.
+
+    >>> pool_split(4, 3.0, 1.0), pool_split(4, 10.0, 0.1), pool_split(10, 1.0, 1.0)
+    ((3, 1), (3, 1), (5, 5))
+    """
+    if n_units < 2:
+        raise ValueError("tiered pools need at least 2 serving units (one per tier)")
+    small = round(n_units * small_unit_s / max(large_unit_s + small_unit_s, 1e-12))
+    small = min(max(small, 1), n_units - 1)
+    return n_units - small, small
 
 
 @dataclass(frozen=True)

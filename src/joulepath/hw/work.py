@@ -17,7 +17,10 @@ would. The fleet projection (`hw.fleet.project_trace`, through `hw.perf.steady_s
 - bytes per weight                        -> the fleet model's weight format (`WEIGHT_DTYPE_BY_BYTES`):
   weight reads, resident weights (so KV room) and the tensor cores it computes on;
 - activation sparsity `s`                 -> a token skips a share `s` of FFN neurons: FFN width (dense
-  and expert) scaled by `1 - s` in the step's reads and FLOPs; resident weights are unchanged.
+  and expert) scaled by `1 - s` in the step's reads and FLOPs; resident weights are unchanged;
+- small-tier share `r` (tiered routing)   -> that share of the trace's requests runs on the fleet's small
+                                             model, time-sharing the same devices (`hw.fleet.time_shared`);
+                                             the rest on the fleet's model with every other ratio above.
 
 Token counts are measured totals of the requests served locally; the fleet keeps the trace's own
 request lengths and takes the *ratios* above from the profile, because the model served here (a small
@@ -57,6 +60,7 @@ class WorkProfile:
     proposed_draft_tokens_per_step: float | None = None  # verified per step; None: as many as accepted
     bytes_per_weight: float | None = None  # None: the fleet model's own weight format
     activation_sparsity: float = 0.0  # share of FFN neurons a token skips
+    small_tier_share: float = 0.0  # share of requests a router sent to the small model tier (tiered routing)
     provenance: str = "assumed: no optimization (nothing served here)"
 
     def __post_init__(self) -> None:
@@ -70,6 +74,8 @@ class WorkProfile:
             raise ValueError("proposed_draft_tokens_per_step must be >= accepted_draft_tokens_per_step")
         if not 0 <= self.activation_sparsity < 1:
             raise ValueError("activation_sparsity must be in [0, 1)")
+        if not 0 <= self.small_tier_share <= 1:
+            raise ValueError("small_tier_share must be in [0, 1]")
         if self.bytes_per_weight is not None and self.bytes_per_weight not in WEIGHT_DTYPE_BY_BYTES:
             allowed = ", ".join(f"{b:g}" for b in WEIGHT_DTYPE_BY_BYTES)
             raise ValueError(f"bytes_per_weight {self.bytes_per_weight:g} has no weight format; allowed: {allowed}")

@@ -63,9 +63,14 @@ def write(split: str) -> None:
 
 
 def load(
-    split: str = "dev", skills: tuple[str, ...] = SKILLS, levels: tuple[str, ...] = LEVELS, per_cell: int | None = None
+    split: str = "dev",
+    skills: tuple[str, ...] = SKILLS,
+    levels: tuple[str, ...] = LEVELS,
+    per_cell: int | None = None,
+    skip_per_cell: int = 0,
 ) -> list[Example]:
-    """Golden examples of a split, documents attached; `per_cell` takes the first n of each cell."""
+    """Golden examples of a split, documents attached; `per_cell` takes the first n of each cell after
+    skipping its first `skip_per_cell`."""
     if split not in SEEDS:
         raise ValueError(f"unknown golden split {split!r}; splits: {', '.join(SEEDS)}")
     docs = {}
@@ -79,9 +84,10 @@ def load(
         cell = (row["skill"], row["level"])
         if row["skill"] not in skills or row["level"] not in levels:
             continue
-        if per_cell is not None and counts.get(cell, 0) >= per_cell:
+        seen = counts.get(cell, 0)
+        counts[cell] = seen + 1
+        if seen < skip_per_cell or (per_cell is not None and seen >= skip_per_cell + per_cell):
             continue
-        counts[cell] = counts.get(cell, 0) + 1
         out.append(Example(document=docs.get(row["doc_id"], ""), **row))
     return out
 

@@ -25,6 +25,7 @@ from joulepath.results import (
     EndpointRun,
     KVOffloadUse,
     LocalComparison,
+    LocalRun,
     PowerCapChoice,
     RatioSpread,
     RunResult,
@@ -310,7 +311,21 @@ def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
     for q, field in ((50, "ttft_s"), (99, "ttft_s"), (99, "tpot_s")):
         pb, po = b.percentile(field, q), o.percentile(field, q)
         rows.append((f"p{q} {field[:-2].upper()}", f"{1e3 * pb:.0f} ms", f"{1e3 * po:.0f} ms", time))
-    return rows + _weight_rows(local) + _kv_rows(o.kv)
+    return rows + _weight_rows(local) + _tier_rows(o) + _kv_rows(o.kv)
+
+
+def _tier_rows(run: LocalRun) -> list[tuple[str, str, str, str]]:
+    """Tiered routing: what each model tier served in the optimized configuration (measured; joules as
+    the meter labelled them, shared by tokens)."""
+    rows = []
+    for t in run.tier_mix():
+        per_correct = f"{t.joules_per_correct:.3g} J per correct answer" if t.correct else "no correct answer"
+        text = (f"{t.requests} requests ({t.requests / len(run.requests):.0%}), {t.correct / t.requests:.1%} right, "
+                f"{per_correct}")  # fmt: skip
+        rows.append(
+            (f"tier {t.tier}", "-", text, _tag("requests, accuracy", "measured; energy " + run.energy_provenance))
+        )
+    return rows
 
 
 def _weight_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:

@@ -165,6 +165,9 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "lever": run.lever,
         "torch_threads": run.torch_threads,
         "bytes_per_weight": run.bytes_per_weight,
+        "tiers": [
+            plain(t) | {"joules_per_correct": t.joules_per_correct if t.correct else None} for t in run.tier_mix()
+        ],
     }
 
 

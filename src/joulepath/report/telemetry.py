@@ -33,7 +33,7 @@ def _write(table: dict[str, list[Any]], path: Path) -> None:
 def request_rows(result: RunResult) -> dict[str, list[Any]]:
     cols: dict[str, list[Any]] = {k: [] for k in (
         "config", "request_id", "arrival_s", "skill", "level", "correct", "prompt_tokens", "output_tokens",
-        "ttft_s", "tpot_s", "e2e_s", "energy_j", "energy_provenance", "finish_reason", "provenance",
+        "ttft_s", "tpot_s", "e2e_s", "energy_j", "energy_provenance", "finish_reason", "tier", "route", "provenance",
     )}  # fmt: skip
     local = result.local
     for run in (local.baseline, local.optimized) if local else ():  # each configuration's median repetition
@@ -43,7 +43,7 @@ def request_rows(result: RunResult) -> dict[str, list[Any]]:
                           f"energy_j: {rec.energy_provenance}")  # fmt: skip
             values = (run.name, rec.request_id, r.arrival_s, r.skill, r.level, r.correct, rec.prompt_tokens,
                       rec.output_tokens, rec.ttft_s, rec.tpot_s, rec.e2e_s, rec.energy_j, rec.energy_provenance,
-                      rec.finish_reason, provenance)  # fmt: skip
+                      rec.finish_reason, r.tier, r.route, provenance)  # fmt: skip
             for key, value in zip(cols, values, strict=True):
                 cols[key].append(value)
     return cols

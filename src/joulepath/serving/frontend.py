@@ -243,11 +243,9 @@ class Frontend:
         if self.tiers.router is None:
             self.routes[rid] = "cascade: the small tier answers first" if self.tiers.cascade else "small tier"
             return self.tiers.small
-        from joulepath.serving.router import request_features
-
         ids = prompt if isinstance(prompt, list) else self.engine.loaded.tokenizer.encode(prompt)
         text = request.user_text or (prompt if isinstance(prompt, str) else "")
-        route = self.tiers.router.route(request_features([text], [len(ids)]))[0]
+        route = self.tiers.router.route_requests([text], [len(ids)])[0]
         self.routes[rid] = route.reason
         return route.tier
 

@@ -19,51 +19,113 @@ The thresholds are chosen on dev as the most small-tier traffic whose dev accura
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 POLICIES = ("threshold", "cost_aware")
+FEATURES = ("ngrams", "minilm")  # ngrams: ~0.1 ms a request; minilm: ~20 ms a request on this CPU (measured)
+NGRAM_BUCKETS = 2**12  # per analyzer (words, characters): hashed, so nothing is fitted or shipped for them
+C_GRID = (0.3, 1.0, 3.0, 10.0)  # inverse L2 strengths tried by cross-validation on the fitting split
+FOLDS = 5
 
 
-def request_features(texts: Sequence[str], prompt_tokens: Sequence[int]) -> np.ndarray:
-    """(N, 385): unit sentence embeddings of the user texts and log(prompt tokens)."""
-    from joulepath.serving.semantic import embed
+def request_features(texts: Sequence[str], prompt_tokens: Sequence[int], kind: str = "ngrams") -> np.ndarray:
+    """(N, F) features of requests: `ngrams` (hashed word 1-2-grams and character 2-4-grams of the user
+    text, its digit and number counts) or `minilm` (the offline sentence embedding), then log(prompt tokens)."""
+    if kind not in FEATURES:
+        raise ValueError(f"router features must be one of {FEATURES}, got {kind!r}")
+    lengths = np.log1p(np.asarray(prompt_tokens, dtype=np.float64))[:, None] / 10.0  # (N, 1)
+    if kind == "minilm":
+        from joulepath.serving.semantic import embed
 
-    vectors = embed(list(texts)).numpy()  # (N, 384)
-    lengths = np.log1p(np.asarray(prompt_tokens, dtype=np.float64))[:, None]  # (N, 1)
-    return np.hstack([vectors, lengths / 10.0])
+        return np.hstack([embed(list(texts)).numpy(), lengths])  # (N, 385)
+    return np.hstack([ngram_features(texts), lengths])
+
+
+def ngram_features(texts: Sequence[str]) -> np.ndarray:
+    """(N, 2 x NGRAM_BUCKETS + 2): hashed word 1-2-grams and character 2-4-grams (each L2-normalised; a
+    hashing vectorizer is stateless, so serving computes exactly what fitting saw), the number of digits
+    / 20 and of numbers / 5."""
+    from sklearn.feature_extraction.text import HashingVectorizer
+
+    words = HashingVectorizer(
+        n_features=NGRAM_BUCKETS, ngram_range=(1, 2), alternate_sign=False, token_pattern=r"(?u)\b\w+\b|[^\w\s]"
+    )
+    chars = HashingVectorizer(n_features=NGRAM_BUCKETS, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False)
+    listed = list(texts)
+    counts = np.array([[len(re.findall(r"\d", t)) / 20, len(re.findall(r"\d+", t)) / 5] for t in listed])
+    return np.hstack([words.transform(listed).toarray(), chars.transform(listed).toarray(), counts.reshape(-1, 2)])
 
 
 @dataclass(frozen=True)
 class CorrectnessModel:
-    """P(correct | features) for each tier: one logistic regression per tier (scikit-learn)."""
+    """P(correct | features) for each tier: one L2-regularised logistic regression per tier, kept as its
+    weights (a dot product to serve; fitted with scikit-learn)."""
 
     tiers: tuple[str, ...]
-    models: tuple[object, ...]
+    weights: np.ndarray  # (tiers, features)
+    bias: np.ndarray  # (tiers,)
+    c: float = 1.0  # the inverse regularisation strength it was fitted with
 
     @classmethod
     def fit(cls, features: np.ndarray, correct: dict[str, np.ndarray], c: float = 1.0) -> CorrectnessModel:
         from sklearn.linear_model import LogisticRegression
 
-        models = []
-        for y in correct.values():
+        weights, bias = np.zeros((len(correct), features.shape[1])), np.zeros(len(correct))
+        for k, y in enumerate(correct.values()):
             if y.min() == y.max():  # one class only: a constant prediction
-                models.append(float(y[0]))
+                bias[k] = _logit(float(y[0]))
                 continue
-            models.append(LogisticRegression(C=c, max_iter=2000).fit(features, y.astype(int)))
-        return cls(tuple(correct), tuple(models))
+            model = LogisticRegression(C=c, max_iter=2000).fit(features, y.astype(int))
+            weights[k], bias[k] = model.coef_[0], model.intercept_[0]
+        return cls(tuple(correct), weights, bias, c)
 
     def predict(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        out = {}
-        for tier, model in zip(self.tiers, self.models, strict=True):
-            if isinstance(model, float):
-                out[tier] = np.full(len(features), model)
-            else:
-                out[tier] = model.predict_proba(features)[:, 1]  # type: ignore[attr-defined]
-        return out
+        z = features @ self.weights.T + self.bias  # (N, tiers)
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -50, 50)))
+        return {tier: p[:, k] for k, tier in enumerate(self.tiers)}
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-3), 1 - 1e-3)
+    return math.log(p / (1 - p))
+
+
+def out_of_fold(
+    features: np.ndarray, correct: dict[str, np.ndarray], c: float, folds: int = FOLDS
+) -> dict[str, np.ndarray]:
+    """Each example's P(correct) from a model fitted without it (stratified k-fold on the tiers' joint
+    outcome): the predictions a knob can be tuned on without the in-sample optimism of the final fit."""
+    from sklearn.model_selection import StratifiedKFold
+
+    joint = sum(y.astype(int) << k for k, y in enumerate(correct.values()))
+    classes, counts = np.unique(joint, return_counts=True)
+    joint = np.where(np.isin(joint, classes[counts < folds]), classes[np.argmax(counts)], joint)  # rare: pooled
+    out = {t: np.zeros(len(features)) for t in correct}
+    for train, held in StratifiedKFold(folds, shuffle=True, random_state=0).split(features, joint):
+        model = CorrectnessModel.fit(features[train], {t: y[train] for t, y in correct.items()}, c)
+        for tier, p in model.predict(features[held]).items():
+            out[tier][held] = p
+    return out
+
+
+def choose_c(features: np.ndarray, correct: dict[str, np.ndarray], grid: Sequence[float] = C_GRID) -> float:
+    """The regularisation with the least out-of-fold log loss, summed over the tiers."""
+
+    def loss(c: float) -> float:
+        p = out_of_fold(features, correct, c)
+        return sum(
+            float(-np.mean(np.where(y, np.log(np.clip(p[t], 1e-6, 1)), np.log(np.clip(1 - p[t], 1e-6, 1)))))
+            for t, y in correct.items()
+        )
+
+    return min(grid, key=loss)
 
 
 @dataclass(frozen=True)
@@ -83,10 +145,19 @@ class Router:
     j_per_request: tuple[float, ...]
     policy: str
     knob: float  # threshold: the predicted-accuracy bar; cost_aware: lambda, J per unit of accuracy
+    features: str = "ngrams"  # what `request_features` computes for it
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"router policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.features not in FEATURES:
+            raise ValueError(f"router features must be one of {FEATURES}, got {self.features!r}")
+        if self.model.tiers != self.tiers:
+            raise ValueError(f"the correctness model predicts for {self.model.tiers}, the router routes {self.tiers}")
+
+    def route_requests(self, texts: Sequence[str], prompt_tokens: Sequence[int]) -> list[Route]:
+        """Routes for requests given as their user texts and prompt lengths."""
+        return self.route(request_features(texts, prompt_tokens, self.features))
 
     def route(self, features: np.ndarray) -> list[Route]:
         p = self.model.predict(features)
@@ -137,11 +208,15 @@ def routed_outcome(to_small: np.ndarray, small_ok: np.ndarray, large_ok: np.ndar
 
 
 def tune_router(
-    model: CorrectnessModel, features: np.ndarray, small_ok: np.ndarray, large_ok: np.ndarray,
-    tiers: tuple[str, str], j_per_request: tuple[float, float], policy: str, target: float,
+    features: np.ndarray, small_ok: np.ndarray, large_ok: np.ndarray, tiers: tuple[str, str],
+    j_per_request: tuple[float, float], policy: str, target: float, kind: str = "ngrams", c: float | None = None,
 ) -> Router:  # fmt: skip
-    """The router whose knob keeps dev accuracy >= target x the large tier's (two tiers)."""
-    p = model.predict(features)
+    """The router (two tiers) fitted on the fitting split, with its knob keeping that split's accuracy >=
+    target x the large tier's. The knob is tuned on out-of-fold predictions (each example scored by a
+    model that did not see it), and `c` (None: chosen by cross-validation) is the model's regularisation."""
+    correct = {tiers[0]: small_ok, tiers[1]: large_ok}
+    c = choose_c(features, correct) if c is None else c
+    p = out_of_fold(features, correct, c)
     goal = target * float(large_ok.mean())
     if policy == "threshold":
         knobs = [float(x) for x in np.linspace(0.0, 1.0, 101)]
@@ -151,7 +226,8 @@ def tune_router(
         knobs = [gap_j * x for x in np.geomspace(0.05, 200, 120)]
         outcomes = [routed_outcome(j_per_request[0] - k * p[tiers[0]] <= j_per_request[1] - k * p[tiers[1]],
                                    small_ok, large_ok) for k in knobs]  # fmt: skip
-    return Router(model, tiers, j_per_request, policy, best_knob(knobs, outcomes, goal))
+    model = CorrectnessModel.fit(features, correct, c)
+    return Router(model, tiers, j_per_request, policy, best_knob(knobs, outcomes, goal), kind)
 
 
 def tune_cascade(mean_logprob: np.ndarray, small_ok: np.ndarray, large_ok: np.ndarray, target: float) -> Cascade:
@@ -160,3 +236,70 @@ def tune_cascade(mean_logprob: np.ndarray, small_ok: np.ndarray, large_ok: np.nd
     knobs = sorted({-math.inf, *(float(x) for x in mean_logprob), 0.0})
     outcomes = [routed_outcome(mean_logprob >= k, small_ok, large_ok) for k in knobs]
     return Cascade(best_knob(knobs, outcomes, goal))
+
+
+# ---- the fitted router, shipped beside the zoo ------------------------------------------------------
+
+
+def save_router(router: Router, path: Path, provenance: dict[str, object]) -> None:
+    """The router as an .npz: its correctness model's weights and a JSON header (tiers, policy, knob,
+    joules per request, features, and `provenance`: what it was fitted and judged on)."""
+    header = {
+        "tiers": list(router.tiers), "j_per_request": list(router.j_per_request), "policy": router.policy,
+        "knob": router.knob, "features": router.features, "c": router.model.c, "provenance": provenance,
+    }  # fmt: skip
+    with path.open("wb") as f:
+        np.savez_compressed(f, weights=router.model.weights.astype(np.float32), bias=router.model.bias,
+                            header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))  # fmt: skip
+
+
+def load_router(path: Path) -> tuple[Router, dict[str, object]]:
+    """(router, provenance) from `save_router`'s file; ValueError says what is wrong with a broken one."""
+    try:
+        with np.load(path) as data:
+            header = json.loads(bytes(data["header"]).decode())
+            tiers = tuple(header["tiers"])
+            model = CorrectnessModel(tiers, data["weights"].astype(np.float64), data["bias"], float(header["c"]))
+    except (OSError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: not a router file ({exc}); refit it with `python benchmarks/routing.py "
+                         "--write-router`") from exc  # fmt: skip
+    j = tuple(float(x) for x in header["j_per_request"])
+    router = Router(model, tiers, j, header["policy"], float(header["knob"]), header["features"])
+    return router, dict(header["provenance"])
+
+
+ROUTER_DIR = Path(__file__).parent / "data"
+
+
+def router_path(small: str, large: str) -> Path:
+    """Where the router fitted for two zoo tiers is shipped."""
+    return ROUTER_DIR / f"router-{small}-{large}.npz"
+
+
+def weights_sha256(spec: str) -> str:
+    """The first 16 hex digits of the SHA-256 of a zoo model's weights file (content, not timestamps: a
+    fresh clone matches), or the spec itself for anything else."""
+    import hashlib
+
+    from joulepath.model.checkpoint import ZOO_MODELS, zoo_path
+
+    if spec not in ZOO_MODELS:
+        return spec
+    return hashlib.sha256((zoo_path(spec) / "model.safetensors").read_bytes()).hexdigest()[:16]
+
+
+def shipped_router(small: str, large: str) -> tuple[Router | None, str]:
+    """(the router shipped for these tiers, "") if it exists, was fitted on these exact weights and passed
+    its gate on the golden test split; else (None, why not)."""
+    path = router_path(small, large)
+    if not path.exists():
+        return None, f"no router is fitted for {small} -> {large} (python benchmarks/routing.py --write-router)"
+    router, prov = load_router(path)
+    for tier in (small, large):
+        if prov.get(f"weights_{tier}") != weights_sha256(tier):
+            return None, (f"the shipped router was fitted on other {tier} weights; refit it with "
+                          "`python benchmarks/routing.py --write-router`")  # fmt: skip
+    ratio, target = float(prov.get("test_accuracy_ratio", 0.0)), float(prov.get("target", 1.0))  # type: ignore[arg-type]
+    if ratio < target:
+        return None, f"the router kept {ratio:.1%} of {large}'s test accuracy, below its {target:.0%} gate"
+    return router, ""
