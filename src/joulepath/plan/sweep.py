@@ -181,12 +181,19 @@ def _ray_backend(address: str) -> Iterator[RowStream]:
         size = max(1, min(16, len(tasks) // (8 * cpus)))  # as the pool's chunks: >= 8 batches per CPU
         fn_ref = ray.put(fn)  # shipped to the object store once, not with every batch
         refs = [run_batch.remote(fn_ref, tasks[i : i + size]) for i in range(0, len(tasks), size)]
+        fetched = 0
         try:
             for ref in refs:
-                yield from ray.get(ref)  # in task order: rows as a serial run's
-        finally:
-            for ref in refs:  # a stopped sweep leaves no work queued on a shared cluster
-                ray.cancel(ref)
+                rows = ray.get(ref)  # in task order: rows as a serial run's
+                fetched += 1
+                yield from rows
+        finally:  # a stopped sweep leaves no work queued on a shared cluster; finished tasks are not cancelled
+            # (cancelling a task that already completed can abort Ray 2.60's core worker: seen here)
+            left = refs[fetched:]
+            if left:
+                _, pending = ray.wait(left, num_returns=len(left), timeout=0)
+                for ref in pending:
+                    ray.cancel(ref)
 
     try:
         yield stream
