@@ -159,8 +159,26 @@ def test_routed_requests_run_on_a_small_tier_pool_and_cost_less_at_the_wall() ->
     routed = project(scenario, trace, WorkProfile(small_tier_share=0.6))
     assert routed.total_served_tokens == pytest.approx(float(trace.output_tokens.sum()))
     assert routed.n_units * routed.devices_per_unit == scenario.fleet.count and "small-tier pool" in routed.provenance
+    assert routed.small_tier is not None and routed.small_tier.model == "llama-3.2-1b"
+    assert routed.small_tier.kind == "gpu" and 1 <= routed.small_tier.units < routed.n_units
     one = parse_scenario(ANALYTIC | {"fleet": {"count": 1}})  # one serving unit: no pool for a second tier
-    assert "small-tier" not in project(one, trace, WorkProfile(small_tier_share=0.6)).provenance
+    assert project(one, trace, WorkProfile(small_tier_share=0.6)).small_tier is None
+    everything = project(scenario, trace, WorkProfile(small_tier_share=1.0))
+    assert everything.small_tier is not None and everything.small_tier.units == everything.n_units
+
+
+def test_the_small_tier_can_run_on_an_npu_pool_and_a_tier_needs_a_servable_accelerator() -> None:
+    from joulepath.hw import WorkProfile
+    from joulepath.run import project
+
+    npu = parse_scenario(ANALYTIC | {"fleet": {"small_tier_accelerator": "cloud-ai100-ultra"}})
+    trace = build_trace(npu.workload)
+    routed = project(npu, trace, WorkProfile(small_tier_share=0.6))
+    assert routed.small_tier is not None and routed.small_tier.kind == "npu"
+    assert routed.total_served_tokens == pytest.approx(float(trace.output_tokens.sum()))
+    assert "cloud-ai100-ultra" in routed.provenance
+    with pytest.raises(ValueError, match="small-tier accelerator"):
+        parse_scenario({"fleet": {"small_tier_accelerator": "xeon-8480+"}})
 
 
 def test_the_twin_gets_the_fleets_power_series_with_its_energy() -> None:

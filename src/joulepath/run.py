@@ -20,7 +20,7 @@ import numpy as np
 from joulepath.facility import Clock, TwinResult, load_on_clock, run_twin
 from joulepath.facility.feedback import interval_means
 from joulepath.hw import Deployment, get_accelerator
-from joulepath.hw.fleet import FleetProjection, pool_split, pooled, project_trace
+from joulepath.hw.fleet import FleetProjection, TierPool, pool_split, pooled, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
@@ -292,7 +292,8 @@ def fleet_outcome(
 def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -> FleetProjection:
     """The trace on the scenario's fleet, in about 60 time bins, with a measured work profile. With tiered
     routing measured (`work.small_tier_share`), that share of the requests (a fixed random subset) runs on
-    the fleet's small tier (`model.small_preset`) on a pool of its own: the fleet's serving units split
+    the fleet's small tier (`model.small_preset`) on a pool of its own — the fleet's accelerators, or
+    `fleet.small_tier_accelerator` (an NPU, say), one device per unit — the fleet's serving units split
     between the tiers in proportion to the unit-seconds each needs at full batch (`hw.fleet.pool_split`)."""
     bin_s = max(1.0, scenario.workload.duration_s / 60)
     dep = deployment(scenario)
@@ -304,22 +305,36 @@ def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -
     small = np.random.default_rng(0).random(len(trace.arrival_s)) < share
     on_small = dataclasses.replace(work, bytes_per_weight=None, accepted_draft_tokens_per_step=0.0,
                                    proposed_draft_tokens_per_step=None, activation_sparsity=0.0)  # fmt: skip
-    tiers = ((~small, scenario.model.spec(), work), (small, scenario.model.small_spec(), on_small))
+    small_dep = small_tier_deployment(scenario)
+    tiers = ((~small, scenario.model.spec(), work, dep), (small, scenario.model.small_spec(), on_small, small_dep))
     horizon_s = float(trace.arrival_s.max()) + 1e-9
 
     def tier(k: int, units: int) -> FleetProjection:
-        mask, spec, w = tiers[k]
+        mask, spec, w, d = tiers[k]
         arrays = (trace.arrival_s[mask], trace.prompt_tokens[mask], trace.output_tokens[mask])
-        return project_trace(*arrays, spec, dep, units * dep.n_devices, scenario.fleet.max_batch, bin_s, work=w,
+        return project_trace(*arrays, spec, d, units * d.n_devices, scenario.fleet.max_batch, bin_s, work=w,
                              horizon_s=horizon_s)  # fmt: skip
 
-    if small.all() or not small.any():
-        return tier(1 if small.all() else 0, n_units)
-    unit_s = [
-        float(trace.output_tokens[m].sum()) / tier(k, 1).capacity_tokens_per_s for k, (m, _, _) in enumerate(tiers)
-    ]
+    if not small.any():
+        return tier(0, n_units)
+    if small.all():  # nothing left for the served model: the small tier on every unit
+        only = tier(1, n_units)
+        acc = small_dep.accelerator
+        pool = TierPool(scenario.model.small_preset, acc.name, acc.kind, n_units, n_units * small_dep.n_devices,
+                        only.total_served_tokens, only.device_energy_j)  # fmt: skip
+        return dataclasses.replace(
+            only, small_tier=pool, provenance=f"{only.provenance}; every request on the small tier"
+        )
+    unit_s = [float(trace.output_tokens[m].sum()) / tier(k, 1).capacity_tokens_per_s for k, (m, *_) in enumerate(tiers)]
     n_large, n_small = pool_split(n_units, *unit_s)
-    return pooled(tier(0, n_large), tier(1, n_small))
+    return pooled(tier(0, n_large), tier(1, n_small), scenario.model.small_preset, small_dep)
+
+
+def small_tier_deployment(scenario: Scenario) -> Deployment:
+    """Where the fleet's small tier runs: `fleet.small_tier_accelerator` (one device per unit, at its TDP),
+    else a unit of the fleet's own deployment."""
+    name = scenario.fleet.small_tier_accelerator
+    return Deployment(get_accelerator(name)) if name else deployment(scenario)
 
 
 def facility_inputs(scenario: Scenario, proj: FleetProjection) -> tuple[np.ndarray, Clock, float]:

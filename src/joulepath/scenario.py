@@ -132,6 +132,11 @@ class FleetSection(_Section):
     power_limit_w: float | None = Field(None, gt=0)
     assumed_tdp_w: float | None = Field(None, gt=0, description="only for accelerators without a published TDP")
     max_batch: int = Field(256, ge=1, description="scheduler's maximum running sequences per serving unit")
+    small_tier_accelerator: str | None = Field(
+        None,
+        description="tiered routing: the accelerator the fleet's small tier runs on, one device per serving unit "
+        "carved from the fleet (e.g. cloud-ai100-ultra, an NPU); None: the fleet's own accelerator",
+    )
 
     @field_validator("accelerator")
     @classmethod
@@ -139,6 +144,22 @@ class FleetSection(_Section):
         usable = sorted(k for k, a in accelerators().items() if a.bf16_dense_tflops and a.memory_bandwidth_tb_s)
         if v.lower() not in usable:
             raise ValueError(f"unknown or non-serving accelerator; allowed: {', '.join(usable)}")
+        return v.lower()
+
+    @field_validator("small_tier_accelerator")
+    @classmethod
+    def _serves_a_tier(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        usable = sorted(
+            k for k, a in accelerators().items()
+            if a.bf16_dense_tflops and a.memory_bandwidth_tb_s and a.memory_capacity_gb and a.tdp_w
+        )  # fmt: skip
+        if v.lower() not in usable:
+            raise ValueError(
+                f"a small-tier accelerator needs published compute, memory bandwidth and capacity and TDP; allowed: "
+                f"{', '.join(usable)}"
+            )
         return v.lower()
 
     @model_validator(mode="after")

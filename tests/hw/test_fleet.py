@@ -60,7 +60,8 @@ def test_two_tiers_on_their_own_pools_add_up_to_one_fleet() -> None:
     assert pool_split(8, 3.0, 1.0) == (6, 2) and pool_split(8, 1.0, 0.0) == (7, 1)  # each tier keeps a unit
     parts = [project_trace(arrival[m], prompt[m], output[m], spec, DEP, n, horizon_s=horizon)
              for m, spec, n in ((~small, SPEC, 6), (small, get_model_preset("llama-3.2-1b"), 2))]  # fmt: skip
-    both = pooled(*parts)
+    both = pooled(*parts, "llama-3.2-1b", DEP)
+    assert both.small_tier is not None and both.small_tier.units == 2 and both.small_tier.kind == "gpu"
     assert both.n_units == 8 and both.idle_power_w == pytest.approx(sum(p.idle_power_w for p in parts))
     assert both.total_served_tokens == pytest.approx(sum(p.total_served_tokens for p in parts))
     np.testing.assert_allclose(both.device_power_w, parts[0].device_power_w + parts[1].device_power_w)
@@ -69,6 +70,6 @@ def test_two_tiers_on_their_own_pools_add_up_to_one_fleet() -> None:
     assert both.device_energy_j < alone.device_energy_j  # half the requests on a 1B model cost less
     short = project_trace(arrival[:5], prompt[:5], output[:5], SPEC, DEP, 8)
     with pytest.raises(ValueError, match="same bins"):
-        pooled(alone, short)
+        pooled(alone, short, "llama-3.2-1b", DEP)
     with pytest.raises(ValueError, match="2 serving units"):
         pool_split(1, 1.0, 1.0)

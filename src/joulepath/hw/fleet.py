@@ -28,6 +28,19 @@ from joulepath.hw.work import WorkProfile
 
 
 @dataclass(frozen=True)
+class TierPool:
+    """The small model tier's own pool in a fleet with tiered routing (estimated, like the projection)."""
+
+    model: str
+    accelerator: str
+    kind: str  # the accelerator's class: gpu, npu, tpu ...
+    units: int
+    devices: int
+    output_tokens: float
+    device_energy_j: float
+
+
+@dataclass(frozen=True)
 class FleetProjection:
     """Per-bin series (arrays of length n_bins) and totals for the whole fleet. Units in names."""
 
@@ -45,6 +58,7 @@ class FleetProjection:
     capacity_tokens_per_s: float  # fleet, at the maximum batch and the trace's mean lengths
     idle_power_w: float  # fleet, nothing running
     provenance: str = ESTIMATE
+    small_tier: TierPool | None = None  # tiered routing: the small tier's pool (None: one model serves all)
 
     @property
     def device_energy_j(self) -> float:
@@ -139,10 +153,11 @@ def project_trace(
     )
 
 
-def pooled(large: FleetProjection, small: FleetProjection) -> FleetProjection:
+def pooled(large: FleetProjection, small: FleetProjection, model: str, dep: Deployment) -> FleetProjection:
     """Two model tiers, each on its own pool of serving units over the same bins, as one fleet: tokens,
     backlog, units, idle power, capacity and device power add (each pool draws its own idle power); the
-    sequences in flight per unit are the units' mean; ITL is the served-token-weighted mean of the tiers'."""
+    sequences in flight per unit are the units' mean; ITL is the served-token-weighted mean of the tiers'.
+    `model` and `dep`: what the small pool runs and on which accelerator."""
     if len(large.t_s) != len(small.t_s) or large.bin_s != small.bin_s:
         raise ValueError("pooled needs both tiers projected over the same bins (pass the same horizon_s)")
     served = large.served_tokens + small.served_tokens
@@ -162,8 +177,17 @@ def pooled(large: FleetProjection, small: FleetProjection) -> FleetProjection:
         n_units=units,
         capacity_tokens_per_s=large.capacity_tokens_per_s + small.capacity_tokens_per_s,
         idle_power_w=large.idle_power_w + small.idle_power_w,
-        provenance=f"{large.provenance}; {share:.0%} of output tokens on a small-tier pool of {small.n_units} of "
-        f"{units} serving units",
+        provenance=f"{large.provenance}; {share:.0%} of output tokens on a small-tier pool ({model} on "
+        f"{small.n_units} of {units} serving units, {dep.accelerator.name})",
+        small_tier=TierPool(
+            model,
+            dep.accelerator.name,
+            dep.accelerator.kind,
+            small.n_units,
+            small.n_units * dep.n_devices,
+            small.total_served_tokens,
+            small.device_energy_j,
+        ),
     )
 
 

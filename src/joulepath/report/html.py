@@ -256,6 +256,14 @@ def config_table(result: RunResult) -> str:
     if result.baseline:
         b, o = result.baseline.summary, result.summary
         fleet = _tag("energy", b.provenance, o.provenance)
+        pool = result.projection.small_tier
+        if pool is not None:  # tiered routing in the fleet: how much of the load never needed the big model
+            share = pool.output_tokens / max(result.projection.total_served_tokens, 1e-9)
+            units = f"{pool.units} of {result.projection.n_units} units of {pool.accelerator} ({pool.kind})"
+            text = f"{share:.0%} of output tokens on {pool.model}, {units}, {pool.device_energy_j / 1e3:,.0f} kJ"
+            rows.append(
+                ("fleet: small tier (routed requests)", "-", text, _tag("device energy", result.projection.provenance))
+            )
         rows += [
             ("fleet: wall energy per token", f"{b.wall_j_per_token:.3g} J", f"{o.wall_j_per_token:.3g} J", fleet),
             (

@@ -87,6 +87,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
             "idle_power_w": proj.idle_power_w,
             "efficiency_source": result.efficiency_source,
             "provenance": proj.provenance,
+            "small_tier": plain(proj.small_tier) if proj.small_tier else None,
             "work": work_to_dict(result.work),
         },
         "series": {
