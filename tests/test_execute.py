@@ -92,4 +92,8 @@ def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reach
     assert all(r.route.startswith("threshold") for r in run.requests)
     mix = run.tier_mix()
     assert [t.tier for t in mix] == ["dummy:tiny-llama", "dummy:tiny-llama-large"] and sum(t.requests for t in mix) == 4
-    assert run.small_tier_share == 0.5 and work_profile(run).small_tier_share == 0.5
+    w = work_profile(run)
+    assert run.small_tier_share == 0.5 and w.small_tier_share == 0.5
+    large = [r for r in run.requests if r.tier == "dummy:tiny-llama-large"]
+    assert w.requests == 2 and w.output_tokens == sum(r.record.output_tokens for r in large)  # the served model's own
+    assert sum(t.energy_j for t in mix) == pytest.approx(sum(r.record.energy_j for r in run.requests))

@@ -176,7 +176,19 @@ def test_the_small_tier_can_run_on_an_npu_pool_and_a_tier_needs_a_servable_accel
     routed = project(npu, trace, WorkProfile(small_tier_share=0.6))
     assert routed.small_tier is not None and routed.small_tier.kind == "npu"
     assert routed.total_served_tokens == pytest.approx(float(trace.output_tokens.sum()))
-    assert "cloud-ai100-ultra" in routed.provenance
+    assert "cloud-ai100-ultra" in routed.provenance and "extrapolation" in routed.provenance
+    # tensor-parallel units: each unit handed to the small tier gives its 4 device slots to 4 NPUs
+    tp = parse_scenario(ANALYTIC | {"fleet": {"count": 16, "tensor_parallel": 4,
+                                              "small_tier_accelerator": "cloud-ai100-ultra"}})  # fmt: skip
+    mixed = project(tp, trace, WorkProfile(small_tier_share=0.6))
+    pool = mixed.small_tier
+    assert pool is not None and pool.devices == 4 * (4 - (mixed.n_units - pool.units)) and pool.devices == pool.units
+    assert mixed.n_devices == 16
+    from joulepath.run import accelerator_design_w
+
+    assert accelerator_design_w(tp, mixed) == pytest.approx((16 - pool.devices) * 700 + pool.devices * 150)
+    one = parse_scenario(ANALYTIC | {"fleet": {"count": 1}})
+    assert "not projected" in project(one, trace, WorkProfile(small_tier_share=0.6)).provenance
     with pytest.raises(ValueError, match="small-tier accelerator"):
         parse_scenario({"fleet": {"small_tier_accelerator": "xeon-8480+"}})
 

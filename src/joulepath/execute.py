@@ -52,9 +52,6 @@ from joulepath.serving.guard import Guard, GuardPolicy
 from joulepath.serving.router import Router, shipped_router
 from joulepath.workload import Trace
 
-SERVED_PER_CELL = 20  # the main job's requests come from each golden dev cell's first 20 examples; the router
-# (serving/router.py) is fitted on the rest, so it never saw a request it routes here
-
 
 def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarray, list[Example]]:
     """Arrival times (seconds from 0, compressed to `replay_s`) and a golden task for each request."""
@@ -63,7 +60,7 @@ def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarr
     span = float(arrivals[-1]) if n > 1 else 0.0
     if span > 0:
         arrivals = arrivals * (serve.replay_s / span)
-    pool = golden.load("dev", per_cell=SERVED_PER_CELL)
+    pool = golden.load("dev", per_cell=golden.SERVED_PER_CELL)  # the router was fitted on the rest
     examples = random.Random(seed).sample(pool, n) if n <= len(pool) else random.Random(seed).choices(pool, k=n)
     return arrivals, examples
 
@@ -279,9 +276,12 @@ class Routing:
 def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lambda _: None) -> Routing | None:
     """The router shipped for (`serve.small_tier`, `serve.model`), if routing is on and the router was fitted on
     these weights and passed its gate (serving/router.shipped_router); else None, with the reason said."""
-    if serve.routing == "off" or serve.small_tier == serve.model:
+    if serve.routing == "off":
         return None
-    router, why = shipped_router(serve.small_tier, serve.model)
+    if serve.small_tier == serve.model:
+        progress(f"tiered routing off: serve.small_tier is serve.model ({serve.model}); nothing to route between")
+        return None
+    router, why = shipped_router(serve.small_tier, serve.model, golden.SERVED_PER_CELL)
     if router is None:
         progress(f"tiered routing off: {why}")
         return None
@@ -338,8 +338,7 @@ def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights, routing: 
     if lever_name:
         steps.append((lever_name, no_spec, weights.loaded, None))
     if routing is not None:
-        steps.append((f"tiered routing ({routing.router.tiers[0]} when the router expects it right)", no_spec,
-                      weights.loaded, routing))  # fmt: skip
+        steps.append((f"tiered routing ({' / '.join(routing.router.tiers)})", no_spec, weights.loaded, routing))
     if serve.speculative != "off":
         steps.append((f"speculative ({serve.speculative})", full, weights.loaded, routing))
     rungs = [Rung("brute force", "one at a time", 1, engine_config(serve, False), loaded)]

@@ -88,22 +88,24 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
     tokens per decode step are the records' proposed and accepted drafts over their decode steps (0 with
     speculation off); bytes per weight and activation sparsity are what the served model's lever measured
     (the nearest fleet weight format; 0 sparsity without TEAL); the small-tier share is the requests the
-    router sent to the small tier (0 without tiered routing)."""
-    prompt = sum(r.record.prompt_tokens for r in run.requests)
+    router sent to the small tier (0 without tiered routing), and every other figure is the served model's
+    own (`served_model_requests`)."""
+    requests = served_model_requests(run)
+    prompt = sum(r.record.prompt_tokens for r in requests)
     if prefix_hit_tokens is None:
-        prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in run.requests)
-    steps = sum(r.record.decode_steps for r in run.requests)
-    proposed = sum(r.record.draft_proposed for r in run.requests)
-    accepted = sum(r.record.draft_accepted for r in run.requests)
-    mean_batch, peak_batch = batches_in_flight(run.requests)
+        prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in requests)
+    steps = sum(r.record.decode_steps for r in requests)
+    proposed = sum(r.record.draft_proposed for r in requests)
+    accepted = sum(r.record.draft_accepted for r in requests)
+    mean_batch, peak_batch = batches_in_flight(requests)
     # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
     # within one step can overlap in the records, so the limit bounds what they show.
     mean_batch, peak_batch = min(mean_batch, run.max_batch), min(peak_batch, run.max_batch)
     return WorkProfile(
-        requests=len(run.requests),
+        requests=len(requests),
         prompt_tokens=prompt,
         computed_prompt_tokens=prompt - prefix_hit_tokens,
-        output_tokens=run.output_tokens,
+        output_tokens=sum(r.record.output_tokens for r in requests),
         batch_limit=run.max_batch,
         mean_batch=mean_batch,
         peak_batch=peak_batch,
@@ -114,6 +116,16 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
         provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",
     )
+
+
+def served_model_requests(run: LocalRun) -> tuple[ServedRequest, ...]:
+    """The requests the served model answered: with tiered routing, the large tier's (its engine's cache,
+    batches and drafts are what the fleet's large pool is projected with; the small tier's share is
+    carried separately), or all of them if the router sent every request to the small tier."""
+    if run.small_tier is None:
+        return run.requests
+    large = tuple(r for r in run.requests if r.tier != run.small_tier)
+    return large or run.requests
 
 
 def work_profiles(local: LocalComparison | None) -> tuple[WorkProfile, WorkProfile]:

@@ -20,7 +20,7 @@ import numpy as np
 from joulepath.facility import Clock, TwinResult, load_on_clock, run_twin
 from joulepath.facility.feedback import interval_means
 from joulepath.hw import Deployment, get_accelerator
-from joulepath.hw.fleet import FleetProjection, TierPool, pool_split, pooled, project_trace
+from joulepath.hw.fleet import FleetProjection, pool_split, pooled, project_trace
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
@@ -290,18 +290,25 @@ def fleet_outcome(
 
 
 def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -> FleetProjection:
-    """The trace on the scenario's fleet, in about 60 time bins, with a measured work profile. With tiered
-    routing measured (`work.small_tier_share`), that share of the requests (a fixed random subset) runs on
-    the fleet's small tier (`model.small_preset`) on a pool of its own — the fleet's accelerators, or
-    `fleet.small_tier_accelerator` (an NPU, say), one device per unit — the fleet's serving units split
-    between the tiers in proportion to the unit-seconds each needs at full batch (`hw.fleet.pool_split`)."""
+    """The trace on the scenario's fleet, in about 60 time bins, with a measured work profile.
+
+    With tiered routing measured (`work.small_tier_share`), that share of the requests (a fixed random
+    subset) runs on the fleet's small tier (`model.small_preset`) on a pool of its own: some of the fleet's
+    serving units, in proportion to the unit-seconds each tier needs at full batch (`hw.fleet.pool_split`),
+    hand their device slots to the small tier — the fleet's accelerators in units like the fleet's, or one
+    `fleet.small_tier_accelerator` (an NPU, say) per slot, each its own unit. The fleet keeps `fleet.count`
+    devices either way."""
     bin_s = max(1.0, scenario.workload.duration_s / 60)
     dep = deployment(scenario)
     share = work.small_tier_share if work is not None else 0.0
     n_units = scenario.fleet.count // dep.n_devices
-    if work is None or not share or n_units < 2 or not len(trace.arrival_s):  # one unit: no pool for a tier
-        return project_trace(trace.arrival_s, trace.prompt_tokens, trace.output_tokens, scenario.model.spec(), dep,
-                             scenario.fleet.count, scenario.fleet.max_batch, bin_s, work=work)  # fmt: skip
+    if work is None or not share or n_units < 2 or not len(trace.arrival_s):
+        whole = project_trace(trace.arrival_s, trace.prompt_tokens, trace.output_tokens, scenario.model.spec(), dep,
+                              scenario.fleet.count, scenario.fleet.max_batch, bin_s, work=work)  # fmt: skip
+        if share and n_units < 2:  # measured, but there is no second unit to give the small tier
+            note = "; tiered routing measured but not projected: the fleet has one serving unit"
+            return dataclasses.replace(whole, provenance=whole.provenance + note)
+        return whole
     small = np.random.default_rng(0).random(len(trace.arrival_s)) < share
     on_small = dataclasses.replace(work, bytes_per_weight=None, accepted_draft_tokens_per_step=0.0,
                                    proposed_draft_tokens_per_step=None, activation_sparsity=0.0)  # fmt: skip
@@ -309,22 +316,17 @@ def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -
     tiers = ((~small, scenario.model.spec(), work, dep), (small, scenario.model.small_spec(), on_small, small_dep))
     horizon_s = float(trace.arrival_s.max()) + 1e-9
 
-    def tier(k: int, units: int) -> FleetProjection:
+    def tier(k: int, fleet_units: int) -> FleetProjection:
+        """Tier k on the device slots of `fleet_units` of the fleet's serving units."""
         mask, spec, w, d = tiers[k]
         arrays = (trace.arrival_s[mask], trace.prompt_tokens[mask], trace.output_tokens[mask])
-        return project_trace(*arrays, spec, d, units * d.n_devices, scenario.fleet.max_batch, bin_s, work=w,
+        return project_trace(*arrays, spec, d, fleet_units * dep.n_devices, scenario.fleet.max_batch, bin_s, work=w,
                              horizon_s=horizon_s)  # fmt: skip
 
     if not small.any():
         return tier(0, n_units)
-    if small.all():  # nothing left for the served model: the small tier on every unit
-        only = tier(1, n_units)
-        acc = small_dep.accelerator
-        pool = TierPool(scenario.model.small_preset, acc.name, acc.kind, n_units, n_units * small_dep.n_devices,
-                        only.total_served_tokens, only.device_energy_j)  # fmt: skip
-        return dataclasses.replace(
-            only, small_tier=pool, provenance=f"{only.provenance}; every request on the small tier"
-        )
+    if small.all():  # nothing left for the served model: the small tier in every slot
+        return pooled(None, tier(1, n_units), scenario.model.small_preset, small_dep)
     unit_s = [float(trace.output_tokens[m].sum()) / tier(k, 1).capacity_tokens_per_s for k, (m, *_) in enumerate(tiers)]
     n_large, n_small = pool_split(n_units, *unit_s)
     return pooled(tier(0, n_large), tier(1, n_small), scenario.model.small_preset, small_dep)
@@ -332,9 +334,19 @@ def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -
 
 def small_tier_deployment(scenario: Scenario) -> Deployment:
     """Where the fleet's small tier runs: `fleet.small_tier_accelerator` (one device per unit, at its TDP),
-    else a unit of the fleet's own deployment."""
+    else units like the fleet's own."""
     name = scenario.fleet.small_tier_accelerator
     return Deployment(get_accelerator(name)) if name else deployment(scenario)
+
+
+def accelerator_design_w(scenario: Scenario, proj: FleetProjection) -> float:
+    """The fleet's accelerators at their power ceiling: what the facility is sized for (a small-tier pool
+    on other accelerators at theirs)."""
+    ceiling = deployment(scenario).power_ceiling_w
+    pool = proj.small_tier
+    if pool is None:
+        return scenario.fleet.count * ceiling
+    return (proj.n_devices - pool.devices) * ceiling + pool.devices * pool.power_ceiling_w
 
 
 def facility_inputs(scenario: Scenario, proj: FleetProjection) -> tuple[np.ndarray, Clock, float]:
@@ -347,7 +359,7 @@ def facility_inputs(scenario: Scenario, proj: FleetProjection) -> tuple[np.ndarr
     host_w = fac.host_w_per_device * scenario.fleet.count
     clock = Clock(fac.step_s, max(1, round(fac.horizon_days * 86400 / fac.step_s)))
     board_w = load_on_clock(proj.device_power_w + host_w, proj.bin_s, clock, fac.load_shape)
-    design_w = scenario.fleet.count * deployment(scenario).power_ceiling_w + host_w
+    design_w = accelerator_design_w(scenario, proj) + host_w
     return board_w, clock, design_w
 
 

@@ -73,22 +73,65 @@ def test_ngram_features_are_stateless_and_see_the_task() -> None:
         request_features(texts, [1, 2, 3], "tf-idf")
 
 
+def wide(features: np.ndarray) -> np.ndarray:
+    """Features padded with zeros to the n-gram router's width (what a saved ngrams router must read)."""
+    from joulepath.serving.router import feature_width
+
+    return np.hstack([features, np.zeros((len(features), feature_width("ngrams") - features.shape[1]))])
+
+
 def test_a_router_survives_saving_and_a_broken_file_says_how_to_refit(tmp_path: Path) -> None:
     features, small_ok, large_ok = two_kinds()
+    features = wide(features)
     router = tune_router(features, small_ok, large_ok, ("small", "large"), (1.0, 3.0), "cost_aware", 0.99)
     save_router(router, tmp_path / "r.npz", {"target": 0.99})
     back, prov = load_router(tmp_path / "r.npz")
     assert prov == {"target": 0.99} and back.knob == router.knob and back.policy == "cost_aware"
     assert [r.tier for r in back.route(features)] == [r.tier for r in router.route(features)]
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="--write-router"):
-        load_router(tmp_path / "bad.npz")
+    good = (tmp_path / "r.npz").read_bytes()
+    narrow = CorrectnessModel(router.model.tiers, router.model.weights[:, :1], router.model.bias, 1.0)
+    save_router(Router(narrow, router.tiers, (1.0, 3.0), "threshold", 0.5), tmp_path / "narrow.npz", {})
+    for name, data in (("bad", b"not a zip"), ("empty", b""), ("cut", good[: len(good) // 2])):
+        (tmp_path / f"{name}.npz").write_bytes(data)
+    for name in ("bad", "empty", "cut", "narrow"):  # every broken file: one ValueError saying how to refit
+        with pytest.raises(ValueError, match="--write-router"):
+            load_router(tmp_path / f"{name}.npz")
 
 
-def test_the_shipped_router_matches_the_shipped_weights_and_passed_its_gate() -> None:
-    router, why = shipped_router("jp-small", "jp-large")
+def test_the_shipped_router_matches_the_shipped_models_passed_its_gate_and_routes() -> None:
+    from joulepath.quality import golden
+
+    router, why = shipped_router("jp-small", "jp-large", golden.SERVED_PER_CELL)
     assert router is not None, why
     assert router.tiers == ("jp-small", "jp-large") and router.features == "ngrams"
+    assert router.route_requests(["What is 2 + 2?"], [12])[0].tier in router.tiers
+    from joulepath.bench.routing import FIT_SKIP
+
+    assert FIT_SKIP >= golden.SERVED_PER_CELL  # fitted only on golden dev examples the main job never serves
+
+
+def test_a_shipped_router_is_refused_when_stale_ungated_or_fitted_on_served_examples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import joulepath.serving.router as r
+
+    features, small_ok, large_ok = two_kinds()
+    router = tune_router(wide(features), small_ok, large_ok, ("small", "large"), (1.0, 3.0), "cost_aware", 0.99)
+    monkeypatch.setattr(r, "ROUTER_DIR", tmp_path)
+    good = {"weights_small": "small", "weights_large": "large", "fit_skip_per_cell": 20, "test_accuracy_ratio": 0.995,
+            "target": 0.99}  # fmt: skip
+    cases = {
+        "fitted on another large": good | {"weights_large": "old"},
+        "below its 99% gate": good | {"test_accuracy_ratio": 0.97},
+        "examples the main job serves": good | {"fit_skip_per_cell": 0},
+    }
+    for why, prov in cases.items():
+        r.save_router(router, r.router_path("small", "large"), prov)
+        got, reason = r.shipped_router("small", "large", 20)
+        assert got is None and why in reason
+    r.save_router(router, r.router_path("small", "large"), good)
+    assert r.shipped_router("small", "large", 20)[0] is not None
+    assert r.shipped_router("small", "xl", 20)[0] is None  # nothing fitted for that pair
 
 
 def test_tuning_takes_the_most_small_traffic_that_keeps_the_target() -> None:

@@ -36,6 +36,7 @@ class TierPool:
     kind: str  # the accelerator's class: gpu, npu, tpu ...
     units: int
     devices: int
+    power_ceiling_w: float  # per device: what the facility is sized for
     output_tokens: float
     device_energy_j: float
 
@@ -59,6 +60,13 @@ class FleetProjection:
     idle_power_w: float  # fleet, nothing running
     provenance: str = ESTIMATE
     small_tier: TierPool | None = None  # tiered routing: the small tier's pool (None: one model serves all)
+
+    @property
+    def n_devices(self) -> int:
+        """Accelerators in the fleet, both pools (a small-tier pool's units have devices of their own size)."""
+        if self.small_tier is None:
+            return self.n_units * self.devices_per_unit
+        return (self.n_units - self.small_tier.units) * self.devices_per_unit + self.small_tier.devices
 
     @property
     def device_energy_j(self) -> float:
@@ -153,11 +161,20 @@ def project_trace(
     )
 
 
-def pooled(large: FleetProjection, small: FleetProjection, model: str, dep: Deployment) -> FleetProjection:
+def pooled(large: FleetProjection | None, small: FleetProjection, model: str, dep: Deployment) -> FleetProjection:
     """Two model tiers, each on its own pool of serving units over the same bins, as one fleet: tokens,
     backlog, units, idle power, capacity and device power add (each pool draws its own idle power); the
     sequences in flight per unit are the units' mean; ITL is the served-token-weighted mean of the tiers'.
-    `model` and `dep`: what the small pool runs and on which accelerator."""
+    `model` and `dep`: what the small pool runs and on which accelerator (its units may have another size
+    than the large pool's: `n_devices` counts both; `devices_per_unit` is the large pool's). `large` None:
+    every request on the small tier."""
+    pool = TierPool(model, dep.accelerator.name, dep.accelerator.kind, small.n_units, small.n_units * dep.n_devices,
+                    dep.power_ceiling_w, small.total_served_tokens, small.device_energy_j)  # fmt: skip
+    where = f"{model} on {small.n_units} {dep.accelerator.name} units"
+    if dep.accelerator.kind != "gpu":  # the efficiency factors were fitted on H100 rows
+        where += f" (a {dep.accelerator.kind}: estimated with GPU-fitted efficiency factors, an extrapolation)"
+    if large is None:
+        return dataclasses.replace(small, small_tier=pool, provenance=f"{small.provenance}; every request on {where}")
     if len(large.t_s) != len(small.t_s) or large.bin_s != small.bin_s:
         raise ValueError("pooled needs both tiers projected over the same bins (pass the same horizon_s)")
     served = large.served_tokens + small.served_tokens
@@ -177,17 +194,8 @@ def pooled(large: FleetProjection, small: FleetProjection, model: str, dep: Depl
         n_units=units,
         capacity_tokens_per_s=large.capacity_tokens_per_s + small.capacity_tokens_per_s,
         idle_power_w=large.idle_power_w + small.idle_power_w,
-        provenance=f"{large.provenance}; {share:.0%} of output tokens on a small-tier pool ({model} on "
-        f"{small.n_units} of {units} serving units, {dep.accelerator.name})",
-        small_tier=TierPool(
-            model,
-            dep.accelerator.name,
-            dep.accelerator.kind,
-            small.n_units,
-            small.n_units * dep.n_devices,
-            small.total_served_tokens,
-            small.device_energy_j,
-        ),
+        provenance=f"{large.provenance}; {share:.0%} of output tokens on a small-tier pool: {where}",
+        small_tier=pool,
     )
 
 

@@ -19,8 +19,9 @@ would. The fleet projection (`hw.fleet.project_trace`, through `hw.perf.steady_s
 - activation sparsity `s`                 -> a token skips a share `s` of FFN neurons: FFN width (dense
   and expert) scaled by `1 - s` in the step's reads and FLOPs; resident weights are unchanged;
 - small-tier share `r` (tiered routing)   -> that share of the trace's requests runs on the fleet's small
-                                             model, time-sharing the same devices (`hw.fleet.time_shared`);
-                                             the rest on the fleet's model with every other ratio above.
+                                             model on a pool of its own (`hw.fleet.pooled`, sized by
+                                             `pool_split`); the rest on the fleet's model with every other
+                                             ratio above (measured on the served model's own requests).
 
 Token counts are measured totals of the requests served locally; the fleet keeps the trace's own
 request lengths and takes the *ratios* above from the profile, because the model served here (a small

@@ -24,6 +24,10 @@ PER_CELL = 40
 DOCS_PER_LEVEL = 4
 
 
+SERVED_PER_CELL = 20  # `joulepath run` serves each dev cell's first 20 examples; the rest of each cell is where the
+# router (serving/router.py) is fitted, so it never routes a request it was fitted on
+
+
 def build(split: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """(examples without document text, documents) for a split, from its seed."""
     rng = random.Random(SEEDS[split])

@@ -331,7 +331,12 @@ def _tier_rows(run: LocalRun) -> list[tuple[str, str, str, str]]:
         text = (f"{t.requests} requests ({t.requests / len(run.requests):.0%}), {t.correct / t.requests:.1%} right, "
                 f"{per_correct}")  # fmt: skip
         rows.append(
-            (f"tier {t.tier}", "-", text, _tag("requests, accuracy", "measured; energy " + run.energy_provenance))
+            (
+                f"tier {t.tier}",
+                "-",
+                text,
+                _tag("requests, accuracy, energy", "measured: served here", run.energy_provenance),
+            )
         )
     return rows
 

@@ -83,6 +83,7 @@ def result_to_dict(result: RunResult) -> dict[str, Any]:
         "fleet": {
             "n_units": proj.n_units,
             "devices_per_unit": proj.devices_per_unit,
+            "n_devices": proj.n_devices,
             "max_batch_per_unit": proj.max_batch_per_unit,
             "idle_power_w": proj.idle_power_w,
             "efficiency_source": result.efficiency_source,

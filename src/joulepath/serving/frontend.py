@@ -200,7 +200,7 @@ class Frontend:
             if hit is not None:
                 self._done.append(hit)
                 return rid
-        tier = self._route(rid, request, prompt)
+        tier = self._route(rid, request)
         try:
             self.engines[tier].add_request(prompt, request.params, request.priority, rid)
         except ValueError:
@@ -236,16 +236,18 @@ class Frontend:
     def _engines_busy(self) -> bool:
         return any(e.has_work() for e in self.engines.values())
 
-    def _route(self, rid: str, request: Request, prompt: str | list[int]) -> str:
+    def _route(self, rid: str, request: Request) -> str:
         """The tier a new request starts on: the router's choice, else the small tier (the cascade's start)."""
         if self.tiers is None:
             return next(iter(self.engines))
         if self.tiers.router is None:
             self.routes[rid] = "cascade: the small tier answers first" if self.tiers.cascade else "small tier"
             return self.tiers.small
-        ids = prompt if isinstance(prompt, list) else self.engine.loaded.tokenizer.encode(prompt)
-        text = request.user_text or (prompt if isinstance(prompt, str) else "")
-        route = self.tiers.router.route_requests([text], [len(ids)])[0]
+        # the request as the client sent it (the router was fitted on unguarded prompts), not as redacted
+        raw = request.prompt
+        n_tokens = len(raw) if isinstance(raw, tuple) else len(self.engine.loaded.tokenizer.encode(raw))
+        text = request.user_text or (raw if isinstance(raw, str) else "")
+        route = self.tiers.router.route_requests([text], [n_tokens])[0]
         self.routes[rid] = route.reason
         return route.tier
 

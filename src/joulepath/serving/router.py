@@ -242,15 +242,21 @@ def tune_cascade(mean_logprob: np.ndarray, small_ok: np.ndarray, large_ok: np.nd
 
 
 def save_router(router: Router, path: Path, provenance: dict[str, object]) -> None:
-    """The router as an .npz: its correctness model's weights and a JSON header (tiers, policy, knob,
-    joules per request, features, and `provenance`: what it was fitted and judged on)."""
+    """The router as an .npz: its correctness model's weights (float64, exactly as judged) and a JSON
+    header (tiers, policy, knob, joules per request, features, and `provenance`: what it was fitted and
+    judged on)."""
     header = {
         "tiers": list(router.tiers), "j_per_request": list(router.j_per_request), "policy": router.policy,
         "knob": router.knob, "features": router.features, "c": router.model.c, "provenance": provenance,
     }  # fmt: skip
     with path.open("wb") as f:
-        np.savez_compressed(f, weights=router.model.weights.astype(np.float32), bias=router.model.bias,
+        np.savez_compressed(f, weights=router.model.weights, bias=router.model.bias,
                             header=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))  # fmt: skip
+
+
+def feature_width(kind: str) -> int:
+    """How many features `request_features` makes for `kind`."""
+    return 385 if kind == "minilm" else 2 * NGRAM_BUCKETS + 3
 
 
 def load_router(path: Path) -> tuple[Router, dict[str, object]]:
@@ -258,14 +264,19 @@ def load_router(path: Path) -> tuple[Router, dict[str, object]]:
     try:
         with np.load(path) as data:
             header = json.loads(bytes(data["header"]).decode())
-            tiers = tuple(header["tiers"])
-            model = CorrectnessModel(tiers, data["weights"].astype(np.float64), data["bias"], float(header["c"]))
-    except (OSError, KeyError, ValueError) as exc:
-        raise ValueError(f"{path}: not a router file ({exc}); refit it with `python benchmarks/routing.py "
-                         "--write-router`") from exc  # fmt: skip
-    j = tuple(float(x) for x in header["j_per_request"])
-    router = Router(model, tiers, j, header["policy"], float(header["knob"]), header["features"])
-    return router, dict(header["provenance"])
+            weights, bias = data["weights"].astype(np.float64), data["bias"].astype(np.float64)
+        tiers = tuple(header["tiers"])
+        model = CorrectnessModel(tiers, weights, bias, float(header["c"]))
+        j = tuple(float(x) for x in header["j_per_request"])
+        router = Router(model, tiers, j, header["policy"], float(header["knob"]), header["features"])
+        provenance = dict(header["provenance"])
+        if weights.shape != (len(tiers), feature_width(router.features)) or bias.shape != (len(tiers),):
+            raise ValueError(f"weights {weights.shape} do not fit {len(tiers)} tiers x "
+                             f"{feature_width(router.features)} {router.features} features")  # fmt: skip
+    except Exception as exc:  # a truncated zip, an empty file, a missing key, a wrong shape: all "broken"
+        raise ValueError(f"{path}: not a usable router file ({type(exc).__name__}: {exc}); refit it with "
+                         "`python benchmarks/routing.py --write-router`") from exc  # fmt: skip
+    return router, provenance
 
 
 ROUTER_DIR = Path(__file__).parent / "data"
@@ -277,28 +288,41 @@ def router_path(small: str, large: str) -> Path:
 
 
 def weights_sha256(spec: str) -> str:
-    """The first 16 hex digits of the SHA-256 of a zoo model's weights file (content, not timestamps: a
-    fresh clone matches), or the spec itself for anything else."""
+    """The first 16 hex digits of the SHA-256 of a zoo model's weights, tokenizer and chat template (content,
+    not timestamps: a fresh clone matches; the tokenizer and template set the prompt the router measures),
+    or the spec itself for anything else."""
     import hashlib
 
     from joulepath.model.checkpoint import ZOO_MODELS, zoo_path
 
     if spec not in ZOO_MODELS:
         return spec
-    return hashlib.sha256((zoo_path(spec) / "model.safetensors").read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "tokenizer.json", "chat_template.jinja"):
+        file = zoo_path(spec) / name
+        digest.update(file.read_bytes() if file.exists() else b"")
+    return digest.hexdigest()[:16]
 
 
-def shipped_router(small: str, large: str) -> tuple[Router | None, str]:
-    """(the router shipped for these tiers, "") if it exists, was fitted on these exact weights and passed
-    its gate on the golden test split; else (None, why not)."""
+def shipped_router(small: str, large: str, served_per_cell: int) -> tuple[Router | None, str]:
+    """(the router shipped for these tiers, "") if it exists, reads, routes these tiers, was fitted on these
+    exact models and on no golden dev example among each cell's first `served_per_cell` (the ones the main
+    job serves), and passed its gate on the golden test split; else (None, why not)."""
     path = router_path(small, large)
+    refit = "refit it with `python benchmarks/routing.py --write-router`"
     if not path.exists():
         return None, f"no router is fitted for {small} -> {large} (python benchmarks/routing.py --write-router)"
-    router, prov = load_router(path)
+    try:
+        router, prov = load_router(path)
+    except ValueError as exc:
+        return None, str(exc)
+    if router.tiers != (small, large):
+        return None, f"the shipped router routes {router.tiers}, not ({small}, {large}); {refit}"
     for tier in (small, large):
         if prov.get(f"weights_{tier}") != weights_sha256(tier):
-            return None, (f"the shipped router was fitted on other {tier} weights; refit it with "
-                          "`python benchmarks/routing.py --write-router`")  # fmt: skip
+            return None, f"the shipped router was fitted on another {tier} (weights, tokenizer or template); {refit}"
+    if int(prov.get("fit_skip_per_cell", 0)) < served_per_cell:  # type: ignore[call-overload]
+        return None, f"the shipped router was fitted on golden dev examples the main job serves; {refit}"
     ratio, target = float(prov.get("test_accuracy_ratio", 0.0)), float(prov.get("target", 1.0))  # type: ignore[arg-type]
     if ratio < target:
         return None, f"the router kept {ratio:.1%} of {large}'s test accuracy, below its {target:.0%} gate"
