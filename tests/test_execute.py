@@ -82,7 +82,8 @@ def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reach
     router = Router(model, tiers, (1.0, 3.0), "threshold", 0.5)
     small = load_model("dummy:tiny-llama")
     serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=1, quantize="off")
-    steps = serve_interleaved(small, np.zeros(4), examples, serve, None, weights=None, routing=Routing(small, router))
+    routing = Routing(small, router, cascade_cut=-0.5)
+    steps = serve_interleaved(small, np.zeros(4), examples, serve, None, weights=None, routing=routing)
     assert [s.lever for s in steps][-1].startswith("tiered routing")
     assert not steps[-2].runs[0].tier_mix()  # the rung before it serves one model
     run = steps[-1].runs[0]
@@ -97,3 +98,12 @@ def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reach
     large = [r for r in run.requests if r.tier == "dummy:tiny-llama-large"]
     assert w.requests == 2 and w.output_tokens == sum(r.record.output_tokens for r in large)  # the served model's own
     assert sum(t.energy_j for t in mix) == pytest.approx(sum(r.record.energy_j for r in run.requests))
+
+    from joulepath.execute import tier_policies
+
+    rows = {p.policy: p for p in tier_policies(steps, routing, serve, np.zeros(4), examples, None)}
+    assert list(rows) == ["always-large", "always-small", "router", "cascade", "oracle"]
+    assert rows["router"].small_tier_share == 0.5 and rows["always-small"].small_tier_share == 1.0
+    assert rows["always-large"].small_tier_share == 0.0 and rows["always-large"].accuracy == steps[-2].runs[0].accuracy
+    assert rows["oracle"].accuracy >= max(rows[k].accuracy for k in ("always-large", "always-small", "cascade"))
+    assert all(p.energy_j > 0 and p.how for p in rows.values())

@@ -44,12 +44,13 @@ from joulepath.results import (
     LocalStep,
     ModelledTierEffect,
     ServedRequest,
+    TierPolicy,
     median_run,
 )
 from joulepath.scenario import GuardSection, ServeSection
 from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.guard import Guard, GuardPolicy
-from joulepath.serving.router import Router, shipped_router
+from joulepath.serving.router import Router, load_router, router_path, shipped_router
 from joulepath.workload import Trace
 
 
@@ -271,6 +272,7 @@ class Routing:
 
     small: LoadedModel
     router: Router
+    cascade_cut: float | None = None  # the cascade's confidence bar tuned with the router (for the comparison)
 
 
 def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lambda _: None) -> Routing | None:
@@ -285,7 +287,61 @@ def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lam
     if router is None:
         progress(f"tiered routing off: {why}")
         return None
-    return Routing(load_model(serve.small_tier), router)
+    cut = load_router(router_path(serve.small_tier, serve.model))[1].get("cascade_min_mean_logprob")
+    return Routing(load_model(serve.small_tier), router, float(cut) if isinstance(cut, int | float) else None)
+
+
+def tier_policies(
+    steps: list[LocalStep], routing: Routing, serve: ServeSection, arrivals: np.ndarray, examples: list[Example],
+    guard: Guard | None, progress: Callable[[str], None] = lambda _: None,
+) -> tuple[TierPolicy, ...]:  # fmt: skip
+    """Always-large, always-small, the router, the cascade and the oracle on the same served requests: the
+    router and always-large are the routing rung and the rung before it (median repetitions, as served);
+    always-small is the small tier serving every request once more (same engine settings, log-probabilities
+    kept); the cascade and the oracle are composed from those answers, per request, with their joules."""
+    i = next(k for k, step in enumerate(steps) if step.runs[0].small_tier is not None)
+    large_run, routed = median_run(list(steps[i - 1].runs)), median_run(list(steps[i].runs))
+    progress(f"tiered routing: {routing.router.tiers[0]} on every request once more (always-small, the cascade)")
+    config = dataclasses.replace(engine_config(serve, True), speculative=None, draft_model=None, track_logprobs=True)
+    small_run = replay(
+        routing.small, "always-small", serve.max_batch, arrivals, examples, serve.max_tokens, guard, config
+    )
+    large = {r.record.request_id: r for r in large_run.requests}
+    small = {r.record.request_id: r for r in small_run.requests}
+    ids = [rid for rid in large if rid in small]
+
+    def policy(name: str, on_small: Callable[[str], bool], escalate: Callable[[str], bool], how: str) -> TierPolicy:
+        answered = [on_small(rid) and not escalate(rid) for rid in ids]
+        correct = sum(small[rid].correct if a else large[rid].correct for rid, a in zip(ids, answered, strict=True))
+        spent = [(small[rid].record.energy_j if on_small(rid) else 0.0) + (0.0 if a else large[rid].record.energy_j)
+                 for rid, a in zip(ids, answered, strict=True)]  # fmt: skip
+        energy = sum(spent)
+        n = max(len(ids), 1)
+        return TierPolicy(name, correct / n, sum(answered) / n, correct, energy, how)
+
+    def unsure(rid: str) -> bool:
+        rec = small[rid].record
+        return routing.cascade_cut is not None and rec.logprob_sum / max(rec.output_tokens, 1) < routing.cascade_cut
+
+    served = "as served (median repetition)"
+    rows = [
+        policy("always-large", lambda _: False, lambda _: False, served + ", the rung before routing"),
+        policy("always-small", lambda _: True, lambda _: False, "served once more on the small tier"),
+        TierPolicy(
+            "router",
+            routed.accuracy,
+            routed.small_tier_share,
+            sum(r.correct for r in routed.requests),
+            sum(r.record.energy_j for r in routed.requests),
+            served,
+        ),
+    ]
+    if routing.cascade_cut is not None:
+        kept = f"composed: the small answer kept above mean log-prob {routing.cascade_cut:.3f}"
+        rows.append(policy("cascade", lambda _: True, unsure, kept))
+    oracle = "composed: the small tier where it is right or the large tier is wrong (the bound)"
+    rows.append(policy("oracle", lambda rid: small[rid].correct or not large[rid].correct, lambda _: False, oracle))
+    return tuple(rows)
 
 
 def tuned_threads(spec: str) -> int | None:
@@ -431,6 +487,7 @@ def serve_locally(
     weights = optimized_weights(loaded, serve, progress)
     routing = optimized_routing(serve, progress)
     steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights, routing)
+    policies = tier_policies(steps, routing, serve, arrivals, examples, guard, progress) if routing else ()
     baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
     prof = brute = None
     if serve.profile:  # both ends of the ladder, so the report can say what the levers changed and what is left
@@ -446,5 +503,5 @@ def serve_locally(
     baseline, optimized = median_run(baselines), median_run(optimizeds)
     return LocalComparison(
         serve.model, device, baseline, optimized, prof, tuple(baselines), tuple(optimizeds), weights.gates,
-        tuple(steps), brute,
+        tuple(steps), brute, policies,
     )  # fmt: skip

@@ -101,6 +101,24 @@ class TierUse:
 
 
 @dataclass(frozen=True)
+class TierPolicy:
+    """One way of spreading the served requests over the model tiers, on the same requests: accuracy, the
+    share the small tier answered, and the joules the ledger gave those answers (an escalated request pays
+    both tiers; energy labelled as the meter labelled it)."""
+
+    policy: str
+    accuracy: float
+    small_tier_share: float
+    correct: int
+    energy_j: float
+    how: str  # measured as served, or composed from served answers (which)
+
+    @property
+    def joules_per_correct(self) -> float:
+        return self.energy_j / self.correct if self.correct else float("inf")
+
+
+@dataclass(frozen=True)
 class SkillDrop:
     """One skill's golden accuracy without and with a lever."""
 
@@ -343,6 +361,7 @@ class LocalComparison:
     gates: tuple[LeverGate, ...] = ()  # quality gates of the weight levers tried for the optimized model
     ladder: tuple[LocalStep, ...] = ()  # brute force, then one lever more per rung; the last is `optimized`
     profile_brute: HotPathProfile | None = None  # the brute-force configuration's hot paths (`profile`: optimized)
+    tier_policies: tuple[TierPolicy, ...] = ()  # tiered routing: always-large, always-small, router, cascade, oracle
 
     @property
     def repeats(self) -> int:

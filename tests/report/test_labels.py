@@ -149,3 +149,22 @@ def _is_series(value: Any) -> bool:
 def test_json_writer_turns_non_finite_numbers_into_null(tmp_path: Path) -> None:
     path = write_json_atomic(tmp_path / "x.json", {"a": float("nan"), "b": [float("inf")], "c": np.float64("-inf")})
     assert json.loads(path.read_text(), parse_constant=_refuse) == {"a": None, "b": [None], "c": None}
+
+
+def test_the_tier_comparison_is_in_the_report_and_result_json(more_energy: RunResult) -> None:
+    from joulepath.results import TierPolicy
+
+    policies = (
+        TierPolicy("always-large", 0.8, 0.0, 8, 4.0, "as served"),
+        TierPolicy("always-small", 0.7, 1.0, 7, 1.0, "served once more"),
+        TierPolicy("router", 0.8, 0.6, 8, 2.0, "as served"),
+        TierPolicy("oracle", 0.0, 0.9, 0, 0.0, "composed"),  # no correct answer: J per correct has no value
+    )
+    routed = dataclasses.replace(more_energy, local=dataclasses.replace(_local(more_energy), tier_policies=policies))
+    page = render_report(routed)
+    assert "Tiered processing on the served requests" in page and "2.00x" in page  # router: 0.25 vs 0.5 J/correct
+    table = page[page.index("Tiered processing") :]
+    assert 'class="tag estimated" data-of="energy"' in table
+    doc = json.loads(json.dumps(result_to_dict(routed)), parse_constant=_refuse)
+    rows = {r["policy"]: r for r in doc["local"]["tier_policies"]}
+    assert rows["router"]["joules_per_correct"] == pytest.approx(0.25) and rows["oracle"]["joules_per_correct"] is None

@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             "test_joules_per_correct_vs_large": large["joules_per_correct"] / shipped["joules_per_correct"],
             "target": TARGET, "date_utc": out["machine"]["date_utc"], "energy": served["dev"][TIERS[0]].provenance,
             "fit_skip_per_cell": FIT_SKIP, "max_tokens": MAX_TOKENS,
+            "cascade_min_mean_logprob": result["cascade"].min_mean_logprob,
             **{f"weights_{t}": weights_sha256(t) for t in TIERS},
         }  # fmt: skip
         save_router(result["router"], router_path(*TIERS), prov)

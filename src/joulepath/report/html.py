@@ -400,6 +400,33 @@ def ablation_figure(result: RunResult) -> str:
     )
 
 
+def tier_table(result: RunResult) -> str:
+    """Tiered routing on the served requests: always-large, always-small, the router, the cascade and the
+    oracle, each with its accuracy, small-tier share and joules per correct answer (issue 17)."""
+    local = result.local
+    if local is None or not local.tier_policies:
+        return ""
+    large = local.tier_policies[0]
+    energy = _tag("energy", local.optimized.energy_provenance)
+    rows = []
+    for p in local.tier_policies:
+        per_correct = f"{p.joules_per_correct:.3g}" if p.correct else "—"
+        vs = f"{large.joules_per_correct / p.joules_per_correct:.2f}x" if p.correct and large.correct else "—"
+        rows.append(
+            f"<tr><td>{html.escape(p.policy)}</td><td>{p.accuracy:.1%}</td><td>{p.small_tier_share:.0%}</td>"
+            f"<td>{per_correct}</td><td>{vs}</td><td>{html.escape(p.how)}</td></tr>"
+        )
+    head = (
+        "<tr><th>policy</th><th>golden accuracy</th><th>small-tier share</th><th>J per correct answer</th>"
+        "<th>vs always-large</th><th>how</th></tr>"
+    )
+    accuracy = _tag("accuracy", "measured: each answer checked against its golden answer")
+    note = (f"{energy} {accuracy} the same {len(local.optimized.requests)} served requests each; joules are the "
+            "ledger's per-request shares.")  # fmt: skip
+    table = f"<table>{head}{''.join(rows)}</table>"
+    return f"<h3>Tiered processing on the served requests</h3>{table}<p class='note'>{note}</p>"
+
+
 def ablation_table(result: RunResult) -> str:
     """The waterfall as numbers: each step's measured local figures (served rungs) and projected ones."""
     first = result.ablation[0]
@@ -620,6 +647,7 @@ def render_report(result: RunResult) -> str:
         "<h2>Baseline vs optimized</h2>",
         config_table(result),
         *(["<h2>Lever by lever</h2>", ablation_figure(result), ablation_table(result)] if result.ablation else []),
+        tier_table(result),
         "<h2>Where the energy goes, device to wall</h2>",
         waterfall_figure(result),
         "<h2>Hot paths</h2>",

@@ -329,6 +329,9 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
         "gates": [plain(g) | {"drop_points": g.drop_points, "accuracy_provenance": g.provenance} for g in local.gates],
         "profile": profile_to_dict(local.profile),
         "profile_brute_force": profile_to_dict(local.profile_brute),
+        "tier_policies": [
+            plain(t) | {"joules_per_correct": t.joules_per_correct if t.correct else None} for t in local.tier_policies
+        ],
     }
 
 
