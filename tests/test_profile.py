@@ -62,3 +62,22 @@ def test_profiler_start_and_stop_lines_never_reach_the_terminal() -> None:
     )
     assert out.returncode == 0 and "profiled" in out.stdout, out.stderr[-2000:]
     assert "USDT" not in out.stdout + out.stderr and "profiler_start" not in out.stdout + out.stderr
+
+
+def test_advice_leaves_out_the_levers_the_profiled_configuration_already_runs() -> None:
+    from joulepath.profile.advice import advise, levers_on
+    from joulepath.results import ClassCost
+
+    assert levers_on(EngineConfig(max_batch=1)) == frozenset()
+    on = levers_on(EngineConfig(max_batch=16, prefix_cache=True, kv_int8=True), "int8_dynamic")
+    assert on == {"batching", "prefix_caching", "kv_quantization", "quantization", "low_precision"}
+    assert levers_on(EngineConfig(), "teal:0.5") == {"batching"}  # sparsity is not a precision lever
+    loaded = load_model("dummy:tiny-llama")
+    classes = [ClassCost(n, 0.3, 0.3, 0.1, 1e9, 1e6, "compute-bound", 0.5) for n in ("mlp", "attention.qkv_proj")]
+    classes += [ClassCost("idle", 0.4, 0.4, 0.1, 0.0, 0.0, "host", None)]
+    prompts = ["What is 2 + 2?", "What is 2 + 2? And 3?"] * 4
+    every = advise(classes, 200, 10, prompts, loaded, 4)
+    rest = advise(classes, 200, 10, prompts, loaded, 4, on=on)
+    dropped = {a.lever for a in every} - {a.lever for a in rest}
+    assert dropped == {LEVERS["low_precision"], LEVERS["batching"], LEVERS["prefix_caching"]}
+    assert all(a.lever not in {LEVERS[k] for k in on} for a in rest)

@@ -498,7 +498,7 @@ def serve_locally(
         progress(f"hot-path profile: optimized ({len(prompts)} requests)")
         with torch_threads(tuned_threads(serve.model)):
             full = dataclasses.replace(optimized_config(serve, weights), max_batch=serve.max_batch)
-            prof = profile_engine(weights.loaded, prompts, config=full)
+            prof = profile_engine(weights.loaded, prompts, config=full, weight_lever=weights.lever)
     device = str(next(loaded.model.parameters()).device)
     baseline, optimized = median_run(baselines), median_run(optimizeds)
     return LocalComparison(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from joulepath.engine import EngineConfig
 from joulepath.model import LoadedModel
 from joulepath.results import Advice, ClassCost, Lever
 
@@ -24,7 +25,11 @@ LEVERS = {
     "low_precision": Lever(
         "lower-precision GEMMs (INT8 compute)", True, "built: optimize int8_dynamic (fbgemm int8 GEMM; gated)"
     ),
-    "kv_quantization": Lever("KV-cache quantization", False, "not built yet (planned: joulepath.optimize)"),
+    "kv_quantization": Lever(
+        "KV-cache quantization",
+        True,
+        "built: engine kv_int8 (EngineConfig.kv_int8; the main job's serve.kv_int8, gated)",
+    ),
     "speculative": Lever(
         "speculative decoding (prompt lookup, draft model, multi-token heads)",
         True,
@@ -65,8 +70,10 @@ def advise(
     loaded: LoadedModel,
     el_bytes: int,
     min_share: float = 0.05,
+    on: frozenset[str] = frozenset(),
 ) -> list[Advice]:
-    """Advice for the hot classes, largest expected gain first."""
+    """Advice for the hot classes, largest expected gain first; a lever in `on` (keys of `LEVERS`: already
+    on in the profiled configuration) is not advised again: what it left is in the classes themselves."""
     by = {c.name: c for c in classes}
     out: list[Advice] = []
     gemm = [by[n] for n in GEMMS if n in by]
@@ -160,4 +167,17 @@ def advise(
                 "more requests per step fill the gaps",
             )
         )
-    return sorted(out, key=lambda a: -a.expected_gain)
+    applied = {LEVERS[k] for k in on}
+    return sorted((a for a in out if a.lever not in applied), key=lambda a: -a.expected_gain)
+
+
+def levers_on(config: EngineConfig, weight_lever: str | None = None) -> frozenset[str]:
+    """The `LEVERS` a configuration already runs: from its engine settings and the weight lever applied
+    to its model (`int8_dynamic`, `int4_weight_only`, `teal:0.5`, ... ; None: as loaded)."""
+    on = {"batching"} if config.max_batch > 1 else set()
+    on |= {"prefix_caching"} if config.prefix_cache else set()
+    on |= {"speculative"} if config.speculative else set()
+    on |= {"kv_quantization"} if config.kv_int8 else set()
+    if weight_lever and not weight_lever.startswith("teal"):
+        on |= {"quantization", "low_precision"} if weight_lever == "int8_dynamic" else {"quantization"}
+    return frozenset(on)

@@ -38,7 +38,7 @@ from joulepath.link import TORCH_DTYPES, transformer_spec
 from joulepath.meter import Meter, auto_meter
 from joulepath.model import LoadedModel
 from joulepath.model.transformer import MLP, Attention, RMSNorm
-from joulepath.profile.advice import HOST, advise
+from joulepath.profile.advice import HOST, advise, levers_on
 from joulepath.profile.limits import measure_limits
 from joulepath.results import ClassCost, DeviceLimits, HotPathProfile
 from joulepath.serving.frontend import Arrival, Frontend, Request
@@ -237,9 +237,12 @@ def profile_engine(
     meter: Meter | None = None,
     window_steps: int = 2,
     repeats: int = 1,
+    weight_lever: str | None = None,
 ) -> HotPathProfile:
     """Serve `prompts` (a warm-up on a quarter of them, then `repeats` pairs of a plain and a profiled
-    run of all) and attribute the last profiled run; the plain runs measure the profiler's overhead."""
+    run of all) and attribute the last profiled run; the plain runs measure the profiler's overhead. The
+    advice leaves out the levers the configuration already runs (`config`, and `weight_lever` applied to
+    `loaded`)."""
     quiet_kineto()
     params = params or SamplingParams(max_tokens=48, stop=("<|end|>",))
     config = config or EngineConfig()
@@ -272,7 +275,17 @@ def profile_engine(
         overhead_fraction=min(profiled_s) / min(plain_s) - 1.0,
         steps=run.steps,
         limits=limits,
-        advice=tuple(advise(classes, work.prefill_tokens, work.decode_tokens, prompts, loaded, el)),
+        advice=tuple(
+            advise(
+                classes,
+                work.prefill_tokens,
+                work.decode_tokens,
+                prompts,
+                loaded,
+                el,
+                on=levers_on(config, weight_lever),
+            )
+        ),
         operators={k: _top(v) for k, v in operators.items()},
     )
 
