@@ -73,3 +73,15 @@ def test_two_tiers_on_their_own_pools_add_up_to_one_fleet() -> None:
         pooled(alone, short, "llama-3.2-1b", DEP)
     with pytest.raises(ValueError, match="2 serving units"):
         pool_split(1, 1.0, 1.0)
+
+
+def test_the_batch_limit_counts_a_sliding_window_as_its_window_and_refuses_a_sequence_that_cannot_fit() -> None:
+    import dataclasses
+
+    windowed = dataclasses.replace(SPEC, sliding_window=1024, sliding_layer_fraction=1.0)
+    assert max_batch(windowed, DEP, 8192, 100_000) >= 7 * max_batch(SPEC, DEP, 8192, 100_000)  # 8x fewer tokens held
+    big = get_model_preset("llama-3.1-70b")
+    two = Deployment(get_accelerator("h100-sxm"), tensor_parallel=2)
+    assert max_batch(big, two, 4096, 256) >= 1
+    with pytest.raises(ValueError, match=r"needs .* GB of KV cache"):
+        max_batch(big, two, 2_000_000, 256)  # one sequence's cache is larger than what the weights leave

@@ -48,5 +48,5 @@ def test_ray_without_the_package_says_how_to_get_it() -> None:
         pytest.skip("ray is installed here")
     except ImportError:
         pass
-    with pytest.raises(RuntimeError, match="optional `ray` package"):
+    with pytest.raises(ValueError, match="optional `ray` package"):  # a user error: one line from the CLI
         run_sweep(run_facility_year, facility_year_tasks(1, step_s=DAILY), ray_address="local")

@@ -112,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args(argv)
+    if args.ray_address:  # before minutes of serial and pool runs, not after them
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            parser.error("--ray-address needs the optional `ray` package (pip install 'joulepath[ray]')")
     runs = args.runs or (100 if args.quick else 1000)
     info = machine()
     workers = args.workers or int(info["cores"] or 1)

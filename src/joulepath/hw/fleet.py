@@ -84,7 +84,8 @@ class FleetProjection:
 
 
 def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, scheduler_max: int) -> int:
-    """Largest batch whose KV cache fits next to the weights (and under the scheduler's limit)."""
+    """Largest batch whose KV cache fits next to the weights (and under the scheduler's limit); a sequence
+    holds its attended context (sliding-window layers only their window), as the decode step reads it."""
     capacity = kv_capacity_tokens(spec, dep)
     if capacity is None:
         raise ValueError(f"{dep.accelerator.name}: memory capacity not published; cannot size the KV cache")
@@ -95,8 +96,16 @@ def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, sch
             f"({dep.accelerator.memory_capacity_gb:g} GB each); raise fleet.tensor_parallel or choose a larger "
             "accelerator"
         )
-    fit = int(capacity * dep.data_parallel // max(context_tokens, 1.0))
-    return max(1, min(fit, scheduler_max))
+    per_sequence = max(spec.attended_tokens(context_tokens), 1.0)  # sliding-window layers keep only their window
+    fit = int(capacity * dep.data_parallel // per_sequence)
+    if fit < 1:  # vLLM would refuse to start: not even one sequence's cache fits next to the weights
+        need_gb = per_sequence * spec.kv_bytes_per_token / 1e9
+        raise ValueError(
+            f"one sequence of {context_tokens:,.0f} tokens needs {need_gb:.1f} GB of KV cache, more than {spec.name} "
+            f"leaves free on {dep.n_devices} x {dep.accelerator.name}; raise fleet.tensor_parallel, choose a larger "
+            "accelerator or shorten the requests"
+        )
+    return min(fit, scheduler_max)
 
 
 def project_trace(

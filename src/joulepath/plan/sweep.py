@@ -169,7 +169,7 @@ def _ray_backend(address: str) -> Iterator[RowStream]:
     try:
         import ray  # optional extra: pip install 'joulepath[ray]'
     except ImportError as exc:
-        raise RuntimeError("--ray-address needs the optional `ray` package (pip install 'joulepath[ray]')") from exc
+        raise ValueError("--ray-address needs the optional `ray` package (pip install 'joulepath[ray]')") from exc
     joined_here = not ray.is_initialized()
     if joined_here:
         # no dashboard for a throwaway local Ray (None: a cluster's own setting)
@@ -181,19 +181,11 @@ def _ray_backend(address: str) -> Iterator[RowStream]:
         size = max(1, min(16, len(tasks) // (8 * cpus)))  # as the pool's chunks: >= 8 batches per CPU
         fn_ref = ray.put(fn)  # shipped to the object store once, not with every batch
         refs = [run_batch.remote(fn_ref, tasks[i : i + size]) for i in range(0, len(tasks), size)]
-        fetched = 0
-        try:
-            for ref in refs:
-                rows = ray.get(ref)  # in task order: rows as a serial run's
-                fetched += 1
-                yield from rows
-        finally:  # a stopped sweep leaves no work queued on a shared cluster; finished tasks are not cancelled
-            # (cancelling a task that already completed can abort Ray 2.60's core worker: seen here)
-            left = refs[fetched:]
-            if left:
-                _, pending = ray.wait(left, num_returns=len(left), timeout=0)
-                for ref in pending:
-                    ray.cancel(ref)
+        for ref in refs:
+            yield from ray.get(ref)  # in task order: rows as a serial run's
+        # A stopped sweep cancels nothing: cancelling a task whose reply is still in flight aborts Ray 2.60's
+        # core worker ("Tried to complete task that was not pending", seen here). Stopping a local Ray ends
+        # its tasks; a cluster drops the tasks of a driver that disconnects.
 
     try:
         yield stream
