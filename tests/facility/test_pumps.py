@@ -105,3 +105,11 @@ def test_energy_is_conserved_with_variable_flow_pumping(cfg) -> None:  # type: i
     np.testing.assert_allclose(parts, s["facility_power_w"], rtol=1e-12)
     assert np.isnan(s["sp_chw_delta_t_k"]).any() and len(np.unique(s["sp_pump_dp_reset_flag"])) == 2
     assert (s["cooling_pump_w"] > 0).all()
+    # the pumps follow the setpoints the twin was given: per W of IT load, a wider loop delta T (less flow)
+    # draws less pump power than the design delta T under the same DP rule
+    per_w = s["cooling_pump_w"] / s["it_power_w"]
+    for flag in (0.0, 1.0):
+        same = s["sp_pump_dp_reset_flag"] == flag
+        narrow = same & np.isclose(s["sp_chw_delta_t_k"], 6.7)
+        wide = same & np.isclose(s["sp_chw_delta_t_k"], 10.7)
+        assert narrow.any() and wide.any() and per_w[wide].mean() < per_w[narrow].mean()

@@ -101,7 +101,7 @@ class CoolingOutcome:
     cooling_mwh: float
     chiller_mwh: float  # part of cooling: compressors
     tower_fan_mwh: float  # part of cooling: heat-rejection fans (what a lower condenser water costs)
-    pump_mwh: float  # part of cooling: chilled- and condenser-water pumps (what a wider delta T saves)
+    pump_mwh: float  # part of cooling: chilled- and condenser-water pumps (a wider delta T, less flow save)
     facility_mwh: float
     it_mwh: float
     inlet_over_limit_minutes: float
@@ -109,6 +109,7 @@ class CoolingOutcome:
     mean_supply_air_c: float
     mean_airflow_ratio: float
     mean_chw_delta_t_k: float  # chilled-water loop delta T the pumps held (the MPC's pump action)
+    mean_cw_flow_frac: float  # condenser-water flow over design (the MPC's condenser action; baselines 1.0)
     seconds: float  # wall
     cpu_seconds: float  # this process's CPU time (the shared VM's other load does not count)
 
@@ -140,7 +141,8 @@ def run_one(
         float(s["inlet_c"].max()),
         float(s["sp_supply_air_c"].mean()),
         float(s["sp_airflow_ratio_frac"].mean()),
-        float(np.nanmean(s["sp_chw_delta_t_k"])),  # NaN only while the loop has seen nothing yet
+        _mean_set(s["sp_chw_delta_t_k"]),  # NaN only while the loop has seen nothing yet
+        _mean_set(s["sp_cw_flow_frac"]),
         seconds,
         cpu_seconds,
     )
@@ -273,14 +275,15 @@ def print_cooling(outcomes: list[CoolingOutcome]) -> None:
     """Baselines and MPC side by side, per climate."""
     print(
         f"{'climate':10}{'controller':18}{'cooling MWh':>12}{'chiller':>9}{'tower':>7}{'pumps':>7}{'facility MWh':>14}"
-        f"{'>27C min':>10}{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'CHW dT':>8}{'s':>7}{'cpu s':>7}"
+        f"{'>27C min':>10}{'inlet max':>10}{'mean SA':>9}{'airflow':>9}{'CHW dT':>8}{'CW flow':>8}{'s':>7}{'cpu s':>7}"
     )
     for o in outcomes:
         print(
             f"{o.climate:10}{o.controller:18}{o.cooling_mwh:>12.1f}{o.chiller_mwh:>9.1f}{o.tower_fan_mwh:>7.1f}"
             f"{o.pump_mwh:>7.1f}{o.facility_mwh:>14.1f}"
             f"{o.inlet_over_limit_minutes:>10.0f}{o.inlet_max_c:>10.2f}{o.mean_supply_air_c:>9.2f}"
-            f"{o.mean_airflow_ratio:>9.3f}{o.mean_chw_delta_t_k:>8.2f}{o.seconds:>7.1f}{o.cpu_seconds:>7.1f}"
+            f"{o.mean_airflow_ratio:>9.3f}{o.mean_chw_delta_t_k:>8.2f}{o.mean_cw_flow_frac:>8.3f}{o.seconds:>7.1f}"
+            f"{o.cpu_seconds:>7.1f}"
         )
     for climate, row in savings(outcomes).items():
         print(
@@ -347,3 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     write_json_atomic(args.out, result)
     print(f"wrote {args.out} ({result['wall_s']:.0f} s)")
     return 0
+
+
+def _mean_set(series: np.ndarray) -> float:
+    """Mean of a setpoint series over the steps that set it (NaN: the design rule); NaN if none did."""
+    values = series[np.isfinite(series)]
+    return float(values.mean()) if len(values) else float("nan")

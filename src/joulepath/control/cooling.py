@@ -11,13 +11,16 @@
   sequence): the pumps deliver the flow the coils need at the design delta T, power ~ flow^3.
 - `CoolingMpc`: model-predictive control. Each interval it scores every candidate setpoint within one
   rate-limited move (supply air x airflow ratio x economiser mode x condenser-water approach x
-  chilled-water delta T, i.e. pump flow; chilled water at the coil's limit for that delta T) held over
-  the forecast horizon (move blocking) on the twin's own cooling model (`facility.cooling.run_cooling`,
-  the same function the twin runs) plus the server-fan power a warmer inlet costs, keeps those whose
-  rack inlet stays at or below 27 C minus a margin, and applies the cheapest.
+  chilled-water delta T, i.e. pump flow, x condenser-water flow; chilled water at the coil's limit for
+  that delta T) held over the forecast horizon (move blocking) on the twin's own cooling model
+  (`facility.cooling.run_cooling`, the same function the twin runs) plus the server-fan power a warmer
+  inlet costs, keeps those whose rack inlet stays at or below 27 C minus a margin, and applies the
+  cheapest.
 
-Both baselines run the condenser-water reset of common practice: the tower's leaving water follows the
-wet bulb at the tower's design approach (4 K), as far as the tower can make it (e.g. EnergyPlus's
+Both baselines run the condenser water at design flow (constant-speed condenser pumps, or a fixed speed
+per stage, are the common plant; ASHRAE Guideline 36 does not reset condenser-water flow for a standard
+plant) and the condenser-water reset of common practice: the tower's leaving water follows the wet bulb
+at the tower's design approach (4 K), as far as the tower can make it (e.g. EnergyPlus's
 SetpointManager:FollowOutdoorAirTemperature on the wet bulb; ASHRAE 90.1 Appendix G's baseline floats
 cruder, from 21 C). Of the fixed approaches 0-5 K this one used the least cooling for G36 (Dallas, checked
 in benchmarks/RESULTS.md). G36-2021's own plant sequences are not transcribed here. The MPC chooses the
@@ -30,10 +33,13 @@ coil needs at the chosen loop delta T: colder water than that only adds lift and
 (no latent load is modelled; tested). The delta T is the pump action: a wider one needs less flow (pump
 power ~ flow^3, DP reset as G36) but colder water for the same supply air (the coil's approach grows as
 its water flow falls, `facility.cooling.coil_approach_k`), so it trades pumps for chiller lift and
-economiser hours. For a liquid loop the MPC also picks the facility water at or below its class limit
-(dry coolers vs evaporative trim); its CDU pumps run at the flow the liquid heat needs at the loop's
-design delta T (variable flow, as the chilled water), but that delta T is not an action: the twin has
-no cold-plate temperature model that would penalise a wider one.
+economiser hours. The condenser-water flow is the second pump action: less flow saves condenser pump power
+(the open tower's static head stays) for a higher condensing temperature (a longer range), colder tower
+water, and an economiser that needs colder tower water (`facility.cooling`, module docstring). For a
+liquid loop the MPC also picks the facility water at or below its class limit (dry coolers vs
+evaporative trim); its CDU pumps run at the flow the liquid heat needs at the loop's design delta T
+(variable flow, as the chilled water), but that delta T is not an action: the twin has no cold-plate
+temperature model that would penalise a wider one.
 """
 
 from __future__ import annotations
@@ -66,16 +72,18 @@ def _setpoints(
     facility_water_c: float | None = None,
     chw_delta_t_k: float | None = None,
     pump_dp_reset_flag: float = 1.0,
+    cw_flow_frac: float = 1.0,
 ) -> Setpoints:
     """Supply air with the chilled water as warm as the coil allows at the loop's `chw_delta_t_k`
     (default: the design delta T); condenser water at wet bulb + `tower_approach_k` (default: the tower's
     design approach, the standard wet-bulb reset); facility water at `facility_water_c` (default: the
-    liquid loop's class limit); pumps' DP setpoint reset with the valves unless `pump_dp_reset_flag` is 0."""
+    liquid loop's class limit); pumps' DP setpoint reset with the valves unless `pump_dp_reset_flag` is 0;
+    condenser water at `cw_flow_frac` of design flow (default: design, constant-speed condenser pumps)."""
     dt_k = cooling.chw_delta_t_design_k if chw_delta_t_k is None else chw_delta_t_k
     chw_c = supply_air_c - float(coil_approach_k(cooling, dt_k, airflow))
     approach_k = cooling.tower_approach_k if tower_approach_k is None else tower_approach_k
     fw_c = cooling.facility_water_supply_c if facility_water_c is None else facility_water_c
-    return Setpoints(supply_air_c, chw_c, fw_c, econ, airflow, approach_k, dt_k, pump_dp_reset_flag)
+    return Setpoints(supply_air_c, chw_c, fw_c, econ, airflow, approach_k, dt_k, pump_dp_reset_flag, cw_flow_frac)
 
 
 @dataclass(frozen=True)
@@ -158,8 +166,22 @@ class MpcConfig:
     # chilled-water loop delta T (K), i.e. pump flow: the design 6.7 K and wider (less flow, colder water);
     # never narrower: at full load that would ask the pumps for more than their design flow
     chw_delta_t_k: tuple[float, ...] = (6.7, 8.5, 10.5)
+    # condenser-water flow per running pump over design (water-cooled plants): less flow saves pump power
+    # (open tower: the static head stays) for a higher condensing temperature and a hungrier economiser,
+    # partly offset by colder tower water; never below the chiller's minimum (`cw_min_flow_frac`). Design
+    # first, so that a tie keeps it. (Five flows, 0.1 apart: 0.1-0.2 % less cooling at 1-hour steps in
+    # Dallas and Phoenix, for ~25 % more CPU)
+    cw_flow_frac: tuple[float, ...] = (1.0, 0.8, 0.6)
     max_step_k: float = 1.0  # supply-air and chilled-water change per interval (chilled-water reset rate limit)
     include_server_fans: bool = True  # count the server-fan power a warmer inlet costs
+
+    def __post_init__(self) -> None:
+        if not self.chw_delta_t_k or min(self.chw_delta_t_k) <= 0:
+            raise ValueError(f"chw_delta_t_k must be positive loop delta Ts (K), got {self.chw_delta_t_k}")
+        if not self.cw_flow_frac or not all(0 < f <= 1 for f in self.cw_flow_frac):
+            raise ValueError(f"cw_flow_frac must be shares of design flow in (0, 1], got {self.cw_flow_frac}")
+        if self.max_step_k <= 0:
+            raise ValueError("max_step_k must be > 0")
 
 
 @dataclass
@@ -172,6 +194,7 @@ class _Candidates:
     tower_approach_k: np.ndarray
     facility_water_c: np.ndarray
     chw_delta_t_k: np.ndarray
+    cw_flow_frac: np.ndarray
     setpoints: Setpoints
     inlet_c: np.ndarray  # rack inlet at each candidate
     fan_factor: np.ndarray  # server-fan power factor at each candidate's inlet
@@ -186,14 +209,15 @@ def _columns(
     tower: np.ndarray,
     fw: np.ndarray,
     dt: np.ndarray,
+    cw: np.ndarray,
 ) -> _Candidates:
     """Candidates from (n, 1) columns: chilled water at the coil's limit below the supply air for the
     loop's delta T; pumps on G36's DP reset."""
-    sp = Setpoints(sa, sa - coil_approach_k(cool, dt, ratio), fw, econ, ratio, tower, dt, 1.0)
+    sp = Setpoints(sa, sa - coil_approach_k(cool, dt, ratio), fw, econ, ratio, tower, dt, 1.0, cw)
     inlet_c = rack_inlet_c(cool, sp)
     fan_factor = server_fan_factor(cool, inlet_c)
     it_factor = 1.0 + server_fan_frac(cool) * fan_factor
-    return _Candidates(sa, ratio, econ, tower, fw, dt, sp, inlet_c, fan_factor, it_factor)
+    return _Candidates(sa, ratio, econ, tower, fw, dt, cw, sp, inlet_c, fan_factor, it_factor)
 
 
 def _take(cool: CoolingConfig, cand: _Candidates, rows: np.ndarray) -> _Candidates:
@@ -205,6 +229,7 @@ def _take(cool: CoolingConfig, cand: _Candidates, rows: np.ndarray) -> _Candidat
         cand.tower_approach_k,
         cand.facility_water_c,
         cand.chw_delta_t_k,
+        cand.cw_flow_frac,
     )
     return _columns(cool, *(c[rows] for c in cols))
 
@@ -225,7 +250,11 @@ class CoolingMpc:
         approaches = c.tower_approach_k if cool.water_cooled else (float("nan"),)
         below_k = c.facility_water_below_class_k if cool.liquid_fraction > 0 else (0.0,)
         fw = tuple(cool.facility_water_supply_c - k for k in below_k)
-        grid = np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag, approaches, fw, c.chw_delta_t_k)
+        # a dry-cooler plant has no condenser-water setpoint; below the chiller's minimum the twin runs the
+        # minimum, so such candidates would only repeat it
+        cw_flows = (max(f, cool.cw_min_flow_frac) for f in c.cw_flow_frac) if cool.water_cooled else (1.0,)
+        cw = tuple(dict.fromkeys(cw_flows))
+        grid = np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag, approaches, fw, c.chw_delta_t_k, cw)
         every = _columns(cool, *(a.ravel()[:, None] for a in grid))
         inlet = every.inlet_c[:, 0]  # the condenser water and the pumps do not reach the inlet
         ok = inlet <= c.inlet_limit_c - c.margin_k
@@ -242,9 +271,12 @@ class CoolingMpc:
         key = (round(supply_air_c, 3), round(chw_c, 3))
         if key not in self._reachable:
             cand = self.candidates
-            near = np.abs(cand.supply_air_c[:, 0] - supply_air_c) <= step_k
-            near &= np.abs(np.asarray(cand.setpoints.chilled_water_c)[:, 0] - chw_c) <= step_k
-            if not near.any():  # off the grid: every candidate, the move clipped when applied
+            sa_near = np.abs(cand.supply_air_c[:, 0] - supply_air_c) <= step_k
+            chw_gap = np.abs(np.asarray(cand.setpoints.chilled_water_c)[:, 0] - chw_c)
+            near = sa_near & (chw_gap <= step_k)
+            if not near.any() and sa_near.any():  # chilled water off the grid (the hold's): the nearest
+                near = sa_near & (chw_gap <= chw_gap[sa_near].min() + step_k)
+            if not near.any():  # supply air off the grid too: every candidate, the move clipped when applied
                 near[:] = True
             self._reachable[key] = _take(self.facility.cooling, self.candidates, near)
         return self._reachable[key]
@@ -292,12 +324,13 @@ class CoolingMpc:
         ratio, econ = float(cand.airflow_ratio_frac[best, 0]), float(cand.economiser_flag[best, 0])
         # the condenser and facility water move at once (tower fans, dry coolers)
         tower, fw = float(cand.tower_approach_k[best, 0]), float(cand.facility_water_c[best, 0])
-        dt = float(cand.chw_delta_t_k[best, 0])  # the pump speed follows at once
-        step = _setpoints(self.facility.cooling, sa, ratio, econ, tower, fw, dt)
+        dt = float(cand.chw_delta_t_k[best, 0])  # the pump speeds follow at once
+        cw = float(cand.cw_flow_frac[best, 0])
+        step = _setpoints(self.facility.cooling, sa, ratio, econ, tower, fw, dt, cw_flow_frac=cw)
         # a candidate applied as it is was feasible already; only a clipped move needs the check
         if sa != target and rack_inlet_c(self.facility.cooling, step) > self.cfg.inlet_limit_c - self.cfg.margin_k:
             prev_ratio = float(np.asarray(prev.airflow_ratio_frac))  # a clipped move off the grid
-            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ, tower, fw, dt)
+            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ, tower, fw, dt, cw_flow_frac=cw)
         return step
 
 

@@ -47,8 +47,10 @@ that path (`setpoints=None` reproduces the fixed-rule twin exactly):
   6.5.4.2: DP reset until one valve is nearly wide open) the head falls as flow^2 and power as flow^3; a
   fixed DP setpoint (flag 0) keeps `pump_fixed_dp_frac` of the design head, set at 0.46 so that the plant
   just meets ASHRAE 90.1's variable-flow rule (6.5.4.2: no more than 30 % of design pump power at 50 % of
-  design flow). Pumps do not run below `pump_min_speed_frac` (VFD floor, 30 %; typical 30-40 %, the floor
-  a minimum-flow bypass and the motor's cooling need); flow the coils do not need bypasses. Design flow:
+  design flow); the reset only lowers the setpoint, so above design flow both draw the same. The pumps
+  never deliver less than `pump_min_speed_frac` of design flow (30 %: a minimum-flow bypass, the motor's
+  cooling need; a fixed-DP pump's speed stays higher than that, the power law above accounts for it); flow
+  the coils do not need bypasses. Design flow:
   90.1 Appendix G's 12 F (6.7 K) chilled-water delta T; `chw_pump_share` = 0.44 of `pump_w_per_w` is the
   chilled-water pumps (90.1 App. G: 22 W/gpm at 2.0 gpm/ton vs condenser water 19 W/gpm at ~3 gpm/ton), the
   rest condenser-water pumps, staged with the chillers (a W per W of heat, as before). The CDU / facility
@@ -59,15 +61,51 @@ that path (`setpoints=None` reproduces the fixed-rule twin exactly):
   `coil_water_resistance_frac` of the coil's resistance at design: assumption, air-side dominated), so the
   coil needs colder water for the same supply air. A wider delta T thus trades pump power for chiller lift
   (Taylor, "Optimizing design & control of chilled water plants", ASHRAE Journal 2011-2012). Left out:
-  the coil's NTU also rises as its airflow falls at part load (errs warm, the same for every controller),
+  the coil's NTU also rises as its airflow falls (errs warm; only the MPC runs airflow below matched, so
+  this errs against it),
   and a series economiser pre-cools warmer return water (a wider delta T would gain free cooling: errs
   against a wide delta T).
+- Variable condenser-water flow (`Setpoints.cw_flow_frac`, water-cooled plants with a condenser-water
+  setpoint; 1.0, the default, is the design flow every step and reproduces the model above exactly). The
+  condenser pumps run at `cw_flow_frac` of design flow per running pump (still staged with the heat, so a
+  running condenser carries its design heat: the range is `cw_range_design_k` / flow, 10 F = 5.6 K at
+  3 gpm/ton, the AHRI 550/590 rating and ASHRAE 90.1 App. G basis). Three consequences, each at the same
+  heat and relative to design flow, so that design flow keeps the calibrated `chiller_cop` above:
+  (1) Condensing temperature: the refrigerant condenses at a constant temperature, so T_cond - T_in =
+  range / epsilon with epsilon = 1 - exp(-NTU) (Incropera ch. 11, Cr = 0); NTU = UA / (m cp), the
+  water-side film ~ velocity^0.8 (Dittus-Boelter) taking `cond_water_resistance_frac` of the resistance
+  (assumption), design epsilon from a `cond_leaving_approach_k` (2 F) leaving-water approach. Less flow
+  raises T_cond by range_d x (1 / (f epsilon(f)) - 1 / epsilon(1)): +1.3 K at 80 %, +3.6 K at 60 % flow.
+  (2) Tower: less water at the same airflow and heat makes colder water (a longer range but a higher
+  air-to-water ratio). Counterflow epsilon-NTU on enthalpy (Braun, Klein & Mitchell 1989), a design
+  water-to-air capacity ratio m* = `tower_water_air_ratio` (L/G ~ 1.2 with the saturated-air enthalpy
+  slope ~ 4.8 kJ/kg K near 27 C: assumption) and KaV ~ L^(1 - n) G^n (from KaV / L = C (L/G)^-n, ASHRAE
+  Handbook ch. 40): the tower's approach is multiplied by `tower_flow_approach_factor` (0.82 at 60 % flow),
+  worked out at design airflow and applied at every fan speed (assumption).
+  (3) Pumps: flow x head, the head a static share `cw_static_head_frac` (open tower: basin-to-nozzle lift
+  plus nozzle pressure, assumption 25 %) plus friction ~ flow^2 (affinity laws, ASHRAE Handbook HVAC
+  Systems and Equipment ch. 44), floored at `pump_min_speed_frac`. The flow is never set below
+  `cw_min_flow_frac` (the chiller maker's minimum tube velocity, ~3 ft/s: typically 50-60 % of design; a
+  tower's nozzles and fill need a similar minimum).
+  (4) Economiser: the plate exchanger between tower and chilled water (counterflow epsilon-NTU; chilled
+  water 2 gpm/ton vs condenser water 3 gpm/ton, 90.1 App. G; a 2 F design approach, `econ_hx_approach_k`;
+  the condenser-water film as in the condenser) needs colder tower water as its condenser-water flow
+  falls: `economiser_hx_rise_k` x load (1.8 K at 60 %, 0.6 K at 80 % flow, design load), which moves the
+  economiser's band (the existing model's exchanger needs no approach at design flow; this is the rise
+  over it). Worked out at the design chilled-water delta T (assumption; the pump action's wider delta T
+  makes the chilled water's capacity smaller, which this leaves out).
+  Taylor (ASHRAE Journal 2011-2012, "Optimizing design & control of chilled water plants", parts 3 and 5)
+  finds variable condenser flow rarely pays for centrifugal chillers: the lift penalty eats the pump savings.
+  The fixed-rule twin and the baselines keep design flow (constant-speed condenser pumps are usual, and
+  ASHRAE Guideline 36 does not reset condenser-water flow for a standard plant).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -116,6 +154,14 @@ class CoolingConfig:
     pump_min_speed_frac: float = 0.3  # VFD minimum speed (typical 30-40 %)
     pump_fixed_dp_frac: float = 0.46  # head kept by a fixed DP setpoint (just meets 90.1 6.5.4.2's 30 % at 50 %)
     coil_water_resistance_frac: float = 0.3  # water side's share of the coil's heat-transfer resistance (assumption)
+    cw_range_design_k: float = 5.6  # condenser-water range at design flow and heat (10 F at 3 gpm/ton, AHRI 550/590)
+    cond_leaving_approach_k: float = 1.1  # condensing minus leaving condenser water at design (2 F; typical 1-3 F)
+    cond_water_resistance_frac: float = 0.5  # water side's share of the condenser's resistance (assumption)
+    tower_water_air_ratio: float = 1.0  # tower m* = L cp_w / (G c_s) at design (Braun 1989; assumption)
+    cw_static_head_frac: float = 0.25  # open-tower static lift + nozzle share of condenser pump head (assumption)
+    cw_min_flow_frac: float = 0.6  # lowest condenser flow the chiller allows (~3 ft/s tube velocity; 50-60 %)
+    econ_hx_approach_k: float = 1.1  # economiser plate exchanger: chilled water out - tower water in (2 F)
+    econ_hx_chw_capacity_frac: float = 2.0 / 3.0  # chilled- over condenser-water flow (2 vs 3 gpm/ton, App. G)
     source: str = "parameters documented in docs/facility.md"
 
     def __post_init__(self) -> None:
@@ -135,7 +181,9 @@ class Setpoints:
     makes it when it can, see the module docstring); NaN: the fixed-rule twin's tower.
     `chw_delta_t_k`: the chilled-water loop delta T the pump speed holds (K; the flow the coils then need
     sets the pump power, and a wider one needs colder water for the same supply air); NaN: the fixed-rule
-    twin's pumps. `pump_dp_reset_flag`: 1 resets the pumps' DP setpoint with the valves (G36), 0 holds it."""
+    twin's pumps. `pump_dp_reset_flag`: 1 resets the pumps' DP setpoint with the valves (G36), 0 holds it.
+    `cw_flow_frac`: condenser-water flow per running pump over design (1.0 = design; acts only with a
+    `tower_approach_k`, and only while the economiser is off; clipped to `cw_min_flow_frac`)."""
 
     supply_air_c: np.ndarray | float = 18.0
     chilled_water_c: np.ndarray | float = 12.0
@@ -145,6 +193,7 @@ class Setpoints:
     tower_approach_k: np.ndarray | float = float("nan")
     chw_delta_t_k: np.ndarray | float = float("nan")
     pump_dp_reset_flag: np.ndarray | float = 1.0
+    cw_flow_frac: np.ndarray | float = 1.0
 
 
 @dataclass(frozen=True)
@@ -215,6 +264,76 @@ def tower_approach_k(cfg: CoolingConfig, load_frac: np.ndarray, airflow_frac: np
     return result
 
 
+def _counterflow_effectiveness(ntu: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """Counterflow heat-exchanger effectiveness at `ntu` and capacity ratio `cr` = Cmin / Cmax (Incropera
+    ch. 11; cr = 1: NTU / (1 + NTU))."""
+    balanced = np.abs(1.0 - cr) < 1e-9
+    e = np.exp(-ntu * (1.0 - np.where(balanced, 0.0, cr)))
+    result: np.ndarray = np.where(balanced, ntu / (1.0 + ntu), (1.0 - e) / (1.0 - np.where(balanced, 0.0, cr) * e))
+    return result
+
+
+def tower_flow_approach_factor(cfg: CoolingConfig, cw_flow_frac: np.ndarray | float) -> np.ndarray:
+    """The tower's approach at `cw_flow_frac` of design water flow over its approach at design flow, at the
+    same heat and design airflow: counterflow epsilon-NTU on enthalpy with KaV ~ L^(1 - n) (module
+    docstring). Below 1: less water leaves colder.
+
+    >>> [round(float(tower_flow_approach_factor(CoolingConfig(), f)), 2) for f in (0.6, 0.8, 1.0)]
+    [0.82, 0.93, 1.0]
+    """
+    m, n = cfg.tower_water_air_ratio, cfg.tower_ua_airflow_exp  # air capacity rate = 1 at design airflow
+    range_k, approach_k = cfg.cw_range_design_k, cfg.tower_approach_k
+    heat = m * range_k  # design heat per unit of the air's capacity rate
+    cmin_d, cr_d = min(m, 1.0), min(m, 1.0) / max(m, 1.0)
+    eff_d = heat / (cmin_d * (approach_k + range_k))
+    ntu_d = eff_d / (1 - eff_d) if cr_d > 1 - 1e-9 else math.log((1 - eff_d * cr_d) / (1 - eff_d)) / (1 - cr_d)
+    f = np.asarray(cw_flow_frac, dtype=float)
+    c_w = m * f
+    cmin = np.minimum(c_w, 1.0)
+    eff = _counterflow_effectiveness(ntu_d * cmin_d * f ** (1.0 - n) / cmin, cmin / np.maximum(c_w, 1.0))
+    approach = heat / (eff * cmin) - heat / c_w  # entering water above the wet bulb, less the range
+    result: np.ndarray = np.where(f >= 1.0, 1.0, approach / approach_k)
+    return result
+
+
+def condenser_lift_rise_k(cfg: CoolingConfig, cw_flow_frac: np.ndarray | float) -> np.ndarray:
+    """How much the condensing temperature rises (K) at `cw_flow_frac` of design condenser flow, the
+    condenser carrying its design heat: range_d x (1 / (f epsilon(f)) - 1 / epsilon(1)) (module docstring).
+
+    >>> [round(float(condenser_lift_rise_k(CoolingConfig(), f)), 2) for f in (0.6, 0.8, 1.0)]
+    [3.56, 1.33, 0.0]
+    """
+    range_k, r_w = cfg.cw_range_design_k, cfg.cond_water_resistance_frac
+    eff_d = range_k / (range_k + cfg.cond_leaving_approach_k)
+    f = np.asarray(cw_flow_frac, dtype=float)
+    # NTU = UA / (m cp): UA falls with the water film (~ velocity^0.8), m cp with the flow
+    ntu = -math.log(1.0 - eff_d) / (f * (1.0 - r_w) + r_w * f**0.2)
+    rise = range_k * (1.0 / (f * (1.0 - np.exp(-ntu))) - 1.0 / eff_d)
+    result: np.ndarray = np.where(f >= 1.0, 0.0, rise)
+    return result
+
+
+def economiser_hx_rise_k(cfg: CoolingConfig, cw_flow_frac: np.ndarray | float) -> np.ndarray:
+    """How much colder (K) the tower water must enter the economiser's heat exchanger, at design load, for
+    the same chilled water at `cw_flow_frac` of design condenser flow: counterflow epsilon-NTU, chilled
+    water at its design delta T (module docstring). Scales with the load (a linear exchanger).
+
+    >>> [round(float(economiser_hx_rise_k(CoolingConfig(), f)), 2) for f in (0.6, 0.8, 1.0)]
+    [1.81, 0.6, 0.0]
+    """
+    c_chw, dt_k = cfg.econ_hx_chw_capacity_frac, cfg.chw_delta_t_design_k  # capacities per design condenser water
+    heat = c_chw * dt_k
+    eff_d = dt_k / (dt_k + cfg.econ_hx_approach_k)  # the chilled water is the smaller capacity at design
+    ntu_d = math.log((1 - eff_d * c_chw) / (1 - eff_d)) / (1 - c_chw)
+    f = np.asarray(cw_flow_frac, dtype=float)
+    r_w = cfg.cond_water_resistance_frac  # the condenser-water film's share, as in the condenser
+    ua = ntu_d * c_chw / (1.0 - r_w + r_w * f**-0.8)
+    cmin, cmax = np.minimum(f, c_chw), np.maximum(f, c_chw)
+    span_k = heat / (_counterflow_effectiveness(ua / cmin, cmin / cmax) * cmin)  # chilled water in - tower water in
+    result: np.ndarray = np.where(f >= 1.0, 0.0, span_k - (dt_k + cfg.econ_hx_approach_k))
+    return result
+
+
 def _reject_tower(
     mech_heat_w: np.ndarray,
     load_frac: np.ndarray,
@@ -223,19 +342,27 @@ def _reject_tower(
     t_wetbulb_c: np.ndarray,
     cfg: CoolingConfig,
     design_heat_w: float,
+    cw: _CondenserFlow | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(compressor W, free-cooled share, tower fan W) of the air path with the condenser water asked at
-    wet bulb + `setpoint_k`. The economiser runs on the coldest water the tower makes (fans at full speed;
-    only as cold as the chilled water needs once it carries the whole load); the chiller alone gets the
-    setpoint's water; either way no colder than full speed nor warmer than minimum speed makes it."""
+    wet bulb + `setpoint_k`, the condenser water at less than design flow by `cw` (None: design flow). The
+    economiser runs on the coldest water the tower makes (fans at full speed; only as cold as the chilled
+    water needs, less its heat exchanger's rise, once it carries the whole load); the chiller alone gets
+    the setpoint's water; either way no colder than full speed nor warmer than minimum speed makes it."""
     coldest_k = tower_approach_k(cfg, load_frac, 1.0)
     warmest_k = tower_approach_k(cfg, load_frac, cfg.tower_fan_min_frac)
-    margin = sp.chilled_water_c - (t_wetbulb_c + coldest_k)
+    lift_rise_k: np.ndarray | float = 0.0  # condensing temperature above its design-flow value
+    hx_rise_k: np.ndarray | float = 0.0  # how much colder the economiser needs the tower water
+    if cw is not None:  # less condenser water (module docstring); at design flow all three stay 1 / 0 / 0
+        coldest_k, warmest_k = coldest_k * cw.tower_factor, warmest_k * cw.tower_factor
+        lift_rise_k = cw.lift_rise_k
+        hx_rise_k = cw.hx_rise_k * mech_heat_w / max(design_heat_w, 1e-9)
+    margin = sp.chilled_water_c - (t_wetbulb_c + coldest_k + hx_rise_k)
     free = _clip(margin / 3.0 + 1.0, 0.0, 1.0) * sp.economiser_flag  # linear over a 3 K band, as `_reject`
     # economiser running: chilled water - wet bulb (below `coldest_k` inside the band, so clipped to it)
-    asked_k = np.where(free > 0, np.asarray(sp.chilled_water_c) - t_wetbulb_c, setpoint_k)
+    asked_k = np.where(free > 0, np.asarray(sp.chilled_water_c) - t_wetbulb_c - hx_rise_k, setpoint_k)
     approach_k = np.minimum(np.maximum(asked_k, coldest_k), warmest_k)
-    t_cond = t_wetbulb_c + approach_k + 2.0  # condenser approach, as `_reject`
+    t_cond = t_wetbulb_c + approach_k + 2.0 + lift_rise_k  # condenser approach, as `_reject`, + less flow's rise
     cop = chiller_cop(np.asarray(sp.chilled_water_c) - 2.0, t_cond, cfg.carnot_fraction)
     chiller: np.ndarray = mech_heat_w * (1.0 - free) / cop
     # fan speed = (coldest / approach)^(1 / exponent); power goes as its cube
@@ -326,10 +453,39 @@ def pump_power_frac(cfg: CoolingConfig, flow_frac: np.ndarray, dp_reset_flag: np
     >>> cool = CoolingConfig()
     >>> [round(float(pump_power_frac(cool, np.array(0.5), flag)), 3) for flag in (1.0, 0.0)]  # 90.1: <= 0.30
     [0.125, 0.297]
+    >>> [round(float(pump_power_frac(cool, np.array(1.1), flag)), 3) for flag in (1.0, 0.0)]  # no reset above
+    [1.225, 1.225]
     """
+    # the DP setpoint is `pump_fixed_dp_frac` of design head; reset with the valves it falls as flow^2 below
+    # design flow and never rises above its design value (a reset only lowers it), so above design flow a
+    # reset plant and a fixed one draw the same
+    reset = np.asarray(dp_reset_flag)
     f = np.maximum(flow_frac, cfg.pump_min_speed_frac)
-    held = cfg.pump_fixed_dp_frac * (1.0 - np.asarray(dp_reset_flag))
-    power: np.ndarray = f * (held + (1.0 - held) * f * f)
+    setpoint = cfg.pump_fixed_dp_frac * (reset * np.minimum(f * f, 1.0) + (1.0 - reset))
+    power: np.ndarray = f * (setpoint + (1.0 - cfg.pump_fixed_dp_frac) * f * f)
+    return power
+
+
+def condenser_pump_power_frac(cfg: CoolingConfig, cw_flow_frac: np.ndarray | float) -> np.ndarray:
+    """Condenser-water pump power over its design power at `cw_flow_frac` of design flow: the open tower's
+    static head (`cw_static_head_frac`) stays, friction goes as flow^2; VFD floor as the chilled water.
+
+    >>> [round(float(condenser_pump_power_frac(CoolingConfig(), f)), 3) for f in (0.6, 0.8, 1.0)]
+    [0.312, 0.584, 1.0]
+    """
+    power = _affinity_power_frac(cw_flow_frac, cfg.cw_static_head_frac, cfg.pump_min_speed_frac)
+    result: np.ndarray = np.where(np.asarray(cw_flow_frac) >= 1.0, 1.0, power)
+    return result
+
+
+def _affinity_power_frac(
+    flow_frac: np.ndarray | float, held_head_frac: np.ndarray | float, min_speed_frac: float
+) -> np.ndarray:
+    """Pump power over design at a flow (affinity laws: power = flow x head) whose head keeps
+    `held_head_frac` of design (a DP setpoint, a static lift) and loses the rest as flow^2; the pump never
+    turns slower than `min_speed_frac` (the flow it makes beyond the need bypasses)."""
+    f = np.maximum(flow_frac, min_speed_frac)
+    power: np.ndarray = f * (held_head_frac + (1.0 - held_head_frac) * f * f)
     return power
 
 
@@ -352,6 +508,46 @@ def _variable_flow_pumps_w(
         cdu = pump_power_frac(cfg, liquid_heat_w / liquid_design_w, sp.pump_dp_reset_flag) * (liquid_heat_w > 0)
         pumps_w = pumps_w + cfg.cdu_pump_w_per_w * liquid_design_w * cdu
     return pumps_w
+
+
+class _CondenserFlow(NamedTuple):
+    """What less condenser water does, per step or candidate (read-only arrays; module docstring)."""
+
+    tower_factor: np.ndarray  # `tower_flow_approach_factor`
+    lift_rise_k: np.ndarray  # `condenser_lift_rise_k`
+    hx_rise_k: np.ndarray  # `economiser_hx_rise_k`, at design load
+    pump_frac: np.ndarray  # `condenser_pump_power_frac`
+
+
+def _condenser_flow(cfg: CoolingConfig, sp: Setpoints) -> _CondenserFlow | None:
+    """The effects of the condenser flow asked, within the chiller's limits (NaN: design), or None where it
+    is the design flow everywhere (the fast path, and the model without the flow exactly)."""
+    asked = np.asarray(sp.cw_flow_frac, dtype=float)
+    if not (asked < 1.0).any():
+        return None
+    flow = _clip(np.where(np.isnan(asked), 1.0, asked), cfg.cw_min_flow_frac, 1.0)
+    if flow.size > _CACHED_FLOWS_MAX:  # a year of per-step flows (the twin, once a run): not worth keeping
+        return _condenser_flow_cached.__wrapped__(cfg, flow.tobytes(), flow.shape)
+    return _condenser_flow_cached(cfg, flow.tobytes(), flow.shape)
+
+
+_CACHED_FLOWS_MAX = 16_384  # the MPC's candidate columns are ~4,000 long at most
+
+
+@functools.lru_cache(maxsize=64)
+def _condenser_flow_cached(cfg: CoolingConfig, flow_bytes: bytes, shape: tuple[int, ...]) -> _CondenserFlow:
+    """`_condenser_flow` memoised on the flow's values (a performance hack: the MPC's candidate columns
+    repeat every decision, 35,040 a year, ~30 distinct ones, and these cost ~70 us a call; exact)."""
+    f = np.frombuffer(flow_bytes).reshape(shape)
+    effects = _CondenserFlow(
+        tower_flow_approach_factor(cfg, f),
+        condenser_lift_rise_k(cfg, f),
+        economiser_hx_rise_k(cfg, f),
+        condenser_pump_power_frac(cfg, f),
+    )
+    for a in effects:
+        a.setflags(write=False)
+    return effects
 
 
 def server_fan_factor(cfg: CoolingConfig, inlet_c: np.ndarray) -> np.ndarray:
@@ -409,12 +605,14 @@ def run_cooling(
     unset = np.isnan(setpoint_k)
     tower_reset = setpoints is not None and cfg.water_cooled and not unset.all()
     tower_fan = np.zeros_like(heat_w)
+    cw = None  # condenser water at design flow unless a controlled tower is asked for less
     if tower_reset:  # one tower for both paths; its load leaves out compressor heat (scales alike, assumption)
         if unset.any():  # a step without a setpoint: the design approach
             setpoint_k = np.where(unset, cfg.tower_approach_k, setpoint_k)
         load_frac = (air_mech_heat + liquid_heat * (1 - dry_free)) / max(design_heat_w, 1e-9)
+        cw = _condenser_flow(cfg, sp)
         chiller_air, free_air, tower_fan = _reject_tower(
-            air_mech_heat, load_frac, setpoint_k, sp, sink, cfg, design_heat_w
+            air_mech_heat, load_frac, setpoint_k, sp, sink, cfg, design_heat_w, cw
         )
     else:
         chiller_air, free_air = _reject(air_mech_heat, sp.chilled_water_c, sink, approach, cfg, sp.economiser_flag)
@@ -426,6 +624,9 @@ def run_cooling(
     if setpoints is not None and not np.isnan(chw_dt).all():  # variable flow; NaN steps keep the fixed rule
         variable = _variable_flow_pumps_w(cfg, air_mech_heat, liquid_heat, air_design, design_heat_w, sp)
         pumps = variable if not np.isnan(chw_dt).any() else np.where(np.isnan(chw_dt), pumps, variable)
+    if cw is not None:  # the condenser pumps (staged with the heat) at less than design flow
+        staged_w = (1.0 - cfg.chw_pump_share) * cfg.pump_w_per_w * air_mech_heat
+        pumps = pumps - staged_w * (1.0 - cw.pump_frac)
     tower_fans = tower_fan if tower_reset else cfg.tower_fan_w_per_w * tower_heat
     rejection_fans = tower_fans + cfg.dry_cooler_fan_w_per_w * dry_heat
     evaporated_kg = tower_heat / LATENT_HEAT_J_PER_KG  # per second of operation

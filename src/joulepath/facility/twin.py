@@ -53,6 +53,7 @@ SETPOINT_SERIES = (
     "sp_tower_approach_k",
     "sp_chw_delta_t_k",
     "sp_pump_dp_reset_flag",
+    "sp_cw_flow_frac",
 )
 
 
