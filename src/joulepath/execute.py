@@ -50,7 +50,7 @@ from joulepath.results import (
 from joulepath.scenario import GuardSection, ServeSection
 from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.guard import Guard, GuardPolicy
-from joulepath.serving.router import Router, load_router, router_path, shipped_router
+from joulepath.serving.router import Router, shipped_router
 from joulepath.workload import Trace
 
 
@@ -283,11 +283,11 @@ def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lam
     if serve.small_tier == serve.model:
         progress(f"tiered routing off: serve.small_tier is serve.model ({serve.model}); nothing to route between")
         return None
-    router, why = shipped_router(serve.small_tier, serve.model, golden.SERVED_PER_CELL)
+    router, provenance, why = shipped_router(serve.small_tier, serve.model, golden.SERVED_PER_CELL)
     if router is None:
         progress(f"tiered routing off: {why}")
         return None
-    cut = load_router(router_path(serve.small_tier, serve.model))[1].get("cascade_min_mean_logprob")
+    cut = provenance.get("cascade_min_mean_logprob")
     return Routing(load_model(serve.small_tier), router, float(cut) if isinstance(cut, int | float) else None)
 
 

@@ -101,7 +101,7 @@ def test_a_router_survives_saving_and_a_broken_file_says_how_to_refit(tmp_path: 
 def test_the_shipped_router_matches_the_shipped_models_passed_its_gate_and_routes() -> None:
     from joulepath.quality import golden
 
-    router, why = shipped_router("jp-small", "jp-large", golden.SERVED_PER_CELL)
+    router, _, why = shipped_router("jp-small", "jp-large", golden.SERVED_PER_CELL)
     assert router is not None, why
     assert router.tiers == ("jp-small", "jp-large") and router.features == "ngrams"
     assert router.route_requests(["What is 2 + 2?"], [12])[0].tier in router.tiers
@@ -127,7 +127,7 @@ def test_a_shipped_router_is_refused_when_stale_ungated_or_fitted_on_served_exam
     }
     for why, prov in cases.items():
         r.save_router(router, r.router_path("small", "large"), prov)
-        got, reason = r.shipped_router("small", "large", 20)
+        got, _, reason = r.shipped_router("small", "large", 20)
         assert got is None and why in reason
     r.save_router(router, r.router_path("small", "large"), good)
     assert r.shipped_router("small", "large", 20)[0] is not None

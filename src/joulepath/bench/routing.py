@@ -33,12 +33,12 @@ from joulepath.serving.router import (
     Router,
     choose_c,
     confidence,
+    model_sha256,
     request_features,
     router_path,
     save_router,
     tune_cascade,
     tune_router,
-    weights_sha256,
 )
 from joulepath.workload import SyntheticParams, generate
 
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             "target": TARGET, "date_utc": out["machine"]["date_utc"], "energy": served["dev"][TIERS[0]].provenance,
             "fit_skip_per_cell": FIT_SKIP, "max_tokens": MAX_TOKENS,
             "cascade_min_mean_logprob": result["cascade"].min_mean_logprob,
-            **{f"weights_{t}": weights_sha256(t) for t in TIERS},
+            **{f"weights_{t}": model_sha256(t) for t in TIERS},
         }  # fmt: skip
         save_router(result["router"], router_path(*TIERS), prov)
         print(f"wrote {router_path(*TIERS)} (cost-aware; {100 * prov['test_accuracy_ratio']:.1f} % of always-large "

@@ -37,6 +37,8 @@ from joulepath.results import (
     RatioSpread,
     RunResult,
     ShiftChoice,
+    TierPolicy,
+    TierUse,
 )
 
 if TYPE_CHECKING:
@@ -141,6 +143,11 @@ def work_to_dict(work: WorkProfile | None) -> dict[str, Any] | None:
     return {**plain(work), "prefix_hit_tokens": work.prefix_hit_tokens}
 
 
+def with_joules_per_correct(t: TierUse | TierPolicy) -> dict[str, Any]:
+    """A tier's or a routing policy's fields and its joules per correct answer (null with none correct)."""
+    return plain(t) | {"joules_per_correct": t.joules_per_correct if t.correct else None}
+
+
 def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
     """Headline numbers of one configuration served on this machine: time and accuracy measured, energy
     as the meter labelled it (`provenance` says which is which)."""
@@ -167,9 +174,7 @@ def local_run_to_dict(run: LocalRun) -> dict[str, Any]:
         "lever": run.lever,
         "torch_threads": run.torch_threads,
         "bytes_per_weight": run.bytes_per_weight,
-        "tiers": [
-            plain(t) | {"joules_per_correct": t.joules_per_correct if t.correct else None} for t in run.tier_mix()
-        ],
+        "tiers": [with_joules_per_correct(t) for t in run.tier_mix()],
     }
 
 
@@ -329,9 +334,7 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
         "gates": [plain(g) | {"drop_points": g.drop_points, "accuracy_provenance": g.provenance} for g in local.gates],
         "profile": profile_to_dict(local.profile),
         "profile_brute_force": profile_to_dict(local.profile_brute),
-        "tier_policies": [
-            plain(t) | {"joules_per_correct": t.joules_per_correct if t.correct else None} for t in local.tier_policies
-        ],
+        "tier_policies": [with_joules_per_correct(t) for t in local.tier_policies],
     }
 
 

@@ -287,7 +287,7 @@ def router_path(small: str, large: str) -> Path:
     return ROUTER_DIR / f"router-{small}-{large}.npz"
 
 
-def weights_sha256(spec: str) -> str:
+def model_sha256(spec: str) -> str:
     """The first 16 hex digits of the SHA-256 of a zoo model's weights, tokenizer and chat template (content,
     not timestamps: a fresh clone matches; the tokenizer and template set the prompt the router measures),
     or the spec itself for anything else."""
@@ -304,26 +304,30 @@ def weights_sha256(spec: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def shipped_router(small: str, large: str, served_per_cell: int) -> tuple[Router | None, str]:
-    """(the router shipped for these tiers, "") if it exists, reads, routes these tiers, was fitted on these
-    exact models and on no golden dev example among each cell's first `served_per_cell` (the ones the main
-    job serves), and passed its gate on the golden test split; else (None, why not)."""
+def shipped_router(small: str, large: str, served_per_cell: int) -> tuple[Router | None, dict[str, object], str]:
+    """(the router shipped for these tiers, its provenance, "") if it exists, reads, routes these tiers, was
+    fitted on these exact models and on no golden dev example among each cell's first `served_per_cell` (the
+    ones the main job serves), and passed its gate on the golden test split; else (None, {}, why not)."""
     path = router_path(small, large)
     refit = "refit it with `python benchmarks/routing.py --write-router`"
     if not path.exists():
-        return None, f"no router is fitted for {small} -> {large} (python benchmarks/routing.py --write-router)"
+        return None, {}, f"no router is fitted for {small} -> {large} (python benchmarks/routing.py --write-router)"
     try:
         router, prov = load_router(path)
     except ValueError as exc:
-        return None, str(exc)
+        return None, {}, str(exc)
     if router.tiers != (small, large):
-        return None, f"the shipped router routes {router.tiers}, not ({small}, {large}); {refit}"
+        return None, {}, f"the shipped router routes {router.tiers}, not ({small}, {large}); {refit}"
     for tier in (small, large):
-        if prov.get(f"weights_{tier}") != weights_sha256(tier):
-            return None, f"the shipped router was fitted on another {tier} (weights, tokenizer or template); {refit}"
+        if prov.get(f"weights_{tier}") != model_sha256(tier):
+            return (
+                None,
+                {},
+                f"the shipped router was fitted on another {tier} (weights, tokenizer or template); {refit}",
+            )
     if int(prov.get("fit_skip_per_cell", 0)) < served_per_cell:  # type: ignore[call-overload]
-        return None, f"the shipped router was fitted on golden dev examples the main job serves; {refit}"
+        return None, {}, f"the shipped router was fitted on golden dev examples the main job serves; {refit}"
     ratio, target = float(prov.get("test_accuracy_ratio", 0.0)), float(prov.get("target", 1.0))  # type: ignore[arg-type]
     if ratio < target:
-        return None, f"the router kept {ratio:.1%} of {large}'s test accuracy, below its {target:.0%} gate"
-    return router, ""
+        return None, {}, f"the router kept {ratio:.1%} of {large}'s test accuracy, below its {target:.0%} gate"
+    return router, prov, ""
