@@ -1,5 +1,7 @@
 """Forecasts: conformal intervals cover what they claim; the model beats seasonal naive where it should."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -45,3 +47,21 @@ def test_next_step_forecast_scores_persistence_too() -> None:
     )
     score = fc.evaluate({"x": y}, cfg).scores[0]
     assert score.persistence_mape_pct is not None and score.model_mape_pct < score.seasonal_naive_mape_pct
+
+
+def test_weekly_refit_follows_a_level_the_first_fit_never_saw() -> None:
+    """Trees do not extrapolate: after a step up outside the training span's range, only a model refitted
+    on the data up to each week keeps its error small."""
+    rng = np.random.default_rng(2)
+    hours = np.arange(24 * 90)
+    y = 10 + np.sin(2 * np.pi * hours / 24) + rng.normal(0, 0.1, len(hours))
+    y[24 * 50 :] += 8.0  # the step: at the calibration span's start (90 - 14 - 28 = 48 training days)
+    base = fc.ForecastConfig(seasonal_difference_steps=None, calibration_days=14, test_days=28, n_estimators=40)
+    once = fc.evaluate({"load": y}, dataclasses.replace(base, refit_every_days=None)).scores[0]
+    weekly = fc.evaluate({"load": y}, base).scores[0]
+    assert weekly.model_mape_pct < 0.5 * once.model_mape_pct
+
+
+def test_refit_interval_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="refit_every_days"):
+        fc.ForecastConfig(refit_every_days=0)

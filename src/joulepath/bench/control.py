@@ -81,7 +81,12 @@ def it_board_w(clock: Clock, peak_w: float = PEAK_BOARD_W, seed: int = 0) -> np.
     return result
 
 
-def weather_forecast_c(truth_c: np.ndarray, sd_k: float = 1.5, ar1: float = 0.8, seed: int = 1) -> np.ndarray:
+WEATHER_FORECAST_SD_K = 1.5  # assumed day-ahead temperature forecast error, K (see weather_forecast_c)
+
+
+def weather_forecast_c(
+    truth_c: np.ndarray, sd_k: float = WEATHER_FORECAST_SD_K, ar1: float = 0.8, seed: int = 1
+) -> np.ndarray:
     """A day-ahead forecast of an hourly temperature: the truth plus AR(1) errors of `sd_k` (assumption:
     the order of a global model's day-1 2-m temperature error, e.g. ECMWF's ~1.5 K RMSE)."""
     rng = np.random.default_rng(seed)
@@ -180,6 +185,44 @@ def cooling_study(
     return outcomes, minute_run, timed
 
 
+def supply_study(weather: Weather, region: str = "PJM") -> dict[str, Any]:
+    """The feedback loop's supply side over the Leesburg 1-minute year on `region`'s measured carbon:
+    run-now (nothing deferred, the site's own battery rule) vs `CarbonAwareSupply` (the battery and 25 %
+    of the load deferrable by up to 24 h, decided every 15 minutes), both with fixed cooling setpoints,
+    a 4-hour battery rated at 25 % of the mean load (as benchmarks/grid.py). Estimated CO2 from the twin."""
+    from joulepath.control.supply import CarbonAwareSupply
+    from joulepath.facility.supply import StorageConfig
+
+    clock = Clock.year(60.0)
+    board = it_board_w(clock)
+    storage = StorageConfig(energy_wh=4 * 0.25 * float(board.mean()), power_w=0.25 * float(board.mean()))
+    site = dataclasses.replace(SITE, storage=storage)
+    grid = read_eia_csv(SHARED_DATA / "carbon" / f"{region}_2022_hourly.csv")
+    out: dict[str, Any] = {"region": region, "deferrable_frac": 0.25, "deadline_h": 24.0}
+    for name, supply in (("run_now", None), ("carbon_aware", CarbonAwareSupply(storage))):
+        t0 = time.perf_counter()
+        run = run_controlled(
+            site,
+            board,
+            clock,
+            FixedSetpoint(site.cooling),
+            weather=weather,
+            grid=grid,
+            supply=supply,
+            deferrable_frac=0.25 if supply else 0.0,
+        )
+        m = run.twin.metrics
+        out[name] = {
+            "co2_t": m.carbon_g / 1e6,
+            "facility_mwh": float(run.twin.series["facility_power_w"].sum() * clock.dt_s / 3.6e9),
+            "late_mwh": run.supply.late_j / 3.6e9 if run.supply else 0.0,
+            "max_wait_h": run.supply.max_wait_s / 3600.0 if run.supply else 0.0,
+            "seconds": time.perf_counter() - t0,
+        }
+    out["co2_cut_pct"] = 100.0 * (1.0 - out["carbon_aware"]["co2_t"] / out["run_now"]["co2_t"])
+    return out
+
+
 def facility_series(run: ControlledRun, step_s: float) -> dict[str, np.ndarray]:
     """IT power, facility power (W means) and PUE of a controlled run, per `step_s` bucket."""
     s, k = run.twin.series, round(step_s / run.twin.clock.dt_s)
@@ -193,9 +236,12 @@ def facility_series(run: ControlledRun, step_s: float) -> dict[str, np.ndarray]:
 
 
 def forecast_study(minute_run: ControlledRun, weather: Weather, quick: bool = False) -> dict[str, Any]:
-    """Day-ahead and next-15-minute forecasts, model vs baselines, with interval coverage. PUE's
-    day-ahead model also gets a (noisy, `weather_forecast_c`) wet-bulb forecast for the site.
-    `quick`: 100 trees instead of 300, December as the test span instead of October to December."""
+    """Day-ahead and next-15-minute forecasts, model vs baselines, with interval coverage. The day-ahead
+    facility power and PUE models also get day-ahead forecasts of the site's wet- and dry-bulb
+    temperatures (noisy, `weather_forecast_c`: an assumed 1.5 K error). A diagnostic, outside the goals
+    and the pooled coverage: PUE with the true weather in place of the forecast, the floor the weather
+    forecast's error leaves. `quick`: 100 trees instead of 300, December as the test span instead of
+    October to December."""
     from joulepath.control.forecast import DAY_AHEAD, DAY_AHEAD_LEVEL, NEXT_15_MIN, evaluate
 
     lighter: dict[str, Any] = {"n_estimators": 100, "test_days": 31} if quick else {}
@@ -203,20 +249,28 @@ def forecast_study(minute_run: ControlledRun, weather: Weather, quick: bool = Fa
 
     carbon = {r: read_eia_csv(SHARED_DATA / "carbon" / f"{r}_2022_hourly.csv").carbon_g_per_kwh for r in CARBON_REGIONS}
     hourly, quarter = facility_series(minute_run, 3600.0), facility_series(minute_run, 900.0)
-    wet_bulb_forecast = {"t_wetbulb_forecast_c": weather_forecast_c(weather.t_wetbulb_c)}
+    weather_forecast = {
+        "t_wetbulb_forecast_c": weather_forecast_c(weather.t_wetbulb_c, seed=1),
+        "t_drybulb_forecast_c": weather_forecast_c(weather.t_drybulb_c, seed=2),
+    }
     t0 = time.perf_counter()
     runs = {
         "carbon_day_ahead": evaluate(carbon, day),
-        "facility_day_ahead": evaluate({k: hourly[k] for k in ("it_power_w", "facility_power_w")}, day),
-        "pue_day_ahead": evaluate({"pue": hourly["pue"]}, level, wet_bulb_forecast),
+        "it_day_ahead": evaluate({"it_power_w": hourly["it_power_w"]}, level),
+        "facility_day_ahead": evaluate({"facility_power_w": hourly["facility_power_w"]}, level, weather_forecast),
+        "pue_day_ahead": evaluate({"pue": hourly["pue"]}, level, weather_forecast),
         "facility_next_15min": evaluate(quarter, next_15),
     }
     seconds = time.perf_counter() - t0
+    perfect_weather = {"t_wetbulb_forecast_c": weather.t_wetbulb_c, "t_drybulb_forecast_c": weather.t_drybulb_c}
+    floor = evaluate({"pue": hourly["pue"]}, level, perfect_weather)
     inside = np.concatenate([(r.y >= r.lo) & (r.y <= r.hi) for r in runs.values()])
     return {
         "scores": {k: [asdict(s) for s in r.scores] for k, r in runs.items()},
         "interval_coverage": float(inside.mean()),
         "seconds": seconds,
+        "pue_day_ahead_with_true_weather": asdict(floor.scores[0]),  # diagnostic: not a forecast
+        "weather_forecast_error_sd_k": WEATHER_FORECAST_SD_K,  # assumed
     }
 
 
@@ -243,7 +297,9 @@ def summary(outcomes: list[CoolingOutcome], timed: CoolingOutcome, forecasts: di
                 "model_mape_pct"
             ],
             "carbon_mape_day_ahead": float(np.mean([s["model_mape_pct"] for s in carbon])),
+            "it_power_mape_day_ahead": _score(forecasts, "it_day_ahead")[0]["model_mape_pct"],
             "pue_mae": _score(forecasts, "pue_day_ahead", "pue")[0]["model_mae"],
+            "pue_mae_day_ahead_true_weather": forecasts["pue_day_ahead_with_true_weather"]["model_mae"],
             "pue_mae_next_15min": _score(forecasts, "facility_next_15min", "pue")[0]["model_mae"],
             "interval_coverage": forecasts["interval_coverage"],
         }
@@ -306,9 +362,11 @@ def print_forecasts(forecasts: dict[str, Any]) -> None:
                 f"{study:22}{s['series']:18}{s['model_mape_pct']:>13.2f}{s['seasonal_naive_mape_pct']:>13.2f}"
                 f"{persist}{s['model_mae']:>11.4g}{s['seasonal_naive_mae']:>11.4g}{s['coverage_frac']:>9.3f}"
             )
+    floor = forecasts["pue_day_ahead_with_true_weather"]
     print(
         f"pooled 90 % interval coverage {forecasts['interval_coverage']:.3f}; forecasting took "
-        f"{forecasts['seconds']:.1f} s"
+        f"{forecasts['seconds']:.1f} s\ndiagnostic: PUE day ahead with the true weather in place of the forecast "
+        f"(assumed {forecasts['weather_forecast_error_sd_k']} K error): MAE {floor['model_mae']:.4g}"
     )
 
 
@@ -324,6 +382,13 @@ def main(argv: list[str] | None = None) -> int:
     weathers = {name: read_epw(SHARED_DATA / "weather" / f) for name, f in CLIMATES.items()}
     outcomes, minute_run, timed = cooling_study(args.quick, weathers)
     print_cooling(outcomes)
+    supply = supply_study(weathers["leesburg"])
+    print(
+        f"\nsupply side in the loop (Leesburg year, {supply['region']} carbon, estimated): CO2 run-now "
+        f"{supply['run_now']['co2_t']:.0f} t vs carbon-aware {supply['carbon_aware']['co2_t']:.0f} t "
+        f"({supply['co2_cut_pct']:.2f} % less), late work {supply['carbon_aware']['late_mwh']:.3f} MWh, longest wait "
+        f"{supply['carbon_aware']['max_wait_h']:.1f} h, {supply['carbon_aware']['seconds']:.1f} s for the year"
+    )
     from joulepath.control.forecast import available
 
     forecasts = forecast_study(minute_run, weathers["leesburg"], args.quick) if available() else None
@@ -345,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "cooling": [asdict(o) for o in outcomes],
         "savings_by_climate": savings(outcomes),
         "forecasts": forecasts,
+        "supply_in_the_loop": supply,
         "wall_s": time.perf_counter() - t0,
     }
     write_json_atomic(args.out, result)

@@ -202,6 +202,57 @@ def power_study(quick: bool) -> dict[str, Any]:
     return {"trace_requests": len(trace.arrival_s), "curves": curves, "chosen": chosen, "oversubscription": over}
 
 
+DEVICE_POWER_CHECK = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "device_power_check.json"
+
+
+def nvml_reference(path: Path = DEVICE_POWER_CHECK) -> dict[str, Any] | None:
+    """NVML-measured power at the default power limit for the kernels the cap curve models (decode's
+    weight-streaming GEMMs of Llama-3.1-8B's size, batch 1 to 4096), from `benchmarks/device_power_check.py`
+    run on a lent GPU, beside the power model's figure for the same measured bytes/s and FLOP/s with the
+    current calibration. None where that run's JSON is absent. The GPU's limit was never changed, so
+    this checks the uncapped point of the cap curve only, not the model's behaviour under a cap."""
+    import json
+
+    from joulepath.hw.perf import calibrated_efficiency, device_power_w
+
+    if not path.is_file():
+        return None
+    check = json.loads(path.read_text())
+    dep, eff = Deployment(get_accelerator(check["catalog_entry"])), calibrated_efficiency()
+    rows = [
+        {
+            "batch": r["batch"],
+            "measured_power_w": r["measured_power_w"],  # measured:nvml
+            "model_power_w": device_power_w(dep, 1.0, r["bytes_per_s"], r["flops_per_s"], eff),  # estimated
+        }
+        for r in check["rows"]
+    ]
+    errors = [abs(r["model_power_w"] / r["measured_power_w"] - 1.0) for r in rows]
+    return {
+        "device": check["device"],
+        "catalog_entry": check["catalog_entry"],
+        "idle_power_w_measured": check["idle_power_w"],
+        "idle_power_w_model": eff.idle_fraction_of_tdp * dep.tdp_w,
+        "rows": rows,
+        "mean_abs_error_pct": 100.0 * float(np.mean(errors)),
+        "source": "benchmarks/results/device_power_check.json (measured:nvml at the default limit)",
+    }
+
+
+def print_nvml(ref: dict[str, Any] | None) -> None:
+    """The measured default-limit power beside the model's, or why there is none."""
+    if ref is None:
+        print("\nNVML reference: none (run benchmarks/device_power_check.py on a CUDA GPU)")
+        return
+    print(
+        f"\nNVML at the default limit, {ref['device']} (measured), vs the power model (estimated): idle "
+        f"{ref['idle_power_w_measured']:.0f} W measured vs {ref['idle_power_w_model']:.0f} W modelled"
+    )
+    for r in ref["rows"]:
+        print(f"  batch {r['batch']:>5}: {r['measured_power_w']:>5.0f} W measured, {r['model_power_w']:>5.0f} W model")
+    print(f"  mean absolute error {ref['mean_abs_error_pct']:.1f} %")
+
+
 def _unit_capacity(spec: Any, dep: Deployment) -> float:
     """Output tokens/s of one uncapped device at its maximum batch (decode-heavy mix)."""
     from joulepath.hw.fleet import project_trace
@@ -323,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     print_regions(regions)
     power = power_study(args.quick)
     print_power(power)
+    nvml = nvml_reference()
+    print_nvml(nvml)
     headline = summary(regions, power)
     print(f"\n{'figure':44}{'value':>10}  goal")
     for name, value in headline.items():
@@ -336,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         "goals_met": {k: goal_met(k, v) for k, v in headline.items() if goal_met(k, v) is not None},
         "regions": [asdict(r) for r in regions],
         "power": _jsonable(power),
+        "nvml_default_limit": nvml,
         "wall_s": time.perf_counter() - t0,
     }
     write_json_atomic(args.out, result)

@@ -4,7 +4,8 @@ No torch here (tested). Imports `facility` and `hw`; neither imports this packag
 load and weather history -> forecasts -> controller -> setpoints per interval -> `facility.feedback`
 -> the twin's usual result. `control.shift`: batch work moved in time with a battery against carbon and
 price (scipy's HiGHS), and `control.shift_year.shift_facility_year`, its entry for the main job;
-`control.power`: power caps and oversubscription over `hw.fleet`. `control.forecast` (LightGBM via
+`control.power`: power caps and oversubscription over `hw.fleet`; `control.supply`: a supply controller
+(battery and admission of deferrable work by grid carbon) for the feedback loop. `control.forecast` (LightGBM via
 mlforecast) is an optional extra.
 """
 
@@ -20,11 +21,13 @@ from joulepath.control.shift import (
     shift_problem,
 )
 from joulepath.control.shift_year import FacilityShift, shift_facility_year
+from joulepath.control.supply import CarbonAwareSupply
 from joulepath.control.twin import CONTROLLERS, ControlConfig, make_controller, run_controlled_twin
 
 __all__ = [
     "CONTROLLERS",
     "CapPoint",
+    "CarbonAwareSupply",
     "ControlConfig",
     "CoolingMpc",
     "DiurnalPersistence",

@@ -37,9 +37,15 @@ economiser hours. The condenser-water flow is the second pump action: less flow 
 (the open tower's static head stays) for a higher condensing temperature (a longer range), colder tower
 water, and an economiser that needs colder tower water (`facility.cooling`, module docstring). For a
 liquid loop the MPC also picks the facility water at or below its class limit (dry coolers vs
-evaporative trim); its CDU pumps run at the flow the liquid heat needs at the loop's design delta T
-(variable flow, as the chilled water), but that delta T is not an action: the twin has no cold-plate
-temperature model that would penalise a wider one.
+evaporative trim), and its CDU flow (`Setpoints.cdu_flow_frac`: the secondary loop's flow over what the
+liquid heat needs at the design delta T, i.e. a wider loop delta T): less flow saves CDU pump power (the
+affinity law) and warms the accelerators (`facility.cooling.chip_case_c`: a longer coolant rise, less
+convection in the cold plate), so a candidate is kept only if the predicted case temperature at the
+forecast load, the hottest interval of the horizon, stays at or below the chip's limit minus
+`MpcConfig.chip_margin_k`. The twin's dry coolers see only the facility-water supply, so the hotter return
+earns nothing there. Air plants have no cold plates: their CDU flow grid is (1.0,) and no chip check runs.
+The baselines keep the design CDU flow: the CDU pumps then hold the design delta T (flow follows heat),
+the constant-delta-T sequence CDUs offer; Guideline 36 has no CDU sequence.
 """
 
 from __future__ import annotations
@@ -73,17 +79,21 @@ def _setpoints(
     chw_delta_t_k: float | None = None,
     pump_dp_reset_flag: float = 1.0,
     cw_flow_frac: float = 1.0,
+    cdu_flow_frac: float = 1.0,
 ) -> Setpoints:
     """Supply air with the chilled water as warm as the coil allows at the loop's `chw_delta_t_k`
     (default: the design delta T); condenser water at wet bulb + `tower_approach_k` (default: the tower's
     design approach, the standard wet-bulb reset); facility water at `facility_water_c` (default: the
     liquid loop's class limit); pumps' DP setpoint reset with the valves unless `pump_dp_reset_flag` is 0;
-    condenser water at `cw_flow_frac` of design flow (default: design, constant-speed condenser pumps)."""
+    condenser water at `cw_flow_frac` of design flow (default: design, constant-speed condenser pumps); the
+    CDU at `cdu_flow_frac` of the flow its heat needs at the design delta T (default: design)."""
     dt_k = cooling.chw_delta_t_design_k if chw_delta_t_k is None else chw_delta_t_k
     chw_c = supply_air_c - float(coil_approach_k(cooling, dt_k, airflow))
     approach_k = cooling.tower_approach_k if tower_approach_k is None else tower_approach_k
     fw_c = cooling.facility_water_supply_c if facility_water_c is None else facility_water_c
-    return Setpoints(supply_air_c, chw_c, fw_c, econ, airflow, approach_k, dt_k, pump_dp_reset_flag, cw_flow_frac)
+    return Setpoints(
+        supply_air_c, chw_c, fw_c, econ, airflow, approach_k, dt_k, pump_dp_reset_flag, cw_flow_frac, cdu_flow_frac
+    )
 
 
 @dataclass(frozen=True)
@@ -172,6 +182,11 @@ class MpcConfig:
     # first, so that a tie keeps it. (Five flows, 0.1 apart: 0.1-0.2 % less cooling at 1-hour steps in
     # Dallas and Phoenix, for ~25 % more CPU)
     cw_flow_frac: tuple[float, ...] = (1.0, 0.8, 0.6)
+    # CDU secondary flow over what the liquid heat needs at the loop's design delta T (cold plates only;
+    # air plants collapse it to (1.0,)): less flow saves CDU pump power and warms the chips. Design first,
+    # so that a tie keeps it
+    cdu_flow_frac: tuple[float, ...] = (1.0, 0.8, 0.6, 0.5)
+    chip_margin_k: float = 3.0  # kept below the chip's case limit (model error, chips above the mean load)
     max_step_k: float = 1.0  # supply-air and chilled-water change per interval (chilled-water reset rate limit)
     include_server_fans: bool = True  # count the server-fan power a warmer inlet costs
 
@@ -180,6 +195,10 @@ class MpcConfig:
             raise ValueError(f"chw_delta_t_k must be positive loop delta Ts (K), got {self.chw_delta_t_k}")
         if not self.cw_flow_frac or not all(0 < f <= 1 for f in self.cw_flow_frac):
             raise ValueError(f"cw_flow_frac must be shares of design flow in (0, 1], got {self.cw_flow_frac}")
+        if not self.cdu_flow_frac or not all(0 < f <= 1 for f in self.cdu_flow_frac):
+            raise ValueError(f"cdu_flow_frac must be shares of design flow in (0, 1], got {self.cdu_flow_frac}")
+        if self.chip_margin_k < 0:
+            raise ValueError(f"chip_margin_k must be >= 0, got {self.chip_margin_k}")
         if self.max_step_k <= 0:
             raise ValueError("max_step_k must be > 0")
 
@@ -195,6 +214,7 @@ class _Candidates:
     facility_water_c: np.ndarray
     chw_delta_t_k: np.ndarray
     cw_flow_frac: np.ndarray
+    cdu_flow_frac: np.ndarray
     setpoints: Setpoints
     inlet_c: np.ndarray  # rack inlet at each candidate
     fan_factor: np.ndarray  # server-fan power factor at each candidate's inlet
@@ -210,14 +230,15 @@ def _columns(
     fw: np.ndarray,
     dt: np.ndarray,
     cw: np.ndarray,
+    cdu: np.ndarray,
 ) -> _Candidates:
     """Candidates from (n, 1) columns: chilled water at the coil's limit below the supply air for the
     loop's delta T; pumps on G36's DP reset."""
-    sp = Setpoints(sa, sa - coil_approach_k(cool, dt, ratio), fw, econ, ratio, tower, dt, 1.0, cw)
+    sp = Setpoints(sa, sa - coil_approach_k(cool, dt, ratio), fw, econ, ratio, tower, dt, 1.0, cw, cdu)
     inlet_c = rack_inlet_c(cool, sp)
     fan_factor = server_fan_factor(cool, inlet_c)
     it_factor = 1.0 + server_fan_frac(cool) * fan_factor
-    return _Candidates(sa, ratio, econ, tower, fw, dt, cw, sp, inlet_c, fan_factor, it_factor)
+    return _Candidates(sa, ratio, econ, tower, fw, dt, cw, cdu, sp, inlet_c, fan_factor, it_factor)
 
 
 def _take(cool: CoolingConfig, cand: _Candidates, rows: np.ndarray) -> _Candidates:
@@ -230,6 +251,7 @@ def _take(cool: CoolingConfig, cand: _Candidates, rows: np.ndarray) -> _Candidat
         cand.facility_water_c,
         cand.chw_delta_t_k,
         cand.cw_flow_frac,
+        cand.cdu_flow_frac,
     )
     return _columns(cool, *(c[rows] for c in cols))
 
@@ -254,9 +276,11 @@ class CoolingMpc:
         # minimum, so such candidates would only repeat it
         cw_flows = (max(f, cool.cw_min_flow_frac) for f in c.cw_flow_frac) if cool.water_cooled else (1.0,)
         cw = tuple(dict.fromkeys(cw_flows))
-        grid = np.meshgrid(c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag, approaches, fw, c.chw_delta_t_k, cw)
+        cdu = tuple(dict.fromkeys(c.cdu_flow_frac)) if _cold_plates(cool) else (1.0,)
+        axes = (c.supply_air_c, c.airflow_ratio_frac, c.economiser_flag, approaches, fw, c.chw_delta_t_k, cw, cdu)
+        grid = np.meshgrid(*axes)
         every = _columns(cool, *(a.ravel()[:, None] for a in grid))
-        inlet = every.inlet_c[:, 0]  # the condenser water and the pumps do not reach the inlet
+        inlet = every.inlet_c[:, 0]  # the condenser water, the pumps and the CDU do not reach the inlet
         ok = inlet <= c.inlet_limit_c - c.margin_k
         if not ok.any():
             raise ValueError("no candidate setpoint keeps the rack inlet below the limit")
@@ -300,6 +324,20 @@ class CoolingMpc:
         """Mean predicted cooling + extra server-fan power (W) of each candidate (default: every feasible
         one) over the horizon: (n,). The same total the twin reports: cooling plus what the server fans
         add to the IT load."""
+        return self._predict(forecast, design_board_w, candidates)[0]
+
+    def predicted_chip_case_c(
+        self, forecast: Forecast, design_board_w: float, candidates: _Candidates | None = None
+    ) -> np.ndarray | None:
+        """Hottest predicted accelerator case temperature (C) of each candidate over the horizon: (n,);
+        None for a plant without cold plates."""
+        return self._predict(forecast, design_board_w, candidates)[1]
+
+    def _predict(
+        self, forecast: Forecast, design_board_w: float, candidates: _Candidates | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """(mean cost W, hottest chip case C or None) of each candidate over the horizon, from one run of
+        the cooling model."""
         _, heat_per_w, design_it_w = self._design_point(design_board_w)
         cand, cool = candidates or self.candidates, self.facility.cooling
         board = forecast.it_board_w[None, :] * heat_per_w  # (1, H): heat per W of IT power
@@ -309,8 +347,8 @@ class CoolingMpc:
         cost = c.total_w
         if self.cfg.include_server_fans:  # what the server fans add above a cool inlet, per W as the heat
             cost = cost + board * (cand.it_factor - (1.0 + server_fan_frac(cool)))
-        result: np.ndarray = cost.mean(axis=1)
-        return result
+        chip = None if c.chip_case_c is None else c.chip_case_c.max(axis=1)  # (n,): the hottest interval
+        return cost.mean(axis=1), chip
 
     def decide(self, state: PlantState, forecast: Forecast) -> Setpoints:
         if not np.isfinite(forecast.it_board_w).all():  # nothing observed yet: hold
@@ -318,20 +356,32 @@ class CoolingMpc:
         prev = state.setpoints
         prev_sa = float(np.asarray(prev.supply_air_c))
         cand = self.reachable(prev_sa, float(np.asarray(prev.chilled_water_c)))
-        best = int(np.argmin(self.predicted_cost_w(forecast, state.design_board_w, cand)))
+        cost, chip = self._predict(forecast, state.design_board_w, cand)
+        if chip is None:
+            best = int(np.argmin(cost))
+        else:  # the chips' limit is a hard constraint; if nothing meets it, the coolest chip
+            ok = chip <= self.facility.cooling.chip_case_max_c - self.cfg.chip_margin_k
+            best = int(np.argmin(np.where(ok, cost, np.inf))) if ok.any() else int(np.argmin(chip))
         target = float(cand.supply_air_c[best, 0])
         sa = min(max(target, prev_sa - self.cfg.max_step_k), prev_sa + self.cfg.max_step_k)
         ratio, econ = float(cand.airflow_ratio_frac[best, 0]), float(cand.economiser_flag[best, 0])
         # the condenser and facility water move at once (tower fans, dry coolers)
         tower, fw = float(cand.tower_approach_k[best, 0]), float(cand.facility_water_c[best, 0])
         dt = float(cand.chw_delta_t_k[best, 0])  # the pump speeds follow at once
-        cw = float(cand.cw_flow_frac[best, 0])
-        step = _setpoints(self.facility.cooling, sa, ratio, econ, tower, fw, dt, cw_flow_frac=cw)
+        cw, cdu = float(cand.cw_flow_frac[best, 0]), float(cand.cdu_flow_frac[best, 0])
+        step = _setpoints(self.facility.cooling, sa, ratio, econ, tower, fw, dt, cw_flow_frac=cw, cdu_flow_frac=cdu)
         # a candidate applied as it is was feasible already; only a clipped move needs the check
         if sa != target and rack_inlet_c(self.facility.cooling, step) > self.cfg.inlet_limit_c - self.cfg.margin_k:
             prev_ratio = float(np.asarray(prev.airflow_ratio_frac))  # a clipped move off the grid
-            step = _setpoints(self.facility.cooling, sa, prev_ratio, econ, tower, fw, dt, cw_flow_frac=cw)
+            step = _setpoints(
+                self.facility.cooling, sa, prev_ratio, econ, tower, fw, dt, cw_flow_frac=cw, cdu_flow_frac=cdu
+            )
         return step
+
+
+def _cold_plates(cool: CoolingConfig) -> bool:
+    """Whether the plant cools chips through cold plates (and so has a CDU flow to choose)."""
+    return cool.kind == "liquid" and cool.liquid_fraction > 0
 
 
 @dataclass(frozen=True)

@@ -98,6 +98,36 @@ that path (`setpoints=None` reproduces the fixed-rule twin exactly):
   finds variable condenser flow rarely pays for centrifugal chillers: the lift penalty eats the pump savings.
   The fixed-rule twin and the baselines keep design flow (constant-speed condenser pumps are usual, and
   ASHRAE Guideline 36 does not reset condenser-water flow for a standard plant).
+- Cold plates and the CDU's flow (`Setpoints.cdu_flow_frac`, kind "liquid" only; 1.0, the default, is the
+  model above exactly: the CDU's secondary (technology cooling system) loop at its design delta T). The
+  chip the twin watches is an accelerator at `chip_power_w` (700 W: H100 SXM TDP, NVIDIA H100 datasheet) x
+  the step's liquid load (every chip loaded alike, and every plate's flow in proportion to its heat at
+  design: assumptions). Its case temperature (`chip_case_c`) =
+  secondary supply + half the plate's coolant rise (the mean along the plate) + q x (R_cond + R_conv(flow)):
+  secondary supply = facility water + `cdu_approach_k` (the CDU's plate exchanger, 3 K: assumption, vendor
+  CDUs quote 2-5 K); the plate's rise = the loop delta T = `cdu_delta_t_design_k` x load / flow, the design
+  10 K being the ~1.5 L/min per kW of secondary flow that NVIDIA / OCP liquid-cooling guidance quotes
+  (water: 1 kW / (0.025 kg/s x 4.19 kJ/kg K) = 9.6 K); R_cond + R_conv(1) = `cold_plate_r_k_per_w` less
+  the half rise per W (the published figure is case to coolant inlet: 0.02-0.03 K/W for H100 / GB200-class
+  plates, e.g. the < 0.03 K/W a GB200 plate is designed to), of which `cold_plate_conv_frac` is convective
+  and goes as flow^-`cold_plate_flow_exp`; the rest (TIM, base) does not scale. GPU plates are microchannel
+  plates whose flow is laminar (Re ~ 100-1,000): Nu in developing laminar flow goes as Re^(1/3)
+  (Sieder-Tate 1936, Leveque), fully developed laminar flow not at all, turbulent flow as Re^0.8
+  (Dittus-Boelter); 0.5 is taken (assumption, between developing laminar and turbulent; measured plate curves
+  fall about as fast). The case limit `chip_case_max_c` (85 C) is an assumption of the order of the
+  H100's published maximum operating temperature (nvidia-smi reports ~85-87 C for the GPU; the case runs
+  cooler than the die, so this errs safe). At design flow and W32 water: 32 + 3 + 17.5 = 52.5 C at full load.
+  Less flow (a wider delta T): the secondary pumps (`cdu_secondary_pump_share` of `cdu_pump_w_per_w`, the
+  rest facility-water pumps that keep their own delta T: assumption) run at `cdu_flow_frac` of the flow the
+  heat needs at design, by the same affinity law (`pump_power_frac`; a closed loop: no static lift) and
+  never below `cdu_min_flow_frac` of design flow (the CDU's turndown, here the pumps' VFD floor); the chip
+  warms (a longer rise, less convection). The return to the CDU is hotter, but the facility water is held
+  at its setpoint on the other side of the exchanger and the dry coolers see only that supply temperature
+  (`_reject`, a fixed approach to the dry bulb), so no free-cooling gain is modelled (a hotter facility-water
+  return would give the dry coolers a larger mean temperature difference: errs against the lever). Left
+  out: the CDU exchanger's approach narrows a little as the secondary flow falls (errs against the lever);
+  chips hotter than the loop's mean load (the MPC's margin covers them). Acts only with a `chw_delta_t_k`
+  (the variable-flow pumps), as `cw_flow_frac` acts only with a tower setpoint.
 """
 
 from __future__ import annotations
@@ -162,6 +192,16 @@ class CoolingConfig:
     cw_min_flow_frac: float = 0.6  # lowest condenser flow the chiller allows (~3 ft/s tube velocity; 50-60 %)
     econ_hx_approach_k: float = 1.1  # economiser plate exchanger: chilled water out - tower water in (2 F)
     econ_hx_chw_capacity_frac: float = 2.0 / 3.0  # chilled- over condenser-water flow (2 vs 3 gpm/ton, App. G)
+    # cold plates and the CDU's secondary loop (kind "liquid"; module docstring: sources and assumptions)
+    cdu_delta_t_design_k: float = 10.0  # secondary loop delta T at design flow (~1.5 L/min per kW)
+    cdu_approach_k: float = 3.0  # secondary supply - facility water supply (CDU exchanger; assumption, 2-5 K)
+    cdu_secondary_pump_share: float = 0.5  # CDU (secondary) share of `cdu_pump_w_per_w` (assumption)
+    cdu_min_flow_frac: float = 0.3  # CDU turndown: the least secondary flow, of design (= the pumps' VFD floor)
+    chip_power_w: float = 700.0  # accelerator power per cold plate at design load (H100 SXM TDP)
+    cold_plate_r_k_per_w: float = 0.025  # case to coolant inlet at design flow (0.02-0.03 K/W published)
+    cold_plate_conv_frac: float = 0.55  # convective share of the case-to-mean-coolant resistance (assumption)
+    cold_plate_flow_exp: float = 0.5  # convective resistance ~ flow^-this (laminar microchannels; assumption)
+    chip_case_max_c: float = 85.0  # accelerator case limit (assumption, H100 SXM-class)
     source: str = "parameters documented in docs/facility.md"
 
     def __post_init__(self) -> None:
@@ -169,6 +209,10 @@ class CoolingConfig:
             raise ValueError(f"cooling kind must be air, liquid or immersion, got {self.kind!r}")
         if not 0.0 <= self.liquid_fraction <= 1.0:
             raise ValueError(f"liquid_fraction must be in [0, 1], got {self.liquid_fraction}")
+        if not 0.0 < self.cdu_min_flow_frac <= 1.0:
+            raise ValueError(f"cdu_min_flow_frac must be in (0, 1], got {self.cdu_min_flow_frac}")
+        if self.cold_plate_r_k_per_w <= self.cdu_delta_t_design_k / (2.0 * self.chip_power_w):
+            raise ValueError("cold_plate_r_k_per_w (case to inlet) must exceed half the plate's rise per W")
 
 
 @dataclass(frozen=True)
@@ -183,7 +227,10 @@ class Setpoints:
     sets the pump power, and a wider one needs colder water for the same supply air); NaN: the fixed-rule
     twin's pumps. `pump_dp_reset_flag`: 1 resets the pumps' DP setpoint with the valves (G36), 0 holds it.
     `cw_flow_frac`: condenser-water flow per running pump over design (1.0 = design; acts only with a
-    `tower_approach_k`, and only while the economiser is off; clipped to `cw_min_flow_frac`)."""
+    `tower_approach_k`, and only while the economiser is off; clipped to `cw_min_flow_frac`).
+    `cdu_flow_frac`: the CDU's secondary flow over the flow the liquid heat needs at the loop's design delta
+    T (1.0 = design, NaN too; 0.5 doubles the loop delta T; never below `cdu_min_flow_frac` of design flow;
+    cold plates only, and only with a `chw_delta_t_k`)."""
 
     supply_air_c: np.ndarray | float = 18.0
     chilled_water_c: np.ndarray | float = 12.0
@@ -194,6 +241,7 @@ class Setpoints:
     chw_delta_t_k: np.ndarray | float = float("nan")
     pump_dp_reset_flag: np.ndarray | float = 1.0
     cw_flow_frac: np.ndarray | float = 1.0
+    cdu_flow_frac: np.ndarray | float = 1.0
 
 
 @dataclass(frozen=True)
@@ -207,6 +255,8 @@ class CoolingResult:
     water_l_per_s: np.ndarray  # tower make-up water
     inlet_c: np.ndarray
     free_cooling_frac: np.ndarray  # share of heat rejected without compressors
+    chip_case_c: np.ndarray | None = None  # accelerator case temperature (C); None without cold plates
+    cdu_pump_w: np.ndarray | None = None  # CDU + facility-water pumps, part of `pump_w`; None without a liquid loop
 
     @property
     def total_w(self) -> np.ndarray:
@@ -496,18 +546,73 @@ def _variable_flow_pumps_w(
     air_design_w: float,
     design_heat_w: float,
     sp: Setpoints,
-) -> np.ndarray:
-    """Chilled-water pumps at the flow the coils need (heat / delta T), condenser-water pumps staged with
-    the plant (W per W, as the fixed rule), CDU / facility-water pumps at the flow the liquid heat needs at
-    the loop's design delta T (module docstring)."""
+    cdu_asked: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """(all pumps W, CDU / facility-water pumps W or None without a liquid loop): chilled-water pumps at
+    the flow the coils need (heat / delta T), condenser-water pumps staged with the plant (W per W, as the
+    fixed rule), CDU / facility-water pumps at the flow the liquid heat needs at the loop's design delta T,
+    the CDU's secondary share at `cdu_asked` of it (None: design; module docstring)."""
     chw_flow = coil_heat_w / air_design_w * cfg.chw_delta_t_design_k / np.asarray(sp.chw_delta_t_k)
     chw_w = cfg.chw_pump_share * cfg.pump_w_per_w * air_design_w * pump_power_frac(cfg, chw_flow, sp.pump_dp_reset_flag)
     pumps_w: np.ndarray = chw_w * (coil_heat_w > 0) + (1.0 - cfg.chw_pump_share) * cfg.pump_w_per_w * coil_heat_w
+    cdu_w = None
     if cfg.liquid_fraction > 0:
         liquid_design_w = max(design_heat_w * cfg.liquid_fraction, 1e-9)
-        cdu = pump_power_frac(cfg, liquid_heat_w / liquid_design_w, sp.pump_dp_reset_flag) * (liquid_heat_w > 0)
-        pumps_w = pumps_w + cfg.cdu_pump_w_per_w * liquid_design_w * cdu
-    return pumps_w
+        load = liquid_heat_w / liquid_design_w
+        cdu = pump_power_frac(cfg, load, sp.pump_dp_reset_flag)
+        if cdu_asked is not None:  # less secondary flow; exactly `cdu` where the flow is the design one
+            secondary = pump_power_frac(cfg, cdu_secondary_flow_frac(cfg, load, cdu_asked), sp.pump_dp_reset_flag)
+            cdu = cdu + cfg.cdu_secondary_pump_share * (secondary - cdu)
+        cdu_w = cfg.cdu_pump_w_per_w * liquid_design_w * (cdu * (liquid_heat_w > 0))
+        pumps_w = pumps_w + cdu_w
+    return pumps_w, cdu_w
+
+
+def cdu_secondary_flow_frac(
+    cfg: CoolingConfig, liquid_load_frac: np.ndarray | float, cdu_flow_frac: np.ndarray | float
+) -> np.ndarray:
+    """The CDU's secondary flow over its design flow: `cdu_flow_frac` of what the liquid heat needs at the
+    design delta T (`liquid_load_frac` of design), never below the turndown `cdu_min_flow_frac`.
+
+    >>> [round(float(cdu_secondary_flow_frac(CoolingConfig(), 0.8, f)), 2) for f in (1.0, 0.5, 0.25)]
+    [0.8, 0.4, 0.3]
+    """
+    result: np.ndarray = np.maximum(np.asarray(liquid_load_frac) * cdu_flow_frac, cfg.cdu_min_flow_frac)
+    return result
+
+
+def chip_case_c(
+    cfg: CoolingConfig,
+    liquid_load_frac: np.ndarray | float,
+    facility_water_c: np.ndarray | float,
+    cdu_flow_frac: np.ndarray | float = 1.0,
+) -> np.ndarray:
+    """Accelerator case temperature (C) on a cold plate: secondary supply (facility water + the CDU's
+    approach) + half the plate's coolant rise + chip power x (conduction + convection ~ flow^-exp), the chip
+    at `chip_power_w` x `liquid_load_frac` (module docstring: the model, its sources and assumptions).
+
+    >>> cool = CoolingConfig(kind="liquid", liquid_fraction=0.7)
+    >>> [round(float(chip_case_c(cool, 1.0, 32.0, f)), 1) for f in (1.0, 0.8, 0.5)]  # W32, full load
+    [52.5, 54.6, 60.3]
+    """
+    load = np.asarray(liquid_load_frac)
+    flow = cdu_secondary_flow_frac(cfg, load, cdu_flow_frac)
+    loop_dt_k = cfg.cdu_delta_t_design_k * load / flow
+    r_mean = cfg.cold_plate_r_k_per_w - cfg.cdu_delta_t_design_k / (2.0 * cfg.chip_power_w)  # case to mean coolant
+    r_conv = cfg.cold_plate_conv_frac * r_mean
+    r_k_per_w = (r_mean - r_conv) + r_conv * flow**-cfg.cold_plate_flow_exp
+    result: np.ndarray = facility_water_c + cfg.cdu_approach_k + 0.5 * loop_dt_k + cfg.chip_power_w * load * r_k_per_w
+    return result
+
+
+def _cdu_flow_asked(sp: Setpoints) -> np.ndarray | None:
+    """The CDU flow in force per step (NaN and steps without a `chw_delta_t_k`: design), or None where it is
+    the design flow everywhere (the fast path, and the model without the action exactly)."""
+    asked = np.asarray(sp.cdu_flow_frac, dtype=float)
+    if ((asked == 1.0) | np.isnan(asked)).all():
+        return None
+    result: np.ndarray = np.where(np.isnan(asked) | np.isnan(np.asarray(sp.chw_delta_t_k)), 1.0, asked)
+    return result
 
 
 class _CondenserFlow(NamedTuple):
@@ -620,10 +725,18 @@ def run_cooling(
     tower_heat = (air_mech_heat + chiller_air) * cfg.water_cooled + liquid_heat * (1 - dry_free)
     dry_heat = liquid_heat * dry_free + (air_mech_heat + chiller_air) * (not cfg.water_cooled)
     pumps = cfg.pump_w_per_w * air_mech_heat + cfg.cdu_pump_w_per_w * liquid_heat  # the fixed rule
+    cdu_pumps = cfg.cdu_pump_w_per_w * liquid_heat if cfg.liquid_fraction > 0 else None  # part of `pumps`
     chw_dt = np.asarray(sp.chw_delta_t_k)
+    cold_plates = cfg.kind == "liquid" and cfg.liquid_fraction > 0
+    cdu_asked = _cdu_flow_asked(sp) if setpoints is not None and cold_plates else None
     if setpoints is not None and not np.isnan(chw_dt).all():  # variable flow; NaN steps keep the fixed rule
-        variable = _variable_flow_pumps_w(cfg, air_mech_heat, liquid_heat, air_design, design_heat_w, sp)
-        pumps = variable if not np.isnan(chw_dt).any() else np.where(np.isnan(chw_dt), pumps, variable)
+        variable, variable_cdu = _variable_flow_pumps_w(
+            cfg, air_mech_heat, liquid_heat, air_design, design_heat_w, sp, cdu_asked
+        )
+        fixed_rule = np.isnan(chw_dt)
+        pumps = np.where(fixed_rule, pumps, variable) if fixed_rule.any() else variable
+        if cdu_pumps is not None and variable_cdu is not None:
+            cdu_pumps = np.where(fixed_rule, cdu_pumps, variable_cdu) if fixed_rule.any() else variable_cdu
     if cw is not None:  # the condenser pumps (staged with the heat) at less than design flow
         staged_w = (1.0 - cfg.chw_pump_share) * cfg.pump_w_per_w * air_mech_heat
         pumps = pumps - staged_w * (1.0 - cw.pump_frac)
@@ -633,7 +746,13 @@ def run_cooling(
     water_l_per_s = evaporated_kg * (1 + 1 / (cfg.tower_cycles - 1))  # plus blowdown; 1 kg ~ 1 L
     mech_share = (chiller_air > 0) * air_mech_heat * (1 - free_air) + liquid_heat * (1 - dry_free) * (1 - wet_free)
     free_frac = 1.0 - mech_share / np.maximum(heat_w, 1e-9)
-    return CoolingResult(crah, chiller_air + chiller_liq, pumps, rejection_fans, water_l_per_s, inlet, free_frac)
+    chip = None
+    if cold_plates:  # the liquid load per design liquid heat is the heat's share of the design heat
+        load = heat_w / max(design_heat_w, 1e-9)
+        chip = chip_case_c(cfg, load, fw_c, 1.0 if cdu_asked is None else cdu_asked)
+    return CoolingResult(
+        crah, chiller_air + chiller_liq, pumps, rejection_fans, water_l_per_s, inlet, free_frac, chip, cdu_pumps
+    )
 
 
 def rack_warning(cfg: CoolingConfig, rack_kw: float) -> str | None:

@@ -111,6 +111,20 @@ class Dispatch:
     soc_wh: np.ndarray
 
 
+def battery_step(
+    level_wh: float, want_w: float, net_w: float, storage: StorageConfig, dt_h: float
+) -> tuple[float, float, float]:
+    """One step of the battery: `want_w` > 0 discharges, < 0 charges, each clipped to the rated power,
+    the state-of-charge bounds and (discharge) the net demand `net_w` (no export). Returns charge W,
+    discharge W and the new level (Wh)."""
+    lo, hi = storage.soc_min_frac * storage.energy_wh, storage.soc_max_frac * storage.energy_wh
+    if want_w > 0:
+        out = max(min(want_w, storage.power_w, (level_wh - lo) * storage.discharge_efficiency / dt_h, net_w), 0.0)
+        return 0.0, out, level_wh - out * dt_h / storage.discharge_efficiency
+    inflow = max(min(-want_w, storage.power_w, (hi - level_wh) / (storage.charge_efficiency * dt_h)), 0.0)
+    return inflow, 0.0, level_wh + inflow * dt_h * storage.charge_efficiency
+
+
 def dispatch(
     demand_w: np.ndarray,
     onsite_w: np.ndarray,
@@ -119,10 +133,16 @@ def dispatch(
     dr_max_import_w: float,
     storage: StorageConfig,
     dt_s: float,
+    command_w: np.ndarray | None = None,
 ) -> Dispatch:
     """Greedy rule-based dispatch: on-site power first; surplus charges the battery (else curtailed);
     the battery discharges during demand-response events, above the peak-shave target, and in on-peak
-    hours; it charges from the grid in off-peak hours. State of charge stays within bounds."""
+    hours; it charges from the grid in off-peak hours. State of charge stays within bounds.
+
+    `command_w` (one value per step; a controller's dispatch, `facility.feedback`): where finite, it
+    replaces the rule for that step: > 0 asks the battery to discharge that much, < 0 to charge that
+    much (from on-site surplus first, then the grid), 0 to hold; each is clipped to the battery's
+    power, its state-of-charge bounds and (discharge) the site's net demand. NaN: the rule."""
     onsite_used = np.minimum(onsite_w, demand_w)
     surplus = onsite_w - onsite_used
     net = demand_w - onsite_used
@@ -136,24 +156,23 @@ def dispatch(
     shave = storage.peak_shave_w if storage.peak_shave_w is not None else np.inf
     cheap = price < storage.charge_below_usd_per_kwh
     expensive = price > storage.discharge_above_usd_per_kwh
+    command = np.full(n, np.nan) if command_w is None else np.asarray(command_w, dtype=float)
+    if len(command) != n:
+        raise ValueError(f"command_w has {len(command)} values; the demand has {n} steps")
     for i in range(n):  # sequential by nature: each step's state of charge depends on the last
-        want_out = 0.0
-        if dr_active[i] > 0:
-            want_out = max(net[i] - dr_max_import_w, 0.0)
-        elif net[i] > shave:
-            want_out = net[i] - shave
-        elif expensive[i]:
-            want_out = net[i]
-        if want_out > 0:
-            out = min(want_out, storage.power_w, (level - lo) * storage.discharge_efficiency / dt_h, net[i])
-            discharge[i] = out
-            level -= out * dt_h / storage.discharge_efficiency
-        else:
-            room_w = (hi - level) / (storage.charge_efficiency * dt_h)
-            grid_ok = storage.power_w if cheap[i] else 0.0
-            inflow = min(storage.power_w, room_w, surplus[i] + grid_ok)
-            charge[i] = inflow
-            level += inflow * dt_h * storage.charge_efficiency
+        want = command[i]
+        if not np.isfinite(want):  # the rule
+            if dr_active[i] > 0:
+                want = max(net[i] - dr_max_import_w, 0.0)
+            elif net[i] > shave:
+                want = net[i] - shave
+            elif expensive[i]:
+                want = net[i]
+            else:
+                want = 0.0
+            if want <= 0:  # charge from on-site surplus, and from the grid when it is cheap
+                want = -(surplus[i] + (storage.power_w if cheap[i] else 0.0))
+        charge[i], discharge[i], level = battery_step(level, want, net[i], storage, dt_h)
         soc[i] = level
     from_surplus = np.minimum(charge, surplus)
     curtailed = surplus - from_surplus

@@ -54,7 +54,11 @@ SETPOINT_SERIES = (
     "sp_chw_delta_t_k",
     "sp_pump_dp_reset_flag",
     "sp_cw_flow_frac",
+    "sp_cdu_flow_frac",
 )
+
+#: A controller's battery dispatch as an input series (W per step: + discharge, - charge, NaN the rule).
+STORAGE_COMMAND_SERIES = "storage_command_w"
 
 
 def setpoints_of(s: Mapping[str, np.ndarray]) -> Setpoints | None:
@@ -178,7 +182,8 @@ class ItAndPowerChain:
 
 @dataclass(frozen=True)
 class Cooling:
-    """The cooling plant, sized for the design heat, against the weather."""
+    """The cooling plant, sized for the design heat, against the weather (and, with cold plates, the
+    accelerators' case temperature, `chip_case_c`)."""
 
     cfg: FacilityConfig
     design_board_w: float
@@ -191,16 +196,22 @@ class Cooling:
         ).it_power_w[0]
         heat, t_out, t_wet = s["heat_load_w"], s["t_outdoor_c"], s["t_wetbulb_c"]
         c = run_cooling(self.cfg.cooling, heat, float(design_it), t_out, t_wet, setpoints_of(s))
-        return {
-            "crah_fan_w": c.crah_fan_w,
-            "chiller_w": c.chiller_w,
-            "cooling_pump_w": c.pump_w,
-            "heat_rejection_fan_w": c.heat_rejection_fan_w,
-            "cooling_power_w": c.total_w,
-            "inlet_c": c.inlet_c,
-            "free_cooling_frac": c.free_cooling_frac,
-            "water_l": c.water_l_per_s * clock.dt_s,
-        }
+        chip = {} if c.chip_case_c is None else {"chip_case_c": c.chip_case_c}  # cold plates only
+        cdu = {} if c.cdu_pump_w is None else {"cdu_pump_w": c.cdu_pump_w}  # part of cooling_pump_w
+        return (
+            {
+                "crah_fan_w": c.crah_fan_w,
+                "chiller_w": c.chiller_w,
+                "cooling_pump_w": c.pump_w,
+                "heat_rejection_fan_w": c.heat_rejection_fan_w,
+                "cooling_power_w": c.total_w,
+                "inlet_c": c.inlet_c,
+                "free_cooling_frac": c.free_cooling_frac,
+                "water_l": c.water_l_per_s * clock.dt_s,
+            }
+            | chip
+            | cdu
+        )
 
 
 @dataclass(frozen=True)
@@ -235,7 +246,14 @@ class SupplyAndGrid:
         price = hourly_to_clock(self.grid.price_usd_per_kwh, clock)
         dr = (hourly_to_clock(cfg.demand_response.active_hourly(), clock) > 0.5).astype(float)
         d = dispatch(
-            s["facility_power_w"], onsite, price, dr, cfg.demand_response.max_import_w, cfg.storage, clock.dt_s
+            s["facility_power_w"],
+            onsite,
+            price,
+            dr,
+            cfg.demand_response.max_import_w,
+            cfg.storage,
+            clock.dt_s,
+            s.get(STORAGE_COMMAND_SERIES),  # a controller's dispatch where one acts (facility.feedback)
         )
         intensity = hourly_to_clock(self.grid.carbon_g_per_kwh, clock)
         grid_kwh = d.grid_import_w * clock.dt_s / 3.6e6
@@ -294,10 +312,12 @@ def run_twin(
     weather: Weather | None = None,
     grid: GridSignal | None = None,
     setpoints: Setpoints | None = None,
+    storage_command_w: np.ndarray | None = None,
 ) -> TwinResult:
     """Simulate the facility for `it_board_w` (DC power of the servers' boards, W, one value per step).
     `design_board_w` sizes the plant (default: the peak of `it_board_w`). `setpoints` (scalars or one
-    value per step, e.g. from `facility.feedback.run_controlled`) replace the design's fixed cooling rules."""
+    value per step, e.g. from `facility.feedback.run_controlled`) replace the design's fixed cooling rules;
+    `storage_command_w` (one value per step, `supply.dispatch`'s `command_w`) the battery's rule."""
     if len(it_board_w) != clock.n_steps:
         raise ValueError(f"it_board_w has {len(it_board_w)} values; the clock has {clock.n_steps} steps")
     weather = weather or load_weather(cfg)
@@ -316,6 +336,10 @@ def run_twin(
             name: np.asarray(getattr(setpoints, f.name))
             for name, f in zip(SETPOINT_SERIES, dataclasses.fields(setpoints), strict=True)
         }
+    if storage_command_w is not None:
+        if len(storage_command_w) != clock.n_steps:
+            raise ValueError(f"storage_command_w has {len(storage_command_w)} values; the clock has {clock.n_steps}")
+        inputs[STORAGE_COMMAND_SERIES] = np.asarray(storage_command_w, dtype=float)
     s = simulate(clock, components, inputs)
     warnings = [w for w in [rack_warning(cfg.cooling, cfg.rack_kw)] if w]
     return TwinResult(cfg, clock, dict(s), _metrics(cfg, clock, s), warnings, weather.source, grid.source)
