@@ -153,7 +153,7 @@ class FleetSection(_Section):
             return v
         usable = sorted(
             k for k, a in accelerators().items()
-            if a.bf16_dense_tflops and a.memory_bandwidth_tb_s and a.memory_capacity_gb and a.tdp_w
+            if a.bf16_dense_tflops and a.memory_bandwidth_tb_s and a.memory_capacity_gib and a.tdp_w
         )  # fmt: skip
         if v.lower() not in usable:
             raise ValueError(

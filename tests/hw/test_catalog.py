@@ -52,7 +52,7 @@ ACCEL_FIGURES = (
     "bf16_dense_tflops",
     "fp8_dense_tflops",
     "int8_dense_tops",
-    "memory_capacity_gb",
+    "memory_capacity_gib",
     "memory_bandwidth_tb_s",
     "tdp_w",
     "idle_w",
@@ -61,7 +61,7 @@ FIGURES = {
     "gpu": ACCEL_FIGURES,
     "tpu": ACCEL_FIGURES,
     "npu": ACCEL_FIGURES,
-    "dpu": ("network_gbps", "memory_capacity_gb", "tdp_w", "idle_w"),
+    "dpu": ("network_gbps", "memory_capacity_gib", "tdp_w", "idle_w"),
     "cpu": ("cores", "tdp_w"),
 }
 

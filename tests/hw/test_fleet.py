@@ -83,5 +83,5 @@ def test_the_batch_limit_counts_a_sliding_window_as_its_window_and_refuses_a_seq
     big = get_model_preset("llama-3.1-70b")
     two = Deployment(get_accelerator("h100-sxm"), tensor_parallel=2)
     assert max_batch(big, two, 4096, 256) >= 1
-    with pytest.raises(ValueError, match=r"needs .* GB of KV cache"):
+    with pytest.raises(ValueError, match=r"needs .* GiB of KV cache"):
         max_batch(big, two, 2_000_000, 256)  # one sequence's cache is larger than what the weights leave

@@ -22,7 +22,7 @@ SPEC = get_model_preset("llama-3.1-8b")
 
 
 def test_capacity_is_memory_left_next_to_the_weights() -> None:
-    free_b = 80e9 * KV_MEMORY_FRACTION - SPEC.params_total * DTYPE_BYTES["bf16"]
+    free_b = 80 * 2**30 * KV_MEMORY_FRACTION - SPEC.params_total * DTYPE_BYTES["bf16"]
     assert kv_capacity_tokens(SPEC, Deployment(H100)) == pytest.approx(free_b / SPEC.kv_bytes_per_token)
     # two replicas hold two copies of the weights and two caches: the same per replica
     assert kv_capacity_tokens(SPEC, Deployment(H100, data_parallel=2)) == pytest.approx(
@@ -30,8 +30,31 @@ def test_capacity_is_memory_left_next_to_the_weights() -> None:
     )
 
 
+def test_an_80_gb_accelerator_holds_80_gib_and_the_cache_gets_the_difference() -> None:
+    """Vendors' "80 GB" of HBM is 80 GiB: the model counts 80 x 2^30 bytes, not 80e9."""
+    assert H100.memory_capacity_gib == 80
+    assert H100.memory_capacity_bytes == 80 * 2**30
+    weights_b = SPEC.params_total * DTYPE_BYTES["bf16"]
+    cap = kv_capacity_tokens(SPEC, Deployment(H100))
+    assert cap is not None
+    # weights held fixed, the memory the model counts (cache + weights) is 2^30/1e9 = 1.074x the 1e9-byte reading
+    counted_b = cap * SPEC.kv_bytes_per_token + weights_b
+    assert counted_b / (80e9 * KV_MEMORY_FRACTION) == pytest.approx(2**30 / 1e9, rel=1e-9)
+    # the same device read as 80e9 bytes: the cache loses exactly the 80 x (2^30 - 1e9) bytes in between
+    decimal = Deployment(dataclasses.replace(H100, memory_capacity_gib=80e9 / 2**30))
+    cap_decimal = kv_capacity_tokens(SPEC, decimal)
+    assert cap_decimal is not None
+    gained_b = (cap - cap_decimal) * SPEC.kv_bytes_per_token
+    assert gained_b == pytest.approx(80 * (2**30 - 1e9) * KV_MEMORY_FRACTION, rel=1e-9)
+    ratio = (80 * 2**30 * KV_MEMORY_FRACTION - weights_b) / (80e9 * KV_MEMORY_FRACTION - weights_b)
+    assert cap / cap_decimal == pytest.approx(ratio, rel=1e-9)  # ~1.09 for an 8B model: the weights do not grow
+    context = 1000.0  # so does the fleet's batch limit
+    assert max_batch(SPEC, Deployment(H100), context, 10**6) == int(cap // context)
+    assert max_batch(SPEC, decimal, context, 10**6) == int(cap_decimal // context) < int(cap // context)
+
+
 def test_capacity_none_without_published_memory() -> None:
-    acc = dataclasses.replace(H100, memory_capacity_gb=None)
+    acc = dataclasses.replace(H100, memory_capacity_gib=None)
     assert kv_capacity_tokens(SPEC, Deployment(acc)) is None
 
 

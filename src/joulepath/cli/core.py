@@ -70,7 +70,7 @@ def hw_list(
             num(a.bf16_dense_tflops),
             num(a.fp8_dense_tflops),
             num(a.int8_dense_tops),
-            f"{num(a.memory_capacity_gb, 'GB')} {a.memory_type or ''}".strip(),
+            f"{num(a.memory_capacity_gib, 'GiB')} {a.memory_type or ''}".strip(),
             num(a.memory_bandwidth_tb_s),
             num(a.tdp_w),
         )

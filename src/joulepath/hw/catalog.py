@@ -4,6 +4,8 @@
 
     >>> get_accelerator("h100-sxm").memory_bandwidth_tb_s
     3.35
+    >>> get_accelerator("h100-sxm").memory_capacity_bytes == 80 * 2**30
+    True
 """
 
 from __future__ import annotations
@@ -16,6 +18,11 @@ from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+#: Bytes in one GiB. Accelerator memory capacities are binary: a vendor's "80 GB" of HBM is 80 GiB
+#: (HBM3 stacks hold 16 or 24 GiB; nvidia-smi shows 81,559 MiB on an H100 SXM). Bandwidths stay
+#: decimal (TB/s = 1e12 bytes/s).
+GIB = 2**30
 
 
 class UnknownHardwareError(KeyError):
@@ -37,7 +44,7 @@ class Accelerator:
     fp8_dense_tflops: float | None = None
     int8_dense_tops: float | None = None
     memory_type: str | None = None
-    memory_capacity_gb: float | None = None
+    memory_capacity_gib: float | None = None  # the vendor's "GB" of device memory, which are GiB
     memory_bandwidth_tb_s: float | None = None
     tdp_w: float | None = None
     idle_w: float | None = None
@@ -58,6 +65,12 @@ class Accelerator:
         if tflops is None:
             raise ValueError(f"{self.name} publishes no tensor throughput; it cannot run a transformer model")
         return tflops * 1e12
+
+    @property
+    def memory_capacity_bytes(self) -> float | None:
+        """Device memory in bytes (`memory_capacity_gib` x 2^30); None when not published. Every
+        capacity consumer (KV-cache room, the fleet's batch limit) reads it here."""
+        return None if self.memory_capacity_gib is None else self.memory_capacity_gib * GIB
 
     @property
     def memory_bandwidth_b_s(self) -> float:

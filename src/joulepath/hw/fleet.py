@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from joulepath.hw.catalog import GIB
 from joulepath.hw.perf import (
     DTYPE_BYTES,
     ESTIMATE,
@@ -90,18 +91,18 @@ def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, sch
     if capacity is None:
         raise ValueError(f"{dep.accelerator.name}: memory capacity not published; cannot size the KV cache")
     if capacity <= 0:
-        weights_gb = spec.params_total * DTYPE_BYTES[spec.weight_dtype] / 1e9
+        weights_gib = spec.params_total * DTYPE_BYTES[spec.weight_dtype] / GIB
         raise ValueError(
-            f"{spec.name} weights ({weights_gb:.0f} GB) do not fit on {dep.n_devices} x {dep.accelerator.name} "
-            f"({dep.accelerator.memory_capacity_gb:g} GB each); raise fleet.tensor_parallel or choose a larger "
+            f"{spec.name} weights ({weights_gib:.0f} GiB) do not fit on {dep.n_devices} x {dep.accelerator.name} "
+            f"({dep.accelerator.memory_capacity_gib:g} GiB each); raise fleet.tensor_parallel or choose a larger "
             "accelerator"
         )
     per_sequence = max(spec.attended_tokens(context_tokens), 1.0)  # sliding-window layers keep only their window
     fit = int(capacity * dep.data_parallel // per_sequence)
     if fit < 1:  # vLLM would refuse to start: not even one sequence's cache fits next to the weights
-        need_gb = per_sequence * spec.kv_bytes_per_token / 1e9
+        need_gib = per_sequence * spec.kv_bytes_per_token / GIB
         raise ValueError(
-            f"one sequence of {context_tokens:,.0f} tokens needs {need_gb:.1f} GB of KV cache, more than {spec.name} "
+            f"one sequence of {context_tokens:,.0f} tokens needs {need_gib:.1f} GiB of KV cache, more than {spec.name} "
             f"leaves free on {dep.n_devices} x {dep.accelerator.name}; raise fleet.tensor_parallel, choose a larger "
             "accelerator or shorten the requests"
         )

@@ -317,14 +317,14 @@ def kv_capacity_tokens(spec: TransformerSpec, dep: Deployment) -> float | None:
     `KV_MEMORY_FRACTION` of device memory next to the weights; None when the accelerator publishes no
     capacity, <= 0 when the weights do not fit. Experts sharded over all devices (expert_parallel > 1)
     are stored once per unit, every other weight once per replica."""
-    mem_gb = dep.accelerator.memory_capacity_gb
-    if mem_gb is None:
+    mem_b = dep.accelerator.memory_capacity_bytes  # the catalog's GiB (vendors' "GB") x 2^30
+    if mem_b is None:
         return None
     wb = DTYPE_BYTES[spec.weight_dtype]
     experts_b = spec.n_moe_layers * spec.n_experts * spec.expert_params * wb
     replicated_b = spec.params_total * wb - experts_b
     weights_b = replicated_b * dep.data_parallel + experts_b * (1 if dep.expert_parallel > 1 else dep.data_parallel)
-    free_b = mem_gb * 1e9 * dep.n_devices * KV_MEMORY_FRACTION - weights_b
+    free_b = mem_b * dep.n_devices * KV_MEMORY_FRACTION - weights_b
     return free_b / dep.data_parallel / spec.kv_bytes_per_token
 
 
