@@ -77,11 +77,74 @@ def test_commanded_battery_is_what_the_twin_dispatches_and_energy_balances() -> 
     np.testing.assert_allclose(supply, s["facility_power_w"], rtol=1e-9, atol=1e-6)
 
 
-def test_carbon_aware_supply_cuts_co2_against_run_now_with_no_late_work() -> None:
+def test_carbon_aware_supply_cuts_co2_per_unit_of_work_with_no_late_work() -> None:
     now = _run(Hold(battery_w=0.0), frac=0.0)  # run-now: nothing deferred, battery idle
     aware = _run(CarbonAwareSupply(BATTERY))
-    assert aware.supply is not None and aware.supply.late_j == 0.0
-    assert aware.twin.metrics.carbon_g < 0.97 * now.twin.metrics.carbon_g
+    assert aware.supply is not None and aware.supply.late_j == 0.0 and aware.supply.overdue_at_end_j == 0.0
+
+    def per_work(run) -> float:  # type: ignore[no-untyped-def]  # g per J of IT work done
+        return float(run.twin.metrics.carbon_g / run.twin.series["it_board_w"].sum())
+
+    assert per_work(aware) < 0.97 * per_work(now)
+
+
+def test_loop_and_twin_agree_on_the_battery_with_solar_on_site() -> None:
+    from joulepath.facility.supply import SolarConfig
+
+    solar = dataclasses.replace(SITE, solar=SolarConfig(capacity_w=4e6))
+
+    @dataclasses.dataclass
+    class Daytime:
+        name: str = "daytime-discharge"
+
+        def decide(self, state: SupplyState, forecast: Forecast) -> SupplyActions:
+            day = 9 <= state.hour_of_year % 24 < 16
+            return SupplyActions(battery_w=2e5 if day else -2e5)
+
+    run = _run(Daytime(), frac=0.0, cfg=solar)
+    assert run.supply is not None and run.twin.series["onsite_used_w"].max() > 0
+    ends = np.arange(15, WEEK.n_steps + 1, 15) - 1
+    np.testing.assert_allclose(run.twin.series["storage_soc_wh"][ends], run.supply.soc_wh, rtol=1e-9, atol=1e-3)
+
+
+def test_a_supply_controller_sees_only_the_past() -> None:
+    seen: list[float] = []
+
+    @dataclasses.dataclass
+    class Watch:
+        name: str = "watch"
+
+        def decide(self, state: SupplyState, forecast: Forecast) -> SupplyActions:
+            seen.append(state.offered_board_w)
+            return SupplyActions()
+
+    load = np.repeat([123.0, 456.0, 789.0], 15)
+    run_controlled(SITE, load, Clock(60.0, 45), FixedSetpoint(SITE.cooling), grid=GRID, supply=Watch())
+    assert np.isnan(seen[0]) and seen[1:] == [123.0, 456.0]
+
+
+def test_work_still_waiting_past_its_deadline_at_the_end_is_reported() -> None:
+    """A plant too small for its backlog: what it could not serve by the deadline shows, admitted or not."""
+    run = run_controlled(
+        SITE, LOAD, WEEK, FixedSetpoint(SITE.cooling), grid=GRID, supply=Hold(), deferrable_frac=0.5,
+        deadline_s=3600.0, design_board_w=0.55 * LOAD.max(),
+    )  # fmt: skip
+    sup = run.supply
+    assert sup is not None and sup.late_j > 0 and sup.overdue_at_end_j > 0
+    assert sup.overdue_at_end_j <= sup.backlog_j[-1] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("action", [SupplyActions(battery_w=float("nan")), SupplyActions(admit_board_w=float("nan"))])
+def test_non_finite_supply_actions_are_refused(action: SupplyActions) -> None:
+    @dataclasses.dataclass
+    class Bad:
+        name: str = "bad"
+
+        def decide(self, state: SupplyState, forecast: Forecast) -> SupplyActions:
+            return action
+
+    with pytest.raises(ValueError, match=r"battery_w|admit_board_w"):
+        _run(Bad())
 
 
 def test_battery_step_clips_to_power_bounds_and_demand() -> None:

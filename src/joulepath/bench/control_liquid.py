@@ -8,13 +8,14 @@ CDU pumps hold the design loop delta T), the MPC choosing the CDU flow with its 
 chips' case limit, and the same MPC with the CDU flow held at design (what the lever alone is worth).
 Per climate: cooling energy, the CDU / facility-water pumps' part of it, the MPC's mean CDU flow, the
 hottest accelerator case and the minutes above its limit, and the MPC's saving against each baseline.
-Quick: 1-hour steps and decisions; full: 1-minute steps, 15-minute decisions.
+Quick: 1-hour steps and decisions, the two hottest climates (Phoenix, Dallas: where the chips run
+warmest); full: every climate, 1-minute steps, 15-minute decisions.
 
 Provenance: energies, temperatures and savings are estimated (the facility twin's models; the cold-plate
 constants are sourced or assumed in `joulepath.facility.cooling`); the weather is measured (EPW TMYx), the
 IT load synthetic (an assumption, `bench.control.it_board_w`); wall seconds are measured here.
 
-    python -m joulepath.bench.control_liquid [--quick]
+    python benchmarks/control_liquid.py [--quick]   # writes benchmarks/results/control_liquid.json
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from joulepath.bench.control import CLIMATES, SHARED_DATA, it_board_w
+from joulepath.bench.control import CLIMATES, SHARED_DATA, it_board_w, machine
 from joulepath.control.cooling import CoolingMpc, DiurnalPersistence, FixedSetpoint, MpcConfig, TrimAndRespond
 from joulepath.facility.core import Clock
 from joulepath.facility.feedback import Controller, run_controlled
@@ -34,6 +35,7 @@ from joulepath.facility.weather import Weather, read_epw
 from joulepath.report.result_json import write_json_atomic
 
 SITE = HYPERSCALE_LIQUID
+QUICK_CLIMATES = ("phoenix", "dallas")
 MPC_DESIGN_CDU = "mpc-cdu-design"  # the MPC with the CDU flow held at design
 PROVENANCE = (
     "estimated: facility twin (hyperscale-liquid) with each controller in the loop; weather measured (EPW TMYx); "
@@ -156,17 +158,17 @@ def print_study(study: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1-hour steps and decisions (about a minute)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the study as JSON here")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/control_liquid.json"))
     args = parser.parse_args(argv)
     if not (SHARED_DATA / "weather").is_dir():
         print(f"shared data not found at {SHARED_DATA}; set JOULEPATH_SHARED_DATA")
         return 1
     t0 = time.perf_counter()
-    weathers = {name: read_epw(SHARED_DATA / "weather" / f) for name, f in CLIMATES.items()}
+    names = QUICK_CLIMATES if args.quick else tuple(CLIMATES)
+    weathers = {name: read_epw(SHARED_DATA / "weather" / CLIMATES[name]) for name in names}
     study = liquid_study(args.quick, weathers)
     print_study(study)
-    if args.out is not None:
-        write_json_atomic(args.out, study | {"wall_s": time.perf_counter() - t0})
+    write_json_atomic(args.out, study | {"wall_s": time.perf_counter() - t0, "machine": machine()})
     print(f"took {time.perf_counter() - t0:.0f} s (measured)")
     return 0
 

@@ -226,6 +226,7 @@ def nvml_reference(path: Path = DEVICE_POWER_CHECK) -> dict[str, Any] | None:
             "model_power_w": device_power_w(dep, 1.0, r["bytes_per_s"], r["flops_per_s"], eff),  # estimated
         }
         for r in check["rows"]
+        if r.get("measured_power_w") is not None  # a non-finite reading is written as null
     ]
     errors = [abs(r["model_power_w"] / r["measured_power_w"] - 1.0) for r in rows]
     return {

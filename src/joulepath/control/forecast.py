@@ -14,8 +14,9 @@ PUE, `NEXT_15_MIN`):
   `refit_every_days` (a week) on all the data up to that midnight, as a site's forecaster is retrained
   in operation; one forecast a day over the calibration and test spans, each from the data up to its
   midnight. Weekly refits matter where the held-out weather leaves the training span's range (trees do
-  not extrapolate): on an August-September validation span after January-June training, the facility
-  power's MAPE fell from 3.70 to 3.20 % and PUE's MAE from 0.027 to 0.012 (benchmarks/RESULTS.md).
+  not extrapolate): on an August-September validation span (trained on January-June, calibrated on July;
+  the Leesburg year of benchmarks/control.py) the facility power's MAPE fell from 3.70 to 3.20 % and
+  PUE's MAE from 0.027 to 0.012 (benchmarks/RESULTS.md, control, 2026-11-27).
 - what each series is modelled as (chosen on that validation span, confirmed on the test span): IT and
   facility power by their level with hour and weekday features (a day's difference doubles the load's
   own noise, which is near independent a day apart); facility power and PUE also with day-ahead

@@ -4,8 +4,9 @@ deferrable work against the grid's carbon intensity, decided every control inter
 `CarbonAwareSupply` is a rule, not an optimiser: it compares the coming interval's carbon intensity with
 the mean of the last day's (what it has seen; no forecast of carbon) and
 - charges the battery at its rated power when the grid is cleaner than that mean by more than `band`,
-  discharges when dirtier by more than `band`, and holds otherwise (a band of half the round-trip loss
-  keeps it from cycling for nothing);
+  discharges when dirtier by more than `band`, and holds otherwise (the default band, 6.5 %, makes the
+  dirtier-to-cleaner ratio (1 + band) / (1 - band) = 1.139 exceed 1 / 0.88, the round trip's break-even,
+  against a mean that moves between the charge and the discharge, so it is a heuristic margin);
 - admits deferrable work only while the grid is at or below the mean; otherwise the loop's deadline
   guard alone releases it (nothing finishes late by the rule's doing).
 The receding-horizon LP of `control.shift` is the optimiser for the same decisions on hourly series (the
@@ -23,10 +24,11 @@ from joulepath.facility.supply import StorageConfig
 
 @dataclass
 class CarbonAwareSupply:
-    """Battery and admission by the grid's carbon intensity against its trailing one-day mean."""
+    """Battery and admission by the grid's carbon intensity against its trailing one-day mean. Keeps the
+    carbon it has seen: use a fresh instance per run."""
 
     storage: StorageConfig
-    band: float = 0.06  # ~ half of a Li-ion battery's ~12 % round-trip loss
+    band: float = 0.065  # (1 + band) / (1 - band) > 1 / 0.88: a Li-ion round trip's break-even
     window_intervals: int = 96  # a day of 15-minute intervals
     name: str = "carbon-aware-supply"
     _seen: deque[float] = field(default_factory=deque, repr=False)

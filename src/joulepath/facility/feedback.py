@@ -18,10 +18,14 @@ dispatch rule) and cap the IT board power admitted; `deferrable_frac` of each in
 is deferrable work that waits in a first-in-first-out backlog until admitted. Work that would be late if
 it waited one more interval (due `deadline_s` after it arrived) is admitted whatever the cap says, up to the plant's
 design board power (a scheduler's deadline guard); what still finishes late is counted, never hidden.
-The battery command is clipped per interval to its power and state-of-charge bounds (`supply.battery_step`,
-the same step the twin's dispatch takes) and held evenly over the interval's steps, so the twin's
-dispatch follows it; the supply controller sees the state of charge the loop tracked. Conserved: the
-offered board energy = the admitted + what is left in the backlog at the end (tested).
+The battery command (finite W: with a supply controller the battery is the controller's, the site's
+rule does not run) is clipped per interval to its power, its state-of-charge bounds and the net demand
+it may serve (`supply.battery_step`, the same step the twin's dispatch takes; the net demand bound is the
+admitted board power less on-site generation, never more than the twin's net) and held evenly over the
+interval's steps, so the twin's dispatch follows it exactly and the supply controller sees the state of
+charge the twin will have (tested, with and without solar). Conserved: the offered board energy = the
+admitted + what is left in the backlog at the end (tested); work still waiting past its deadline at the
+end is reported (`SupplyRun.overdue_at_end_j`).
 
     >>> from joulepath.facility.presets import MODERN_AIR
     >>> class Fixed:
@@ -45,7 +49,7 @@ from joulepath.facility.cooling import Setpoints, fixed_setpoints, rack_inlet_c
 from joulepath.facility.core import Clock, hourly_to_clock
 from joulepath.facility.grid import GridSignal
 from joulepath.facility.supply import battery_step
-from joulepath.facility.twin import FacilityConfig, TwinResult, load_grid, load_weather, run_twin
+from joulepath.facility.twin import FacilityConfig, TwinResult, load_grid, load_weather, onsite_w, run_twin
 from joulepath.facility.weather import Weather
 
 
@@ -94,7 +98,7 @@ class Controller(Protocol):
 class SupplyActions:
     """What a supply controller sets for the coming interval."""
 
-    battery_w: float = float("nan")  # + discharge, - charge, 0 hold; NaN: the site's own dispatch rule
+    battery_w: float = 0.0  # + discharge, - charge, 0 hold (W, finite)
     admit_board_w: float = float("inf")  # ceiling on the interval's mean IT board power (deferrable waits)
 
 
@@ -107,7 +111,7 @@ class SupplyState:
     hour_of_year: float
     carbon_g_per_kwh: float
     price_usd_per_kwh: float
-    offered_board_w: float  # mean offered IT board power over the last interval
+    offered_board_w: float  # mean offered IT board power over the last interval (NaN before the first)
     backlog_j: float  # deferrable board energy waiting
     oldest_wait_s: float  # how long the oldest waiting work has waited (0 when none waits)
     deadline_s: float
@@ -134,6 +138,7 @@ class SupplyRun:
     soc_wh: np.ndarray  # the loop's state of charge at each interval's end
     backlog_j: np.ndarray  # at each interval's end
     late_j: float  # deferrable energy admitted after its deadline
+    overdue_at_end_j: float  # deferrable energy still waiting at the end whose deadline had passed
     deferrable_frac: float
     deadline_s: float
     max_wait_s: float = 0.0  # the longest any admitted work waited
@@ -190,9 +195,11 @@ class _SupplyLoop:
         design_board_w: float,
         deferrable_frac: float,
         deadline_s: float,
+        weather: Weather,
     ) -> None:
         self.cfg, self.controller, self.clock, self.k_steps = cfg, controller, clock, interval_steps
         self.offered = np.asarray(offered_w, dtype=float)
+        self.onsite = onsite_w(cfg, weather, clock)
         self.admitted = self.offered.copy()
         self.command = np.full(clock.n_steps, np.nan)
         self.design, self.frac, self.deadline_s = design_board_w, deferrable_frac, deadline_s
@@ -218,7 +225,7 @@ class _SupplyLoop:
             (self.clock.start_hour_of_year + t0 / 3600.0) % 8760.0,
             float(self.carbon[k]),
             float(self.price[k]),
-            float(self.offered[max(lo - self.k_steps, 0) : max(lo, self.k_steps)].mean()),
+            float(self.offered[lo - self.k_steps : lo].mean()) if k else float("nan"),
             self.waiting_j,
             t0 - self.queue[0][0] if self.queue else 0.0,
             self.deadline_s,
@@ -226,6 +233,13 @@ class _SupplyLoop:
             self.design,
         )
         act = self.controller.decide(state, forecast)
+        if not act.admit_board_w >= 0:  # NaN too
+            raise ValueError(f"{self.controller.name}: admit_board_w must be >= 0 W, got {act.admit_board_w}")
+        if self.battery and not np.isfinite(act.battery_w):
+            raise ValueError(
+                f"{self.controller.name}: battery_w must be a finite W figure (+ discharge, - charge, 0 hold), "
+                f"got {act.battery_w}; the site's own dispatch rule needs the facility power the loop has not got"
+            )
         self.actions.append(act)
         offered = self.offered[lo:hi]
         interactive = offered * (1.0 - self.frac)
@@ -259,9 +273,10 @@ class _SupplyLoop:
             self.admitted[lo:hi] = interactive + headroom * (admitted_j / (headroom.sum() * self.clock.dt_s))
         else:
             self.admitted[lo:hi] = interactive
-        if self.battery and np.isfinite(act.battery_w):
+        if self.battery:
             dt_h = span_s / 3600.0  # the interval's energy in one step, then spread evenly over its steps
-            net = float(self.admitted[lo:hi].min())  # the facility draws at least its boards
+            # the facility draws at least its boards: boards less on-site generation bound the twin's net demand
+            net = max(float((self.admitted[lo:hi] - self.onsite[lo:hi]).min()), 0.0)
             charge, discharge, self.level = battery_step(self.level, act.battery_w, net, self.cfg.storage, dt_h)
             self.command[lo:hi] = discharge - charge
         self.waiting_j -= admitted_j
@@ -269,9 +284,9 @@ class _SupplyLoop:
         return float(self.admitted[lo:hi].mean())
 
     def result(self) -> SupplyRun:
-        notes = []
-        if self.battery and np.isnan(self.command).any():
-            notes.append("the site's own dispatch rule ran where the controller left the battery to it (NaN)")
+        end_s = self.clock.n_steps * self.clock.dt_s
+        overdue = sum(j for arrived, j in self.queue if arrived + self.deadline_s < end_s)
+        notes = [] if self.battery else ["no battery at this site: battery commands had nothing to act on"]
         return SupplyRun(
             self.controller.name,
             self.offered,
@@ -279,6 +294,7 @@ class _SupplyLoop:
             self.soc,
             self.backlog,
             self.late_j,
+            overdue,
             self.frac,
             self.deadline_s,
             self.max_wait_s,
@@ -306,8 +322,9 @@ def _decide_loop(
     inlet_max, decisions = float(rack_inlet_c(cfg.cooling, sp)), []
     for k in range(n_int):
         past = History(history.it_board_w[:k], history.t_outdoor_c[:k], history.t_wetbulb_c[:k], history.interval_s)
+        forecast = forecaster.forecast(past, horizon_intervals)  # only the past: shared by both controllers
         if supply is not None:
-            history.it_board_w[k] = supply.step(k, forecaster.forecast(past, horizon_intervals))
+            history.it_board_w[k] = supply.step(k, forecast)
         state = PlantState(
             k,
             (clock.start_hour_of_year + k * history.interval_s / 3600.0) % 8760.0,
@@ -317,7 +334,7 @@ def _decide_loop(
             float(history.t_wetbulb_c[k - 1]) if k else float(history.t_wetbulb_c[0]),
             design_board_w,
         )
-        sp = controller.decide(state, forecaster.forecast(past, horizon_intervals))
+        sp = controller.decide(state, forecast)
         seg = rack_inlet_c(cfg.cooling, sp)  # the plant inside the interval (uniform: no overload term)
         inlet[k * k_steps : (k + 1) * k_steps] = seg
         inlet_max = float(np.max(seg))
@@ -371,7 +388,9 @@ def run_controlled(
     )
     side = None
     if supply is not None:
-        side = _SupplyLoop(cfg, supply, it_board_w, clock, interval_steps, grid, design, deferrable_frac, deadline_s)
+        side = _SupplyLoop(
+            cfg, supply, it_board_w, clock, interval_steps, grid, design, deferrable_frac, deadline_s, weather
+        )
     decisions, inlet = _decide_loop(
         cfg, history, clock, controller, forecaster or Persistence(), design, horizon_intervals, side
     )

@@ -142,7 +142,8 @@ def dispatch(
     `command_w` (one value per step; a controller's dispatch, `facility.feedback`): where finite, it
     replaces the rule for that step: > 0 asks the battery to discharge that much, < 0 to charge that
     much (from on-site surplus first, then the grid), 0 to hold; each is clipped to the battery's
-    power, its state-of-charge bounds and (discharge) the site's net demand. NaN: the rule."""
+    power, its state-of-charge bounds and (discharge) the site's net demand. NaN: the rule. A command
+    overrides the rule's demand-response import limit too (the controller owns the battery then)."""
     onsite_used = np.minimum(onsite_w, demand_w)
     surplus = onsite_w - onsite_used
     net = demand_w - onsite_used

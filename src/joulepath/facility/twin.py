@@ -230,6 +230,13 @@ class FacilityTotal:
         }
 
 
+def onsite_w(cfg: FacilityConfig, weather: Weather, clock: Clock) -> np.ndarray:
+    """On-site generation per step (W): solar AC + wind + SMR."""
+    solar = hourly_to_clock(solar_ac_w(cfg.solar, weather), clock)
+    result: np.ndarray = solar + hourly_to_clock(wind_w(cfg.wind, weather), clock) + smr_w(cfg.smr, clock.hour_of_year)
+    return result
+
+
 @dataclass(frozen=True)
 class SupplyAndGrid:
     """On-site generation, the battery, grid import, and its carbon and cost."""
@@ -241,8 +248,7 @@ class SupplyAndGrid:
 
     def run(self, s: Mapping[str, np.ndarray], clock: Clock) -> dict[str, np.ndarray]:
         cfg = self.cfg
-        onsite = hourly_to_clock(solar_ac_w(cfg.solar, self.weather), clock)
-        onsite = onsite + hourly_to_clock(wind_w(cfg.wind, self.weather), clock) + smr_w(cfg.smr, clock.hour_of_year)
+        onsite = onsite_w(cfg, self.weather, clock)
         price = hourly_to_clock(self.grid.price_usd_per_kwh, clock)
         dr = (hourly_to_clock(cfg.demand_response.active_hourly(), clock) > 0.5).astype(float)
         d = dispatch(
