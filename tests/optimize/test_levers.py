@@ -16,7 +16,7 @@ def test_lever_names_round_trip_and_bad_names_say_what_is_allowed() -> None:
     assert parse_lever(Lever("int4_weight_only", 64, ("output",)).name) == Lever("int4_weight_only", 64, ("output",))
     with pytest.raises(ValueError, match="must be one of int8_dynamic"):
         parse_lever("fp3")
-    with pytest.raises(ValueError, match="applies to int4_weight_only only"):
+    with pytest.raises(ValueError, match="applies to int4_weight_only and int4_vnni only"):
         parse_lever("int8_dynamic:g32")
 
 

@@ -1,9 +1,14 @@
-"""Model optimizations applied after a model loads: weight quantization as module swaps (`quant`)."""
+"""Model optimizations applied after a model loads: weight quantization as module swaps (`quant`, with
+joulepath's own AVX512-VNNI kernels in `vnni`)."""
 
 from joulepath.optimize.quant import (
+    ALL_MODES,
     MODES,
+    VNNI_MODES,
+    Int4VnniLinear,
     Int4WeightOnlyLinear,
     Int8DynamicLinear,
+    Int8VnniLinear,
     Int8WeightOnlyLinear,
     QuantizedLinear,
     QuantMode,
@@ -13,9 +18,13 @@ from joulepath.optimize.quant import (
 )
 
 __all__ = [
+    "ALL_MODES",
     "MODES",
+    "VNNI_MODES",
+    "Int4VnniLinear",
     "Int4WeightOnlyLinear",
     "Int8DynamicLinear",
+    "Int8VnniLinear",
     "Int8WeightOnlyLinear",
     "QuantMode",
     "QuantSummary",

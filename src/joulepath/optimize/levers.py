@@ -1,6 +1,7 @@
 """Levers applied after a model loads, each behind the quality gate: a lever is used only where it passes.
 
-A lever is named by a string (`int8_dynamic`, `int8_weight_only`, `int4_weight_only`, `int4_weight_only:g32`;
+A lever is named by a string (`int8_dynamic`, `int8_weight_only`, `int4_weight_only`, `int4_weight_only:g32`,
+joulepath's own VNNI kernels `int8_vnni`, `int4_vnni`, `int4_vnni:g64`;
 a skip list after `+skip=`, e.g. `int8_dynamic+skip=output`). `gate_lever` serves the same golden
 examples with the model as loaded (fp32) and with the lever applied, and passes the lever when golden
 accuracy drops by at most `max_drop_points` overall *and* in every skill (Wilson 95 % intervals
@@ -26,7 +27,7 @@ import torch.nn.functional as F
 
 from joulepath.engine import EngineConfig
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model
-from joulepath.optimize.quant import MODES, QuantMode, quantize_model
+from joulepath.optimize.quant import ALL_MODES, INT4_MODES, QuantMode, quantize_model
 from joulepath.quality.evals import EvalReport, evaluate, wilson_interval
 from joulepath.quality.tasks import Example, chat_prompt
 from joulepath.results import LeverGate, SkillDrop
@@ -51,7 +52,7 @@ class Lever:
             return f"teal:{self.target:g}"
         if self.mode == "kv_int8":
             return "kv_int8"
-        group = f":g{self.group_size}" if self.mode == "int4_weight_only" and self.group_size != 128 else ""
+        group = f":g{self.group_size}" if self.mode in INT4_MODES and self.group_size != 128 else ""
         return self.mode + group + (f"+skip={','.join(self.skip)}" if self.skip else "")
 
 
@@ -69,13 +70,13 @@ def parse_lever(name: str) -> Lever:
         return Lever("teal", target=target)
     head, _, skip = name.partition("+skip=")
     mode, _, group = head.partition(":g")
-    if mode not in MODES:
+    if mode not in ALL_MODES:
         raise ValueError(
-            f"unknown lever {name!r}: the mode must be one of {', '.join(MODES)}, teal:<target> or kv_int8"
+            f"unknown lever {name!r}: the mode must be one of {', '.join(ALL_MODES)}, teal:<target> or kv_int8"
         )
-    if group and (mode != "int4_weight_only" or not group.isdigit()):
+    if group and (mode not in INT4_MODES or not group.isdigit()):
         raise ValueError(
-            f"lever {name!r}: ':g<group size>' applies to int4_weight_only only, e.g. int4_weight_only:g64"
+            f"lever {name!r}: ':g<group size>' applies to {' and '.join(INT4_MODES)} only, e.g. int4_weight_only:g64"
         )
     return Lever(mode, int(group) if group else 128, tuple(s for s in skip.split(",") if s))
 

@@ -23,6 +23,25 @@ int4_weight_only g128 23.1 / 60.3 (4.5x / 4.5x); runs on other minutes moved the
 weight-only kernels are compute-bound here (batch 1 streams ~11 GB/s of int4 where fp32 streams
 ~19 GB/s), so a batch-8 step costs them about 2.6x a batch-1 step, and int8_dynamic 1.3x.
 
+joulepath's own kernels (`vnni.py`, `vnni_kernels.c`: plain C with AVX512-VNNI intrinsics, built by the system
+gcc on first use and called through ctypes; opt-in modes listed in `VNNI_MODES`, beside torch's `MODES`):
+
+- "int8_vnni": the same per-channel int8 weight codes as int8_dynamic, repacked 64 rows x 4 inputs per step;
+  activations int8 per token (absmax / 127); `vpdpbusd` sums, fp32 epilogue with both scales and the bias.
+- "int4_vnni": the same group-wise asymmetric RTN codes as int4_weight_only, two per byte, unpacked in
+  registers; bf16 scale and min per group; activations as int8_vnni.
+Both are memory-bound GEMVs for 1-8 tokens per weight pass (longer inputs run in chunks of 8 in the same
+call), batch-invariant, single-threaded per call. Measured on the same 2-core EPYC, 1 thread, load average
+0.6-1.0 (`benchmarks/quant_kernels.py`, results/quant_kernels.json): per GEMM at M = 1, cold weights, the LM head
+896 -> 151,936 takes int8_vnni 4.6 ms (29 GB/s) and int4_vnni 2.7 ms (27 GB/s) against fbgemm's 7.2 ms,
+torch int4's 7.1 ms and fp32's 21.3 ms, with a read roofline of 28-31 GB/s at 1 thread; dummy:qwen2.5-0.5b
+decodes at batch 1 with int8_vnni at 37.9 tokens/s and int4_vnni at 56.0 (4.3x / 6.3x fp32's 9.0; 1.42x /
+2.08x transformers + quantize_dynamic's 26.8; int8_dynamic 25.8, int4_weight_only 27.7), and at batch 8 with
+172 / 175 tokens/s (6.5x / 6.6x fp32; int8_dynamic 134, transformers 155), median of 5 interleaved repetitions
+(two earlier runs at load 0.9-1.25: batch 1 34.3-38.7 and 49.9-56.4). On jp-large's gate (240 examples)
+int8_vnni passes (KL 0.0010) and int4_vnni passes with the LM head kept (`+skip=output`), as
+int4_weight_only does.
+
 Tied embeddings: `Transformer.embed` reads columns of `output.weight`, so a quantized tied head keeps
 that fp parameter (registered as its `weight`) for the embedding only; its forward reads the packed
 copy. `QuantSummary.embedding_bytes_kept` says how many bytes that costs.
@@ -51,9 +70,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from joulepath.model.transformer import Linear, Transformer
+from joulepath.optimize import vnni
 
-QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only"]
-MODES: tuple[QuantMode, ...] = get_args(QuantMode)
+QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_vnni", "int4_vnni"]
+# torch's kernels: what `bench.quantize` times and gates. joulepath's own VNNI kernels (`vnni`) are opt-in
+# modes beside them (`VNNI_MODES`); `ALL_MODES` is what `quantize_model`, the levers and the tuner accept.
+MODES: tuple[QuantMode, ...] = ("int8_dynamic", "int8_weight_only", "int4_weight_only")
+VNNI_MODES: tuple[QuantMode, ...] = ("int8_vnni", "int4_vnni")
+ALL_MODES: tuple[QuantMode, ...] = get_args(QuantMode)
+INT4_MODES: tuple[QuantMode, ...] = ("int4_weight_only", "int4_vnni")
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what `_weight_int4pack_mm_for_cpu` accepts
 INT4_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` wants out_features % 16 == 0: we pad to it
 _INT4_INNER_K_TILES = 8  # gpt-fast's default; the CPU packer ignores it (checked: 1, 2, 4, 8 pack alike)
@@ -228,6 +253,88 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         return f"{super().extra_repr()}, group_size={self.group_size}"
 
 
+def _restore(y: Tensor, x: Tensor) -> Tensor:
+    """(T, N) fp32 kernel output -> x's dtype and leading dims."""
+    if x.dtype is not torch.float32:
+        y = y.to(x.dtype)
+    return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
+
+
+class Int8VnniLinear(QuantizedLinear):
+    """Per-output-channel int8 weights (the codes `per_channel_int8` gives int8_dynamic) on joulepath's own
+    AVX512-VNNI kernel (`vnni.int8_linear`): activations quantized to int8 per token (absmax / 127, the same
+    step as int8_dynamic's per-token [-1, 1] range over 255 levels), the weight streamed once per 8 tokens,
+    fp32 output with both scales applied. Per token and batch-invariant: a token's integer sums and its fp32
+    epilogue do not depend on the other rows of the call. Longer inputs (prefill) run in chunks of 8 tokens
+    inside the same C call, still without dequantizing. CPU only; single-threaded per call."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        if self.in_features > vnni.MAX_K_INT8:
+            raise ValueError(f"int8_vnni takes in_features <= {vnni.MAX_K_INT8} (int32 sums), got {self.in_features}")
+        q, scales = per_channel_int8(weight_kn)
+        self.weight_vnni: Tensor
+        self.scales: Tensor
+        self.register_buffer("weight_vnni", vnni.pack_int8(q))  # (N/64, Kp/4, 4, 16, 4) uint8: code + 128
+        self.register_buffer("scales", scales)  # (N,) fp32
+
+    @property
+    def weight_bytes(self) -> int:
+        # int8 values (rows padded to 64: the kernel streams them) plus fp32 per-channel scales
+        return self.weight_vnni.numel() + 4 * self.scales.numel()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features)  # (T, K)
+        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
+        kernel = vnni.int8_linear_op if torch.compiler.is_compiling() else vnni.int8_linear  # op: one graph node
+        buffers = self._buffers  # direct: nn.Module.__getattr__ costs ~0.7 us a buffer, on every decode call
+        w, scales = buffers["weight_vnni"], buffers["scales"]
+        assert w is not None and scales is not None
+        y = kernel(x2, w, scales, buffers["bias"], self.out_features)  # (T, N) fp32
+        return _restore(y, x)
+
+
+class Int4VnniLinear(QuantizedLinear):
+    """Group-wise int4 weights (`groupwise_int4`'s asymmetric RTN, kept as w = code * scale + min with bf16
+    scale and min per group) on joulepath's own AVX512-VNNI kernel (`vnni.int4_linear`): nibbles unpacked in
+    registers, int8 activations per token as in `Int8VnniLinear`, one fp32 multiply-add per group and token.
+    Batch-invariant like `Int8VnniLinear`; prefill in chunks of 8 tokens. CPU only; single-threaded per call."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None, group_size: int = 128) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        if group_size % 8 or self.in_features % group_size:
+            raise ValueError(
+                f"int4_vnni needs group_size % 8 == 0 dividing in_features={self.in_features}, got {group_size}"
+            )
+        self.group_size = group_size
+        pad = -self.out_features % vnni.PAD_N  # zero columns; the kernel stores only the real rows
+        codes, scales_and_zeros = groupwise_int4(F.pad(weight_kn.detach().float(), (0, pad)), group_size)
+        scales = scales_and_zeros[..., 0]  # (K/group, Np)
+        mins = scales_and_zeros[..., 1] - 8 * scales  # w = (code - 8) * scale + zero = code * scale + min
+        self.weight_vnni: Tensor
+        self.scales_mins: Tensor
+        self.register_buffer("weight_vnni", vnni.pack_int4(codes))  # (N/64, K/8, 4, 16, 4) uint8, 2 codes a byte
+        self.register_buffer("scales_mins", vnni.pack_scales_mins(scales, mins))  # (N/16, K/group, 2, 16) bf16
+
+    @property
+    def weight_bytes(self) -> int:
+        sm = self.scales_mins
+        return self.weight_vnni.numel() + sm.numel() * sm.element_size()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features)  # (T, K)
+        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
+        kernel = vnni.int4_linear_op if torch.compiler.is_compiling() else vnni.int4_linear  # op: one graph node
+        buffers = self._buffers  # as Int8VnniLinear
+        w, sz = buffers["weight_vnni"], buffers["scales_mins"]
+        assert w is not None and sz is not None
+        y = kernel(x2, w, sz, buffers["bias"], self.out_features, self.group_size)  # (T, N) fp32
+        return _restore(y, x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, group_size={self.group_size}"
+
+
 def make_quantized(mode: QuantMode, linear: Linear, group_size: int = 128) -> QuantizedLinear:
     """The quantized replacement of one `Linear` (weight stored (in, out)) for `mode`."""
     if mode == "int8_dynamic":
@@ -236,18 +343,26 @@ def make_quantized(mode: QuantMode, linear: Linear, group_size: int = 128) -> Qu
         return Int8WeightOnlyLinear(linear.weight, linear.bias)
     if mode == "int4_weight_only":
         return Int4WeightOnlyLinear(linear.weight, linear.bias, group_size)
-    raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(MODES)}")
+    if mode == "int8_vnni":
+        return Int8VnniLinear(linear.weight, linear.bias)
+    if mode == "int4_vnni":
+        return Int4VnniLinear(linear.weight, linear.bias, group_size)
+    raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(ALL_MODES)}")
 
 
 _KERNELS: dict[QuantMode, str] = {
     "int8_dynamic": "quantized::linear_dynamic (fbgemm, x86 engine)",
     "int8_weight_only": "aten::_weight_int8pack_mm",
     "int4_weight_only": "aten::_convert_weight_to_int4pack_for_cpu / aten::_weight_int4pack_mm_for_cpu",
+    "int8_vnni": "joulepath's jp_i8_linear (vnni_kernels.c)",
+    "int4_vnni": "joulepath's jp_i4_linear (vnni_kernels.c)",
 }
 
 
 def _probe(mode: QuantMode) -> str | None:
     """Run `mode` once on a tiny layer; None if it works and is close to fp32, else the reason."""
+    if mode in VNNI_MODES and (reason := vnni.unavailable_reason()) is not None:
+        return f"{_KERNELS[mode]} is unavailable: {reason}"
     gen = torch.Generator().manual_seed(0)
     layer = Linear(64, 32, bias=True)
     layer.weight.data = torch.randn(64, 32, generator=gen)  # (K, N)
@@ -277,7 +392,7 @@ def available_modes() -> dict[str, str | None]:
 
 @functools.cache
 def _probe_all() -> tuple[tuple[str, str | None], ...]:
-    return tuple((mode, _probe(mode)) for mode in MODES)
+    return tuple((mode, _probe(mode)) for mode in ALL_MODES)
 
 
 @dataclass(frozen=True)
@@ -299,12 +414,12 @@ def _matches(name: str, patterns: Collection[str]) -> bool:
 
 
 def _check_request(mode: str, group_size: int, skip: Collection[str], names: list[str]) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(MODES)}")
+    if mode not in ALL_MODES:
+        raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(ALL_MODES)}")
     reason = available_modes()[mode]
     if reason is not None:
         raise ValueError(f"quantization mode {mode!r} cannot run here: {reason}")
-    if mode == "int4_weight_only" and group_size not in INT4_GROUP_SIZES:
+    if mode in INT4_MODES and group_size not in INT4_GROUP_SIZES:
         raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size}")
     unused = [s for s in skip if not any(_matches(n, [s]) for n in names)]
     if unused:
@@ -321,6 +436,19 @@ def _check_int4_shapes(targets: dict[str, Linear], group_size: int) -> None:
         raise ValueError(
             f"int4 needs in_features divisible by group_size={group_size}; these are not: {', '.join(bad)}. "
             "Pass a smaller group_size or skip=(...) those layers"
+        )
+
+
+def _check_int8_vnni_shapes(targets: dict[str, Linear]) -> None:
+    bad = [
+        f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})"
+        for n, m in targets.items()
+        if m.weight.shape[0] > vnni.MAX_K_INT8
+    ]
+    if bad:
+        raise ValueError(
+            f"int8_vnni needs in_features <= {vnni.MAX_K_INT8} (int32 sums); these are wider: {', '.join(bad)}. "
+            "skip=(...) them or use int8_dynamic"
         )
 
 
@@ -358,8 +486,10 @@ def quantize_model(
     linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear | QuantizedLinear)}
     _check_request(mode, group_size, skip, list(linears))
     targets = {n: m for n, m in linears.items() if isinstance(m, Linear) and not _matches(n, skip)}
-    if mode == "int4_weight_only":
+    if mode in INT4_MODES:
         _check_int4_shapes(targets, group_size)
+    if mode == "int8_vnni":
+        _check_int8_vnni_shapes(targets)
     before = sum(_weight_bytes(m) for m in linears.values())
     kept = 0
     for name, old in targets.items():

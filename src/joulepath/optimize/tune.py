@@ -30,10 +30,16 @@ from joulepath.engine.sampling import SamplingParams
 from joulepath.engine.static_decode import generate_static
 from joulepath.model import LoadedModel, load_model
 from joulepath.optimize.levers import Lever, apply_lever, cache_dir, cached_gate, gate_examples, weights_digest
-from joulepath.optimize.quant import MODES, available_modes
+from joulepath.optimize.quant import ALL_MODES, available_modes
 
 PROMPT_TOKENS = 32
-SHORT = {"int8_dynamic": "int8-dyn", "int8_weight_only": "int8-wo", "int4_weight_only": "int4-wo"}
+SHORT = {
+    "int8_dynamic": "int8-dyn",
+    "int8_weight_only": "int8-wo",
+    "int4_weight_only": "int4-wo",
+    "int8_vnni": "int8-vnni",
+    "int4_vnni": "int4-vnni",
+}
 TUNE_VERSION = 2
 
 
@@ -130,7 +136,7 @@ def tune(
     default_threads = torch.get_num_threads()
     cores = len(os.sched_getaffinity(0))
     threads = sorted(set(thread_counts or {1, cores}) | {default_threads})  # the default: the untuned baseline
-    modes = [m for m in MODES if available_modes().get(m) is None]
+    modes = [m for m in ALL_MODES if available_modes().get(m) is None]  # torch's kernels and joulepath's VNNI ones
     cands = candidates(threads, compile_too, modes)
     models: dict[str, LoadedModel] = {}
     errors: dict[Candidate, str] = {}

@@ -1,0 +1,301 @@
+"""joulepath's own int8 / int4 weight GEMV kernels for AVX512-VNNI CPUs (`vnni_kernels.c`), built on first use.
+
+The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with `FLAGS` into
+`$JOULEPATH_CACHE/kernels/<sha256 of source, flags and compiler version>.so` (default root
+`~/.cache/joulepath`), written to a temporary name and renamed into place, so two processes building at once
+both end with a complete library; it is loaded with `ctypes` and called with tensors' `data_ptr()`s. Each call
+quantizes the activation rows to int8 and streams the packed weight once per chunk of up to 8 tokens, on the
+calling thread (no OpenMP: torch's bundled runtime and a second one in this library would fight over the same
+2 cores; the route is single-threaded per call whatever `torch.get_num_threads()` says, unless the opt-in row
+split below is switched on: see `SPLIT_MIN_WORK`).
+
+`unavailable_reason()` says why the route cannot run here (not x86-64 Linux, no AVX512-F/BW/VNNI in
+`/proc/cpuinfo`, no compiler, the build failed, or `JOULEPATH_VNNI=0`); `quant.available_modes()` reports it
+for the "int8_vnni" / "int4_vnni" modes and nothing else changes.
+
+Packed formats (see the C file's header; N padded to 64): int8 `[N/64][Kp/4][4][16][4]` bytes holding
+w + 128 with fp32 per-channel scales; int4 `[N/64][K/8][4][16][4]` bytes, two codes per byte, with bf16
+(scale, min) per group and 16 rows laid out `[N/16][K/G][2][16]`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+SOURCE = Path(__file__).with_name("vnni_kernels.c")
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fPIC", "-shared")
+CPU_FLAGS = ("avx512f", "avx512bw", "avx512_vnni")  # as /proc/cpuinfo spells them
+MAX_M = 8  # tokens per pass over the weight (the C kernels' JP_MAX_M)
+MAX_K_INT8 = 65536  # int8: |sum (w + 128) x| <= 255 * 127 * K must stay below 2**31 (K <= 66,311)
+BLOCK_N = 16  # output rows per 64-byte vector
+SUPER = 4  # 16-row blocks interleaved per input step (one sequential stream, 4 accumulator chains)
+PAD_N = BLOCK_N * SUPER  # out_features is padded to this (zero rows; the kernels store only the real ones)
+
+
+def kernel_dir() -> Path:
+    root = os.environ.get("JOULEPATH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "joulepath")
+    return Path(root) / "kernels"
+
+
+def _cpu_reason() -> str | None:
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return f"needs x86-64 Linux (this is {platform.system()} {platform.machine()})"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError as e:
+        return f"cannot read /proc/cpuinfo to check for AVX512-VNNI ({e})"
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    missing = [f for f in CPU_FLAGS if f not in flags]
+    return f"this CPU lacks {', '.join(missing)} (needs AVX512-F/BW and AVX512-VNNI)" if missing else None
+
+
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "gcc"))
+
+
+def _build(cc: str) -> Path:
+    """Compile (or reuse) the library; raises RuntimeError with the compiler's message on failure."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((*FLAGS, version)).encode()).hexdigest()[:24]
+    out = kernel_dir() / f"{digest}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines() or ["no message"]
+            first = next((line for line in lines if "error" in line), lines[0])  # gcc's first error, not "In function"
+            raise RuntimeError(f"{cc} failed to build {SOURCE.name}: {first}")
+        os.chmod(tmp, 0o755)  # mkstemp made it 0600; a library must be readable to be mapped
+        os.replace(tmp, out)  # atomic: a concurrent builder's rename of identical bytes is harmless
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
+    p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+    lib.jp_i8_linear.argtypes = [p, i64, i32, i32, i32, p, p, p, p, i64]
+    lib.jp_i4_linear.argtypes = [p, i64, i32, i32, i32, i32, p, p, p, p, i64]
+    lib.jp_noop.argtypes = lib.jp_i4_linear.argtypes
+    for fn in (lib.jp_i8_linear, lib.jp_i4_linear, lib.jp_noop):
+        fn.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    if os.environ.get("JOULEPATH_VNNI", "1") == "0":
+        return None, "disabled by JOULEPATH_VNNI=0"
+    reason = _cpu_reason()
+    if reason is not None:
+        return None, reason
+    cc = _compiler()
+    if cc is None:
+        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {SOURCE.name}"
+    try:
+        return _bind(ctypes.CDLL(str(_build(cc)))), None
+    except (RuntimeError, OSError) as e:
+        return None, str(e)
+
+
+def unavailable_reason() -> str | None:
+    """None if the kernels are built and loaded, else why not (once per process)."""
+    return _load()[1]
+
+
+def library() -> ctypes.CDLL:
+    lib, reason = _load()
+    if lib is None:
+        raise RuntimeError(f"joulepath's VNNI kernels are unavailable: {reason}")
+    return lib
+
+
+# ---- packing -------------------------------------------------------------------------------------
+
+
+def pack_int8(q_nk: Tensor) -> Tensor:
+    """int8 codes (N, K) -> the kernel's u8 layout (N/64, Kp/4, 4, 16, 4) of code + 128, N and K zero padded."""
+    n, k = q_nk.shape
+    padded = F.pad(q_nk.to(torch.int16) + 128, (0, -k % 4, 0, -n % PAD_N), value=128)  # (Np, Kp): padding = 0
+    np_, kp = padded.shape
+    blocks = padded.to(torch.uint8).view(np_ // PAD_N, SUPER, BLOCK_N, kp // 4, 4)
+    return blocks.permute(0, 3, 1, 2, 4).contiguous()
+
+
+def pack_int4(codes_nk: Tensor) -> Tensor:
+    """int4 codes (N, K) in [0, 15], N % 64 == 0 and K % 8 == 0 -> (N/64, K/8, 4, 16, 4) u8 bytes whose low
+    nibble holds input 8t + j and high nibble 8t + 4 + j."""
+    n, k = codes_nk.shape
+    c = codes_nk.to(torch.uint8).view(n // PAD_N, SUPER, BLOCK_N, k // 8, 2, 4).permute(0, 3, 1, 2, 4, 5)
+    return (c[..., 0, :] | (c[..., 1, :] << 4)).contiguous()
+
+
+def pack_scales_mins(scales_gn: Tensor, mins_gn: Tensor) -> Tensor:
+    """Per-group scales and mins (K/G, N) -> bf16 (N/16, K/G, 2, 16)."""
+    g, n = scales_gn.shape
+    sz = torch.stack([scales_gn, mins_gn], dim=-1).view(g, n // BLOCK_N, BLOCK_N, 2)  # (G, Nb, 16, 2)
+    return sz.permute(1, 0, 3, 2).contiguous().to(torch.bfloat16)
+
+
+def quantize_activations(x: Tensor, group: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """What the kernels do to activations, in torch (for tests): int8 codes (T, K), scales (T,) and code sums
+    per group of `group` inputs (T, K/group) or per row (T, 1)."""
+    absmax = x.float().abs().amax(dim=1)
+    inv = torch.where(absmax > 0, 127.0 / absmax, torch.zeros_like(absmax))
+    q = torch.round(x.float() * inv[:, None]).clamp(-127, 127)
+    sums = q.view(q.shape[0], -1, group).sum(-1) if group else q.sum(1, keepdim=True)
+    return q.to(torch.int8), absmax / 127.0, sums.to(torch.int32)
+
+
+# ---- calls ---------------------------------------------------------------------------------------
+
+
+def _ptr(t: Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def _check(x2: Tensor, packed: Tensor, scales: Tensor, scale_dtype: torch.dtype, bias: Tensor | None) -> None:
+    """The C side trusts its pointers: refuse what would make it read the wrong bytes (a module moved off the
+    CPU or cast to another dtype after quantizing, a strided input)."""
+    ok = (
+        x2.dtype is torch.float32
+        and packed.dtype is torch.uint8
+        and scales.dtype is scale_dtype
+        and (bias is None or bias.dtype is torch.float32)
+        and x2.is_cpu
+        and x2.is_contiguous()
+    )
+    if not ok:
+        raise TypeError(
+            f"VNNI kernels take a contiguous fp32 CPU input, uint8 weights, {scale_dtype} scales and an fp32 bias; "
+            f"got input {x2.dtype} on {x2.device}, weights {packed.dtype}, scales {scales.dtype}, "
+            f"bias {None if bias is None else bias.dtype} (quantize after any .to())"
+        )
+
+
+# Opt-in 2-thread row split: a call whose weight bytes x max(1, tokens / 2) reach SPLIT_MIN_WORK runs half its
+# rows on a helper thread when torch has 2 or more (set `vnni.SPLIT_MIN_WORK = 8 << 20` to use it). Handing half
+# over costs ~50 us (qkv 896 -> 1152 int8, 1 token: 76 -> 132 us), so only large or many-token calls gain; per
+# GEMM, cold weights, load average ~1: LM head 896 -> 151,936 int8 5.1 -> 4.4 ms (1 token), 7.7 -> 5.0 ms
+# (8 tokens); int4 3.1 -> 2.7 ms, 8.2 -> 4.9 ms; gate/up 896 -> 9728 int4 at 8 tokens 542 -> 377 us; down
+# 4864 -> 896 int4 at 1 token 123 -> 161 us. Off by default: whole-model decode of dummy:qwen2.5-0.5b at 2
+# threads did not gain on this shared 2-core VM (3 interleaved repetitions, load average 1.2-1.5, tokens/s
+# unsplit -> split: int4_vnni batch 1 52.3 -> 52.9, batch 8 164.8 -> 153.3; int8_vnni 28.7 -> 26.9, 154.8 ->
+# 153.8), where torch's own threads and other processes already hold the second core.
+SPLIT_MIN_WORK = 1 << 62
+_pool: ThreadPoolExecutor | None = None
+
+
+def _split_rows(n: int, work: int) -> int:
+    """Rows for the calling thread (a multiple of PAD_N) when the call is split in two, else 0."""
+    if work < SPLIT_MIN_WORK or n < 2 * PAD_N or torch.get_num_threads() < 2:
+        return 0
+    return (n + PAD_N - 1) // PAD_N // 2 * PAD_N
+
+
+def _run(call: Callable[[int, int], int], n: int, weight_bytes: int, tokens: int, name: str) -> None:
+    """`call(first_row, rows)` over all n rows: on this thread, or its two halves on this thread and one helper
+    thread (ctypes releases the GIL during the C call, so the halves run at once)."""
+    global _pool
+    n0 = _split_rows(n, weight_bytes * max(2, tokens) // 2)
+    if n0 == 0:
+        rcs = [call(0, n)]
+    else:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="joulepath-vnni")
+        other = _pool.submit(call, n0, n - n0)
+        rcs = [call(0, n0), other.result()]
+    if any(rcs):
+        raise MemoryError(f"{name} could not allocate its activation buffer")
+
+
+def int8_linear(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, n: int) -> Tensor:
+    """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i8_linear`."""
+    _check(x2, packed, scales, torch.float32, bias)
+    t, k = x2.shape
+    y = torch.empty(t, n, dtype=torch.float32)
+    fn, xp, wp, sp, yp = library().jp_i8_linear, x2.data_ptr(), packed.data_ptr(), scales.data_ptr(), y.data_ptr()
+    bp, per_super = _ptr(bias), packed.stride(0)  # bytes per 64 rows
+    if packed.numel() * max(2, t) // 2 < SPLIT_MIN_WORK:  # the usual case, without the split's closure
+        if fn(xp, k, t, k, n, wp, sp, bp, yp, n):
+            raise MemoryError("jp_i8_linear could not allocate its activation buffer")
+        return y
+
+    def call(lo: int, rows: int) -> int:
+        b = None if bp is None else bp + 4 * lo
+        return int(fn(xp, k, t, k, rows, wp + lo // PAD_N * per_super, sp + 4 * lo, b, yp + 4 * lo, n))
+
+    _run(call, n, packed.numel(), t, "jp_i8_linear")
+    return y
+
+
+def int4_linear(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: int, group: int) -> Tensor:
+    """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i4_linear`."""
+    _check(x2, packed, sz, torch.bfloat16, bias)
+    t, k = x2.shape
+    y = torch.empty(t, n, dtype=torch.float32)
+    fn, xp, wp, zp, yp = library().jp_i4_linear, x2.data_ptr(), packed.data_ptr(), sz.data_ptr(), y.data_ptr()
+    bp, per_super, per_block = _ptr(bias), packed.stride(0), 2 * sz.stride(0)  # bytes per 64 / 16 rows
+    if packed.numel() * max(2, t) // 2 < SPLIT_MIN_WORK:  # the usual case, without the split's closure
+        if fn(xp, k, t, k, n, group, wp, zp, bp, yp, n):
+            raise MemoryError("jp_i4_linear could not allocate its activation buffer")
+        return y
+
+    def call(lo: int, rows: int) -> int:
+        b = None if bp is None else bp + 4 * lo
+        w, z = wp + lo // PAD_N * per_super, zp + lo // BLOCK_N * per_block
+        return int(fn(xp, k, t, k, rows, group, w, z, b, yp + 4 * lo, n))
+
+    _run(call, n, packed.numel(), t, "jp_i4_linear")
+    return y
+
+
+# The same calls as torch custom ops, so that `torch.compile(fullgraph=True)` (the static decode path) keeps them
+# in its graph as opaque nodes; eager forwards call the functions above directly (the op dispatch costs more).
+@torch.library.custom_op("joulepath::vnni_int8_linear", mutates_args=())
+def int8_linear_op(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, n: int) -> Tensor:
+    return int8_linear(x2.contiguous(), packed, scales, bias, n)
+
+
+@int8_linear_op.register_fake
+def _(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, n: int) -> Tensor:
+    return x2.new_empty(x2.shape[0], n)
+
+
+@torch.library.custom_op("joulepath::vnni_int4_linear", mutates_args=())
+def int4_linear_op(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: int, group: int) -> Tensor:
+    return int4_linear(x2.contiguous(), packed, sz, bias, n, group)
+
+
+@int4_linear_op.register_fake
+def _(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: int, group: int) -> Tensor:
+    return x2.new_empty(x2.shape[0], n)
+
+
+def noop_call(x2: Tensor, packed: Tensor, sz: Tensor, y: Tensor) -> int:
+    """A call with `int4_linear`'s arguments into a C function that returns at once (measures ctypes' cost)."""
+    t, k = x2.shape
+    return int(
+        library().jp_noop(
+            x2.data_ptr(), k, t, k, y.shape[1], 32, packed.data_ptr(), sz.data_ptr(), None, y.data_ptr(), y.shape[1]
+        )
+    )

@@ -1,0 +1,383 @@
+"""joulepath's own AVX512-VNNI int8/int4 kernels (optimize.vnni, modes int8_vnni / int4_vnni): the build and its
+refusals, each kernel against a float64 reference of the same quantized numbers (tight) and against fp32 (loose),
+padding, prefill chunks, int32 bounds, batch invariance, and whole models through the engine."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.model import DenseCausalAttention, load_model
+from joulepath.model.transformer import Linear, Transformer
+from joulepath.optimize import ALL_MODES, VNNI_MODES, QuantizedLinear, available_modes, quantize_model, vnni
+from joulepath.optimize.levers import Lever, parse_lever
+from joulepath.optimize.quant import Int4VnniLinear, Int8VnniLinear, groupwise_int4, make_quantized, per_channel_int8
+from joulepath.optimize.tune import SHORT
+
+from .conftest import random_linear
+
+Shape = tuple[int, int]
+
+
+def require_vnni() -> None:
+    reason = vnni.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"VNNI kernels unavailable: {reason}")
+
+
+def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((y.double() - ref.double()).norm() / ref.double().norm())
+
+
+def int8_reference(x: torch.Tensor, weight_kn: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """float64 of exactly what `jp_i8_linear` computes: int8 codes per token times per-channel int8 codes."""
+    q, scales = per_channel_int8(weight_kn)  # (N, K), (N,)
+    xq, sx, _ = vnni.quantize_activations(x)
+    y = (xq.double() @ q.double().t()) * sx.double()[:, None] * scales.double()[None]
+    return y if bias is None else y + bias.double()
+
+
+def int4_reference(x: torch.Tensor, weight_kn: torch.Tensor, bias: torch.Tensor | None, group: int) -> torch.Tensor:
+    """float64 of exactly what `jp_i4_linear` computes: code * bf16 scale + bf16 min per group, int8 tokens."""
+    n = weight_kn.shape[1]
+    codes, sz = groupwise_int4(F.pad(weight_kn.float(), (0, -n % 64)), group)  # (Np, K), (K/g, Np, 2)
+    scales = sz[..., 0].bfloat16().double()
+    mins = (sz[..., 1] - 8 * sz[..., 0]).bfloat16().double()
+    w = codes.double() * scales.t().repeat_interleave(group, 1) + mins.t().repeat_interleave(group, 1)  # (Np, K)
+    xq, sx, _ = vnni.quantize_activations(x)
+    y = (xq.double() * sx.double()[:, None]) @ w.t()[:, :n]
+    return y if bias is None else y + bias.double()
+
+
+# ---- build and availability ----------------------------------------------------------------------
+
+
+def test_vnni_modes_are_listed_with_a_reason_or_none() -> None:
+    modes = available_modes()
+    assert set(VNNI_MODES) <= set(modes) and set(VNNI_MODES) <= set(ALL_MODES)
+    reason = vnni.unavailable_reason()
+    for mode in VNNI_MODES:
+        assert (modes[mode] is None) == (reason is None), modes[mode]
+
+
+def test_disabled_route_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JOULEPATH_VNNI", "0")
+    lib, reason = vnni._load.__wrapped__()  # the uncached probe
+    assert lib is None and reason == "disabled by JOULEPATH_VNNI=0"
+
+
+def test_missing_compiler_or_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOULEPATH_VNNI", raising=False)
+    monkeypatch.setenv("CC", "no-such-compiler-jp")
+    lib, reason = vnni._load.__wrapped__()
+    assert lib is None and reason is not None
+    assert "no C compiler (no-such-compiler-jp)" in reason or "lacks" in reason or "x86-64" in reason
+
+
+def test_cpu_without_vnni_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    real_read = Path.read_text
+    monkeypatch.setattr(
+        Path, "read_text", lambda self, *a, **k: real_read(fake if str(self) == "/proc/cpuinfo" else self)
+    )
+    monkeypatch.setattr(vnni.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(vnni.platform, "system", lambda: "Linux")
+    assert vnni._cpu_reason() == "this CPU lacks avx512_vnni (needs AVX512-F/BW and AVX512-VNNI)"
+
+
+def _gcc_or_skip() -> str:
+    cc = vnni._compiler()
+    if cc is None:
+        pytest.skip("no gcc")
+    return cc
+
+
+def test_build_failure_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cc = _gcc_or_skip()
+    broken = tmp_path / "broken.c"
+    broken.write_text("int f(void) { return undefined_name; }\n")
+    monkeypatch.setattr(vnni, "SOURCE", broken)
+    monkeypatch.setenv("JOULEPATH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(RuntimeError, match=r"failed to build broken\.c: .*undefined_name"):
+        vnni._build(cc)
+    assert not list((tmp_path / "cache" / "kernels").iterdir())  # no half-written library left behind
+
+
+def test_concurrent_builds_leave_one_complete_library(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cc = _gcc_or_skip()
+    monkeypatch.setenv("JOULEPATH_CACHE", str(tmp_path))
+    paths: list[Path] = []
+    threads = [threading.Thread(target=lambda: paths.append(vnni._build(cc))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    files = list((tmp_path / "kernels").iterdir())
+    assert len(set(paths)) == 1 and files == [paths[0]] and paths[0].suffix == ".so"
+    assert vnni._build(cc) == paths[0]  # cached: keyed by source, flags and compiler
+
+
+# ---- kernels against references ------------------------------------------------------------------
+
+SHAPES_M = [(64, 32, 1), (70, 37, 3), (256, 100, 8), (130, 48, 17), (896, 1152, 8), (36, 5, 2)]
+
+
+@pytest.mark.parametrize(("k", "n", "m"), SHAPES_M)
+@pytest.mark.parametrize("bias", [False, True])
+def test_int8_kernel_matches_reference_and_fp32(k: int, n: int, m: int, bias: bool) -> None:
+    require_vnni()
+    layer = random_linear(k, n, bias, seed=k + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    q = Int8VnniLinear(layer.weight.data, layer.bias)
+    with torch.no_grad():
+        y = q(x)
+        fp = layer(x)
+    ref = int8_reference(x, layer.weight.data, layer.bias)
+    assert y.shape == (m, n) and y.dtype == torch.float32
+    assert float((y.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max()) + 1e-6
+    assert rel_error(y, fp) < 0.03
+
+
+@pytest.mark.parametrize(("k", "n", "m"), [(64, 32, 1), (128, 37, 3), (256, 100, 8), (128, 48, 17), (896, 1152, 8)])
+@pytest.mark.parametrize("group", [32, 64, 128])
+def test_int4_kernel_matches_reference_and_fp32(k: int, n: int, m: int, group: int) -> None:
+    require_vnni()
+    if k % group:
+        pytest.skip("group does not divide in_features")
+    layer = random_linear(k, n, bias=True, seed=k + n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m))
+    q = Int4VnniLinear(layer.weight.data, layer.bias, group)
+    with torch.no_grad():
+        y = q(x)
+        fp = layer(x)
+    ref = int4_reference(x, layer.weight.data, layer.bias, group)
+    assert y.shape == (m, n)
+    assert float((y.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max()) + 1e-6
+    assert rel_error(y, fp) < 0.15
+
+
+def test_reference_would_catch_a_wrong_kernel() -> None:
+    """The tight comparison can fail: the same check against the fp32 output (not the quantized numbers) does."""
+    require_vnni()
+    layer = random_linear(256, 64, bias=False)
+    x = torch.randn(4, 256)
+    with torch.no_grad():
+        y = Int8VnniLinear(layer.weight.data, None)(x)
+        fp = layer(x)
+    assert float((y - fp).abs().max()) > 1e-5 * float(fp.abs().max()) + 1e-6
+
+
+def test_int8_extremes_at_the_int32_bound_are_exact() -> None:
+    """K = 65,536 with every code at +-127: the raw sum of (w + 128) * x reaches 255 * 127 * K = 2.12e9 < 2**31."""
+    require_vnni()
+    k = vnni.MAX_K_INT8
+    signs = torch.tensor([1.0, -1.0] * 8)  # 16 outputs: all-+1 and all--1 weight columns
+    w = torch.ones(k, 16) * signs  # (K, N): codes +127 (stored 255) and -127 (stored 1)
+    x = torch.stack([torch.ones(k), -torch.ones(k), torch.full((k,), 1e6)])  # codes +127, -127, +127 (huge scale)
+    y = Int8VnniLinear(w, None)(x)
+    expected = (x.double() @ w.double()).float()  # +-K, +-1e6 K: exactly representable products
+    torch.testing.assert_close(y, expected, rtol=1e-6, atol=0)
+
+
+def test_int8_refuses_inputs_past_the_int32_bound() -> None:
+    with pytest.raises(ValueError, match="in_features <= 65536"):
+        Int8VnniLinear(torch.zeros(vnni.MAX_K_INT8 + 4, 16), None)
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_outlier_and_zero_tokens(mode: str) -> None:
+    """Per-token scales: a 1000x outlier row leaves the others their precision; an all-zero row gives the bias."""
+    require_vnni()
+    layer = random_linear(256, 64, bias=True)
+    q = make_quantized(mode, layer, group_size=64)  # type: ignore[arg-type]
+    x = torch.randn(5, 256, generator=torch.Generator().manual_seed(3))
+    x[0] *= 1000
+    x[2] = 0
+    with torch.no_grad():
+        y, fp = q(x), layer(x)
+    for row in (0, 1, 3, 4):
+        assert rel_error(y[row], fp[row]) < (0.03 if mode == "int8_vnni" else 0.15)
+    assert layer.bias is not None and torch.equal(y[2], layer.bias.data)
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_batch_invariant_bit_for_bit(mode: str) -> None:
+    """A token's output does not depend on the other tokens of the call (chunks of 8, tails, prefill)."""
+    require_vnni()
+    q = make_quantized(mode, random_linear(128, 40, bias=True), group_size=32)  # type: ignore[arg-type]
+    x = torch.randn(19, 128) * torch.logspace(-2, 2, 19)[:, None]
+    together = q(x)
+    alone = torch.cat([q(x[i : i + 1]) for i in range(19)])
+    assert torch.equal(together, alone)
+    assert torch.equal(q(x[3:9]), together[3:9])
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+@pytest.mark.parametrize("n", [200, 129, 256])
+def test_two_thread_row_split_is_bit_identical(mode: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large layers split their rows across 2 threads (when torch has 2): the halves give the same bits."""
+    require_vnni()
+    q = make_quantized(mode, random_linear(128, n, bias=True), group_size=32)  # type: ignore[arg-type]
+    x = torch.randn(11, 128)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = q(x)
+        monkeypatch.setattr(vnni, "SPLIT_MIN_WORK", 0)
+        torch.set_num_threads(2)
+        assert 0 < vnni._split_rows(n, 1) < n  # the split path runs
+        split = q(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(split, alone)
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_bf16_input_and_leading_dims(mode: str) -> None:
+    require_vnni()
+    layer = random_linear(128, 64, bias=True)
+    q = make_quantized(mode, layer, group_size=32)  # type: ignore[arg-type]
+    x = torch.randn(2, 3, 128)
+    with torch.no_grad():
+        y = q(x.bfloat16())
+        ref = layer(x.reshape(6, 128)).reshape(2, 3, 64)
+    assert y.dtype == torch.bfloat16 and y.shape == (2, 3, 64)
+    assert rel_error(y, ref) < (0.05 if mode == "int8_vnni" else 0.17)
+
+
+def test_weight_bytes_are_honest() -> None:
+    require_vnni()
+    layer = random_linear(896, 1000, bias=False)  # 1000 % 64 != 0: padded rows are read and counted
+    q8 = Int8VnniLinear(layer.weight.data, None)
+    q4 = Int4VnniLinear(layer.weight.data, None, 128)
+    assert q8.weight_bytes == 1024 * 896 + 4 * 1000
+    assert q4.weight_bytes == 1024 * 896 // 2 + 1024 * (896 // 128) * 2 * 2  # nibbles + bf16 scale and min
+    assert 1.0 < q8.bytes_per_weight < 1.03 and 0.53 < q4.bytes_per_weight < 0.55
+
+
+def test_wrong_dtypes_are_refused_not_misread() -> None:
+    """The C side trusts pointers: a module cast after quantizing (bf16 scales) must raise, not read garbage."""
+    require_vnni()
+    q8 = Int8VnniLinear(random_linear(64, 32, bias=True).weight.data, torch.randn(32))
+    q4 = Int4VnniLinear(random_linear(64, 32, bias=True).weight.data, None, 32)
+    x = torch.randn(2, 64)
+    with pytest.raises(TypeError, match="fp32 bias"):
+        q8.to(torch.bfloat16)(x)
+    with pytest.raises(TypeError, match="bfloat16 scales"):
+        q4.to(torch.float32)(x)  # bf16 scales and mins cast to fp32
+    with pytest.raises(TypeError, match="contiguous fp32 CPU input"):
+        vnni.int8_linear(x.t().contiguous().t(), q8.weight_vnni, q8.scales, None, 32)
+    with pytest.raises(ValueError, match="group_size % 8 == 0 dividing in_features=64"):
+        Int4VnniLinear(torch.zeros(64, 16), None, 48)
+
+
+def test_int4_vnni_group_checks_come_before_any_swap() -> None:
+    require_vnni()
+    with pytest.raises(ValueError, match="group_size must be one of"):
+        quantize_model(load_model("dummy:tiny-qwen2").model, "int4_vnni", group_size=48)
+    model = load_model("dummy:tiny-mistral").model  # d_ff = 160: 128 does not divide it
+    with pytest.raises(ValueError, match=r"w2 \(160 -> 64\)"):
+        quantize_model(model, "int4_vnni", group_size=128)
+    assert isinstance(model.output, Linear)
+
+
+# ---- whole models --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_quantize_model_swaps_all_and_keeps_the_tied_embedding(mode: str) -> None:
+    require_vnni()
+    model = load_model("dummy:tiny-qwen2").model
+    tokens = torch.tensor([3, 17, 250, 0])
+    before = model.embed(tokens).clone()
+    summary = quantize_model(model, mode, group_size=32)  # type: ignore[arg-type]
+    assert len(summary.swapped) == 9 and not any(isinstance(m, Linear) for m in model.modules())
+    assert torch.equal(model.embed(tokens), before) and isinstance(model.output, QuantizedLinear)
+    lo, hi = (1.0, 1.1) if mode == "int8_vnni" else (0.5, 0.65)
+    assert lo <= summary.bytes_per_weight < hi
+    assert model.weight_format.startswith(f"{mode}:g32")
+
+
+def _logits(model: Transformer, n: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    tokens = torch.randint(0, model.cfg.vocab_size, (n,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return tokens, model(tokens, torch.arange(n), DenseCausalAttention([n]))
+
+
+@pytest.mark.parametrize(("mode", "torch_mode"), [("int8_vnni", "int8_dynamic"), ("int4_vnni", "int4_weight_only")])
+def test_model_error_matches_the_torch_route(mode: str, torch_mode: str) -> None:
+    """Teacher-forced logits of tiny-llama: the VNNI route's error to fp32 is the torch route's (same weight
+    codes; activations int8 per token vs fbgemm's uint8 on [-absmax, absmax]: the same step), within 20 %."""
+    require_vnni()
+    _, fp = _logits(load_model("dummy:tiny-llama").model)
+    errors, top1 = {}, {}
+    for m in (mode, torch_mode):
+        model = load_model("dummy:tiny-llama").model
+        quantize_model(model, m, group_size=32)  # type: ignore[arg-type]
+        _, y = _logits(model)
+        errors[m] = rel_error(y, fp)
+        top1[m] = float((y.argmax(-1) == fp.argmax(-1)).float().mean())
+    assert errors[mode] < 1.2 * errors[torch_mode]
+    assert top1[mode] >= top1[torch_mode] - 0.05
+
+
+PROMPTS = [[5, 6, 7, 8] * 4, [9, 10, 11] * 5, [12, 13] * 6, [100, 3, 77, 41, 2]]
+
+
+def _engine_tokens(mode: str, config: EngineConfig, max_tokens: int = 16, seed: int = 0) -> list[list[int]]:
+    loaded = load_model("dummy:tiny-llama", seed=seed)
+    quantize_model(loaded.model, mode, group_size=32)  # type: ignore[arg-type]
+    params = SamplingParams(max_tokens=max_tokens, ignore_eos=True)
+    return [c.output_ids for c in Engine(loaded, config).generate(PROMPTS, params)]
+
+
+def test_engine_greedy_decode_agrees_with_int8_dynamic() -> None:
+    """Greedy decode of 4 prompts x 16 tokens through the engine. Not token-identical to int8_dynamic: both carry
+    ~1.8 % logit error (different activation rounding) and a random-weight model's top-2 logits are often closer
+    than that (median margin 0.2 of logit std 1.0), so one flip changes every later token. Measured: 72 % of
+    positions equal to int8_dynamic (and to fp32). Required here: every first token (prefill) equal, and >= 60 %."""
+    require_vnni()
+    config = EngineConfig(block_size=4)
+    ours, theirs = _engine_tokens("int8_vnni", config), _engine_tokens("int8_dynamic", config)
+    assert [o[0] for o in ours] == [t[0] for t in theirs]
+    same = sum(a == b for o, t in zip(ours, theirs, strict=True) for a, b in zip(o, t, strict=True))
+    assert same / sum(len(o) for o in ours) >= 0.6
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_engine_decode_equals_dense_forward_of_the_same_model(mode: str) -> None:
+    """Token-identical self-consistency: each token the engine decoded (M = 1..4 kernel calls over a paged KV
+    cache) is the argmax of one dense forward over prompt + answer (M up to ~30: the chunked prefill path)."""
+    require_vnni()
+    loaded = load_model("dummy:tiny-llama")
+    quantize_model(loaded.model, mode, group_size=32)  # type: ignore[arg-type]
+    outs = Engine(loaded, EngineConfig(block_size=4)).generate(PROMPTS, SamplingParams(max_tokens=12, ignore_eos=True))
+    for prompt, out in zip(PROMPTS, outs, strict=True):
+        ids = prompt + out.output_ids
+        with torch.no_grad():
+            logits = loaded.model(torch.tensor(ids), torch.arange(len(ids)), DenseCausalAttention([len(ids)]))
+        assert logits[len(prompt) - 1 : -1].argmax(-1).tolist() == out.output_ids
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_speculative_decoding_is_token_identical(mode: str) -> None:
+    """Batch invariance through the engine: verify chunks reproduce 1-token steps."""
+    require_vnni()
+    plain = _engine_tokens(mode, EngineConfig(block_size=4), seed=4)
+    spec = EngineConfig(block_size=4, speculative="prompt_lookup", spec_adaptive=False)
+    assert _engine_tokens(mode, spec, seed=4) == plain
+
+
+def test_levers_and_tuner_name_the_vnni_modes() -> None:
+    assert parse_lever("int4_vnni:g64+skip=output") == Lever("int4_vnni", 64, ("output",))
+    assert parse_lever(Lever("int4_vnni", 32).name) == Lever("int4_vnni", 32)
+    assert parse_lever("int8_vnni").mode == "int8_vnni"
+    with pytest.raises(ValueError, match="applies to int4_weight_only and int4_vnni only"):
+        parse_lever("int8_vnni:g64")
+    assert {SHORT[m] for m in VNNI_MODES} == {"int8-vnni", "int4-vnni"}
