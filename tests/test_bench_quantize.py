@@ -7,6 +7,7 @@ import math
 import torch
 
 from joulepath.bench.quantize import SPARSE, add_best, headline, measure_model
+from joulepath.optimize.quant import ALL_MODES, INT4_MODES, VNNI_MODES, available_modes
 
 
 def test_measure_model_tiny_table_is_complete_and_sane() -> None:
@@ -22,6 +23,7 @@ def test_measure_model_tiny_table_is_complete_and_sane() -> None:
         f"{name}@b{b}" for name in ("fp32", "int8_dynamic", "int8_weight_only", "int4_weight_only") for b in (1, 8)
     }
     expected |= {f"{SPARSE}@b1"}
+    expected |= {f"{m}@b{b}" for m in VNNI_MODES if available_modes()[m] is None for b in (1, 8)}
     if table["transformers_note"] is None:
         expected |= {"transformers_int8@b1", "transformers_int8@b8"}
     assert expected <= set(rows), set(rows) ^ expected
@@ -42,5 +44,7 @@ def test_measure_model_tiny_table_is_complete_and_sane() -> None:
     head = headline(table, 1, None)
     for key in ("int8_speedup_b1", "int4_speedup_b1", "int8_speedup_b8", "best_speedup_b1", "sparsity_speedup_b1"):
         assert head[key] is not None and math.isfinite(head[key]) and head[key] > 0, key
-    assert head["best_lever_b1"] in {"int8_dynamic", "int8_weight_only", "int4_weight_only", SPARSE}
+    assert head["best_lever_b1"] in {*ALL_MODES, SPARSE}
+    assert head["int8_route_b1"] in {"int8_dynamic", "int8_vnni"} and head["int4_route_b1"] in INT4_MODES
+    assert head["int4_speedup_b1"] == head[f"{head['int4_route_b1']}_speedup_b1"]  # the fastest route's figure
     assert head["int8_accuracy_delta_pts"] is None  # no gate was run

@@ -202,7 +202,12 @@ class Weights:
     kv_int8: bool = False  # the int8 KV cache passed its gate
 
 
-AUTO_LEVERS = ("int8_dynamic", "int4_weight_only", "int8_weight_only")  # fastest first on CPUs measured here
+# fastest first on CPUs measured here. int8_vnni (joulepath's AVX512-VNNI kernel; skipped with its reason where
+# the CPU or a C compiler is missing) against int8_dynamic, serving jp-large's golden requests (max_batch 16,
+# 40 tokens; 2026-11-27, 3 paired reps each): at 2 threads 1.03x (1.03-1.04) in one run and 1.00x (0.99-1.01)
+# in wall and CPU time in the next, i.e. equal; at 1 thread 1.18x (1.17-1.20); on Qwen2.5-0.5B's shapes at
+# 1 thread 1.47x (benchmarks/quant_kernels.py)
+AUTO_LEVERS = ("int8_vnni", "int8_dynamic", "int4_weight_only", "int8_weight_only")
 
 
 def optimized_weights(

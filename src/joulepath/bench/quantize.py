@@ -4,7 +4,8 @@ Measured, all in one process and interleaved (every configuration once per repet
 odd repetitions, each thread count inside every repetition):
 
 - Decode tokens/s of joulepath's engine at batch 1 and batch 8 for fp32 and each lever: int8_dynamic,
-  int8_weight_only, int4_weight_only (group 128, or the largest group that divides every projection), and TEAL
+  int8_weight_only, int4_weight_only (group 128, or the largest group that divides every projection), joulepath's
+  own AVX512-VNNI kernels int8_vnni and int4_vnni (where this CPU and a C compiler allow), and TEAL
   activation sparsity at target 0.5 (batch 1 only). Each configuration has its own loaded model copy and one
   `Engine` kept across repetitions. A repetition adds `batch` requests of a 32-token prompt each, steps the
   engine until every prompt is prefilled (its first token sampled), then times `steps` decode steps
@@ -62,7 +63,7 @@ from joulepath.optimize.levers import (
     skill_drops,
     store_gate,
 )
-from joulepath.optimize.quant import INT4_GROUP_SIZES, MODES, QuantMode, available_modes, quantize_model
+from joulepath.optimize.quant import ALL_MODES, INT4_GROUP_SIZES, INT4_MODES, QuantMode, available_modes, quantize_model
 from joulepath.optimize.sparsity import (
     SparsityThresholds,
     calibrate,
@@ -79,6 +80,7 @@ from joulepath.results import LeverGate
 PROMPT_TOKENS = 32
 SPARSITY_TARGET = 0.5
 SPARSE = "teal_sparsity_0.5"
+INT8_ROUTES = ("int8_dynamic", "int8_vnni")  # the int8 weight-and-activation routes (int8_weight_only: bf16 acts)
 GATED_MODEL = "jp-large"  # the model whose golden accuracy the levers are gated on
 HEADLINE_MODEL = "dummy:qwen2.5-0.5b"  # real Qwen2.5-0.5B shapes, random weights
 CALIBRATION_PER_CELL = 4  # golden dev prompts per (skill, level) for TEAL thresholds
@@ -247,17 +249,17 @@ def quant_configs(spec: str, batches: Sequence[int]) -> tuple[list[Config], dict
     fp32_bytes = float(parameter_bytes(base.model))
     configs = [Config("fp32", b, constant(fp32_bytes), engine_measure(base, b)) for b in batches]
     skipped = {m: why for m, why in available_modes().items() if why is not None}
-    for mode in MODES:
+    for mode in ALL_MODES:  # torch's kernels and joulepath's VNNI ones where this CPU has them
         if mode in skipped:
             continue
         loaded = load_model(spec)
         group = int4_group_size(loaded) or 128
-        if mode == "int4_weight_only" and int4_group_size(loaded) is None:
+        if mode in INT4_MODES and int4_group_size(loaded) is None:
             skipped[mode] = "no int4 group size divides every projection's in_features"
             continue
         summary = quantize_model(loaded.model, mode, group_size=group)
         info = {"bytes_per_weight": summary.bytes_per_weight, "weight_bytes": summary.weight_bytes_after}
-        if mode == "int4_weight_only":
+        if mode in INT4_MODES:
             info["group_size"] = group
         after = float(summary.weight_bytes_after)
         configs += [Config(mode, b, constant(after), engine_measure(loaded, b), dict(info)) for b in batches]
@@ -473,7 +475,7 @@ def add_best(table: dict[str, Any], passed: Callable[[str], bool]) -> None:
         block["best"] = {}
         for b in (1, 8):
             name = fastest(rows, b, passed)
-            quant = fastest(rows, b, lambda n: n in MODES and passed(n))
+            quant = fastest(rows, b, lambda n: n in ALL_MODES and passed(n))
             block["best"][f"b{b}"] = {"lever": name, "best_quantized": quant}
 
 
@@ -496,18 +498,31 @@ def headline(table: dict[str, Any], t: int, gates: dict[str, Any] | None) -> dic
     def delta(name: str) -> float | None:
         return levers[name]["accuracy_delta_pts"] if name in levers else None
 
+    def route(routes: tuple[str, ...], batch: int) -> tuple[str | None, float | None]:
+        """The fastest measured kernel route of one precision at `batch` (torch's or joulepath's VNNI)."""
+        found = [(v, r) for r in routes if (v := _median(rows, f"{r}@b{batch}", "speedup_vs_fp32")) is not None]
+        return (max(found)[1], max(found)[0]) if found else (None, None)
+
+    int8_b1, int8_b8 = route(INT8_ROUTES, 1), route(INT8_ROUTES, 8)
+    int4_b1, int4_b8 = route(INT4_MODES, 1), route(INT4_MODES, 8)
+    per_mode = {f"{m}_speedup_b{b}": _median(rows, f"{m}@b{b}", "speedup_vs_fp32") for m in ALL_MODES for b in (1, 8)}
     return {
-        "int8_speedup_b1": _median(rows, "int8_dynamic@b1", "speedup_vs_fp32"),
-        "int4_speedup_b1": _median(rows, "int4_weight_only@b1", "speedup_vs_fp32"),
-        "int8_speedup_b8": _median(rows, "int8_dynamic@b8", "speedup_vs_fp32"),
-        "int4_speedup_b8": _median(rows, "int4_weight_only@b8", "speedup_vs_fp32"),
+        "int8_speedup_b1": int8_b1[1],  # the fastest int8 route; which one is named beside it
+        "int8_route_b1": int8_b1[0],
+        "int4_speedup_b1": int4_b1[1],
+        "int4_route_b1": int4_b1[0],
+        "int8_speedup_b8": int8_b8[1],
+        "int8_route_b8": int8_b8[0],
+        "int4_speedup_b8": int4_b8[1],
+        "int4_route_b8": int4_b8[0],
+        **per_mode,
         "best_speedup_b1": _median(rows, f"{b1}@b1", "speedup_vs_fp32") if b1 else 1.0,
         "best_lever_b1": b1 or "fp32",
         "speedup_vs_transformers_int8": hf_b1["median"] if hf_b1 else None,
         "speedup_vs_transformers_int8_lever": b1q,
         "sparsity_speedup_b1": _median(rows, f"{SPARSE}@b1", "speedup_vs_fp32"),
-        "int8_accuracy_delta_pts": delta("int8_dynamic"),
-        "int4_accuracy_delta_pts": delta("int4_weight_only"),
+        "int8_accuracy_delta_pts": delta(int8_b1[0] or "int8_dynamic"),  # of the route above
+        "int4_accuracy_delta_pts": delta(int4_b1[0] or "int4_weight_only"),
         "sparsity_accuracy_delta_pts": delta(SPARSE),
     }
 
@@ -546,7 +561,7 @@ def run(
     if GATED_MODEL in models:
         torch.set_num_threads(min(threads))  # multi-threaded ops stall when another process shares the cores
         progress(f"quality gates on {GATED_MODEL}, gate_examples({per_cell})")
-        modes = [m for m in MODES if available_modes()[m] is None]
+        modes = [m for m in ALL_MODES if available_modes()[m] is None]
         gates = gate_levers(GATED_MODEL, per_cell, modes, calibration_per_cell, lean=quick)
     tables = {}
     for m in models:

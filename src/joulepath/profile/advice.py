@@ -23,7 +23,9 @@ LEVERS = {
         "built: joulepath.optimize (serve.quantize; used only where the golden gate passes)",
     ),
     "low_precision": Lever(
-        "lower-precision GEMMs (INT8 compute)", True, "built: optimize int8_dynamic (fbgemm int8 GEMM; gated)"
+        "lower-precision GEMMs (INT8 compute)",
+        True,
+        "built: optimize int8_vnni (joulepath's AVX512-VNNI kernel) or int8_dynamic (fbgemm int8 GEMM); gated",
     ),
     "kv_quantization": Lever(
         "KV-cache quantization",
@@ -179,5 +181,6 @@ def levers_on(config: EngineConfig, weight_lever: str | None = None) -> frozense
     on |= {"speculative"} if config.speculative else set()
     on |= {"kv_quantization"} if config.kv_int8 else set()
     if weight_lever and not weight_lever.startswith("teal"):
-        on |= {"quantization", "low_precision"} if weight_lever == "int8_dynamic" else {"quantization"}
+        int8_compute = weight_lever in ("int8_dynamic", "int8_vnni", "int4_vnni")  # int8 activations too
+        on |= {"quantization", "low_precision"} if int8_compute else {"quantization"}
     return frozenset(on)
