@@ -72,6 +72,9 @@ def test_advice_leaves_out_the_levers_the_profiled_configuration_already_runs() 
     on = levers_on(EngineConfig(max_batch=16, prefix_cache=True, kv_int8=True), "int8_dynamic")
     assert on == {"batching", "prefix_caching", "kv_quantization", "quantization", "low_precision"}
     assert levers_on(EngineConfig(), "teal:0.5") == {"batching"}  # sparsity is not a precision lever
+    # a lever with gate-chosen opt-outs or a group size is still its mode
+    assert "low_precision" in levers_on(EngineConfig(), "int4_vnni:g64+skip=output")
+    assert "low_precision" not in levers_on(EngineConfig(), "int4_weight_only+skip=output")
     loaded = load_model("dummy:tiny-llama")
     classes = [ClassCost(n, 0.3, 0.3, 0.1, 1e9, 1e6, "compute-bound", 0.5) for n in ("mlp", "attention.qkv_proj")]
     classes += [ClassCost("idle", 0.4, 0.4, 0.1, 0.0, 0.0, "host", None)]

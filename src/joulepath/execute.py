@@ -207,7 +207,21 @@ class Weights:
 # 40 tokens; 2026-11-27, 3 paired reps each): at 2 threads 1.03x (1.03-1.04) in one run and 1.00x (0.99-1.01)
 # in wall and CPU time in the next, i.e. equal; at 1 thread 1.18x (1.17-1.20); on Qwen2.5-0.5B's shapes at
 # 1 thread 1.47x (benchmarks/quant_kernels.py)
+# The VNNI kernels run on the calling thread only, so with more than 2 torch threads fbgemm's multi-threaded
+# int8_dynamic goes first (not measured here: this VM has 2 cores).
 AUTO_LEVERS = ("int8_vnni", "int8_dynamic", "int4_weight_only", "int8_weight_only")
+SINGLE_THREAD_LEVERS = ("int8_vnni",)
+
+
+def auto_levers(threads: int) -> tuple[str, ...]:
+    """`AUTO_LEVERS` for `threads` torch threads: single-threaded kernels after the others past 2 threads.
+
+    >>> auto_levers(2)[:2], auto_levers(8)[:2]
+    (('int8_vnni', 'int8_dynamic'), ('int8_dynamic', 'int4_weight_only'))
+    """
+    if threads <= 2:
+        return AUTO_LEVERS
+    return tuple(n for n in AUTO_LEVERS if n not in SINGLE_THREAD_LEVERS) + SINGLE_THREAD_LEVERS
 
 
 def optimized_weights(
@@ -221,7 +235,8 @@ def optimized_weights(
     from joulepath.optimize.levers import GATE_MAX_TOKENS, apply_lever, choose_lever, gate_examples, parse_lever
 
     usable = available_modes()
-    candidates = list(AUTO_LEVERS if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
+    auto = auto_levers(torch.get_num_threads())
+    candidates = list(auto if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
     if serve.sparsity:
         candidates.append(f"teal:{serve.sparsity:g}")
     if serve.kv_int8:

@@ -92,6 +92,11 @@ def test_cpu_without_vnni_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
 
 def _gcc_or_skip() -> str:
+    """A compiler that takes the kernels' x86 flags (on aarch64 gcc rejects -mavx512f before any error we test)."""
+    import platform
+
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip(f"the kernels' build flags are x86-64 ones; this is {platform.machine()}")
     cc = vnni._compiler()
     if cc is None:
         pytest.skip("no gcc")
@@ -204,6 +209,20 @@ def test_outlier_and_zero_tokens(mode: str) -> None:
     for row in (0, 1, 3, 4):
         assert rel_error(y[row], fp[row]) < (0.03 if mode == "int8_vnni" else 0.15)
     assert layer.bias is not None and torch.equal(y[2], layer.bias.data)
+
+
+@pytest.mark.parametrize("mode", VNNI_MODES)
+def test_a_nan_or_inf_input_row_is_not_hidden(mode: str) -> None:
+    """A NaN (or inf) activation makes its own output row non-finite, as an fp32 GEMM would; other rows keep theirs."""
+    require_vnni()
+    layer = random_linear(256, 64, bias=True)
+    q = make_quantized(mode, layer, group_size=64)  # type: ignore[arg-type]
+    x = torch.randn(4, 256, generator=torch.Generator().manual_seed(5))
+    x[1, 7], x[3, 100] = float("nan"), float("inf")
+    with torch.no_grad():
+        y = q(x)
+    assert torch.isnan(y[1]).all() and not torch.isfinite(y[3]).any()
+    assert torch.isfinite(y[0]).all() and torch.isfinite(y[2]).all()
 
 
 @pytest.mark.parametrize("mode", VNNI_MODES)

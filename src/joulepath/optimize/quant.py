@@ -73,8 +73,8 @@ from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import vnni
 
 QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_vnni", "int4_vnni"]
-# torch's kernels: what `bench.quantize` times and gates. joulepath's own VNNI kernels (`vnni`) are opt-in
-# modes beside them (`VNNI_MODES`); `ALL_MODES` is what `quantize_model`, the levers and the tuner accept.
+# torch's kernels (`MODES`) and joulepath's own VNNI kernels (`vnni`, `VNNI_MODES`); `ALL_MODES` is what
+# `quantize_model`, the levers, the tuner, `bench.quantize` and the main job's `serve.quantize` accept.
 MODES: tuple[QuantMode, ...] = ("int8_dynamic", "int8_weight_only", "int4_weight_only")
 VNNI_MODES: tuple[QuantMode, ...] = ("int8_vnni", "int4_vnni")
 ALL_MODES: tuple[QuantMode, ...] = get_args(QuantMode)

@@ -20,6 +20,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 
 #define JP_MAX_M 8
@@ -37,13 +38,17 @@ static void quantize_rows(const float *x, int64_t ldx, int mc, int K, int Kp, in
     for (int m = 0; m < mc; m++) {
         const float *row = x + (int64_t)m * ldx;
         __m512 amax = _mm512_setzero_ps();
+        __mmask16 nan = 0;
         for (int k = 0; k < K; k += 16) {
             __mmask16 mk = (K - k >= 16) ? (__mmask16)0xFFFF : (__mmask16)((1u << (K - k)) - 1);
-            amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_maskz_loadu_ps(mk, row + k)));
+            __m512 v = _mm512_maskz_loadu_ps(mk, row + k);
+            nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);  /* max_ps would drop a NaN */
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(v));
         }
         float absmax = _mm512_reduce_max_ps(amax);
         float inv = absmax > 0.0f ? 127.0f / absmax : 0.0f;
-        sx[m] = absmax / 127.0f;
+        /* a NaN input makes the row's output NaN, as an fp32 GEMM would (an inf one: absmax inf, NaN/inf out) */
+        sx[m] = nan ? NAN : absmax / 127.0f;
         __m512 vinv = _mm512_set1_ps(inv);
         int8_t *q = xq + (int64_t)m * Kp;
         memset(q, 0, (size_t)Kp);

@@ -181,6 +181,7 @@ def levers_on(config: EngineConfig, weight_lever: str | None = None) -> frozense
     on |= {"speculative"} if config.speculative else set()
     on |= {"kv_quantization"} if config.kv_int8 else set()
     if weight_lever and not weight_lever.startswith("teal"):
-        int8_compute = weight_lever in ("int8_dynamic", "int8_vnni", "int4_vnni")  # int8 activations too
+        mode = weight_lever.split("+", 1)[0].split(":", 1)[0]  # "int4_vnni:g64+skip=output" -> "int4_vnni"
+        int8_compute = mode in ("int8_dynamic", "int8_vnni", "int4_vnni")  # int8 activations too
         on |= {"quantization", "low_precision"} if int8_compute else {"quantization"}
     return frozenset(on)
