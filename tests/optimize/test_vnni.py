@@ -190,6 +190,32 @@ def test_int8_extremes_at_the_int32_bound_are_exact() -> None:
     torch.testing.assert_close(y, expected, rtol=1e-6, atol=0)
 
 
+def test_direct_kernel_calls_check_what_the_c_side_trusts() -> None:
+    """vnni.int4_linear / int8_linear are public: a group or K the C loops cannot take is refused, not run."""
+    require_vnni()
+    q = make_quantized("int4_vnni", random_linear(64, 64, bias=False), group_size=32)
+    x = torch.randn(2, 64)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        vnni.int4_linear(x, q.weight_vnni, q.scales_mins, None, 64, group=12)
+    with pytest.raises(ValueError, match="divides in_features"):
+        vnni.int4_linear(x, q.weight_vnni, q.scales_mins, None, 64, group=48)
+    q8 = make_quantized("int8_vnni", random_linear(64, 64, bias=False))
+    wide = torch.zeros(1, vnni.MAX_K_INT8 + 64)
+    with pytest.raises(ValueError, match="at most"):
+        vnni.int8_linear(wide, q8.weight_vnni, q8.scales, None, 64)
+
+
+def test_a_hung_compiler_is_a_reason_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    def hang(*args: object, **kwargs: object) -> None:
+        raise subprocess.TimeoutExpired("gcc", 300)
+
+    monkeypatch.setattr(vnni.subprocess, "run", hang)
+    with pytest.raises(RuntimeError, match="did not finish"):
+        vnni._compiler_run(["gcc", "--version"])
+
+
 def test_int8_refuses_inputs_past_the_int32_bound() -> None:
     with pytest.raises(ValueError, match="in_features <= 65536"):
         Int8VnniLinear(torch.zeros(vnni.MAX_K_INT8 + 4, 16), None)

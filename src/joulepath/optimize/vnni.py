@@ -67,9 +67,17 @@ def _compiler() -> str | None:
     return shutil.which(os.environ.get("CC", "gcc"))
 
 
+def _compiler_run(cmd: list[str], timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
+    """The compiler, bounded: a hung compiler makes the route unavailable with a reason, not a hung run."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout_s)
+    except subprocess.TimeoutExpired as e:
+        raise RuntimeError(f"{cmd[0]} did not finish within {timeout_s:g} s building the VNNI kernels") from e
+
+
 def _build(cc: str) -> Path:
     """Compile (or reuse) the library; raises RuntimeError with the compiler's message on failure."""
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+    version = _compiler_run([cc, "--version"]).stdout.split("\n")[0]
     digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((*FLAGS, version)).encode()).hexdigest()[:24]
     out = kernel_dir() / f"{digest}.so"
     if out.is_file():
@@ -78,7 +86,7 @@ def _build(cc: str) -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *FLAGS, "-o", tmp, str(SOURCE)], capture_output=True, text=True, check=False)
+        proc = _compiler_run([cc, *FLAGS, "-o", tmp, str(SOURCE)])
         if proc.returncode != 0:
             lines = proc.stderr.strip().splitlines() or ["no message"]
             first = next((line for line in lines if "error" in line), lines[0])  # gcc's first error, not "In function"
@@ -232,6 +240,8 @@ def int8_linear(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None,
     """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i8_linear`."""
     _check(x2, packed, scales, torch.float32, bias)
     t, k = x2.shape
+    if k > MAX_K_INT8:  # the C side trusts this (its int32 sums)
+        raise ValueError(f"int8_vnni takes at most {MAX_K_INT8} inputs, got {k}")
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, sp, yp = library().jp_i8_linear, x2.data_ptr(), packed.data_ptr(), scales.data_ptr(), y.data_ptr()
     bp, per_super = _ptr(bias), packed.stride(0)  # bytes per 64 rows
@@ -252,6 +262,8 @@ def int4_linear(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: 
     """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i4_linear`."""
     _check(x2, packed, sz, torch.bfloat16, bias)
     t, k = x2.shape
+    if group % 8 or k % group:  # the C side trusts this (its group sums)
+        raise ValueError(f"int4_vnni needs a group that is a multiple of 8 and divides in_features; got {group}, {k}")
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, zp, yp = library().jp_i4_linear, x2.data_ptr(), packed.data_ptr(), sz.data_ptr(), y.data_ptr()
     bp, per_super, per_block = _ptr(bias), packed.stride(0), 2 * sz.stride(0)  # bytes per 64 / 16 rows
