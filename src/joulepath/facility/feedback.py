@@ -270,7 +270,7 @@ class _SupplyLoop:
             else:
                 self.queue[0][1] = joules - take
         if admitted_j > 0:  # spread where the plant has room: never past its design board power
-            self.admitted[lo:hi] = interactive + headroom * (admitted_j / (headroom.sum() * self.clock.dt_s))
+            self.admitted[lo:hi] = interactive + headroom * (admitted_j / room_j)
         else:
             self.admitted[lo:hi] = interactive
         if self.battery:

@@ -61,9 +61,9 @@ from __future__ import annotations
 import abc
 import functools
 import warnings
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -253,8 +253,10 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         return f"{super().extra_repr()}, group_size={self.group_size}"
 
 
-def _restore(y: Tensor, x: Tensor) -> Tensor:
-    """(T, N) fp32 kernel output -> x's dtype and leading dims."""
+def _vnni_forward(x: Tensor, in_features: int, kernel: Callable[..., Tensor], *args: Any) -> Tensor:
+    """x (..., K) -> kernel(x2 (T, K) fp32 contiguous, *args) (T, N) fp32 -> x's dtype and leading dims."""
+    x2 = x.reshape(-1, in_features)
+    y = kernel((x2 if x2.dtype == torch.float32 else x2.float()).contiguous(), *args)
     if x.dtype is not torch.float32:
         y = y.to(x.dtype)
     return y if x.dim() == 2 else y.view(*x.shape[:-1], y.shape[-1])
@@ -270,8 +272,7 @@ class Int8VnniLinear(QuantizedLinear):
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
-        if self.in_features > vnni.MAX_K_INT8:
-            raise ValueError(f"int8_vnni takes in_features <= {vnni.MAX_K_INT8} (int32 sums), got {self.in_features}")
+        vnni.check_int8_in_features(self.in_features)
         q, scales = per_channel_int8(weight_kn)
         self.weight_vnni: Tensor
         self.scales: Tensor
@@ -284,14 +285,9 @@ class Int8VnniLinear(QuantizedLinear):
         return self.weight_vnni.numel() + 4 * self.scales.numel()
 
     def forward(self, x: Tensor) -> Tensor:
-        x2 = x.reshape(-1, self.in_features)  # (T, K)
-        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
         kernel = vnni.int8_linear_op if torch.compiler.is_compiling() else vnni.int8_linear  # op: one graph node
-        buffers = self._buffers  # direct: nn.Module.__getattr__ costs ~0.7 us a buffer, on every decode call
-        w, scales = buffers["weight_vnni"], buffers["scales"]
-        assert w is not None and scales is not None
-        y = kernel(x2, w, scales, buffers["bias"], self.out_features)  # (T, N) fp32
-        return _restore(y, x)
+        b = self._buffers  # direct: nn.Module.__getattr__ costs ~0.7 us a buffer, on every decode call
+        return _vnni_forward(x, self.in_features, kernel, b["weight_vnni"], b["scales"], b["bias"], self.out_features)
 
 
 class Int4VnniLinear(QuantizedLinear):
@@ -302,10 +298,7 @@ class Int4VnniLinear(QuantizedLinear):
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None, group_size: int = 128) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
-        if group_size % 8 or self.in_features % group_size:
-            raise ValueError(
-                f"int4_vnni needs group_size % 8 == 0 dividing in_features={self.in_features}, got {group_size}"
-            )
+        vnni.check_int4_group(self.in_features, group_size)
         self.group_size = group_size
         pad = -self.out_features % vnni.PAD_N  # zero columns; the kernel stores only the real rows
         codes, scales_and_zeros = groupwise_int4(F.pad(weight_kn.detach().float(), (0, pad)), group_size)
@@ -322,14 +315,10 @@ class Int4VnniLinear(QuantizedLinear):
         return self.weight_vnni.numel() + sm.numel() * sm.element_size()
 
     def forward(self, x: Tensor) -> Tensor:
-        x2 = x.reshape(-1, self.in_features)  # (T, K)
-        x2 = (x2 if x2.dtype == torch.float32 else x2.float()).contiguous()
         kernel = vnni.int4_linear_op if torch.compiler.is_compiling() else vnni.int4_linear  # op: one graph node
-        buffers = self._buffers  # as Int8VnniLinear
-        w, sz = buffers["weight_vnni"], buffers["scales_mins"]
-        assert w is not None and sz is not None
-        y = kernel(x2, w, sz, buffers["bias"], self.out_features, self.group_size)  # (T, N) fp32
-        return _restore(y, x)
+        b = self._buffers  # as Int8VnniLinear
+        args = (b["weight_vnni"], b["scales_mins"], b["bias"], self.out_features, self.group_size)
+        return _vnni_forward(x, self.in_features, kernel, *args)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"

@@ -236,12 +236,26 @@ def _run(call: Callable[[int, int], int], n: int, weight_bytes: int, tokens: int
         raise MemoryError(f"{name} could not allocate its activation buffer")
 
 
+def check_int8_in_features(k: int) -> None:
+    """The int8 kernel's int32 sums bound the inputs; the C side trusts this."""
+    if k > MAX_K_INT8:
+        raise ValueError(f"int8_vnni takes in_features <= {MAX_K_INT8} (int32 sums), at most that many inputs; got {k}")
+
+
+def check_int4_group(k: int, group: int) -> None:
+    """The int4 kernel's group sums need a group that is a multiple of 8 dividing the inputs; the C side trusts this."""
+    if group % 8 or k % group:
+        raise ValueError(
+            f"int4_vnni needs group_size % 8 == 0 dividing in_features={k}, got {group} "
+            "(a group that is a multiple of 8 and divides in_features)"
+        )
+
+
 def int8_linear(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None, n: int) -> Tensor:
     """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i8_linear`."""
     _check(x2, packed, scales, torch.float32, bias)
     t, k = x2.shape
-    if k > MAX_K_INT8:  # the C side trusts this (its int32 sums)
-        raise ValueError(f"int8_vnni takes at most {MAX_K_INT8} inputs, got {k}")
+    check_int8_in_features(k)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, sp, yp = library().jp_i8_linear, x2.data_ptr(), packed.data_ptr(), scales.data_ptr(), y.data_ptr()
     bp, per_super = _ptr(bias), packed.stride(0)  # bytes per 64 rows
@@ -262,8 +276,7 @@ def int4_linear(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: 
     """x2 (T, K) fp32 contiguous -> (T, n) fp32 through `jp_i4_linear`."""
     _check(x2, packed, sz, torch.bfloat16, bias)
     t, k = x2.shape
-    if group % 8 or k % group:  # the C side trusts this (its group sums)
-        raise ValueError(f"int4_vnni needs a group that is a multiple of 8 and divides in_features; got {group}, {k}")
+    check_int4_group(k, group)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, zp, yp = library().jp_i4_linear, x2.data_ptr(), packed.data_ptr(), sz.data_ptr(), y.data_ptr()
     bp, per_super, per_block = _ptr(bias), packed.stride(0), 2 * sz.stride(0)  # bytes per 64 / 16 rows
