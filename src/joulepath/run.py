@@ -20,7 +20,7 @@ import numpy as np
 from joulepath.facility import Clock, TwinResult, load_on_clock, run_twin
 from joulepath.facility.feedback import interval_means
 from joulepath.hw import Deployment, get_accelerator
-from joulepath.hw.fleet import FleetProjection, pool_split, pooled, project_trace
+from joulepath.hw.fleet import FleetProjection, pool_split, pooled, project_trace, unit_capacity_tokens_per_s
 from joulepath.hw.perf import TransformerSpec, calibrated_efficiency, decode_step
 from joulepath.hw.work import WorkProfile
 from joulepath.link import work_profile, work_profiles
@@ -327,7 +327,12 @@ def project(scenario: Scenario, trace: Trace, work: WorkProfile | None = None) -
         return tier(0, n_units)
     if small.all():  # nothing left for the served model: the small tier in every slot
         return pooled(None, tier(1, n_units), scenario.model.small_preset, small_dep)
-    unit_s = [float(trace.output_tokens[m].sum()) / tier(k, 1).capacity_tokens_per_s for k, (m, *_) in enumerate(tiers)]
+    unit_s = [  # unit-seconds of each tier's work at one unit's full-batch rate
+        float(trace.output_tokens[m].sum())
+        / unit_capacity_tokens_per_s(trace.prompt_tokens[m], trace.output_tokens[m], spec, d, scenario.fleet.max_batch,
+                                     work=w)
+        for m, spec, w, d in tiers
+    ]  # fmt: skip
     n_large, n_small = pool_split(n_units, *unit_s)
     return pooled(tier(0, n_large), tier(1, n_small), scenario.model.small_preset, small_dep)
 

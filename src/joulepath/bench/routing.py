@@ -239,8 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out["goals"] = goals
     if args.write_router:
-        rows_by = {r["policy"]: r for r in result["rows"]}
-        shipped = rows_by["router (cost_aware)"]
+        shipped = router
         prov = {
             "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level "
             f"({len(splits['dev'])} requests) served on both tiers",

@@ -20,6 +20,7 @@ from joulepath.hw.perf import (
     ESTIMATE,
     Deployment,
     Efficiency,
+    SteadyState,
     TransformerSpec,
     calibrated_efficiency,
     kv_capacity_tokens,
@@ -109,6 +110,36 @@ def max_batch(spec: TransformerSpec, dep: Deployment, context_tokens: float, sch
     return min(fit, scheduler_max)
 
 
+def unit_capacity_tokens_per_s(
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    spec: TransformerSpec,
+    dep: Deployment,
+    scheduler_max_batch: int = 256,
+    eff: Efficiency | None = None,
+    work: WorkProfile | None = None,
+) -> float:
+    """Output tokens/s of one serving unit at its maximum batch and these requests' mean lengths (what
+    `project_trace` reports per unit as `capacity_tokens_per_s`)."""
+    return _full_batch(prompt_tokens, output_tokens, spec, dep, scheduler_max_batch, eff, work)[1].output_tokens_per_s
+
+
+def _full_batch(
+    prompt_tokens: np.ndarray,
+    output_tokens: np.ndarray,
+    spec: TransformerSpec,
+    dep: Deployment,
+    scheduler_max_batch: int,
+    eff: Efficiency | None,
+    work: WorkProfile | None,
+) -> tuple[int, SteadyState]:
+    """The maximum batch one unit holds for these requests' mean lengths, and its steady state there."""
+    eff, work = eff or calibrated_efficiency(), work or WorkProfile()
+    mean_p, mean_o = float(prompt_tokens.mean()), float(output_tokens.mean())
+    b_max = max_batch(work.resident_spec(spec), dep, mean_p + mean_o / 2, scheduler_max_batch)
+    return b_max, steady_state(spec, dep, b_max, mean_p, mean_o, eff, work)
+
+
 def project_trace(
     arrival_s: np.ndarray,
     prompt_tokens: np.ndarray,
@@ -141,8 +172,7 @@ def project_trace(
     prompt_sum = np.bincount(idx, weights=prompt_tokens, minlength=n_bins)
     count = np.bincount(idx, minlength=n_bins)
     mean_p, mean_o = float(prompt_tokens.mean()), float(output_tokens.mean())
-    b_max = max_batch(work.resident_spec(spec), dep, mean_p + mean_o / 2, scheduler_max_batch)
-    full = steady_state(spec, dep, b_max, mean_p, mean_o, eff, work)
+    b_max, full = _full_batch(prompt_tokens, output_tokens, spec, dep, scheduler_max_batch, eff, work)
     idle_w = eff.idle_fraction_of_tdp * dep.tdp_w * dep.n_devices
     served, backlog, batch, itl, power = (np.zeros(n_bins) for _ in range(5))
     waiting = 0.0
