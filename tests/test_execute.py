@@ -4,8 +4,8 @@ local ratio reported as the median and min-max of the paired repetitions."""
 import numpy as np
 import pytest
 
-from joulepath.execute import serve_interleaved
-from joulepath.model import load_model
+from joulepath.execute import Routing, serve_interleaved
+from joulepath.model import LoadedModel, load_model
 from joulepath.quality.tasks import Example
 from joulepath.results import LocalComparison, median_run
 from joulepath.scenario import ServeSection
@@ -66,23 +66,28 @@ def test_the_optimized_engine_follows_the_scenario_and_drafts_reach_the_work_pro
     assert w.proposed_draft_tokens_per_step is not None and w.accepted_draft_tokens_per_step >= 0
 
 
-def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reaches_the_work_profile() -> None:
-    from joulepath.execute import Routing
-    from joulepath.link import work_profile
+ROUTED_EXAMPLES = [Example("add", "easy", f"What is {k} + 3?", str(k + 3)) for k in range(4)]
+
+
+def threshold_routing(small: LoadedModel, cascade_cut: float | None = None) -> Routing:
+    """A router over `ROUTED_EXAMPLES` that sends the first two to the small tier (right on those only)."""
     from joulepath.serving.router import CorrectnessModel, Router, request_features
 
-    examples = [Example("add", "easy", f"What is {k} + 3?", str(k + 3)) for k in range(4)]
-    texts = [e.user_text for e in examples]
-    features = request_features(texts, [10] * 4)
-    # small right on the first two only: the threshold router sends those two to the small tier
     tiers = ("dummy:tiny-llama", "dummy:tiny-llama-large")
+    features = request_features([e.user_text for e in ROUTED_EXAMPLES], [10] * 4)
     model = CorrectnessModel.fit(
         features, {tiers[0]: np.array([1, 1, 0, 0], bool), tiers[1]: np.ones(4, bool)}, c=100.0
     )
-    router = Router(model, tiers, (1.0, 3.0), "threshold", 0.5)
+    return Routing(small, Router(model, tiers, (1.0, 3.0), "threshold", 0.5), cascade_cut)
+
+
+def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reaches_the_work_profile() -> None:
+    from joulepath.link import work_profile
+
+    examples = ROUTED_EXAMPLES
     small = load_model("dummy:tiny-llama")
     serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=1, quantize="off")
-    routing = Routing(small, router, cascade_cut=-0.5)
+    routing = threshold_routing(small, cascade_cut=-0.5)
     steps = serve_interleaved(small, np.zeros(4), examples, serve, None, weights=None, routing=routing)
     assert [s.lever for s in steps][-1].startswith("tiered routing")
     assert not steps[-2].runs[0].tier_mix()  # the rung before it serves one model
@@ -99,11 +104,49 @@ def test_tiered_routing_is_a_rung_its_records_say_which_tier_and_the_share_reach
     assert w.requests == 2 and w.output_tokens == sum(r.record.output_tokens for r in large)  # the served model's own
     assert sum(t.energy_j for t in mix) == pytest.approx(sum(r.record.energy_j for r in run.requests))
 
-    from joulepath.execute import tier_policies
+    from joulepath.execute import Weights, ladder, tier_policies
 
-    rows = {p.policy: p for p in tier_policies(steps, routing, serve, np.zeros(4), examples, None)}
+    seen: list[str] = []
+    rungs = ladder(small, serve, Weights(small), routing)
+    rows = {p.policy: p for p in tier_policies(steps, rungs, serve, np.zeros(4), examples, None, seen.append)}
     assert list(rows) == ["always-large", "always-small", "router", "cascade", "oracle"]
     assert rows["router"].small_tier_share == 0.5 and rows["always-small"].small_tier_share == 1.0
     assert rows["always-large"].small_tier_share == 0.0 and rows["always-large"].accuracy == steps[-2].runs[0].accuracy
+    assert rows["always-large"].how.endswith("the rung before routing")  # it serves alike: not served again
+    assert not any("always-large" in m for m in seen)
     assert rows["oracle"].accuracy >= max(rows[k].accuracy for k in ("always-large", "always-small", "cascade"))
     assert all(p.energy_j > 0 and p.how for p in rows.values())
+
+
+def test_without_ablation_always_large_is_the_large_tier_served_with_the_routed_rungs_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without `serve.ablation` the rung before routing is brute force (one at a time, no caches): always-large
+    is the large tier served once more as the routed rung serves it, not that rung."""
+    from joulepath import execute
+    from joulepath.execute import Weights, ladder, tier_policies
+
+    examples = ROUTED_EXAMPLES
+    routing = threshold_routing(load_model("dummy:tiny-llama"))
+    large = load_model("dummy:tiny-llama")
+    serve = ServeSection(
+        model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=1, quantize="off", ablation=False,
+        speculative="prompt_lookup",
+    )  # fmt: skip
+    steps = serve_interleaved(large, np.zeros(4), examples, serve, None, routing=routing)
+    rungs = ladder(large, serve, Weights(large), routing)
+    assert [s.lever for s in steps] == [r.lever for r in rungs] == ["brute force", "every lever"]
+    served: list[tuple[str, object, int, object]] = []
+    real = execute.replay
+
+    def spy(loaded, name, max_batch, *args, **kwargs):  # type: ignore[no-untyped-def]
+        served.append((name, loaded, max_batch, args[4] if len(args) > 4 else kwargs.get("config")))
+        return real(loaded, name, max_batch, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "replay", spy)
+    rows = {p.policy: p for p in tier_policies(steps, rungs, serve, np.zeros(4), examples, None)}
+    assert rows["always-large"].how == "served once more on the large tier with the routed rung's settings"
+    routed = rungs[-1]
+    assert routed.config.speculative == "prompt_lookup" and routed.config.prefix_cache  # not brute force's
+    assert ("always-large", routed.model, routed.max_batch, routed.config) in served
+    assert rows["always-large"].small_tier_share == 0.0 and rows["always-large"].energy_j > 0

@@ -44,7 +44,7 @@ def test_default_round_trips_through_toml(tmp_path: Path) -> None:
         ({"serve": {"prefix_cache": False, "kv_offload_disk_mib": 64}}, ["set prefix_cache = true"]),
         ({"serve": {"kv_modelled_tier": "tape"}}, ["serve.kv_modelled_tier = 'tape'", "'cxl-memory'"]),
         ({"serve": {"kv_int8": True, "kv_offload_disk_mib": 64}}, ["set kv_int8 = false"]),
-        ({"serve": {"speculative": "eagle"}}, ["serve.speculative = 'eagle'", "'prompt_lookup'"]),
+        ({"serve": {"speculative": "medusa-9"}}, ["serve.speculative = 'medusa-9'", "'prompt_lookup'"]),
         ({"serve": {"draft_model": "gpt-9"}}, ["serve.draft_model = 'gpt-9'", "unknown model"]),
         ({"control": {"shifting": "on"}}, ["control.shifting = 'on'", "'off' or 'auto'"]),
         ({"control": {"deferrable_share": 1.5}}, ["control.deferrable_share = 1.5", "less than or equal to 1"]),
@@ -110,6 +110,28 @@ def test_scenario_knows_the_zoo_by_name_without_importing_torch() -> None:
     from joulepath.scenario import ZOO_MODELS as SCENARIO_ZOO
 
     assert SCENARIO_ZOO == ZOO_MODELS
+
+
+def test_scenario_knows_the_drafter_files_and_the_zoo_folders() -> None:
+    from joulepath.model.checkpoint import zoo_path
+    from joulepath.model.eagle import EAGLE_FILE
+    from joulepath.model.mtp import HEADS_FILE
+    from joulepath.scenario import DRAFTER_FILES, model_folder
+
+    assert DRAFTER_FILES == {"mtp": HEADS_FILE, "eagle": EAGLE_FILE}
+    assert model_folder("jp-large") == zoo_path("jp-large") and model_folder("dummy:tiny-llama") is None
+
+
+def test_a_drafter_the_served_model_does_not_ship_is_refused_up_front(tmp_path: Path) -> None:
+    import pytest
+
+    from joulepath.scenario import ScenarioError, parse_scenario
+
+    with pytest.raises(ScenarioError, match=r"ships no eagle_draft\.safetensors"):
+        parse_scenario({"serve": {"model": str(tmp_path), "speculative": "eagle"}})
+    with pytest.raises(ScenarioError, match=r"ships no mtp_heads\.safetensors"):
+        parse_scenario({"serve": {"model": "dummy:tiny-llama", "speculative": "mtp"}})
+    assert parse_scenario({"serve": {"model": "jp-large", "speculative": "mtp"}}).serve.speculative == "mtp"
 
 
 def test_unknown_serve_model_is_a_clear_error() -> None:

@@ -311,21 +311,55 @@ def optimized_routing(serve: ServeSection, progress: Callable[[str], None] = lam
     return Routing(load_model(serve.small_tier), router, float(cut) if isinstance(cut, int | float) else None)
 
 
+def serves_alike(before: Rung, routed: Rung) -> bool:
+    """Whether `before` serves every request as `routed` serves its large-tier ones: the same model object,
+    batch and engine settings (routing aside, which only picks the requests that reach the large tier)."""
+    return before.model is routed.model and before.max_batch == routed.max_batch and before.config == routed.config
+
+
+def always_large(
+    before: tuple[Rung, LocalStep], routed: tuple[Rung, LocalStep], serve: ServeSection, arrivals: np.ndarray,
+    examples: list[Example], guard: Guard | None, progress: Callable[[str], None],
+) -> tuple[LocalRun, str]:  # fmt: skip
+    """The always-large policy's run and how it was measured: the rung before routing (median repetition) where
+    it serves as the routed rung's large tier does, at the same threads (the ablation ladder); else (without
+    `serve.ablation` that rung is brute force) the large tier served once more with the routed rung's settings."""
+    (rung, step), (routed_rung, routed_step) = before, routed
+    if serves_alike(rung, routed_rung) and step.runs[0].torch_threads == routed_step.runs[0].torch_threads:
+        return median_run(list(step.runs)), "as served (median repetition), the rung before routing"
+    progress(f"tiered routing: {serve.model} on every request once more (always-large, the routed rung's settings)")
+    run = replay(
+        routed_rung.model, "always-large", routed_rung.max_batch, arrivals, examples, serve.max_tokens, guard,
+        routed_rung.config,
+    )  # fmt: skip
+    return run, "served once more on the large tier with the routed rung's settings"
+
+
 def tier_policies(
-    steps: list[LocalStep], routing: Routing, serve: ServeSection, arrivals: np.ndarray, examples: list[Example],
+    steps: list[LocalStep], rungs: list[Rung], serve: ServeSection, arrivals: np.ndarray, examples: list[Example],
     guard: Guard | None, progress: Callable[[str], None] = lambda _: None,
 ) -> tuple[TierPolicy, ...]:  # fmt: skip
     """Always-large, always-small, the router, the cascade and the oracle on the same served requests: the
-    router and always-large are the routing rung and the rung before it (median repetitions, as served);
+    router is the routing rung (`steps` served `rungs`; median repetition, as served); always-large is the
+    rung before it where that serves the large tier alike, else the large tier once more (`always_large`);
     always-small is the small tier serving every request once more (same engine settings, log-probabilities
-    kept); the cascade and the oracle are composed from those answers, per request, with their joules."""
-    i = next(k for k, step in enumerate(steps) if step.runs[0].small_tier is not None)
-    large_run, routed = median_run(list(steps[i - 1].runs)), median_run(list(steps[i].runs))
-    progress(f"tiered routing: {routing.router.tiers[0]} on every request once more (always-small, the cascade)")
-    config = dataclasses.replace(engine_config(serve, True), speculative=None, draft_model=None, track_logprobs=True)
-    small_run = replay(
-        routing.small, "always-small", serve.max_batch, arrivals, examples, serve.max_tokens, guard, config
-    )
+    kept); both replays run at the routed rung's threads. The cascade and the oracle are composed from those
+    answers, per request, with their joules."""
+    i = next(k for k, rung in enumerate(rungs) if rung.routing is not None)
+    routing = rungs[i].routing
+    assert routing is not None
+    routed = median_run(list(steps[i].runs))
+    with torch_threads(routed.torch_threads):  # 0 (not recorded): as set
+        large_run, large_how = always_large(
+            (rungs[i - 1], steps[i - 1]), (rungs[i], steps[i]), serve, arrivals, examples, guard, progress
+        )
+        progress(f"tiered routing: {routing.router.tiers[0]} on every request once more (always-small, the cascade)")
+        config = dataclasses.replace(
+            engine_config(serve, True), speculative=None, draft_model=None, track_logprobs=True
+        )
+        small_run = replay(
+            routing.small, "always-small", serve.max_batch, arrivals, examples, serve.max_tokens, guard, config
+        )
     large = {r.record.request_id: r for r in large_run.requests}
     small = {r.record.request_id: r for r in small_run.requests}
     ids = [rid for rid in large if rid in small]
@@ -345,7 +379,7 @@ def tier_policies(
 
     served = "as served (median repetition)"
     rows = [
-        policy("always-large", lambda _: False, lambda _: False, served + ", the rung before routing"),
+        policy("always-large", lambda _: False, lambda _: False, large_how),
         policy("always-small", lambda _: True, lambda _: False, "served once more on the small tier"),
         TierPolicy(
             "router",
@@ -507,7 +541,8 @@ def serve_locally(
     weights = optimized_weights(loaded, serve, progress)
     routing = optimized_routing(serve, progress)
     steps = serve_interleaved(loaded, arrivals, examples, serve, guard, progress, weights, routing)
-    policies = tier_policies(steps, routing, serve, arrivals, examples, guard, progress) if routing else ()
+    rungs = ladder(loaded, serve, weights, routing)  # the rungs serve_interleaved served (ladder is pure)
+    policies = tier_policies(steps, rungs, serve, arrivals, examples, guard, progress) if routing else ()
     baselines, optimizeds = list(steps[0].runs), list(steps[-1].runs)
     prof = brute = None
     if serve.profile:  # both ends of the ladder, so the report can say what the levers changed and what is left

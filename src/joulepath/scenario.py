@@ -260,6 +260,15 @@ class FacilitySection(_Section):
 
 
 ZOO_MODELS = ("jp-small", "jp-large")  # = joulepath.model.checkpoint.ZOO_MODELS (kept torch-free here; tested)
+# the files `speculative = mtp / eagle` load (model.mtp.HEADS_FILE, model.eagle.EAGLE_FILE; torch-free here; tested)
+DRAFTER_FILES = {"mtp": "mtp_heads.safetensors", "eagle": "eagle_draft.safetensors"}
+
+
+def model_folder(spec: str) -> Path | None:
+    """The folder a served-model name stands for (the zoo's or a path), or None (dummy: models)."""
+    if spec in ZOO_MODELS:
+        return Path(__file__).parent / "model" / "zoo" / spec
+    return Path(spec) if Path(spec).is_dir() else None
 
 
 class ServeSection(_Section):
@@ -303,7 +312,7 @@ class ServeSection(_Section):
         description="the optimized configuration reuses the KV of shared prompt prefixes (engine/prefix_cache.py); "
         "the baseline never does",
     )
-    speculative: Literal["off", "prompt_lookup", "draft", "mtp"] = Field(
+    speculative: Literal["off", "prompt_lookup", "draft", "mtp", "eagle"] = Field(
         "off",
         description="speculative decoding in the optimized configuration (engine/speculative.py): prompt_lookup "
         "(n-grams of the prompt and output), draft (serve.draft_model proposes), mtp (the model's multi-token "
@@ -384,6 +393,22 @@ class ServeSection(_Section):
                 "KV offload tiers hold the prefix cache's evicted blocks: set prefix_cache = true, or set "
                 "kv_offload_host_mib and kv_offload_disk_mib to 0"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _drafter_shipped(self) -> ServeSection:
+        """speculative = mtp / eagle reads files shipped beside the served model: refuse the scenario now, not
+        after the ablation's earlier rungs were served."""
+        wanted = DRAFTER_FILES.get(self.speculative)
+        if wanted is None:
+            return self
+        folder = model_folder(self.model)
+        if folder is None or not (folder / wanted).is_file():
+            raise ValueError(
+                f"speculative = '{self.speculative}': {self.model} ships no {wanted}; use prompt_lookup or draft, "
+                + ("or train a draft block with benchmarks/mtp_distill.py --write" if self.speculative == "eagle" else
+                   "or a model with multi-token heads")
+            )  # fmt: skip
         return self
 
     @field_validator("model", "draft_model", "small_tier")

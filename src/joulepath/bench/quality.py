@@ -21,10 +21,11 @@ from typing import Any
 from joulepath.bench.common import machine, write_result
 from joulepath.model import load_model
 from joulepath.model.checkpoint import zoo_path
+from joulepath.model.eagle import load_eagle
 from joulepath.model.mtp import load_heads
 from joulepath.quality import golden
 from joulepath.quality.align import AlignConfig, align, behaviour, make_pairs
-from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length
+from joulepath.quality.evals import EvalReport, evaluate, mean_accepted_length, speculative_acceptance
 from joulepath.quality.tasks import LEVELS
 from joulepath.quality.zoo import TRAINING_FILE
 from joulepath.results import wilson_interval
@@ -102,7 +103,10 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
     large = load_model("jp-large")
     heads = load_heads(zoo_path("jp-large"))
     dev = evaluate(large, golden.load("dev", per_cell=2 if quick else 10))
-    mtp_accepted = mean_accepted_length(large, heads, dev) if heads is not None else None
+    medusa_chain = mean_accepted_length(large, heads, dev) if heads is not None else None
+    drafter = "eagle" if load_eagle(zoo_path("jp-large"), large.config) is not None else "mtp"
+    served = speculative_acceptance(large, drafter, list(dev.examples)) if heads or drafter == "eagle" else None
+    mtp_accepted = served["tokens_per_decode_step"] if served else None
     training = json.loads((zoo_path("jp-large") / TRAINING_FILE).read_text(encoding="utf-8"))
     held_out = load_safety_set("test")
     guard = run_guard()
@@ -142,7 +146,9 @@ def run(quick: bool, dpo_model: str) -> dict[str, Any]:
             models["jp-small"]["by_level"]["medium"] + models["jp-small"]["by_level"]["hard"]
         )
         / 2,
-        "mtp_mean_accepted": mtp_accepted,  # tokens per verification step, golden dev answers (measured)
+        "mtp_mean_accepted": mtp_accepted,  # tokens per decode step, engine drafting k = 4, golden dev (measured)
+        "mtp_drafter": drafter,  # the shipped drafter measured: eagle (model/eagle.py) where shipped, else mtp
+        "mtp_medusa_chain_accepted": medusa_chain,  # Medusa heads, teacher-forced chain count on the same answers
         "aligned_unsafe_refusal_rate": shipped.refusal_unsafe,
         "aligned_safe_refusal_rate": shipped.refusal_safe,
         "train_tokens_per_s_gpu": training.get("tokens_per_s"),  # recorded when the weights were trained
@@ -171,8 +177,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"  accuracy delta {r['dpo_accuracy_delta']:+.1f} points")
     print(
         f"shipped jp-large refuses {100 * r['aligned_unsafe_refusal_rate']:.1f}% of held-out unsafe and "
-        f"{100 * r['aligned_safe_refusal_rate']:.1f}% of safe requests; MTP heads accept "
-        f"{r['mtp_mean_accepted'] or 0:.2f} tokens per step (measured here)"
+        f"{100 * r['aligned_safe_refusal_rate']:.1f}% of safe requests; its {r['mtp_drafter']} drafter gives "
+        f"{r['mtp_mean_accepted'] or 0:.2f} tokens per decode step (measured here)"
     )
     print(
         f"training (recorded with the weights): {r['train_tokens_per_s_gpu'] or 0:,.0f} tokens/s, "

@@ -1,6 +1,17 @@
 """Speculative decoding off vs on (issue 14): the same requests, same run, interleaved per repetition
 (plain, prompt lookup, draft model, MTP heads, in an order that rotates), at batch 1 and batch 8.
 
+Weights: `--lever` (default int8_vnni where this CPU has it, the weight lever the main job serves) is applied
+to the target and the draft alike, and every speedup is against plain decoding on the *same* weights: the
+gain speculation adds. At batch 1 the fp32 model's plain decoding runs in the same rotation as a reference,
+so the combined gain (lever + speculation vs fp32 plain) is measured too. int8_vnni's GEMMs are
+batch-invariant (a row's int8 codes and sums do not depend on the rows beside it), so a (k+1)-token verify
+computes each token's projections exactly as a 1-token decode step does. Attention is not bitwise so:
+torch's CPU SDPA gives results ~1e-7 apart for the same row when the call's batch or padded key length
+differs (plain batched decoding pads to the batch's longest context, a verify chunk does not), and int8's
+per-token activation rounding can turn that into a different code and, at a near-tie, another argmax.
+"identical" is therefore measured, request by request, and reported where it fails.
+
 Workloads: golden lookup prompts (prompt-grounded: the answer is copied from the prompt), golden
 arithmetic prompts, and free-form requests (random-token prompts, lengths from the default trace,
 answers run to max_tokens) where nothing can be looked up and speculation should switch itself off.
@@ -28,11 +39,15 @@ import torch
 from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.model import LoadedModel, load_model
+from joulepath.model.eagle import load_eagle
 from joulepath.model.mtp import load_heads
+from joulepath.optimize import available_modes
+from joulepath.optimize.levers import apply_lever, parse_lever
 from joulepath.quality import golden
 from joulepath.quality.tasks import chat_prompt
 
-PROPOSER_NAMES = ("prompt_lookup", "draft", "mtp")
+PROPOSER_NAMES = ("prompt_lookup", "draft", "mtp", "eagle")
+FP32_REFERENCE = "plain_fp32"  # plain decoding of the unquantized model (batch 1 only; absent with no lever)
 
 
 @dataclass(frozen=True)
@@ -102,38 +117,70 @@ def workloads(loaded: LoadedModel, n: int) -> dict[str, tuple[list[list[int]], S
     }
 
 
-def configs(draft: str | None, has_mtp: bool) -> dict[str, EngineConfig]:
+def configs(draft: str | None, has_mtp: bool, has_eagle: bool = False) -> dict[str, EngineConfig]:
     out = {"plain": EngineConfig(), "prompt_lookup": EngineConfig(speculative="prompt_lookup")}
     if draft:
         out["draft"] = EngineConfig(speculative="draft", draft_model=draft)
     if has_mtp:
         out["mtp"] = EngineConfig(speculative="mtp")
+    if has_eagle:
+        out["eagle"] = EngineConfig(speculative="eagle")
     return out
 
 
-def run(model: str, draft: str | None, quick: bool, reps: int, batches: tuple[int, ...]) -> dict[str, Any]:
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+def default_lever() -> str | None:
+    """int8_vnni where this machine can run it (the main job's first choice at <= 2 threads), else none."""
+    return "int8_vnni" if available_modes().get("int8_vnni") is None else None
+
+
+def levered(model: str, lever: str | None, device: str) -> LoadedModel:
     loaded = load_model(model, device=device)
+    if lever:
+        apply_lever(loaded, parse_lever(lever))
+    return loaded
+
+
+def run(
+    model: str, draft: str | None, quick: bool, reps: int, batches: tuple[int, ...], lever: str | None = None
+) -> dict[str, Any]:
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    loaded = levered(model, lever, device)
+    reference = load_model(model, device=device) if lever else None
+    draft_loaded = levered(draft, lever, device) if draft else None
     has_mtp = load_heads(Path(loaded.source)) is not None
-    cfgs = configs(draft, has_mtp)
+    has_eagle = load_eagle(Path(loaded.source), loaded.config) is not None
+    cfgs = configs(draft, has_mtp, has_eagle)
     n = 4 if quick else 24
     results: dict[str, Any] = {}
     identical = True
     for wname, (prompts, params) in workloads(loaded, n).items():
         for batch in batches:
             key = f"{wname}_b{batch}"
-            engines = {name: Engine(loaded, dataclasses.replace(cfg, max_batch=batch)) for name, cfg in cfgs.items()}
+            engines = {
+                name: Engine(loaded, dataclasses.replace(cfg, max_batch=batch), draft=draft_loaded)
+                for name, cfg in cfgs.items()
+            }
+            if reference is not None and batch == 1:
+                engines[FP32_REFERENCE] = Engine(reference, EngineConfig(max_batch=1))
             for engine in engines.values():  # warm-up: allocator, threads, first step-cost measurements
                 serve(engine, prompts[:2], params, batch)
-            runs: dict[str, list[Decoded]] = {name: [] for name in cfgs}
-            names = list(cfgs)
+            runs: dict[str, list[Decoded]] = {name: [] for name in engines}
+            names = list(engines)
             for rep in range(reps):
                 order = names[rep % len(names) :] + names[: rep % len(names)]  # rotate: drift favours none
                 for name in order:
                     runs[name].append(serve(engines[name], prompts, params, batch))
             plain = runs["plain"]
             entry: dict[str, Any] = {"requests": len(prompts), "plain_decode_tokens_per_s": _median(plain)}
-            for name in names[1:]:
+            if FP32_REFERENCE in runs:
+                ref = runs[FP32_REFERENCE]
+                entry[FP32_REFERENCE] = {
+                    "decode_tokens_per_s": _median(ref),
+                    "plain_vs_fp32": spread(
+                        [p.decode_tokens_per_s / r.decode_tokens_per_s for p, r in zip(plain, ref, strict=True)]
+                    ),
+                }
+            for name in (n for n in names[1:] if n != FP32_REFERENCE):
                 rs = runs[name]
                 same = all(r.outputs == plain[0].outputs for r in rs)
                 identical &= same
@@ -150,6 +197,13 @@ def run(model: str, draft: str | None, quick: bool, reps: int, batches: tuple[in
                     "tokens_per_decode_step": 1 + sum(r.accepted for r in rs) / steps if steps else None,
                     "identical_to_plain": same,
                 }
+                if FP32_REFERENCE in runs:
+                    entry[name]["speedup_vs_fp32_plain"] = spread(
+                        [
+                            r.decode_tokens_per_s / f.decode_tokens_per_s
+                            for r, f in zip(rs, runs[FP32_REFERENCE], strict=True)
+                        ]
+                    )
             results[key] = entry
     speedups = [e[p]["speedup"]["median"] for e in results.values() for p in PROPOSER_NAMES if p in e]
     b1 = results.get("lookup_b1", {})
@@ -157,14 +211,24 @@ def run(model: str, draft: str | None, quick: bool, reps: int, batches: tuple[in
     def b1_speedup(p: str) -> float | None:
         return b1[p]["speedup"]["median"] if p in b1 else None
 
+    def b1_vs_fp32(p: str) -> float | None:
+        return b1[p]["speedup_vs_fp32_plain"]["median"] if "speedup_vs_fp32_plain" in b1.get(p, {}) else None
+
     return {
         "model": model,
         "draft_model": draft,
+        "lever": lever,
+        "speedup_lookup_b1_vs_fp32": b1_vs_fp32("prompt_lookup"),
+        "speedup_mtp_b1_vs_fp32": b1_vs_fp32("mtp"),
+        "speedup_draft_b1_vs_fp32": b1_vs_fp32("draft"),
         "quick": quick,
         "repetitions": reps,
         "speedup_lookup_b1": b1_speedup("prompt_lookup"),
         "speedup_draft_b1": b1_speedup("draft"),
         "speedup_mtp_b1": b1_speedup("mtp"),
+        "speedup_eagle_b1": b1_speedup("eagle"),
+        "speedup_eagle_b1_vs_fp32": b1_vs_fp32("eagle"),
+        "mean_accepted_eagle": b1.get("eagle", {}).get("tokens_per_decode_step"),
         "speedup_min_any_workload": min(speedups) if speedups else None,
         "mean_accepted_lookup": b1.get("prompt_lookup", {}).get("tokens_per_decode_step"),
         "mean_accepted_mtp": b1.get("mtp", {}).get("tokens_per_decode_step"),
@@ -182,10 +246,17 @@ def _median(runs: list[Decoded]) -> float:
 def report(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(
-        f"{r['model']} (draft {r['draft_model']}) on {m['cpu']}, {m['threads']} torch threads, {r['repetitions']} reps"
+        f"{r['model']} (draft {r['draft_model']}, weights {r['lever'] or 'as shipped'}) on {m['cpu']}, "
+        f"{m['threads']} torch threads, {r['repetitions']} reps; speedups vs plain decoding on the same weights"
     )
     for key, e in r["workloads"].items():
         print(f"{key}: plain {e['plain_decode_tokens_per_s']:.1f} decode tokens/s ({e['requests']} requests)")
+        if FP32_REFERENCE in e:
+            s = e[FP32_REFERENCE]["plain_vs_fp32"]
+            print(
+                f"  fp32 plain     {e[FP32_REFERENCE]['decode_tokens_per_s']:7.1f} tokens/s (reference); "
+                f"{r['lever']} plain is {s['median']:.2f}x it (min {s['min']:.2f}, max {s['max']:.2f})"
+            )
         for p in PROPOSER_NAMES:
             if p not in e:
                 continue
@@ -197,6 +268,7 @@ def report(r: dict[str, Any]) -> None:
                 f"  {p:14s} {x['decode_tokens_per_s']:7.1f} tokens/s  speedup {s['median']:.2f}x "
                 f"(min {s['min']:.2f}, max {s['max']:.2f}){note}; accepted {x['accepted']}/{x['proposed']}, "
                 f"tokens/step {tpv if tpv is None else round(tpv, 2)}; identical {x['identical_to_plain']}"
+                + (f"; {x['speedup_vs_fp32_plain']['median']:.2f}x fp32 plain" if "speedup_vs_fp32_plain" in x else "")
             )
     print(
         f"greedy identical everywhere: {r['greedy_identical']}; slowest median speedup {r['speedup_min_any_workload']}"
@@ -210,11 +282,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--draft", default="jp-small", help="draft model ('' for none)")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--lever", default="auto", help="weight lever for target and draft: auto (int8_vnni where available), none, "
+        "or a lever name (optimize.levers)"
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = (1,) if args.quick else (1, 8)
-    result = run(args.model, args.draft or None, args.quick, args.reps, batches)
+    lever = default_lever() if args.lever == "auto" else None if args.lever == "none" else args.lever
+    result = run(args.model, args.draft or None, args.quick, args.reps, batches, lever)
     report(result)
     print(f"wrote {write_result('speculative', result)}")
     return 0

@@ -32,11 +32,11 @@ from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.kv_offload import KVOffload, TierSpec
 from joulepath.engine.prefix_cache import PrefixCache, PrefixState
-from joulepath.engine.runner import run_step_hidden
+from joulepath.engine.runner import run_step_features, run_step_hidden
 from joulepath.engine.sampling import SamplingParams, sample_token
 from joulepath.engine.scheduler import ScheduledChunk, Scheduler, SchedulerConfig, Sequence, Status
 from joulepath.engine.scopes import scope
-from joulepath.engine.speculative import PROPOSERS, Speculator, make_proposer, verify
+from joulepath.engine.speculative import PROPOSERS, EagleProposer, Speculator, make_proposer, verify
 from joulepath.meter import Meter, attribute, auto_meter
 from joulepath.model.checkpoint import LoadedModel, load_model
 from joulepath.results import RequestRecord  # the result type: report reads it without the engine
@@ -114,7 +114,15 @@ class StepOutput:
 class Engine:
     """Continuous-batching engine over one loaded model."""
 
-    def __init__(self, loaded: LoadedModel, config: EngineConfig | None = None, meter: Meter | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        config: EngineConfig | None = None,
+        meter: Meter | None = None,
+        draft: LoadedModel | None = None,
+    ) -> None:
+        """`draft`: the draft model already loaded (e.g. with the target's weight lever applied) for
+        speculative = 'draft'; None loads `config.draft_model` as it is shipped."""
         self.loaded, self.config = loaded, config or EngineConfig()
         p = next(loaded.model.parameters())
         self.cache = PagedKVCache.from_budget(
@@ -135,7 +143,7 @@ class Engine:
             if self.config.prefix_cache
             else None
         )
-        self.speculator = self._speculator(loaded)
+        self.speculator = self._speculator(loaded, draft)
         self.scheduler = Scheduler(
             self.cache,
             SchedulerConfig(self.config.max_batch, self.config.max_tokens_per_step),
@@ -150,17 +158,18 @@ class Engine:
         self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
         self._records: dict[str, RequestRecord] = {}
 
-    def _speculator(self, loaded: LoadedModel) -> Speculator | None:
+    def _speculator(self, loaded: LoadedModel, draft: LoadedModel | None) -> Speculator | None:
         cfg = self.config
         if cfg.speculative is None:
             return None
-        draft = None
-        if cfg.speculative == "draft":
+        if cfg.speculative != "draft":
+            draft = None
+        elif draft is None:
             if cfg.draft_model is None:
                 raise ValueError("speculative = 'draft' needs EngineConfig.draft_model (for example jp-small)")
             p = next(loaded.model.parameters())
             draft = load_model(cfg.draft_model, device=p.device, dtype=p.dtype)
-        proposer = make_proposer(cfg.speculative, loaded, draft, cfg.kv_memory_bytes // 4)
+        proposer = make_proposer(cfg.speculative, loaded, draft, cfg.kv_memory_bytes // 4, cfg.block_size)
         return Speculator(proposer, cfg.spec_max_k, cfg.spec_adaptive)
 
     def close(self) -> None:
@@ -222,7 +231,12 @@ class Engine:
         with scope("meter"):
             self.meter.begin("step")
         t0 = time.perf_counter()
-        logits, hidden = run_step_hidden(self.loaded.model, self.cache, chunks)  # (rows, vocab), (rows, d)
+        feature_proposer = self._feature_proposer()
+        every: torch.Tensor | None = None
+        if feature_proposer is None:
+            logits, hidden = run_step_hidden(self.loaded.model, self.cache, chunks)  # (rows, vocab), (rows, d)
+        else:  # the draft block reads the target's features of every position
+            logits, hidden, every = run_step_features(self.loaded.model, self.cache, chunks)
         if self.offload is not None or self.speculator is not None:  # measured step costs
             if logits.is_cuda:
                 torch.cuda.synchronize()
@@ -235,6 +249,8 @@ class Engine:
             picked = self._pick(chunks, logits, hidden)
         with scope("scheduler"):
             self.scheduler.advance(chunks, {seq.seq_id: accepted for seq, _, accepted in picked})
+        if feature_proposer is not None and every is not None:  # after advance: the blocks it filled are hashed
+            feature_proposer.observe_step(chunks, every, {seq.seq_id: accepted for seq, _, accepted in picked})
         with scope("sampling+detokenize"):
             outputs = [out for seq, tokens, _ in picked for out in self._emit_all(seq, tokens)]
         with scope("meter"):
@@ -245,6 +261,10 @@ class Engine:
                 if out.finished:
                     self._add_record(self._seqs[out.request_id])
         return outputs
+
+    def _feature_proposer(self) -> EagleProposer | None:
+        proposer = self.speculator.proposer if self.speculator is not None else None
+        return proposer if isinstance(proposer, EagleProposer) else None
 
     def _share_energy(self, energy_j: float, chunks: list[ScheduledChunk], provenance: str) -> None:
         shares = attribute(energy_j, {str(c.seq.seq_id): float(len(c.token_ids)) for c in chunks})

@@ -12,6 +12,14 @@ Proposers (`Proposer`):
   blocks cannot share the target's pool), truncated to what the target accepted.
 - `MTPHeads`: multi-token heads shipped with the model (`model/mtp.py`, Medusa-1): from the hidden state
   that produced the last token, head i guesses the token i+1 after it. The engine keeps that hidden state.
+- `EagleProposer`: the feature-level draft block shipped with the model (`model/eagle.py`, EAGLE-1): it
+  reads the target's final hidden state at every position (the engine hands them over after each step),
+  keeps its own one-layer paged KV cache, and drafts k tokens autoregressively on its own predicted
+  features; positions whose drafted inputs were rejected are truncated and recomputed from the target's
+  true features. With the prefix cache on, a hit skips the target's forward over the cached blocks, so the
+  proposer keeps the features of full prompt blocks by the same chained block hashes (LRU, bounded) and a
+  hit reads them back; a sequence whose skipped positions it does not hold gets no drafts (counted in
+  `EagleProposer.no_features`).
 
 Verification (`verify`): greedy requests keep drafts while they equal the target's argmax, so the output
 is token-identical to plain decoding. Sampled requests use speculative rejection sampling: a proposal is
@@ -27,6 +35,7 @@ acceptance it measures does not pay for the verify tokens.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence as Seq
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -38,11 +47,12 @@ from joulepath.engine.kv_cache import KVCacheFull, PagedKVCache
 from joulepath.engine.sampling import SamplingParams, filtered_probs
 
 if TYPE_CHECKING:
-    from joulepath.engine.scheduler import Sequence
+    from joulepath.engine.scheduler import ScheduledChunk, Sequence
     from joulepath.model import LoadedModel
+    from joulepath.model.eagle import EagleDraft
     from joulepath.model.mtp import MedusaHeads
 
-PROPOSERS = ("prompt_lookup", "draft", "mtp")
+PROPOSERS = ("prompt_lookup", "draft", "mtp", "eagle")
 
 
 @dataclass
@@ -193,6 +203,170 @@ class DraftModel:
         self.computed.pop(seq.seq_id, None)
 
 
+class FeatureRows:
+    """A sequence's target features, positions 0..n-1, in a buffer that doubles when full (appending a step's
+    rows copies only those rows; truncating sets the length)."""
+
+    def __init__(self, d: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.data = torch.empty(64, d, device=device, dtype=dtype)
+        self.n = 0
+
+    def put(self, start: int, rows: Tensor) -> None:
+        """Positions [start, start + len(rows)) = rows; positions past them are dropped (start <= n)."""
+        end = start + len(rows)
+        if end > len(self.data):
+            grown = torch.empty(max(end, 2 * len(self.data)), self.data.shape[1], device=self.data.device,
+                                dtype=self.data.dtype)  # fmt: skip
+            grown[: self.n] = self.data[: self.n]
+            self.data = grown
+        self.data[start:end] = rows
+        self.n = end
+
+    def view(self, lo: int = 0, hi: int | None = None) -> Tensor:
+        return self.data[lo : self.n if hi is None else hi]
+
+
+class EagleProposer:
+    """EAGLE-1 drafting from the target's features with the shipped one-block draft (its own paged KV)."""
+
+    name = "eagle"
+
+    def __init__(
+        self, target: LoadedModel, draft: EagleDraft, kv_memory_bytes: int, block_size: int = 16,
+        store_bytes: int | None = None,
+    ) -> None:  # fmt: skip
+        """`store_bytes`: the prefix feature store's budget (default: the draft's KV budget)."""
+        p = next(target.model.parameters())
+        self.target, self.draft = target.model, draft
+        self.cache = PagedKVCache.from_budget(draft.block_cfg, kv_memory_bytes, block_size, p.device, p.dtype)
+        self.block_size = block_size  # the engine's KV block: the prefix cache's hashes are per such block
+        self.features: dict[int, FeatureRows] = {}  # seq_id -> the target's features of positions 0..n-1
+        self.computed: dict[int, int] = {}  # seq_id -> draft KV positions holding true (not drafted) inputs
+        self.blind: set[int] = set()  # sequences with positions never computed here (prefix-cache hits)
+        self.no_features = 0  # proposals declined for want of features
+        self.stored: OrderedDict[int, Tensor] = OrderedDict()  # block hash -> (block_size, d) features, LRU
+        block_bytes = block_size * target.config.d_model * p.element_size()
+        self.max_stored = max(1, (kv_memory_bytes if store_bytes is None else store_bytes) // block_bytes)
+
+    def observe_step(self, chunks: list[ScheduledChunk], every: Tensor, accepted: dict[int, int]) -> None:
+        """The target's features of a step (`every`: one row per computed token, drafts included): keep the
+        rows of known tokens and of accepted drafts (a rejected draft's row is not the sequence's). Called
+        after the scheduler advanced, so the prefix hashes of the blocks this step filled exist."""
+        row = 0
+        for c in chunks:
+            keep = len(c.token_ids) + (accepted.get(c.seq.seq_id, 0) if c.draft_tokens else 0)
+            self.observe(c.seq.seq_id, c.start, every[row : row + keep], c.seq.prefix.hashes)
+            row += len(c.tokens)
+
+    def observe(self, seq_id: int, start: int, rows: Tensor, hashes: Seq[int] = ()) -> None:
+        """The target's features of positions [start, start + len(rows)) of a sequence; `hashes`: its full
+        blocks' prefix-cache hashes (empty without the prefix cache)."""
+        buf = self.features.get(seq_id)
+        if buf is None:
+            buf = self.features[seq_id] = FeatureRows(rows.shape[-1], rows.device, rows.dtype)
+        if start == 0:
+            self.blind.discard(seq_id)  # a full recompute (a preemption) brings every position back
+        if seq_id in self.blind:
+            return
+        if start > buf.n and not self._recall(buf, start, hashes):
+            self.blind.add(seq_id)  # positions [n, start) were never computed here and are not stored
+            return
+        buf.put(start, rows)
+        self._remember(buf, start, hashes)
+        if self.computed.get(seq_id, 0) > start:  # recomputed positions (a preemption): the draft's too
+            self.computed[seq_id] = start
+
+    def _recall(self, buf: FeatureRows, start: int, hashes: Seq[int]) -> bool:
+        """Fill positions [buf.n, start) from stored blocks (a prefix-cache hit); False if one is missing."""
+        bs, known = self.block_size, buf.n
+        if known % bs or start % bs or len(hashes) < start // bs:
+            return False
+        wanted = hashes[known // bs : start // bs]
+        if any(h not in self.stored for h in wanted):
+            return False
+        for i, h in enumerate(wanted):
+            self.stored.move_to_end(h)
+            buf.put(known + i * bs, self.stored[h])
+        return True
+
+    def _remember(self, buf: FeatureRows, start: int, hashes: Seq[int]) -> None:
+        """Store (copies of) the features of the full hashed blocks this observation touched, LRU-bounded."""
+        bs = self.block_size
+        for i in range(start // bs, min(buf.n // bs, len(hashes))):
+            h = hashes[i]
+            if h in self.stored:
+                self.stored.move_to_end(h)
+                continue
+            self.stored[h] = buf.view(i * bs, (i + 1) * bs).clone()
+            if len(self.stored) > self.max_stored:
+                self.stored.popitem(last=False)
+
+    @torch.inference_mode()
+    def propose(self, seqs: list[Sequence], ks: list[int]) -> list[tuple[int, ...]]:
+        from joulepath.engine.runner import PagedAttention
+        from joulepath.engine.scheduler import ScheduledChunk
+
+        out: list[tuple[int, ...]] = [()] * len(seqs)
+        live: list[tuple[int, Sequence, int]] = []
+        for i, (s, k) in enumerate(zip(seqs, ks, strict=True)):
+            if not k:
+                continue
+            feats = self.features.get(s.seq_id)
+            if s.seq_id in self.blind or feats is None or feats.n != len(s.all_ids) - 1:
+                self.no_features += 1
+                continue
+            start = min(self.computed.get(s.seq_id, 0), feats.n - 1)
+            try:
+                self.cache.truncate(s.seq_id, start)  # drafted inputs of the last proposal go
+                self.cache.reserve(s.seq_id, len(s.all_ids) + k)
+            except KVCacheFull:
+                continue
+            self.computed[s.seq_id] = start
+            live.append((i, s, k))
+        if not live:
+            return out
+        embed = self.target.embed
+        drafts: dict[int, list[int]] = {i: [] for i, _, _ in live}
+        carried: dict[int, Tensor] = {}  # row -> predicted feature of the last drafted position
+        for step in range(max(k for _, _, k in live)):
+            active = [(i, s) for i, s, k in live if step < k]
+            chunks, f_in, tok_in, pos = [], [], [], []
+            for i, s in active:
+                n_known = len(s.all_ids) - 1  # the last token has no feature yet: it is the first input's x_{i+1}
+                if step == 0:
+                    lo = self.computed[s.seq_id]
+                    f_in.append(self.features[s.seq_id].view(lo, n_known))
+                    tok_in.append(torch.tensor(s.all_ids[lo + 1 : n_known + 1]))
+                    pos.append(torch.arange(lo, n_known))
+                else:
+                    lo = n_known + step - 1
+                    f_in.append(carried[i][None])
+                    tok_in.append(torch.tensor([drafts[i][-1]]))
+                    pos.append(torch.tensor([lo]))
+                chunks.append(ScheduledChunk(s, lo, tuple(range(len(pos[-1]))), True))
+            device = self.cache.k.device
+            inputs = torch.cat(f_in).to(device)
+            pred = self.draft(inputs, embed(torch.cat(tok_in).to(device)), torch.cat(pos).to(device),
+                              PagedAttention(self.cache, chunks, None))  # fmt: skip
+            ends = torch.tensor([len(p) for p in pos]).cumsum(0) - 1
+            last = pred[ends.to(device)]
+            guesses = self.target.output(last).argmax(-1).tolist()
+            for j, (i, s) in enumerate(active):
+                if step == 0:
+                    self.computed[s.seq_id] = len(s.all_ids) - 1
+                carried[i] = last[j]
+                drafts[i].append(int(guesses[j]))
+        for i, _, _ in live:
+            out[i] = tuple(drafts[i])
+        return out
+
+    def forget(self, seq: Sequence) -> None:
+        self.cache.release(seq.seq_id)
+        for d in (self.features, self.computed):
+            d.pop(seq.seq_id, None)
+        self.blind.discard(seq.seq_id)
+
+
 @dataclass
 class StepCost:
     """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured), over
@@ -333,7 +507,9 @@ def verify(
     return [*out, int(torch.multinomial(p, 1, generator=generator))], len(drafts)
 
 
-def make_proposer(kind: str, target: LoadedModel, draft: LoadedModel | None, kv_memory_bytes: int) -> Proposer:
+def make_proposer(
+    kind: str, target: LoadedModel, draft: LoadedModel | None, kv_memory_bytes: int, block_size: int = 16
+) -> Proposer:
     """The proposer `kind` names for `target` (errors say what is missing and how to fix it)."""
     if kind == "prompt_lookup":
         return PromptLookup()
@@ -354,4 +530,17 @@ def make_proposer(kind: str, target: LoadedModel, draft: LoadedModel | None, kv_
             )
         heads = heads.to(dtype=next(target.model.parameters()).dtype)
         return MTPHeads(target, heads)
+    if kind == "eagle":
+        from pathlib import Path
+
+        from joulepath.model.eagle import EAGLE_FILE, load_eagle
+
+        p = next(target.model.parameters())
+        block = load_eagle(Path(target.source), target.config, p.device)
+        if block is None:
+            raise ValueError(
+                f"speculative = 'eagle': {target.source} ships no draft block ({EAGLE_FILE}); train one with "
+                "benchmarks/mtp_distill.py --write, or use prompt_lookup, mtp or a draft model"
+            )
+        return EagleProposer(target, block.to(dtype=p.dtype), kv_memory_bytes, block_size)
     raise ValueError(f"unknown speculative proposer {kind!r}; use one of {', '.join(PROPOSERS)}")

@@ -33,7 +33,7 @@ LEVERS = {
         "built: engine kv_int8 (EngineConfig.kv_int8; the main job's serve.kv_int8, gated)",
     ),
     "speculative": Lever(
-        "speculative decoding (prompt lookup, draft model, multi-token heads)",
+        "speculative decoding (prompt lookup, draft model, multi-token heads, EAGLE draft block)",
         True,
         "built: engine.speculative (EngineConfig.speculative; the main job's serve.speculative); k adapts, 0 allowed",
     ),
