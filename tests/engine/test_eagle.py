@@ -2,43 +2,21 @@
 with its own paged KV exactly as a dense recomputation would, and greedy output identical to plain decoding."""
 
 import dataclasses
-import random
 from pathlib import Path
 
 import pytest
 import torch
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.speculative import EagleProposer
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model, save_checkpoint
 from joulepath.model.eagle import EagleConfig, EagleDraft, load_eagle, save_eagle
 from joulepath.quality.mtp_distill import DistillConfig, fit_eagle, sequence_features
 
-BS = 4
-
-
-def _requests(n: int, seed: int) -> list[tuple[list[int], int]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        motif = [rng.randrange(3, 250) for _ in range(rng.randrange(2, 6))]
-        prompt = motif * rng.randrange(2, 6) if rng.random() < 0.7 else [rng.randrange(3, 250) for _ in range(9)]
-        out.append((prompt, rng.randrange(2, 24)))
-    return out
-
-
-def _serve(loaded: LoadedModel, config: EngineConfig, requests: list[tuple[list[int], int]]) -> tuple[Engine, list]:
-    engine = Engine(loaded, config)
-    ids = [engine.add_request(p, SamplingParams(max_tokens=m, ignore_eos=True)) for p, m in requests]
-    engine.run_until_done()
-    return engine, [engine.output_ids(i) for i in ids]
-
-
-def _pressure(loaded: LoadedModel, max_batch: int) -> EngineConfig:
-    """24 blocks of 4 tokens and 16-token steps: chunked prefills and preemptions happen."""
-    kv = 24 * PagedKVCache.bytes_per_block(loaded.config, BS, next(loaded.model.parameters()).dtype)
-    return EngineConfig(kv, BS, max_batch=max_batch, max_tokens_per_step=16)
+from .conftest import BS, identical_under_pressure
+from .conftest import pressure_config as _pressure
+from .conftest import serve_requests as _serve
+from .conftest import spec_requests as _requests
 
 
 @pytest.fixture(scope="module")
@@ -95,16 +73,8 @@ def _dense_drafts(target: LoadedModel, draft: EagleDraft, ids: list[int], k: int
 
 @pytest.mark.parametrize("max_batch", [1, 8])
 def test_greedy_output_is_token_identical_and_drafts_are_used(with_block: LoadedModel, max_batch: int) -> None:
-    requests = _requests(40, seed=max_batch + 20)
-    base = _pressure(with_block, max_batch)
-    _, plain = _serve(with_block, base, requests)
-    engine, spec = _serve(with_block, dataclasses.replace(base, speculative="eagle", spec_adaptive=False), requests)
-    assert spec == plain
-    proposed = sum(r.draft_proposed for r in engine.records)
-    accepted = sum(r.draft_accepted for r in engine.records)
+    proposed, accepted = identical_under_pressure(with_block, "eagle", max_batch, seed=max_batch + 20)
     assert proposed > 0 and 0 < accepted < proposed  # both branches of verification ran
-    if max_batch == 8:
-        assert sum(r.preemptions for r in engine.records) > 0  # the pressure the test claims
 
 
 def _spied(engine: Engine) -> tuple[EagleProposer, list[tuple[list[int], tuple[int, ...]]]]:

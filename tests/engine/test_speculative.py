@@ -2,7 +2,6 @@
 preemption), rejection sampling that keeps the target's distribution, and k chosen from measurements."""
 
 import dataclasses
-import random
 from pathlib import Path
 
 import pytest
@@ -10,12 +9,14 @@ import torch
 from scipy.stats import chi2_contingency
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.speculative import Speculator, StepCost, expected_tokens, lookup, verify
 from joulepath.model import LoadedModel, load_model, save_checkpoint
 from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
 
-BS = 4
+from .conftest import BS, identical_under_pressure
+from .conftest import pressure_config as _pressure
+from .conftest import serve_requests as _serve
+from .conftest import spec_requests as _requests
 
 
 def test_prompt_lookup_continues_the_latest_match_of_the_longest_suffix() -> None:
@@ -25,42 +26,10 @@ def test_prompt_lookup_continues_the_latest_match_of_the_longest_suffix() -> Non
     assert lookup([4, 4, 4], 5) == (4,)  # a match that runs into the end proposes what there is
 
 
-def _requests(n: int, seed: int) -> list[tuple[list[int], int]]:
-    """Prompts that repeat themselves (so lookups find matches) and plain random ones."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        motif = [rng.randrange(3, 250) for _ in range(rng.randrange(2, 6))]
-        prompt = motif * rng.randrange(2, 6) if rng.random() < 0.7 else [rng.randrange(3, 250) for _ in range(9)]
-        out.append((prompt, rng.randrange(2, 24)))
-    return out
-
-
-def _serve(loaded: LoadedModel, config: EngineConfig, requests: list[tuple[list[int], int]]) -> tuple[Engine, list]:
-    engine = Engine(loaded, config)
-    ids = [engine.add_request(p, SamplingParams(max_tokens=m, ignore_eos=True)) for p, m in requests]
-    engine.run_until_done()
-    return engine, [engine.output_ids(i) for i in ids]
-
-
-def _pressure(loaded: LoadedModel, max_batch: int) -> EngineConfig:
-    """24 blocks of 4 tokens and 16-token steps: chunked prefills and preemptions happen."""
-    kv = 24 * PagedKVCache.bytes_per_block(loaded.config, BS, next(loaded.model.parameters()).dtype)
-    return EngineConfig(kv, BS, max_batch=max_batch, max_tokens_per_step=16)
-
-
 @pytest.mark.parametrize("max_batch", [1, 8])
 def test_prompt_lookup_greedy_output_is_token_identical(tiny: LoadedModel, max_batch: int) -> None:
-    requests = _requests(40, seed=max_batch)
-    base = _pressure(tiny, max_batch)
-    _, plain = _serve(tiny, base, requests)
-    engine, spec = _serve(tiny, dataclasses.replace(base, speculative="prompt_lookup", spec_adaptive=False), requests)
-    assert spec == plain
-    proposed = sum(r.draft_proposed for r in engine.records)
-    accepted = sum(r.draft_accepted for r in engine.records)
+    proposed, accepted = identical_under_pressure(tiny, "prompt_lookup", max_batch, seed=max_batch)
     assert proposed > 0 and 0 < accepted <= proposed  # drafts were verified, some kept
-    if max_batch == 8:
-        assert sum(r.preemptions for r in engine.records) > 0  # the pressure the test claims
 
 
 def test_a_draft_model_equal_to_the_target_is_always_accepted(tiny: LoadedModel, tmp_path: Path) -> None:
