@@ -50,16 +50,16 @@ def test_batch_targets_are_the_next_feature_and_the_targets_next_token() -> None
     examples = distill_examples(1, seed=4)[:3]
     feats = collect_features(loaded, examples, greedy_answers(loaded, examples, max_tokens=8))
     embed = loaded.model.embed(torch.arange(loaded.config.vocab_size)).detach().float()
-    x, e, pos, f_out, tw, lens = eagle_batch(feats, embed, 0.2, 0.0, None)
+    b = eagle_batch(feats, embed, 0.2, 0.0, None)
     s = feats[0]
     n = len(s.ids) - 1
-    assert lens[0] == n and torch.equal(pos[:n], torch.arange(n))
-    torch.testing.assert_close(x[:n], s.hidden[:-1].float())
-    torch.testing.assert_close(f_out[:n], s.hidden[1:].float())
-    torch.testing.assert_close(e[:n], embed[s.ids[1:]])
-    assert tw[0][: n - 1].long().tolist() == s.greedy[1:-1].tolist() and int(tw[0][n - 1]) == -100
-    assert float(tw[1][s.prompt_len - 2]) == 1.0  # f_{i+1} at the prompt's last position gives answer token 0
-    assert float(tw[1][s.prompt_len - 3]) == pytest.approx(0.2) and float(tw[1][0]) == pytest.approx(0.2)
+    assert b.lengths[0] == n and torch.equal(b.positions[:n], torch.arange(n))
+    torch.testing.assert_close(b.features[:n], s.hidden[:-1].float())
+    torch.testing.assert_close(b.target_features[:n], s.hidden[1:].float())
+    torch.testing.assert_close(b.next_embeds[:n], embed[s.ids[1:]])
+    assert b.target_tokens[: n - 1].tolist() == s.greedy[1:-1].tolist() and int(b.target_tokens[n - 1]) == -100
+    assert float(b.weights[s.prompt_len - 2]) == 1.0  # f_{i+1} at the prompt's last position gives answer token 0
+    assert float(b.weights[s.prompt_len - 3]) == pytest.approx(0.2) and float(b.weights[0]) == pytest.approx(0.2)
 
 
 def test_fit_learns_the_targets_own_continuations() -> None:

@@ -41,6 +41,7 @@ from joulepath.quality.evals import evaluate
 from joulepath.quality.tasks import LEVELS, SKILLS, Example, chat_prompt, generate
 
 END = "<|end|>"
+IGNORE = -100  # cross-entropy ignore index
 
 
 @dataclass(frozen=True)
@@ -156,14 +157,25 @@ def sequence_features(
     return out
 
 
+@dataclass(frozen=True)
+class EagleBatch:
+    """One packed training batch of the draft block: for each sequence, positions i = 0..n-2."""
+
+    features: Tensor  # (T, d) f_i, with EAGLE's input noise
+    next_embeds: Tensor  # (T, d) embeddings of x_{i+1}
+    positions: Tensor  # (T,) i
+    target_features: Tensor  # (T, d) f_{i+1}
+    target_tokens: Tensor  # (T,) the target's greedy token after i+1 (IGNORE at a sequence's last position)
+    weights: Tensor  # (T,) 1 where f_{i+1} produces an answer token, prompt_weight inside the prompt
+    answer: Tensor  # (T,) bool: f_{i+1} produces an answer token
+    lengths: list[int]  # positions per sequence
+
+
 def eagle_batch(
     feats: list[Features], embed: Tensor, prompt_weight: float, noise_sd: float, gen: torch.Generator | None
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[int]]:
-    """Inputs and targets of one packed batch: for each sequence, positions i = 0..n-2 give input
-    (f_i, embedding of x_{i+1}), target feature f_{i+1}, target token greedy_{i+1} (the target's next token
-    after i+1; ignored at the sequence's last position) and a weight (answer positions 1, prompt ones less).
-    Returns features, next embeddings, positions, target features, (tokens, weights) stacked, lengths."""
-    f_in, e_in, pos, f_out, tok_out, w, lens = [], [], [], [], [], [], []
+) -> EagleBatch:
+    """Inputs and targets of one packed batch (`EagleBatch`)."""
+    f_in, e_in, pos, f_out, tok_out, answer, lens = [], [], [], [], [], [], []
     for s in feats:
         n = len(s.ids) - 1
         f = s.hidden.float()
@@ -172,43 +184,36 @@ def eagle_batch(
         pos.append(torch.arange(n))
         f_out.append(f[1:])
         target = s.greedy[1:].clone()
-        target[-1] = -100  # after the last token: nothing the answer needs
+        target[-1] = IGNORE  # after the last token: nothing the answer needs
         tok_out.append(target)
-        weight = torch.full((n,), prompt_weight)
-        weight[s.prompt_len - 2 :] = 1.0  # f_{i+1} produces an answer token from i + 1 >= prompt_len - 1
-        w.append(weight)
+        is_answer = torch.zeros(n, dtype=torch.bool)
+        is_answer[s.prompt_len - 2 :] = True  # f_{i+1} produces an answer token from i + 1 >= prompt_len - 1
+        answer.append(is_answer)
         lens.append(n)
     x = torch.cat(f_in)
     if noise_sd > 0:
         x = x + (torch.rand(x.shape, generator=gen) * 2 - 1) * noise_sd
-    return (
-        x,
-        torch.cat(e_in),
-        torch.cat(pos),
-        torch.cat(f_out),
-        torch.stack([torch.cat(tok_out).float(), torch.cat(w)]),
-        lens,
-    )
+    is_ans = torch.cat(answer)
+    weights = torch.where(is_ans, 1.0, prompt_weight)
+    return EagleBatch(x, torch.cat(e_in), torch.cat(pos), torch.cat(f_out), torch.cat(tok_out), weights, is_ans, lens)
 
 
 def eagle_loss(
-    draft: EagleDraft,
-    lm_head: Tensor,
-    batch: tuple[Tensor, Tensor, Tensor, Tensor, Tensor, list[int]],
-    token_weight: float,
+    draft: EagleDraft, lm_head: Tensor, batch: EagleBatch, token_weight: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, right first guesses on answer positions, answer positions) of one batch."""
-    x, e, pos, f_out, tw, lens = batch
-    pred = draft(x, e, pos, DenseCausalAttention(lens))
-    w = tw[1]
-    reg = (F.smooth_l1_loss(pred, f_out, reduction="none").mean(-1) * w).sum() / w.sum()
-    want = tw[0].long()
-    valid = want != -100
-    ce = F.cross_entropy(pred @ lm_head, want.clamp(min=0), reduction="none")
+    b = batch
+    pred = draft(b.features, b.next_embeds, b.positions, DenseCausalAttention(b.lengths))
+    w = b.weights
+    reg = (F.smooth_l1_loss(pred, b.target_features, reduction="none").mean(-1) * w).sum() / w.sum()
+    want = b.target_tokens
+    valid = want != IGNORE
+    logits = pred @ lm_head
+    ce = F.cross_entropy(logits, want.clamp(min=0), reduction="none")
     cls = (ce * w * valid).sum() / (w * valid).sum().clamp(min=1e-9)
-    answer = valid & (w == 1.0)
-    right = ((pred.detach() @ lm_head).argmax(-1) == want)[answer].float().sum()
-    return reg + token_weight * cls, right, answer.float().sum()
+    scored = valid & b.answer
+    right = (logits.detach().argmax(-1) == want)[scored].float().sum()
+    return reg + token_weight * cls, right, scored.float().sum()
 
 
 def epoch_packs(feats: list[Features], pack_tokens: int, gen: torch.Generator) -> list[list[Features]]:
