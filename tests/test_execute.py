@@ -150,3 +150,13 @@ def test_without_ablation_always_large_is_the_large_tier_served_with_the_routed_
     assert routed.config.speculative == "prompt_lookup" and routed.config.prefix_cache  # not brute force's
     assert ("always-large", routed.model, routed.max_batch, routed.config) in served
     assert rows["always-large"].small_tier_share == 0.0 and rows["always-large"].energy_j > 0
+
+
+def test_a_gpu_lever_on_a_cpu_is_skipped_with_the_reason() -> None:
+    from joulepath.execute import optimized_weights
+
+    said: list[str] = []
+    loaded = load_model("jp-large")
+    weights = optimized_weights(loaded, ServeSection(quantize="fp8_dynamic"), said.append)
+    assert weights.lever is None and weights.loaded is loaded  # served as loaded, nothing gated
+    assert any("fp8_dynamic not available here" in s and "8.9" in s for s in said)

@@ -327,13 +327,14 @@ class ServeSection(_Section):
     )
     small_tier: str = Field("jp-small", description="the cheaper model tier the router can choose")
     quantize: Literal[
-        "off", "auto", "int8_vnni", "int8_dynamic", "int8_weight_only", "int4_weight_only", "int4_vnni"
+        "off", "auto", "int8_vnni", "int8_dynamic", "int8_weight_only", "int4_weight_only", "int4_vnni", "fp8_dynamic"
     ] = Field(
         "auto",
         description="weight quantization of the optimized configuration's model (joulepath.optimize), used only "
         "if it passes its quality gate (golden accuracy -1 point at most, overall and per skill); auto tries "
         "int8_vnni (where the CPU has AVX512-VNNI and a C compiler is present), int8_dynamic, int4_weight_only, "
-        "int8_weight_only in that order (each with gate-chosen opt-outs)",
+        "int8_weight_only in that order (each with gate-chosen opt-outs); fp8_dynamic needs a CUDA GPU of compute "
+        "capability 8.9+: where the model runs on a CPU the run says so and serves the weights as loaded",
     )
     sparsity: float = Field(
         0.0,

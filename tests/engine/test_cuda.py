@@ -33,3 +33,14 @@ def test_bf16_engine_runs_and_compiled_static_decode_matches_eager() -> None:
     compiled = generate_static(loaded.model, [1, 2, 3, 4], GREEDY, compile_decode=True)
     assert compiled.output_ids == eager.output_ids
     assert compiled.decode_tokens_per_s > eager.decode_tokens_per_s  # captured graphs beat eager launches
+
+
+def test_batched_static_decode_captured_as_a_cuda_graph_matches_eager() -> None:
+    from joulepath.engine.static_decode import greedy_static
+
+    loaded = load_model("dummy:tiny-llama", device="cuda", dtype=torch.bfloat16, seed=6)
+    prompts = [[1, 2, 3, 4], [9, 8, 7, 6], [5, 5, 5, 5]]
+    eager = greedy_static(loaded.model, prompts, steps=16, capture=False)
+    graph = greedy_static(loaded.model, prompts, steps=16)
+    assert graph.captured and not eager.captured
+    assert graph.output_ids == eager.output_ids

@@ -165,6 +165,15 @@ def test_engine_runs_on_a_quantized_model(mode: QuantMode) -> None:
     assert [len(c.output_ids) for c in out] == [4, 4]
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_no_rows_in_no_rows_out(mode: QuantMode) -> None:
+    """The engine asks the LM head for no rows in a step where no chunk samples (a long prompt's middle)."""
+    require(mode)
+    q = make_quantized(mode, random_linear(64, 48, bias=True), group_size=32)
+    with torch.no_grad():
+        assert q(torch.empty(0, 64)).shape == (0, 48)
+
+
 def test_unknown_mode_is_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown quantization mode 'int3'.*int8_dynamic"):
         quantize_model(tiny(), "int3")  # type: ignore[arg-type]

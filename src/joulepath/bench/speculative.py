@@ -1,7 +1,8 @@
 """Speculative decoding off vs on (issue 14): the same requests, same run, interleaved per repetition
 (plain, prompt lookup, draft model, MTP heads, in an order that rotates), at batch 1 and batch 8.
 
-Weights: `--lever` (default int8_vnni where this CPU has it, the weight lever the main job serves) is applied
+Weights: `--lever` (default int8_vnni where this CPU has it, the weight lever the main job serves; on a CUDA
+GPU none: target and draft in bf16, results in `speculative_cuda.json`) is applied
 to the target and the draft alike, and every speedup is against plain decoding on the *same* weights: the
 gain speculation adds. At batch 1 the fp32 model's plain decoding runs in the same rotation as a reference,
 so the combined gain (lever + speculation vs fp32 plain) is measured too. int8_vnni's GEMMs are
@@ -128,13 +129,17 @@ def configs(draft: str | None, has_mtp: bool, has_eagle: bool = False) -> dict[s
     return out
 
 
-def default_lever() -> str | None:
-    """int8_vnni where this machine can run it (the main job's first choice at <= 2 threads), else none."""
+def default_lever(device: str = "cpu") -> str | None:
+    """On a CPU int8_vnni where it runs (the main job's first choice at <= 2 threads), else none; on a GPU
+    none: the models are served in bf16 there (`levered`)."""
+    if device != "cpu":
+        return None
     return "int8_vnni" if available_modes().get("int8_vnni") is None else None
 
 
 def levered(model: str, lever: str | None, device: str) -> LoadedModel:
-    loaded = load_model(model, device=device)
+    """`model` on `device` (fp32 on a CPU, bf16 on a GPU) with `lever` applied, if any."""
+    loaded = load_model(model, device=device, dtype=torch.float32 if device == "cpu" else torch.bfloat16)
     if lever:
         apply_lever(loaded, parse_lever(lever))
     return loaded
@@ -290,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = (1,) if args.quick else (1, 8)
-    lever = default_lever() if args.lever == "auto" else None if args.lever == "none" else args.lever
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    lever = default_lever(device) if args.lever == "auto" else None if args.lever == "none" else args.lever
     result = run(args.model, args.draft or None, args.quick, args.reps, batches, lever)
     report(result)
-    print(f"wrote {write_result('speculative', result)}")
+    print(f"wrote {write_result('speculative' if device == 'cpu' else 'speculative_cuda', result)}")
     return 0

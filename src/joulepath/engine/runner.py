@@ -148,24 +148,26 @@ def logit_rows(chunk: ScheduledChunk, last_row: int) -> range:
 
 
 class StaticCacheAttention:
-    """Batch-1 attention over a contiguous cache of fixed length `max_len` (gpt-fast style): the write
-    position and the visibility mask are tensors, so every decode step has the same shapes."""
+    """Attention over a contiguous cache of fixed length `max_len` for `batch` sequences that share their
+    positions (gpt-fast style; batch 1 is the latency path, a batch of equal-length prompts the benchmark's
+    batched path): the write position and the visibility mask are tensors, so every decode step has the
+    same shapes. A step's tokens are `batch` rows of the same positions, flattened row by row."""
 
-    def __init__(self, model: Transformer, max_len: int) -> None:
+    def __init__(self, model: Transformer, max_len: int, batch: int = 1) -> None:
         cfg = model.cfg
         p = next(model.parameters())
-        shape = (cfg.n_layers, 1, cfg.n_kv_heads, max_len, cfg.head_dim)
+        shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=p.device, dtype=p.dtype)
         self.v = torch.zeros(shape, device=p.device, dtype=p.dtype)
         # The cache is mutated in place at fixed addresses: telling dynamo so lets CUDA graphs capture it.
         torch._dynamo.mark_static_address(self.k)
         torch._dynamo.mark_static_address(self.v)
-        self.max_len, self.window = max_len, cfg.sliding_window
+        self.max_len, self.window, self.batch = max_len, cfg.sliding_window, batch
         self.positions = torch.zeros(1, dtype=torch.int64, device=p.device)
         self.mask = torch.zeros(1, 1, 1, max_len, dtype=torch.bool, device=p.device)
 
     def set_positions(self, positions: Tensor) -> None:
-        """Where this call's tokens go, and what they may see (causal within the call)."""
+        """Where this call's tokens go in every sequence (T,), and what they may see (causal within the call)."""
         self.positions = positions
         k_pos = torch.arange(self.max_len, device=positions.device)[None, :]
         mask = k_pos <= positions[:, None]
@@ -174,11 +176,12 @@ class StaticCacheAttention:
         self.mask = mask[None, None]  # (1, 1, T, max_len)
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        self.k[layer, 0].index_copy_(1, self.positions, k.transpose(0, 1))  # (KV, max_len, D)
-        self.v[layer, 0].index_copy_(1, self.positions, v.transpose(0, 1))
-        qs = q.transpose(0, 1)[None]  # (1, H, T, D)
+        b = self.batch
+        qs, ks, vs = (x.view(b, -1, x.shape[1], x.shape[2]).transpose(1, 2) for x in (q, k, v))  # (B, heads, T, D)
+        self.k[layer].index_copy_(2, self.positions, ks)  # (B, KV, max_len, D)
+        self.v[layer].index_copy_(2, self.positions, vs)
         out = F.scaled_dot_product_attention(qs, self.k[layer], self.v[layer], attn_mask=self.mask, enable_gqa=True)
-        return out[0].transpose(0, 1)  # (T, H, D)
+        return out.transpose(1, 2).reshape(q.shape)  # (B x T, H, D)
 
 
 def decode_one_token(model: Transformer, attend: StaticCacheAttention, token: Tensor, position: Tensor) -> Tensor:

@@ -16,6 +16,7 @@ from torch import Tensor
 from joulepath.engine.context import check_output_fits, check_prompt_fits, context_tokens
 from joulepath.engine.runner import StaticCacheAttention, decode_one_token
 from joulepath.engine.sampling import SamplingParams, sample_token
+from joulepath.meter import Meter
 from joulepath.model.transformer import Transformer
 
 DecodeFn = Callable[[Transformer, StaticCacheAttention, Tensor, Tensor], Tensor]
@@ -68,3 +69,101 @@ def generate_static(
         out.append(sample_token(logits[0], params, gen))
     _sync(device)
     return StaticResult(out, t1 - t0, time.perf_counter() - t1)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Greedy decoding of `batch` equal-length prompts on the static cache."""
+
+    output_ids: list[list[int]]  # per sequence: the prefill's token, then one per decode step
+    decode_s: float  # all decode steps, device-synchronised
+    steps: int
+    captured: bool  # the decode step ran as one replayed CUDA graph
+    energy_j: float = float("nan")  # the meter's window over the decode steps (NaN without a meter)
+    energy_provenance: str = "not metered"
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        return len(self.output_ids) * self.steps / self.decode_s if self.decode_s > 0 else float("nan")
+
+
+class _GraphStep:
+    """One greedy decode step of every sequence, captured once as a CUDA graph (no torch.compile: the
+    kernels run as eager would, without the launch gaps) and replayed with the token and position
+    written into fixed input buffers. The capture's warm-up runs write position `max_len - 1`, which
+    decoding overwrites before any query may see it."""
+
+    def __init__(self, model: Transformer, attend: StaticCacheAttention) -> None:
+        device = attend.k.device
+        self.token = torch.zeros(attend.batch, dtype=torch.int64, device=device)
+        self.position = torch.full((1,), attend.max_len - 1, dtype=torch.int64, device=device)
+        self.model, self.attend = model, attend
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):  # warm-up off the default stream (allocator, cuBLAS handles)
+            for _ in range(2):
+                self._step()
+        torch.cuda.current_stream(device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.next = self._step()
+
+    def _step(self) -> Tensor:
+        self.attend.set_positions(self.position)
+        logits = self.model(self.token, self.position.expand(self.attend.batch), self.attend)
+        return logits.argmax(-1)
+
+    def __call__(self, token: Tensor, position: int) -> Tensor:
+        self.token.copy_(token)
+        self.position.fill_(position)
+        self.graph.replay()
+        return self.next
+
+
+@torch.inference_mode()
+def greedy_static(
+    model: Transformer, prompts: list[list[int]], steps: int, capture: bool | None = None, meter: Meter | None = None
+) -> BatchResult:
+    """Greedy decoding of equal-length `prompts` for `steps` tokens after the prefill's, on the static cache:
+    the batched decode path of the quantization benchmarks. `capture` (default: on CUDA) replays the decode
+    step as a CUDA graph; tokens stay on the device until the end, so the timed loop never waits on the host.
+    `meter` measures the decode steps' energy (its window opens after the prefill and the capture)."""
+    lengths = {len(p) for p in prompts}
+    if len(lengths) != 1:
+        raise ValueError(f"greedy_static needs prompts of one length (one shared position), got {sorted(lengths)}")
+    (length,) = lengths
+    context = context_tokens(model.cfg)
+    check_prompt_fits(length, context, f"this {model.cfg.model_type} model")
+    check_output_fits(length, steps + 1, context, f"this {model.cfg.model_type} model", "steps")
+    device = next(model.parameters()).device
+    capture = device.type == "cuda" if capture is None else capture
+    if capture and device.type != "cuda":
+        raise ValueError("CUDA-graph capture needs the model on a CUDA device")
+    batch = len(prompts)
+    attend = StaticCacheAttention(model, length + steps + 1, batch)
+    step = _GraphStep(model, attend) if capture else None
+    positions = torch.arange(length, device=device)
+    attend.set_positions(positions)
+    ids = torch.tensor(prompts, device=device).reshape(-1)
+    last_rows = torch.arange(1, batch + 1, device=device) * length - 1
+    token = model(ids, positions.repeat(batch), attend, logit_rows=last_rows).argmax(-1)  # (B,)
+    out = torch.empty(batch, steps + 1, dtype=torch.int64, device=device)
+    out[:, 0] = token
+    _sync(device)
+    if meter is not None:
+        meter.begin("decode")
+    t0 = time.perf_counter()
+    for i in range(steps):
+        if step is not None:
+            token = step(token, length + i)
+        else:
+            pos = torch.full((1,), length + i, dtype=torch.int64, device=device)
+            attend.set_positions(pos)
+            token = model(token, pos.expand(batch), attend).argmax(-1)
+        out[:, i + 1] = token
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    if meter is None:
+        return BatchResult(out.tolist(), seconds, steps, step is not None)
+    window = meter.end("decode")
+    return BatchResult(out.tolist(), seconds, steps, step is not None, window.total_energy_j, window.provenance_summary)

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from joulepath.model.transformer import AttentionBackend, Block, Linear, RMSNorm, rope_inv_freq
+from joulepath.model.transformer import AttentionBackend, Block, Linear, RMSNorm, RotaryModule, rope_inv_freq
 
 if TYPE_CHECKING:
     from joulepath.model.config import ModelConfig
@@ -61,11 +61,11 @@ class EagleConfig:
         )  # fmt: skip
 
 
-class EagleDraft(nn.Module):
+class EagleDraft(RotaryModule):
     def __init__(self, cfg: EagleConfig, target: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.block_cfg = cfg.block_config(target)
+        self.block_cfg = self.rope_cfg = cfg.block_config(target)
         self.in_norm = RMSNorm(cfg.d_model, cfg.rms_norm_eps)  # the token embedding's scale differs from f's
         self.fc = Linear(2 * cfg.d_model, cfg.d_model)
         self.block = Block(self.block_cfg, 0)
@@ -81,8 +81,7 @@ class EagleDraft(nn.Module):
         """features (T, d): the target's f_i; next_embeds (T, d): embeddings of x_{i+1}; positions (T,) = i.
         Returns predicted f_{i+1} (T, d) in the target's final-hidden space (its LM head reads it)."""
         x = self.fc(torch.cat([self.in_norm(next_embeds), features], dim=-1))
-        freqs = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]
-        cos, sin = freqs.cos()[:, None, :].to(x.dtype), freqs.sin()[:, None, :].to(x.dtype)
+        cos, sin = self.rope(positions, x.dtype)
         return self.out_norm(self.block(x, cos, sin, attend))
 
 

@@ -10,6 +10,7 @@ attention over the KV cache in `joulepath.engine`. Projections are fused at load
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
@@ -76,6 +77,26 @@ def rope_inv_freq(cfg: ModelConfig) -> Tensor:
     return torch.where(medium, smoothed, scaled).float()
 
 
+class RotaryModule(nn.Module):
+    """A module that owns RoPE inverse frequencies (`inv_freq`, from `rope_cfg`) and keeps them in fp32 whatever
+    dtype its weights are cast to: positions x frequencies in bf16 keep only ~535 distinct positions below
+    1,200 and turn the angles several radians wrong there (measured), so a bf16 model would see the wrong
+    positions in long prompts. The cos/sin tables are computed in fp32 and cast to the activations' dtype."""
+
+    rope_cfg: ModelConfig
+    inv_freq: Tensor
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> RotaryModule:
+        super()._apply(fn, recurse)
+        self.inv_freq = rope_inv_freq(self.rope_cfg).to(self.inv_freq.device)  # recomputed: a bf16 copy lost bits
+        return self
+
+    def rope(self, positions: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """cos, sin (T, 1, D/2) in `dtype` for positions (T,)."""
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]  # (T, D/2) in fp32
+        return freqs.cos()[:, None, :].to(dtype), freqs.sin()[:, None, :].to(dtype)
+
+
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate-half RoPE as Hugging Face checkpoints expect. x: (T, H, D); cos, sin: (T, 1, D/2)."""
     half = x.shape[-1] // 2
@@ -127,10 +148,10 @@ class Block(nn.Module):
         return h + self.feed_forward(self.ffn_norm(h))
 
 
-class Transformer(nn.Module):
+class Transformer(RotaryModule):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.cfg = cfg
+        self.cfg = self.rope_cfg = cfg
         # Tied models keep one (d_model, vocab) table: the LM head's layout; embedding reads its columns.
         self.tok_embeddings = None if cfg.tie_embeddings else nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
@@ -159,9 +180,8 @@ class Transformer(nn.Module):
 
     def trunk(self, tokens: Tensor, positions: Tensor, attend: AttentionBackend) -> Tensor:
         """The last block's hidden states (T, d_model), before the final norm: what multi-token heads read."""
-        freqs = positions.to(self.inv_freq.dtype)[:, None] * self.inv_freq[None, :]  # (T, D/2)
         x = self.embed(tokens)  # (T, d_model)
-        cos, sin = freqs.cos()[:, None, :].to(x.dtype), freqs.sin()[:, None, :].to(x.dtype)  # (T, 1, D/2)
+        cos, sin = self.rope(positions, x.dtype)  # (T, 1, D/2)
         for block in self.layers:
             x = block(x, cos, sin, attend)
         return x

@@ -42,6 +42,16 @@ decodes at batch 1 with int8_vnni at 37.9 tokens/s and int4_vnni at 56.0 (4.3x /
 int8_vnni passes (KL 0.0010) and int4_vnni passes with the LM head kept (`+skip=output`), as
 int4_weight_only does.
 
+On a CUDA GPU (the modules are built on the model's device; `available_modes(device)` probes each there):
+- "fp8_dynamic": per-output-channel float8_e4m3fn weights (absmax / 448), activations e4m3 per token on the
+  fly, `torch._scaled_mm` with row-wise fp32 scales and bf16 out (sm_89+: Ada, Hopper, Blackwell; K and N
+  multiples of 16, N padded). torch's CPU `_scaled_mm` is a reference that dequantizes to fp32 (~30x slower
+  than fp32 matmul here, measured), so on a CPU the mode is refused unless `reference=True` asks for it.
+- "int8_weight_only": the same codes on torch's CUDA `_weight_int8pack_mm` (fp32 accumulation, no tensor cores).
+- "int4_weight_only": the same RTN codes packed for tinygemm (`_convert_weight_to_int4pack`: uint8 (N, K/2),
+  even column in the high nibble; `_weight_int4pack_mm`, bf16 activations, sm_80+).
+The CPU kernels (int8_dynamic's fbgemm, the VNNI modes) are refused on a GPU with the GPU modes named.
+
 Tied embeddings: `Transformer.embed` reads columns of `output.weight`, so a quantized tied head keeps
 that fp parameter (registered as its `weight`) for the embedding only; its forward reads the packed
 copy. `QuantSummary.embedding_bytes_kept` says how many bytes that costs.
@@ -59,6 +69,7 @@ fbgemm's dynamic quantized linear (`torch.ao.nn.quantized.dynamic.Linear`).
 from __future__ import annotations
 
 import abc
+import contextlib
 import functools
 import warnings
 from collections.abc import Callable, Collection
@@ -72,16 +83,20 @@ from torch import Tensor, nn
 from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import vnni
 
-QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_vnni", "int4_vnni"]
+QuantMode = Literal["int8_dynamic", "int8_weight_only", "int4_weight_only", "int8_vnni", "int4_vnni", "fp8_dynamic"]
 # torch's kernels (`MODES`) and joulepath's own VNNI kernels (`vnni`, `VNNI_MODES`); `ALL_MODES` is what
 # `quantize_model`, the levers, the tuner, `bench.quantize` and the main job's `serve.quantize` accept.
-MODES: tuple[QuantMode, ...] = ("int8_dynamic", "int8_weight_only", "int4_weight_only")
+MODES: tuple[QuantMode, ...] = ("int8_dynamic", "int8_weight_only", "int4_weight_only", "fp8_dynamic")
 VNNI_MODES: tuple[QuantMode, ...] = ("int8_vnni", "int4_vnni")
 ALL_MODES: tuple[QuantMode, ...] = get_args(QuantMode)
 INT4_MODES: tuple[QuantMode, ...] = ("int4_weight_only", "int4_vnni")
 INT4_GROUP_SIZES = (32, 64, 128, 256)  # what `_weight_int4pack_mm_for_cpu` accepts
 INT4_N_MULTIPLE = 16  # `_convert_weight_to_int4pack_for_cpu` wants out_features % 16 == 0: we pad to it
 _INT4_INNER_K_TILES = 8  # gpt-fast's default; the CPU packer ignores it (checked: 1, 2, 4, 8 pack alike)
+FP8_MAX = 448.0  # largest finite float8_e4m3fn
+FP8_MULTIPLE = 16  # `_scaled_mm` on CUDA wants in_features and out_features % 16 == 0: out is padded to it
+FP8_MIN_CAPABILITY = (8, 9)  # Ada, Hopper, Blackwell: FP8 tensor cores and row-wise scaled GEMMs
+CPU_ONLY_MODES: tuple[QuantMode, ...] = ("int8_dynamic", "int8_vnni", "int4_vnni")  # fbgemm and joulepath's kernels
 
 
 class QuantizedLinear(nn.Module, abc.ABC):
@@ -200,7 +215,8 @@ class Int8DynamicLinear(QuantizedLinear):
 
 
 class Int8WeightOnlyLinear(QuantizedLinear):
-    """int8 weights (per output channel) with bf16 activations on `aten::_weight_int8pack_mm`."""
+    """int8 weights (per output channel) with bf16 activations on `aten::_weight_int8pack_mm` (CPU: its
+    bf16 fast path; CUDA: torch's own int8 kernel, fp32 accumulation, no tensor cores)."""
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
@@ -216,6 +232,8 @@ class Int8WeightOnlyLinear(QuantizedLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (T, K): the kernels want it dense
+        if x2.shape[0] == 0:  # a step that samples nothing: CUDA's kernel cannot launch an empty grid
+            return x.new_zeros(*x.shape[:-1], self.out_features)
         y = torch.ops.aten._weight_int8pack_mm(x2, self.weight_int8, self.scales).to(x.dtype)  # (T, N)
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
@@ -232,7 +250,11 @@ class Int4WeightOnlyLinear(QuantizedLinear):
         codes, scales_and_zeros = groupwise_int4(F.pad(weight_kn.detach(), (0, pad)), group_size)
         self.weight_int4: Tensor
         self.scales_and_zeros: Tensor
-        packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INT4_INNER_K_TILES)  # (N, K/2) uint8
+        if codes.is_cuda:  # tinygemm's layout: even input column in the high nibble, then its own tiling
+            nibbles = (codes[:, ::2] << 4 | codes[:, 1::2]).to(torch.uint8).contiguous()  # (N, K/2)
+            packed = torch.ops.aten._convert_weight_to_int4pack(nibbles, int4_inner_k_tiles(self.in_features))
+        else:
+            packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(codes, _INT4_INNER_K_TILES)  # (N, K/2) uint8
         self.register_buffer("weight_int4", packed)
         self.register_buffer("scales_and_zeros", scales_and_zeros.to(torch.bfloat16))  # (K/group, N, 2)
 
@@ -243,7 +265,10 @@ class Int4WeightOnlyLinear(QuantizedLinear):
 
     def forward(self, x: Tensor) -> Tensor:
         x2 = x.reshape(-1, self.in_features).to(torch.bfloat16).contiguous()  # (T, K): the kernels want it dense
-        y = torch.ops.aten._weight_int4pack_mm_for_cpu(x2, self.weight_int4, self.group_size, self.scales_and_zeros)
+        if x2.shape[0] == 0:  # a step that samples nothing: tinygemm cannot launch an empty grid
+            return x.new_zeros(*x.shape[:-1], self.out_features)
+        mm = torch.ops.aten._weight_int4pack_mm if x2.is_cuda else torch.ops.aten._weight_int4pack_mm_for_cpu
+        y = mm(x2, self.weight_int4, self.group_size, self.scales_and_zeros)
         y = y[:, : self.out_features].to(x.dtype)  # (T, N): drops the padding columns, if any
         if self.bias is not None:
             y = y + self.bias.to(x.dtype)
@@ -251,6 +276,56 @@ class Int4WeightOnlyLinear(QuantizedLinear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, group_size={self.group_size}"
+
+
+def int4_inner_k_tiles(in_features: int) -> int:
+    """The largest tiling CUDA's int4 packer takes for `in_features` (it wants K % (tiles x 16) == 0)."""
+    return next((t for t in (8, 4, 2) if in_features % (16 * t) == 0), 2)
+
+
+def per_channel_fp8(weight_kn: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-output-channel float8_e4m3fn of a (K, N) weight: values (N, K) and fp32 scales (N,) with
+    w = value x scale (absmax / 448 per channel: the format's whole range, no clipping)."""
+    w_nk = weight_kn.detach().float().t()  # (N, K)
+    scales = w_nk.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX  # (N,)
+    return (w_nk / scales[:, None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn).contiguous(), scales
+
+
+class Fp8DynamicLinear(QuantizedLinear):
+    """float8_e4m3fn weights (per output channel) times float8_e4m3fn activations scaled per token on the
+    fly, on `torch._scaled_mm` with row-wise scales (one fp32 scale per activation row and per weight
+    column, applied in the GEMM's epilogue; bf16 out). On Ada/Hopper/Blackwell GPUs that is the FP8 tensor-
+    core GEMM; torch's CPU path is a slow reference (it dequantizes to fp32), so on a CPU this mode is for
+    checking numerics only and `available_modes` says so. Per token, hence batch-invariant like int8_vnni."""
+
+    def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
+        super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
+        pad = -self.out_features % FP8_MULTIPLE  # zero columns, sliced off the output again
+        values, scales = per_channel_fp8(F.pad(weight_kn.detach(), (0, pad)))
+        self.weight_fp8: Tensor
+        self.weight_scale: Tensor
+        self.register_buffer("weight_fp8", values)  # (N, K) row-major: `.t()` is the column-major mat2
+        self.register_buffer("weight_scale", scales[None, :].contiguous())  # (1, N) fp32
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weight_fp8.numel() + 4 * self.weight_scale.numel()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x2 = x.reshape(-1, self.in_features).float()  # (T, K)
+        # (T, 1) with strides (1, 1): `_scaled_mm` checks the strides, and a size-1 dim's stride is arbitrary
+        # after amax(keepdim) even where `.contiguous()` calls it contiguous
+        scale = (x2.abs().amax(dim=1).clamp(min=1e-12) / FP8_MAX).contiguous().view(-1, 1)
+        x8 = (x2 / scale).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+        with contextlib.nullcontext() if x8.is_cuda else torch.backends.mkldnn.flags(enabled=False):
+            # (oneDNN's CPU route asserts per-tensor scales on some AMX CPUs; the reference path takes rows)
+            y = torch._scaled_mm(
+                x8, self.weight_fp8.t(), scale_a=scale, scale_b=self.weight_scale, out_dtype=torch.bfloat16
+            )
+        y = y[:, : self.out_features].to(x.dtype)  # (T, N)
+        if self.bias is not None:
+            y = y + self.bias.to(x.dtype)
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 def _vnni_forward(x: Tensor, in_features: int, kernel: Callable[..., Tensor], *args: Any) -> Tensor:
@@ -336,52 +411,88 @@ def make_quantized(mode: QuantMode, linear: Linear, group_size: int = 128) -> Qu
         return Int8VnniLinear(linear.weight, linear.bias)
     if mode == "int4_vnni":
         return Int4VnniLinear(linear.weight, linear.bias, group_size)
+    if mode == "fp8_dynamic":
+        return Fp8DynamicLinear(linear.weight, linear.bias)
     raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(ALL_MODES)}")
 
 
 _KERNELS: dict[QuantMode, str] = {
     "int8_dynamic": "quantized::linear_dynamic (fbgemm, x86 engine)",
     "int8_weight_only": "aten::_weight_int8pack_mm",
-    "int4_weight_only": "aten::_convert_weight_to_int4pack_for_cpu / aten::_weight_int4pack_mm_for_cpu",
+    "int4_weight_only": "aten::_convert_weight_to_int4pack(_for_cpu) / aten::_weight_int4pack_mm(_for_cpu)",
     "int8_vnni": "joulepath's jp_i8_linear (vnni_kernels.c)",
     "int4_vnni": "joulepath's jp_i4_linear (vnni_kernels.c)",
+    "fp8_dynamic": "torch._scaled_mm (float8_e4m3fn, row-wise scales)",
 }
 
 
-def _probe(mode: QuantMode) -> str | None:
-    """Run `mode` once on a tiny layer; None if it works and is close to fp32, else the reason."""
+FP8_ON_CPU = (
+    "torch runs `_scaled_mm` on a CPU only as a slow reference (it dequantizes to fp32: ~30x slower than fp32 "
+    "matmul, measured); fp8_dynamic needs a CUDA GPU of compute capability 8.9 or newer (Ada, Hopper, Blackwell)"
+)
+
+
+def _unsupported(mode: QuantMode, device: torch.device) -> str | None:
+    """Why `mode` cannot run on `device` before trying it, if that is known up front."""
+    if device.type == "cuda":
+        if mode in CPU_ONLY_MODES:
+            return f"{_KERNELS[mode]} is a CPU kernel; on a CUDA GPU use fp8_dynamic, int8/int4_weight_only"
+        cap = torch.cuda.get_device_capability(device)
+        if mode == "fp8_dynamic" and cap < FP8_MIN_CAPABILITY:
+            return f"{_KERNELS[mode]} needs compute capability 8.9 or newer; this GPU is {cap[0]}.{cap[1]}"
+        if mode == "int4_weight_only" and cap < (8, 0):
+            return f"{_KERNELS[mode]} needs compute capability 8.0 or newer; this GPU is {cap[0]}.{cap[1]}"
+        return None
+    if mode == "fp8_dynamic":
+        return FP8_ON_CPU
     if mode in VNNI_MODES and (reason := vnni.unavailable_reason()) is not None:
         return f"{_KERNELS[mode]} is unavailable: {reason}"
+    return None
+
+
+def _probe(mode: QuantMode, device: torch.device) -> str | None:
+    """Run `mode` once on a tiny layer on `device`; None if it works and is close to fp32, else the reason."""
+    if (reason := _unsupported(mode, device)) is not None:
+        return reason
     gen = torch.Generator().manual_seed(0)
     layer = Linear(64, 32, bias=True)
     layer.weight.data = torch.randn(64, 32, generator=gen)  # (K, N)
     x = torch.randn(2, 64, generator=gen)
+    layer, x = layer.to(device), x.to(device)
+    where = "this CPU" if device.type == "cpu" else torch.cuda.get_device_name(device)
     try:
         with torch.no_grad():
             y, ref = make_quantized(mode, layer, group_size=32)(x), layer(x)
     except (RuntimeError, NotImplementedError, AttributeError) as e:  # AttributeError: op not in torch.ops
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return (
-            f"{_KERNELS[mode]} is not usable in torch {torch.__version__} on this CPU ({first_line}); "
+        fix = (
             "install a torch CPU build for x86-64 or aarch64 from pytorch.org (2.6 or newer), or pick another mode"
+            if device.type == "cpu"
+            else "install a CUDA build of torch 2.9 or newer from pytorch.org, or pick another mode"
         )
-    rel = float((y - ref).norm() / ref.norm())
+        return f"{_KERNELS[mode]} is not usable in torch {torch.__version__} on {where} ({first_line}); {fix}"
+    rel = float((y.float() - ref).norm() / ref.norm())
     return None if rel < 0.2 else f"{_KERNELS[mode]} ran but is wrong on this build (relative error {rel:.2f})"
 
 
-def available_modes() -> dict[str, str | None]:
-    """Which quantization modes run on this torch build and CPU: mode -> None if available, else why not.
-    Each mode's kernel is tried once on a tiny layer (once per process).
+def available_modes(device: str | torch.device = "cpu") -> dict[str, str | None]:
+    """Which quantization modes run on this torch build and `device`: mode -> None if available, else why not.
+    Each mode's kernel is tried once on a tiny layer (once per process and device).
 
     >>> available_modes()["int8_dynamic"] is None  # on an x86-64 or aarch64 CPU build
     True
+    >>> available_modes()["fp8_dynamic"] is None  # a GPU mode: on a CPU only torch's slow reference runs it
+    False
     """
-    return dict(_probe_all())
+    dev = torch.device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dict(_probe_all(dev))
 
 
 @functools.cache
-def _probe_all() -> tuple[tuple[str, str | None], ...]:
-    return tuple((mode, _probe(mode)) for mode in ALL_MODES)
+def _probe_all(device: torch.device) -> tuple[tuple[str, str | None], ...]:
+    return tuple((mode, _probe(mode, device)) for mode in ALL_MODES)
 
 
 @dataclass(frozen=True)
@@ -402,11 +513,13 @@ def _matches(name: str, patterns: Collection[str]) -> bool:
     return any(name == p or name.endswith("." + p) for p in patterns)
 
 
-def _check_request(mode: str, group_size: int, skip: Collection[str], names: list[str]) -> None:
+def _check_request(
+    mode: str, group_size: int, skip: Collection[str], names: list[str], device: torch.device, reference: bool
+) -> None:
     if mode not in ALL_MODES:
         raise ValueError(f"unknown quantization mode {mode!r}; known: {', '.join(ALL_MODES)}")
-    reason = available_modes()[mode]
-    if reason is not None:
+    reason = available_modes(device)[mode]
+    if reason is not None and not (reference and reason == FP8_ON_CPU):
         raise ValueError(f"quantization mode {mode!r} cannot run here: {reason}")
     if mode in INT4_MODES and group_size not in INT4_GROUP_SIZES:
         raise ValueError(f"int4 group_size must be one of {INT4_GROUP_SIZES}, got {group_size}")
@@ -425,6 +538,15 @@ def _check_int4_shapes(targets: dict[str, Linear], group_size: int) -> None:
         raise ValueError(
             f"int4 needs in_features divisible by group_size={group_size}; these are not: {', '.join(bad)}. "
             "Pass a smaller group_size or skip=(...) those layers"
+        )
+
+
+def _check_fp8_shapes(targets: dict[str, Linear]) -> None:
+    bad = [f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})" for n, m in targets.items() if m.weight.shape[0] % 16]
+    if bad:
+        raise ValueError(
+            f"fp8_dynamic needs in_features divisible by 16 (`_scaled_mm`); these are not: {', '.join(bad)}. "
+            "skip=(...) them or use int8_weight_only"
         )
 
 
@@ -462,7 +584,7 @@ def _swap(model: nn.Module, name: str, new: nn.Module) -> None:
 
 @torch.no_grad()
 def quantize_model(
-    model: Transformer, mode: QuantMode, *, skip: Collection[str] = (), group_size: int = 128
+    model: Transformer, mode: QuantMode, *, skip: Collection[str] = (), group_size: int = 128, reference: bool = False
 ) -> QuantSummary:
     """Swap every `Linear` of `model` in place for its `mode` quantized module, except those whose
     qualified name equals or ends with (after a dot) a name in `skip`, e.g. ("output",) or ("w2",).
@@ -471,12 +593,17 @@ def quantize_model(
     missing from this torch build (the message names the op and the fix), an int4 `group_size` the
     kernel lacks, a layer whose in_features is not divisible by `group_size` (skip it or use a smaller
     group: silently leaving it in fp32 would misstate the bytes), or a `skip` name that matches nothing.
-    A model with tied embeddings keeps its head's fp weight for `Transformer.embed`."""
+    A model with tied embeddings keeps its head's fp weight for `Transformer.embed`. The modules are built
+    on the model's device (CUDA packs int4 in tinygemm's layout). `reference=True` lets fp8_dynamic run on
+    a CPU through torch's slow reference path, for numerics checks only."""
     linears = {n: m for n, m in model.named_modules() if isinstance(m, Linear | QuantizedLinear)}
-    _check_request(mode, group_size, skip, list(linears))
+    device = next(model.parameters()).device
+    _check_request(mode, group_size, skip, list(linears), device, reference)
     targets = {n: m for n, m in linears.items() if isinstance(m, Linear) and not _matches(n, skip)}
     if mode in INT4_MODES:
         _check_int4_shapes(targets, group_size)
+    if mode == "fp8_dynamic":
+        _check_fp8_shapes(targets)
     if mode == "int8_vnni":
         _check_int8_vnni_shapes(targets)
     before = sum(_weight_bytes(m) for m in linears.values())
