@@ -148,6 +148,20 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
     assert expected_tokens(0.5, 2) == pytest.approx(1.75)
 
 
+def test_a_fitted_slope_survives_a_long_run_of_plain_steps() -> None:
+    """With speculation switched off every step has the same size; the fit must not decay back to 'unknown'
+    (which would restart probing with drafts), and its intercept follows the newer steps."""
+    cost = StepCost()
+    for tokens in (1, 2, 1, 2, 1, 2):
+        cost.observe(tokens, 0.010 + 0.002 * tokens)
+    assert cost.coefficients() == pytest.approx((0.010, 0.002), rel=1e-6)
+    for _ in range(2000):  # 0.98 ** 2000: the sized steps are forgotten
+        cost.observe(1, 0.020 + 0.002)  # the machine got slower
+    a, b = cost.coefficients() or (0.0, 0.0)
+    assert b == pytest.approx(0.002, rel=1e-6) and a == pytest.approx(0.020, rel=1e-3)
+    assert StepCost(n=10, sx=10.0, sy=0.1, sxx=10.0).coefficients() is None  # never fitted: still unknown
+
+
 def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
     """A proposer that always proposes must still let plain steps be measured, or the fit never comes."""
 
@@ -160,3 +174,17 @@ def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
     plans = [spec.plan([Seq()], 1, [4])[0] for _ in range(4)]
     assert sorted(set(plans)) == [0, 1]
+
+
+def test_the_proposer_is_not_asked_on_steps_where_no_sequence_drafts(tiny: LoadedModel) -> None:
+    engine = Engine(tiny, EngineConfig(block_size=BS, speculative="prompt_lookup"))
+    assert engine.speculator is not None
+    asked: list[list[int]] = []
+    propose = engine.speculator.proposer.propose
+    engine.speculator.proposer.propose = lambda seqs, ks: asked.append(ks) or propose(seqs, ks)  # type: ignore[method-assign]
+    engine.speculator.plan = lambda seqs, batch_tokens, room: [0] * len(seqs)  # type: ignore[method-assign]
+    out = engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
+    assert len(out[0].output_ids) == 6 and asked == []
+    engine.speculator.plan = lambda seqs, batch_tokens, room: [1] * len(seqs)  # type: ignore[method-assign]
+    engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
+    assert asked and all(ks == [1] for ks in asked)

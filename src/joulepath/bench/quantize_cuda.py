@@ -40,7 +40,7 @@ from typing import Any, cast
 import torch
 
 from joulepath.bench.common import machine, read_bandwidth_gb_s, write_result
-from joulepath.bench.quantize import PROMPT_TOKENS, int4_group_size, make_prompts
+from joulepath.bench.quantize import PROMPT_TOKENS, int4_group_size, make_prompts, spread
 from joulepath.engine import EngineConfig
 from joulepath.engine.context import context_tokens
 from joulepath.engine.static_decode import BatchResult, greedy_static
@@ -159,11 +159,6 @@ def metered(v: Variant, batch: int, step_s: float, meter: Meter) -> BatchResult:
     steps = max(1, min(room, math.ceil(ENERGY_WINDOW_S / max(step_s, 1e-6))))
     prompts = make_prompts(v.loaded.config.vocab_size, batch)
     return greedy_static(v.loaded.model, prompts, steps, capture=v.capture, meter=meter)
-
-
-def spread(values: list[float]) -> dict[str, float | bool]:
-    lo, hi = min(values), max(values)
-    return {"median": statistics.median(values), "min": lo, "max": hi, "includes_1": lo <= 1.0 <= hi}
 
 
 def equal_tokens(runs: list[BatchResult], base: list[BatchResult]) -> tuple[int, int]:

@@ -195,6 +195,8 @@ class Scheduler:
             prefill = sum(s.pending for s in self.running if s.pending > 1)
             room = [s.params.max_tokens - len(s.output_ids) - 1 for s in decoding]  # drafts past the end are waste
             ks = spec.plan(decoding, min(len(decoding) + prefill, budget), room)
+            if not any(ks):  # speculation is off for this step: the proposer is not asked at all
+                return {}
             t0 = time.perf_counter()
             proposals = spec.proposer.propose(decoding, ks)
             spec.observe_propose(time.perf_counter() - t0, max(ks, default=0))

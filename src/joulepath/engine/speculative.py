@@ -379,6 +379,7 @@ class StepCost:
     sxx: float = 0.0
     sxy: float = 0.0
     decay: float = 0.98  # older steps weigh less: the machine's load changes
+    slope: float | None = None  # the last b fitted while steps of different sizes were in the window
 
     def observe(self, tokens: int, seconds: float) -> None:
         d = self.decay
@@ -387,12 +388,20 @@ class StepCost:
         self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * seconds
 
     def coefficients(self) -> tuple[float, float] | None:
-        """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen."""
+        """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen. Once
+        fitted, a window of same-sized steps only (speculation switched off, so every step is plain) keeps
+        the last slope and refits the intercept: forgetting the slope would send the planner back to
+        probing with drafts, and a model drafter's probe costs a catch-up over the whole prompt."""
         weight = (1 - self.decay**self.n) / (1 - self.decay)
         var = self.sxx * weight - self.sx * self.sx
-        if self.n < 4 or var <= 1e-9 * max(self.sxx * weight, 1.0):
+        if self.n < 4:
             return None
+        if var <= 1e-9 * max(self.sxx * weight, 1.0):
+            if self.slope is None:
+                return None
+            return max((self.sy - self.slope * self.sx) / weight, 1e-9), self.slope
         b = max((self.sxy * weight - self.sx * self.sy) / var, 0.0)
+        self.slope = b
         a = max((self.sy - b * self.sx) / weight, 1e-9)
         return a, b
 
