@@ -18,14 +18,15 @@ HOST = ("scheduler", "kv_cache.plan", "sampling+detokenize", "meter", "model.oth
 
 LEVERS = {
     "quantization": Lever(
-        "weight quantization (INT8/INT4)",
+        "weight quantization (INT8/INT4/FP8)",
         True,
         "built: joulepath.optimize (serve.quantize; used only where the golden gate passes)",
     ),
     "low_precision": Lever(
-        "lower-precision GEMMs (INT8 compute)",
+        "lower-precision GEMMs (INT8 / FP8 compute)",
         True,
-        "built: optimize int8_vnni (joulepath's AVX512-VNNI kernel) or int8_dynamic (fbgemm int8 GEMM); gated",
+        "built: optimize int8_vnni (joulepath's AVX512-VNNI kernel) or int8_dynamic (fbgemm int8 GEMM) on a CPU, "
+        "fp8_dynamic (torch._scaled_mm) on a GPU of compute capability 8.9+; gated",
     ),
     "kv_quantization": Lever(
         "KV-cache quantization",
@@ -42,7 +43,11 @@ LEVERS = {
         True,
         "built: engine.prefix_cache (EngineConfig.prefix_cache; the main job's serve.prefix_cache)",
     ),
-    "compiled_decode": Lever("compiled decode with CUDA graphs", True, "built for batch 1: engine.static_decode"),
+    "compiled_decode": Lever(
+        "compiled decode with CUDA graphs",
+        True,
+        "built on the static path: engine.static_decode (torch.compile for batch 1, a captured graph per batch)",
+    ),
     "batching": Lever("continuous batching", True, "built: joulepath.engine (EngineConfig.max_batch)"),
     "fusion": Lever("kernel fusion (torch.compile)", True, "built for the static batch-1 path only"),
 }
