@@ -46,6 +46,33 @@ def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def paired_difference_interval(before: Sequence[bool], after: Sequence[bool], z: float = 1.96) -> tuple[float, float]:
+    """95 % interval for accuracy(after) - accuracy(before) when both answered the same questions: Newcombe's
+    hybrid score interval for paired proportions (Newcombe 1998, method 10), Wilson intervals of the two
+    accuracies combined with the correlation of the pairs. Only the discordant pairs move the difference,
+    so it is far narrower than two independent intervals would suggest when the configurations mostly agree."""
+    n = len(before)
+    if n != len(after):
+        raise ValueError(f"paired answers need the same questions: {n} before, {len(after)} after")
+    if n == 0:
+        return -1.0, 1.0
+    both = sum(x and y for x, y in zip(before, after, strict=True))
+    lost = sum(x and not y for x, y in zip(before, after, strict=True))
+    gained = sum(y and not x for x, y in zip(before, after, strict=True))
+    neither = n - both - lost - gained
+    p1, p2 = (both + lost) / n, (both + gained) / n
+    l1, u1 = wilson_interval(both + lost, n, z)
+    l2, u2 = wilson_interval(both + gained, n, z)
+    margins = (both + lost) * (gained + neither) * (both + gained) * (lost + neither)
+    cross = float(both * neither - lost * gained)  # Newcombe's correlation: a positive one shrunk by n/2
+    cross = cross - n / 2 if cross > n / 2 else min(cross, 0.0)
+    phi = cross / math.sqrt(margins) if margins else 0.0
+    delta = p2 - p1
+    low = delta - math.sqrt(max((p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2, 0.0))
+    high = delta + math.sqrt(max((u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2, 0.0))
+    return max(-1.0, low), min(1.0, high)
+
+
 @dataclass(frozen=True)
 class RequestRecord:
     """What one finished request cost. Times in seconds; energy with its provenance."""
@@ -382,6 +409,16 @@ class LocalComparison:
         """Every local ratio: energy per token, throughput, p99 time to first token."""
         return tuple(self.ratio(m) for m in LOCAL_RATIOS)
 
+    def accuracy_delta_interval(self) -> tuple[float, float] | None:
+        """Paired 95 % interval of optimized - baseline accuracy over the requests both answered (the median
+        repetitions, whose accuracies are the ones reported); None when they share none."""
+        before = {r.record.request_id: r.correct for r in self.baseline.requests}
+        after = {r.record.request_id: r.correct for r in self.optimized.requests}
+        shared = [rid for rid in before if rid in after]
+        if not shared:
+            return None
+        return paired_difference_interval([before[r] for r in shared], [after[r] for r in shared])
+
 
 def paired_ratio(before: Sequence[LocalRun], after: Sequence[LocalRun], metric: str) -> RatioSpread:
     """after / before of a LocalRun property, repetition by repetition (served interleaved), labelled with
@@ -671,8 +708,13 @@ class RunResult:
         first, last = self.ablation[0], self.ablation[-1]
         # optimized / brute J per token over paired repetitions, as tokens per joule
         local = self.local.ratio("j_per_token").inverted("tokens_per_joule") if self.local is not None else None
-        acc = (self.local.baseline.accuracy, self.local.optimized.accuracy) if self.local else (None, None)
-        return Headline(local, first.wall_j_per_token / last.wall_j_per_token, *acc)
+        wall = first.wall_j_per_token / last.wall_j_per_token
+        if self.local is None:
+            return Headline(local, wall, None, None)
+        served = self.local
+        return Headline(
+            local, wall, served.baseline.accuracy, served.optimized.accuracy, served.accuracy_delta_interval()
+        )
 
 
 @dataclass(frozen=True)
@@ -684,6 +726,15 @@ class Headline:
     wall_tokens_per_joule_ratio: float
     accuracy_brute: float | None
     accuracy_optimized: float | None
+    accuracy_delta_ci95: tuple[float, float] | None = None  # paired, as fractions (paired_difference_interval)
+
+    @property
+    def accuracy_delta_ci95_pts(self) -> tuple[float, float] | None:
+        return (
+            None
+            if self.accuracy_delta_ci95 is None
+            else (100 * self.accuracy_delta_ci95[0], 100 * self.accuracy_delta_ci95[1])
+        )
 
     @property
     def accuracy_delta_pts(self) -> float | None:

@@ -55,6 +55,7 @@ def summary(result: RunResult, seconds: float) -> dict[str, Any]:
         "accuracy_brute": head.get("accuracy_brute"),
         "accuracy_optimized": head.get("accuracy_optimized"),
         "accuracy_delta_pts": head.get("accuracy_delta_pts"),
+        "accuracy_delta_ci95_pts": head.get("accuracy_delta_ci95_pts"),
         "levers": steps,
         "default_run_s": seconds,
         "provenance": {

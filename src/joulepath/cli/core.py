@@ -28,7 +28,7 @@ from joulepath.cli.tables import Col, fit_table, num
 from joulepath.hw import UnknownHardwareError, accelerators, get_accelerator, interconnects, memories
 from joulepath.meter import auto_meter, provenance_kind, weakest_kind
 from joulepath.report.wording import RATIO_WORDS, gain_text, ratio_verdict
-from joulepath.results import RatioSpread, RunResult
+from joulepath.results import LocalComparison, RatioSpread, RunResult
 from joulepath.scenario import Scenario, check_scenario_files, load_scenario
 from joulepath.workload import read_azure_csv, trace_stats
 
@@ -343,7 +343,7 @@ def _print_local(result: RunResult) -> None:
         ("tokens/s", f"{b.tokens_per_s:.1f}", f"{o.tokens_per_s:.1f}", _ratio_cell(ratios["tokens_per_s"])),
         ("p99 TTFT", num(1e3 * b.percentile("ttft_s", 99), "ms"), num(1e3 * o.percentile("ttft_s", 99), "ms"),
          _ratio_cell(ratios["ttft_p99_s"])),
-        ("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", ""),
+        ("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", _delta_cell(local)),
     ]  # fmt: skip
     cols = (
         Col("", left=True, wrap=True),
@@ -374,6 +374,15 @@ def _print_local(result: RunResult) -> None:
             console.print(f"  hot path {c.name:22s} {100 * c.share:5.1f} % of time  {c.bound}")
         for a in local.profile.advice[:3]:
             console.print(f"  - {a.line()}")
+
+
+def _delta_cell(local: LocalComparison) -> str:
+    """The accuracy difference in points with its paired 95 % interval (the same requests answered twice)."""
+    interval = local.accuracy_delta_interval()
+    delta = 100 * (local.optimized.accuracy - local.baseline.accuracy)
+    if interval is None:
+        return f"{delta:+.1f} pts"
+    return f"{delta:+.1f} pts ({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f}, paired 95 %)"
 
 
 def _ratio_cell(spread: RatioSpread) -> str:

@@ -475,9 +475,11 @@ def headline_text(result: RunResult) -> str:
     )
     accuracy = ""
     if h.accuracy_brute is not None and h.accuracy_optimized is not None and h.accuracy_delta_pts is not None:
+        ci = h.accuracy_delta_ci95_pts
+        paired = f" (paired 95 % interval {ci[0]:+.1f} to {ci[1]:+.1f})" if ci else ""
         accuracy = (
             f", at golden accuracy {h.accuracy_brute:.0%} (brute force) vs {h.accuracy_optimized:.0%} (optimized), "
-            f"{h.accuracy_delta_pts:+.1f} points"
+            f"{h.accuracy_delta_pts:+.1f} points{paired}"
         )
     levers = " → ".join(html.escape(s.lever) for s in result.ablation[1:])
     return (

@@ -283,6 +283,7 @@ def headline_to_dict(result: RunResult) -> dict[str, Any] | None:
         "accuracy_brute": h.accuracy_brute,
         "accuracy_optimized": h.accuracy_optimized,
         "accuracy_delta_pts": h.accuracy_delta_pts,
+        "accuracy_delta_ci95_pts": list(h.accuracy_delta_ci95_pts) if h.accuracy_delta_ci95_pts else None,
         "accuracy_provenance": LocalRun.accuracy_provenance,
     }
 
