@@ -28,9 +28,10 @@ token is drawn from p with d removed and renormalised (the residual max(p - q, 0
 distribution is exactly the target's.
 
 Never slower (`Speculator.plan`): k is chosen per sequence from its measured acceptance rate and the
-measured cost of the engine's steps (an online fit of seconds = a + b x tokens), maximising tokens
-emitted per second of step time; k = 0 is a legal choice, so speculation turns itself off where the
-acceptance it measures does not pay for the verify tokens.
+measured cost of the engine's steps (an online fit of seconds = a + b x tokens, `StepCost`), maximising
+tokens emitted per second of step time; k = 0 is a legal choice, so speculation turns itself off where the
+acceptance it measures does not pay for the verify tokens (and, switched off, drafts one token once every
+`explore_every` steps to measure it again).
 """
 
 from __future__ import annotations
@@ -369,41 +370,39 @@ class EagleProposer:
 
 @dataclass
 class StepCost:
-    """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured), over
-    decode and verify steps only: a prefill chunk's tokens cost far less each (large GEMMs run near peak),
-    and would make the marginal cost of a draft look cheaper than it is."""
+    """Online fit of step seconds = a + b x tokens computed in the step (measured), over decode and verify
+    steps only: a prefill chunk's tokens cost far less each (large GEMMs run near peak), and would make the
+    marginal cost of a draft look cheaper than it is.
 
-    n: int = 0
-    sx: float = 0.0
-    sy: float = 0.0
-    sxx: float = 0.0
-    sxy: float = 0.0
+    b is a running mean (exponential, `decay`) of the contrasts of consecutive steps of different sizes,
+    (seconds - previous seconds) / (tokens - previous tokens): a drift of the machine's speed between
+    well-separated steps cancels in each contrast, and a long run of same-sized steps (speculation switched
+    off, every step plain) leaves b as it was instead of reading the intercept's drift as slope or
+    forgetting it (which would send the planner back to probing, and a model drafter's probe costs a
+    catch-up over the whole prompt). a is a running mean of seconds - b x tokens over every step."""
+
     decay: float = 0.98  # older steps weigh less: the machine's load changes
-    slope: float | None = None  # the last b fitted while steps of different sizes were in the window
+    slope: float | None = None  # b, once two steps of different sizes were seen
+    level: float | None = None  # a
+    contrasts: int = 0
+    last: tuple[int, float] | None = None  # the previous step: (tokens, seconds)
 
     def observe(self, tokens: int, seconds: float) -> None:
         d = self.decay
-        self.n += 1
-        self.sx, self.sy = d * self.sx + tokens, d * self.sy + seconds
-        self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * seconds
+        if self.last is not None and tokens != self.last[0]:
+            contrast = (seconds - self.last[1]) / (tokens - self.last[0])
+            self.slope = contrast if self.slope is None else d * self.slope + (1 - d) * contrast
+            self.contrasts += 1
+        self.last = (tokens, seconds)
+        if self.slope is not None:
+            rest = seconds - max(self.slope, 0.0) * tokens
+            self.level = rest if self.level is None else d * self.level + (1 - d) * rest
 
     def coefficients(self) -> tuple[float, float] | None:
-        """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen. Once
-        fitted, a window of same-sized steps only (speculation switched off, so every step is plain) keeps
-        the last slope and refits the intercept: forgetting the slope would send the planner back to
-        probing with drafts, and a model drafter's probe costs a catch-up over the whole prompt."""
-        weight = (1 - self.decay**self.n) / (1 - self.decay)
-        var = self.sxx * weight - self.sx * self.sx
-        if self.n < 4:
+        """(a, b) in seconds and seconds per token, or None until two contrasts were measured."""
+        if self.contrasts < 2 or self.slope is None or self.level is None:
             return None
-        if var <= 1e-9 * max(self.sxx * weight, 1.0):
-            if self.slope is None:
-                return None
-            return max((self.sy - self.slope * self.sx) / weight, 1e-9), self.slope
-        b = max((self.sxy * weight - self.sx * self.sy) / var, 0.0)
-        self.slope = b
-        a = max((self.sy - b * self.sx) / weight, 1e-9)
-        return a, b
+        return max(self.level, 1e-9), max(self.slope, 0.0)
 
 
 def expected_tokens(alpha: float, k: int) -> float:
@@ -424,6 +423,8 @@ class Speculator:
     probes: int = 0  # plans made before the step cost could be fitted
     proposed: int = 0
     accepted: int = 0
+    explore_every: int = 2048  # after this many steps with no draft at all, one step drafts one token
+    idle: int = 0  # steps planned in a row with no draft
 
     def __post_init__(self) -> None:
         if self.max_k < 1:
@@ -462,11 +463,25 @@ class Speculator:
                 if new_rate > best_rate:
                     best, best_rate, best_gain = i, new_rate, gain
             if best < 0:
-                return ks
+                return self._explore(ks, caps)
             tokens += best_gain
             ks[best] += 1
             step_tokens += 1
             k_max = max(k_max, ks[best])
+
+    def _explore(self, ks: list[int], caps: list[int]) -> list[int]:
+        """`ks`, except that after `explore_every` steps in a row with no draft one sequence drafts one token:
+        the acceptance the plan trusts is otherwise never measured again, and traffic that would pay (a
+        server's later prompts) could not turn speculation back on."""
+        if any(ks):
+            self.idle = 0
+            return ks
+        self.idle += 1
+        if self.idle < self.explore_every or not any(caps):
+            return ks
+        self.idle = 0
+        first = next(i for i, c in enumerate(caps) if c)
+        return [1 if i == first else 0 for i in range(len(ks))]
 
     def observe_propose(self, seconds: float, k_max: int) -> None:
         """The proposer took `seconds` for drafts of at most `k_max` positions (a running mean per position)."""
