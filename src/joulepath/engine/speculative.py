@@ -370,39 +370,41 @@ class EagleProposer:
 
 @dataclass
 class StepCost:
-    """Online fit of step seconds = a + b x tokens computed in the step (measured), over decode and verify
-    steps only: a prefill chunk's tokens cost far less each (large GEMMs run near peak), and would make the
-    marginal cost of a draft look cheaper than it is.
+    """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured), over
+    decode and verify steps only: a prefill chunk's tokens cost far less each (large GEMMs run near peak),
+    and would make the marginal cost of a draft look cheaper than it is."""
 
-    b is a running mean (exponential, `decay`) of the contrasts of consecutive steps of different sizes,
-    (seconds - previous seconds) / (tokens - previous tokens): a drift of the machine's speed between
-    well-separated steps cancels in each contrast, and a long run of same-sized steps (speculation switched
-    off, every step plain) leaves b as it was instead of reading the intercept's drift as slope or
-    forgetting it (which would send the planner back to probing, and a model drafter's probe costs a
-    catch-up over the whole prompt). a is a running mean of seconds - b x tokens over every step."""
-
+    n: int = 0
+    sx: float = 0.0
+    sy: float = 0.0
+    sxx: float = 0.0
+    sxy: float = 0.0
     decay: float = 0.98  # older steps weigh less: the machine's load changes
-    slope: float | None = None  # b, once two steps of different sizes were seen
-    level: float | None = None  # a
-    contrasts: int = 0
-    last: tuple[int, float] | None = None  # the previous step: (tokens, seconds)
+    slope: float | None = None  # the last b fitted while steps of different sizes were in the window
 
     def observe(self, tokens: int, seconds: float) -> None:
         d = self.decay
-        if self.last is not None and tokens != self.last[0]:
-            contrast = (seconds - self.last[1]) / (tokens - self.last[0])
-            self.slope = contrast if self.slope is None else d * self.slope + (1 - d) * contrast
-            self.contrasts += 1
-        self.last = (tokens, seconds)
-        if self.slope is not None:
-            rest = seconds - max(self.slope, 0.0) * tokens
-            self.level = rest if self.level is None else d * self.level + (1 - d) * rest
+        self.n += 1
+        self.sx, self.sy = d * self.sx + tokens, d * self.sy + seconds
+        self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * seconds
 
     def coefficients(self) -> tuple[float, float] | None:
-        """(a, b) in seconds and seconds per token, or None until two contrasts were measured."""
-        if self.contrasts < 2 or self.slope is None or self.level is None:
+        """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen. Once
+        fitted, a window of same-sized steps only (speculation switched off, so every step is plain) keeps
+        the last slope and refits the intercept: forgetting the slope would send the planner back to
+        probing with drafts, and a model drafter's probe costs a catch-up over the whole prompt."""
+        weight = (1 - self.decay**self.n) / (1 - self.decay)
+        var = self.sxx * weight - self.sx * self.sx
+        if self.n < 4:
             return None
-        return max(self.level, 1e-9), max(self.slope, 0.0)
+        if var <= 1e-9 * max(self.sxx * weight, 1.0):
+            if self.slope is None:
+                return None
+            return max((self.sy - self.slope * self.sx) / weight, 1e-9), self.slope
+        b = max((self.sxy * weight - self.sx * self.sy) / var, 0.0)
+        self.slope = b
+        a = max((self.sy - b * self.sx) / weight, 1e-9)
+        return a, b
 
 
 def expected_tokens(alpha: float, k: int) -> float:
