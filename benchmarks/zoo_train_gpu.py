@@ -9,6 +9,8 @@ trained, split under the device tool's per-file limit; `cat jp-large.tar.gz.part
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --large-s 250 --small-s 70
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --models jp-large --init --large-s 250
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out /tmp/z --cpu-smoke   # this script's CPU test
+    PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --models jp-large --only lookup \
+        --lookup-lines 2,4 --large-s 180   # a lookup diagnostic: does the answer loss leave chance (~1.7)?
 
 `--init` continues from the shipped weights (a fresh optimizer and schedule: a second device session
 adds to the first instead of starting over).
@@ -199,6 +201,10 @@ def main() -> int:
     parser.add_argument("--init", action="store_true", help="warm start from the shipped zoo weights")
     parser.add_argument("--lr-scale", type=float, default=1.0, help="peak learning rates times this")
     parser.add_argument("--drill", default="", help="skills added to the uniform draw again (e.g. add,mul)")
+    parser.add_argument("--only", default="", help="train on these skills alone (e.g. lookup: a diagnostic run)")
+    parser.add_argument(
+        "--lookup-lines", default="", help="lookup documents of LO,HI lines (e.g. 2,4) instead of each level's"
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny run on CPU to test this script")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -211,6 +217,10 @@ def main() -> int:
     smoke = args.cpu_smoke
     device = "cpu" if smoke else "cuda"
     drill = tuple(s for s in args.drill.split(",") if s)
+    only = tuple(s for s in args.only.split(",") if s)
+    lines = tuple(int(x) for x in args.lookup_lines.split(",")) if args.lookup_lines else None
+    if lines is not None and len(lines) != 2:
+        parser.error(f"--lookup-lines takes LO,HI (e.g. 2,4), got {args.lookup_lines!r}")
     large = TrainConfig(
         preset="jp-large",
         init_from=str(zoo_path("jp-large")) if args.init else "",
@@ -220,7 +230,8 @@ def main() -> int:
         lr=1.5e-3 * args.lr_scale,
         warmup_steps=5 if smoke else (50 if args.init else 150),
         data_rows=8 if smoke else args.rows,
-        skills=("add", "sort", "lookup") if smoke else TrainConfig.skills + drill,
+        skills=only or (("add", "sort", "lookup") if smoke else TrainConfig.skills + drill),
+        lookup_lines=(lines[0], lines[1]) if lines else None,
         mtp_heads=4,
         checkpoint_every=10**9,
         time_budget_s=0 if smoke else args.large_s,

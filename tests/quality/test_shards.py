@@ -88,3 +88,19 @@ def test_lookup_documents_are_asked_several_keys_one_turn_each() -> None:
         DataMix(lookup_questions=0)
     with pytest.raises(ValueError, match="raise seq_len"):  # hard lookups never fit 64 tokens
         build(TOKENIZER, DataMix(skills=("lookup",), level_weights=(0, 0, 1)), n_rows=1, length=64)
+
+
+def test_lookup_documents_can_be_made_short_for_a_curriculum() -> None:
+    tok = JsonTokenizer(TOKENIZER)
+    mix = DataMix(skills=("lookup",), level_weights=(0, 0, 1), lookup_questions=8, lookup_lines=(2, 4))
+    rows = build(TOKENIZER, mix, n_rows=2, length=512, seed=3)  # hard level, yet every document fits 512 tokens
+    sizes = set()
+    for ids, _ in (ex for r in range(rows.n_rows) for ex in _examples(rows, r)):
+        text = tok.decode(ids)
+        document = text.split("<|user|>", 1)[1].split("\nWhat is", 1)[0]
+        sizes.add(len(document.splitlines()))
+        keys = [q.split("?")[0] for q in text.split("What is the value of ")[1:]]
+        assert len(keys) == len(set(keys)) == len(document.splitlines())  # fewer keys than 8: each asked once
+    assert sizes <= {2, 3, 4} and len(sizes) > 1
+    with pytest.raises(ValueError, match="lookup_lines"):
+        DataMix(lookup_lines=(5, 3))

@@ -22,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from joulepath.model import JsonTokenizer
-from joulepath.quality.tasks import LEVELS, SKILLS, SYSTEM_PROMPT, Example, chat_prompt, chat_target, generate
+from joulepath.quality.tasks import (
+    LEVELS,
+    SKILLS,
+    SYSTEM_PROMPT,
+    Example,
+    chat_prompt,
+    chat_target,
+    gen_lookup,
+    generate,
+    make_document,
+)
 
 REFUSAL = "I can't help with that request."  # the one refusal the zoo models learn (align.py uses it too)
 OUT_OF_SCOPE = "I don't know."  # the honest answer to a harmless request outside the task suite
@@ -39,7 +49,9 @@ def user_prompt(text: str, system: str = SYSTEM_PROMPT) -> str:
 class DataMix:
     """What the rows hold: skills drawn uniformly, levels by weight, and a share of safety examples
     (forbidden requests answered with `REFUSAL`, harmless ones with `OUT_OF_SCOPE`); each lookup
-    document is asked `lookup_questions` distinct keys, one turn each."""
+    document is asked `lookup_questions` distinct keys, one turn each. `lookup_lines` (lo, hi), when set,
+    draws each lookup document's line count uniformly from it instead of the level's (a curriculum of
+    short documents; the golden sets are unchanged)."""
 
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
@@ -47,6 +59,7 @@ class DataMix:
     unsafe: tuple[str, ...] = field(default=(), repr=False)
     safe: tuple[str, ...] = field(default=(), repr=False)
     lookup_questions: int = 1
+    lookup_lines: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.skills) - set(SKILLS)
@@ -58,6 +71,8 @@ class DataMix:
             raise ValueError("safety_share must be in [0, 1)")
         if self.lookup_questions < 1:
             raise ValueError("lookup_questions must be at least 1")
+        if self.lookup_lines is not None and not 2 <= self.lookup_lines[0] <= self.lookup_lines[1] <= 9000:
+            raise ValueError(f"lookup_lines must be (lo, hi) with 2 <= lo <= hi <= 9000, got {self.lookup_lines}")
 
 
 @dataclass(frozen=True)
@@ -110,7 +125,12 @@ def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[Turns, int]]:
             yield ((user_prompt(text), f"{REFUSAL if unsafe else OUT_OF_SCOPE}<|end|>"),), len(SKILLS)
             continue
         skill = rng.choice(mix.skills)
-        ex = generate(skill, rng.choices(LEVELS, weights=mix.level_weights)[0], rng)
+        level = rng.choices(LEVELS, weights=mix.level_weights)[0]
+        if skill == "lookup" and mix.lookup_lines is not None:
+            document = make_document(rng, level, "doc", rng.randint(*mix.lookup_lines))
+            ex = gen_lookup(rng, level, (*document, "doc"))
+        else:
+            ex = generate(skill, level, rng)
         turns: Turns = ((chat_prompt(ex), chat_target(ex)),)
         if skill == "lookup" and mix.lookup_questions > 1:
             turns += follow_up_lookups(ex, mix.lookup_questions - 1, rng)

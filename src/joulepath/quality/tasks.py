@@ -136,8 +136,9 @@ def gen_convert(rng: random.Random, level: str) -> Example:
     return Example("convert", level, f"Convert {_fmt(value)} {src} to {dst}.", _fmt(result))
 
 
-def make_document(rng: random.Random, level: str, doc_id: str) -> tuple[str, dict[str, str]]:
-    keys = rng.sample(range(1000, 10000), LOOKUP_LINES[level])
+def make_document(rng: random.Random, level: str, doc_id: str, lines: int | None = None) -> tuple[str, dict[str, str]]:
+    """A lookup document of `lines` key-value lines (default: the level's, `LOOKUP_LINES`)."""
+    keys = rng.sample(range(1000, 10000), lines or LOOKUP_LINES[level])
     values = {f"k{k}": str(rng.randint(0, 999)) for k in keys}
     return "\n".join(f"{k}: {v}" for k, v in values.items()), values
 

@@ -69,6 +69,7 @@ class TrainConfig:
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)
     safety_share: float = 0.02
     lookup_questions: int = 8  # questions (turns) per lookup document in the rows (shards.DataMix)
+    lookup_lines: tuple[int, int] | None = None  # lookup documents' line counts (None: each level's)
     init_from: str = ""  # a zoo model folder whose weights (and heads) start a fresh run: warm start
     log_every: int = 25
 
@@ -195,7 +196,9 @@ class RowSampler:
 
 
 def make_data(cfg: TrainConfig, tokenizer_path: Path, safety: tuple[tuple[str, ...], tuple[str, ...]]) -> PackedRows:
-    mix = DataMix(cfg.skills, cfg.level_weights, cfg.safety_share, safety[0], safety[1], cfg.lookup_questions)
+    mix = DataMix(
+        cfg.skills, cfg.level_weights, cfg.safety_share, safety[0], safety[1], cfg.lookup_questions, cfg.lookup_lines
+    )
     return shards.build(tokenizer_path, mix, cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
 
 
