@@ -44,7 +44,7 @@ from joulepath.bench.quantize import PROMPT_TOKENS, int4_group_size, make_prompt
 from joulepath.engine import EngineConfig
 from joulepath.engine.context import context_tokens
 from joulepath.engine.static_decode import BatchResult, greedy_static
-from joulepath.meter import Meter, auto_meter
+from joulepath.meter import Meter, auto_meter, provenance_kind
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model
 from joulepath.model.transformer import Linear
 from joulepath.optimize.levers import GATE_MAX_TOKENS, gate_examples, parse_lever, skill_drops
@@ -129,9 +129,9 @@ def numerics(base: LoadedModel, other: LoadedModel, prompts: list[list[int]]) ->
     device = next(base.model.parameters()).device
     ids = torch.tensor(prompts, device=device).reshape(-1)
     positions = torch.arange(len(prompts[0]), device=device).repeat(len(prompts))
-    attend = DenseCausalAttention([len(p) for p in prompts])
+    attend = DenseCausalAttention([len(p) for p in prompts])  # its plan depends on the lengths alone: shared
     ref = base.model(ids, positions, attend).float()
-    got = other.model(ids, positions, DenseCausalAttention([len(p) for p in prompts])).float()
+    got = other.model(ids, positions, attend).float()
     return {
         "prefill_top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).float().mean()),
         "prefill_logits_rel_error": float((got - ref).norm() / ref.norm()),
@@ -313,7 +313,8 @@ def report(r: dict[str, Any]) -> None:
                     f"  {name:24s} {row['tokens_per_s']:9.1f} tok/s  {s['median']:5.2f}x bf16 "
                     f"[{s['min']:.2f}-{s['max']:.2f}]  {row['achieved_gb_s']:7.1f} GB/s "
                     f"({row['roofline_fraction']:.2f} of roofline)  "
-                    f"{row['j_per_token']:.4f} J/token  greedy = bf16 {row['greedy_tokens_equal_to_bf16']:.2f}{flag}"
+                    f"{row['j_per_token']:.4f} J/token ({provenance_kind(row['energy_provenance'])})  "
+                    f"greedy = bf16 {row['greedy_tokens_equal_to_bf16']:.2f}{flag}"
                 )  # fmt: skip
         for name, why in entry["skipped"].items():
             print(f"  {name}: not run ({why})")

@@ -87,6 +87,12 @@ class BatchResult:
         return len(self.output_ids) * self.steps / self.decode_s if self.decode_s > 0 else float("nan")
 
 
+def greedy_step(model: Transformer, attend: StaticCacheAttention, token: Tensor, position: Tensor) -> Tensor:
+    """Every sequence's next greedy token: token (B,), position (1,) shared by all."""
+    attend.set_positions(position)
+    return model(token, position.expand(attend.batch), attend).argmax(-1)
+
+
 class _GraphStep:
     """One greedy decode step of every sequence, captured once as a CUDA graph (no torch.compile: the
     kernels run as eager would, without the launch gaps) and replayed with the token and position
@@ -109,9 +115,7 @@ class _GraphStep:
             self.next = self._step()
 
     def _step(self) -> Tensor:
-        self.attend.set_positions(self.position)
-        logits = self.model(self.token, self.position.expand(self.attend.batch), self.attend)
-        return logits.argmax(-1)
+        return greedy_step(self.model, self.attend, self.token, self.position)
 
     def __call__(self, token: Tensor, position: int) -> Tensor:
         self.token.copy_(token)
@@ -157,9 +161,7 @@ def greedy_static(
         if step is not None:
             token = step(token, length + i)
         else:
-            pos = torch.full((1,), length + i, dtype=torch.int64, device=device)
-            attend.set_positions(pos)
-            token = model(token, pos.expand(batch), attend).argmax(-1)
+            token = greedy_step(model, attend, token, torch.full((1,), length + i, dtype=torch.int64, device=device))
         out[:, i + 1] = token
     _sync(device)
     seconds = time.perf_counter() - t0

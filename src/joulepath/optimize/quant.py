@@ -528,37 +528,31 @@ def _check_request(
         raise ValueError(f"skip names {unused} match no Linear module; names look like {names[:3]} (suffixes work)")
 
 
+def _described(targets: dict[str, Linear], bad: Callable[[Linear], bool]) -> str:
+    """The targets `bad` picks, as "name (in -> out)", comma-separated ("" if none)."""
+    return ", ".join(f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})" for n, m in targets.items() if bad(m))
+
+
 def _check_int4_shapes(targets: dict[str, Linear], group_size: int) -> None:
-    bad = [
-        f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})"
-        for n, m in targets.items()
-        if m.weight.shape[0] % group_size
-    ]
-    if bad:
+    if bad := _described(targets, lambda m: m.weight.shape[0] % group_size != 0):
         raise ValueError(
-            f"int4 needs in_features divisible by group_size={group_size}; these are not: {', '.join(bad)}. "
+            f"int4 needs in_features divisible by group_size={group_size}; these are not: {bad}. "
             "Pass a smaller group_size or skip=(...) those layers"
         )
 
 
 def _check_fp8_shapes(targets: dict[str, Linear]) -> None:
-    bad = [f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})" for n, m in targets.items() if m.weight.shape[0] % 16]
-    if bad:
+    if bad := _described(targets, lambda m: m.weight.shape[0] % FP8_MULTIPLE != 0):
         raise ValueError(
-            f"fp8_dynamic needs in_features divisible by 16 (`_scaled_mm`); these are not: {', '.join(bad)}. "
+            f"fp8_dynamic needs in_features divisible by {FP8_MULTIPLE} (`_scaled_mm`); these are not: {bad}. "
             "skip=(...) them or use int8_weight_only"
         )
 
 
 def _check_int8_vnni_shapes(targets: dict[str, Linear]) -> None:
-    bad = [
-        f"{n} ({m.weight.shape[0]} -> {m.weight.shape[1]})"
-        for n, m in targets.items()
-        if m.weight.shape[0] > vnni.MAX_K_INT8
-    ]
-    if bad:
+    if bad := _described(targets, lambda m: m.weight.shape[0] > vnni.MAX_K_INT8):
         raise ValueError(
-            f"int8_vnni needs in_features <= {vnni.MAX_K_INT8} (int32 sums); these are wider: {', '.join(bad)}. "
+            f"int8_vnni needs in_features <= {vnni.MAX_K_INT8} (int32 sums); these are wider: {bad}. "
             "skip=(...) them or use int8_dynamic"
         )
 
