@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
+from joulepath.engine import row_attention
 from joulepath.engine.context import check_prompt_fits, context_tokens, model_label, output_room
 from joulepath.engine.detokenize import TextDelta, TextStage
 from joulepath.engine.kv_cache import PagedKVCache
@@ -42,6 +43,7 @@ from joulepath.model.checkpoint import LoadedModel, load_model
 from joulepath.results import RequestRecord  # the result type: report reads it without the engine
 
 PRIORITY = {"interactive": 0, "batch": 1}
+ATTENTION_BACKENDS = ("auto", "sdpa", "row_invariant")
 KEPT_RECORDS = 10_000  # `Engine.records` keeps the most recent ones: a long-running server keeps no history
 
 
@@ -70,6 +72,11 @@ class EngineConfig:
     # Sum and minimum of each request's emitted tokens' log-probabilities in its record (a confidence signal
     # for the router's cascade); costs one log-softmax per sampled row, so off unless asked for.
     track_logprobs: bool = False
+    # Attention kernel: "sdpa" (torch's), "row_invariant" (joulepath's C kernel, engine/row_attention.py: fp32
+    # on a CPU; each token's output independent of the step's batch, padding and chunking, so greedy
+    # speculative decoding is token-identical to plain decoding) or "auto" (row_invariant on an AVX-512 CPU
+    # with an fp32 KV cache, where it is also faster than padded SDPA at decode; SDPA elsewhere).
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         for name in ("kv_memory_bytes", "block_size", "max_batch", "max_tokens_per_step"):
@@ -86,6 +93,10 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.speculative must be one of {PROPOSERS} or None, got {self.speculative!r}")
         if self.spec_max_k < 1:
             raise ValueError(f"EngineConfig.spec_max_k must be >= 1, got {self.spec_max_k}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(
+                f"EngineConfig.attention must be one of {', '.join(ATTENTION_BACKENDS)}, got {self.attention!r}"
+            )
 
     def offload_tiers(self) -> list[TierSpec]:
         """The configured offload tiers, fastest first (empty: offload off)."""
@@ -143,6 +154,7 @@ class Engine:
             if self.config.prefix_cache
             else None
         )
+        self.row_invariant = self._row_invariant(p)
         self.speculator = self._speculator(loaded, draft)
         self.scheduler = Scheduler(
             self.cache,
@@ -157,6 +169,26 @@ class Engine:
         self._provenance = "none"
         self._capped: dict[str, int] = {}  # request id -> max_tokens after the context cap
         self._records: dict[str, RequestRecord] = {}
+
+    def _row_invariant(self, p: torch.Tensor) -> bool:
+        """Whether attention runs on the row-invariant kernel (`EngineConfig.attention`); asked for where it
+        cannot run, a ValueError says why and what to use instead."""
+        if self.config.attention == "sdpa":
+            return False
+        why = None
+        if p.device.type != "cpu" or p.dtype is not torch.float32:
+            why = f"it takes fp32 on a CPU and this model is {p.dtype} on {p.device}"
+        elif self.config.kv_int8:
+            why = "it reads an fp32 KV cache and kv_int8 is on"
+        elif self.loaded.config.head_dim > row_attention.MAX_HEAD_DIM:
+            why = f"head_dim {self.loaded.config.head_dim} > {row_attention.MAX_HEAD_DIM}"
+        elif (reason := row_attention.unavailable_reason()) is not None:
+            why = reason
+        elif self.config.attention == "auto" and not row_attention.has_avx512():
+            why = "auto keeps SDPA on CPUs without AVX-512 (the kernel is slower than SDPA there)"
+        if why is not None and self.config.attention == "row_invariant":
+            raise ValueError(f"EngineConfig.attention='row_invariant' cannot run here: {why}; use 'sdpa' or 'auto'")
+        return why is None
 
     def _speculator(self, loaded: LoadedModel, draft: LoadedModel | None) -> Speculator | None:
         cfg = self.config
@@ -234,9 +266,9 @@ class Engine:
         feature_proposer = self._feature_proposer()
         every: torch.Tensor | None = None
         if feature_proposer is None:
-            logits, hidden = run_step_hidden(self.loaded.model, self.cache, chunks)  # (rows, vocab), (rows, d)
+            logits, hidden = run_step_hidden(self.loaded.model, self.cache, chunks, self.row_invariant)
         else:  # the draft block reads the target's features of every position
-            logits, hidden, every = run_step_features(self.loaded.model, self.cache, chunks)
+            logits, hidden, every = run_step_features(self.loaded.model, self.cache, chunks, self.row_invariant)
         if self.offload is not None or self.speculator is not None:  # measured step costs
             if logits.is_cuda:
                 torch.cuda.synchronize()

@@ -2,7 +2,9 @@
 batch-1 decode path (contiguous cache, fixed shapes) that `torch.compile` can capture.
 
 Attention goes through `torch.nn.functional.scaled_dot_product_attention`, so FlashAttention /
-memory-efficient kernels run where the device has them.
+memory-efficient kernels run where the device has them, or, with `row_invariant`, through joulepath's own
+row-invariant kernel (`engine/row_attention.py`: fp32 CPU; every token's output independent of the step's
+shape, which greedy speculative decoding needs to be token-identical).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from joulepath.engine import row_attention
 from joulepath.engine.kv_cache import PagedKVCache
 from joulepath.engine.scheduler import ScheduledChunk
 from joulepath.engine.scopes import scope
@@ -23,13 +26,24 @@ class PagedAttention:
     Everything that does not depend on the layer (slots, padding, masks) is built once per step:
     decode tokens share one batched SDPA over keys padded to the longest context; each verify chunk (a
     token and its drafts) gets one in the same one-query-per-row form over its keys gathered once; each
-    prefill chunk gets its own SDPA with a causal mask offset by the context already cached."""
+    prefill chunk gets its own SDPA with a causal mask offset by the context already cached.
 
-    def __init__(self, cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None) -> None:
+    `row_invariant`: every row of every chunk goes through one call of the row-invariant kernel instead
+    (`row_attention.RowPlan`, built once per step), each over exactly the keys it sees."""
+
+    def __init__(
+        self, cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None, row_invariant: bool = False
+    ) -> None:
         self.cache = cache
         device = cache.k.device
         self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.tokens)) for c in chunks])
         offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
+        self.rows: row_attention.RowPlan | None = None
+        if row_invariant:
+            spans = [(cache.slots(c.seq.seq_id, 0, c.span_end), offsets[i], c.start, len(c.tokens))
+                     for i, c in enumerate(chunks)]  # fmt: skip
+            self.rows = row_attention.RowPlan.build(spans, window)
+            return
         # Decode tokens are rows of one batched SDPA over keys padded to the longest context. A verify chunk
         # (a token plus its drafts) gets a batched SDPA of its own in the same form, one query row per token,
         # row j seeing the keys up to its own position: its keys are gathered once and expanded (a view), not
@@ -67,6 +81,8 @@ class PagedAttention:
             return self._attend(layer, q)
 
     def _attend(self, layer: int, q: Tensor) -> Tensor:
+        if self.rows is not None:
+            return row_attention.attend(q, self.cache.k[layer], self.cache.v[layer], self.rows)
         out = torch.empty_like(q)  # (T, H, D)
         if len(self.decode_rows):
             ks, vs = (x.transpose(1, 2) for x in self.cache.gather(layer, self.padded))  # (B, KV, L, D)
@@ -98,17 +114,21 @@ def _row_masks(chunk: ScheduledChunk, window: int | None, device: torch.device) 
 
 
 @torch.inference_mode()
-def run_step(model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]) -> Tensor:
+def run_step(
+    model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk], row_invariant: bool = False
+) -> Tensor:
     """Forward one step; returns logits (rows, vocab) for each chunk that samples, in batch order: one row
     at its last token, or, with drafts, one row at its last known token and one at each draft. Every
-    chunk's keys and values (drafts' too) land in the cache."""
-    return run_step_hidden(model, cache, chunks)[0]
+    chunk's keys and values (drafts' too) land in the cache. `row_invariant`: see `PagedAttention`."""
+    return run_step_hidden(model, cache, chunks, row_invariant)[0]
 
 
 @torch.inference_mode()
-def run_step_hidden(model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]) -> tuple[Tensor, Tensor]:
+def run_step_hidden(
+    model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk], row_invariant: bool = False
+) -> tuple[Tensor, Tensor]:
     """`run_step`, also returning the final normed hidden states of the same rows (multi-token heads read them)."""
-    tokens, positions, rows, attend = _plan(cache, chunks, model.cfg.sliding_window)
+    tokens, positions, rows, attend = _plan(cache, chunks, model.cfg.sliding_window, row_invariant)
     with scope("model.forward"):
         logits, hidden = model(tokens, positions, attend, logit_rows=rows, return_hidden=True)
         return logits, hidden
@@ -116,11 +136,11 @@ def run_step_hidden(model: Transformer, cache: PagedKVCache, chunks: list[Schedu
 
 @torch.inference_mode()
 def run_step_features(
-    model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk]
+    model: Transformer, cache: PagedKVCache, chunks: list[ScheduledChunk], row_invariant: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """`run_step_hidden`, also returning the final normed hidden state of *every* token computed (T, d):
     what a feature-level draft block (model/eagle.py) reads, prompt positions included."""
-    tokens, positions, rows, attend = _plan(cache, chunks, model.cfg.sliding_window)
+    tokens, positions, rows, attend = _plan(cache, chunks, model.cfg.sliding_window, row_invariant)
     with scope("model.forward"):
         every = model.norm(model.trunk(tokens, positions, attend))
         hidden = every[rows]
@@ -128,7 +148,7 @@ def run_step_features(
 
 
 def _plan(
-    cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None
+    cache: PagedKVCache, chunks: list[ScheduledChunk], window: int | None, row_invariant: bool = False
 ) -> tuple[Tensor, Tensor, Tensor, PagedAttention]:
     """Token ids, positions, the rows that need logits, and the attention backend of one step."""
     device = cache.k.device
@@ -138,7 +158,7 @@ def _plan(
         ends = (torch.tensor([len(c.tokens) for c in chunks]).cumsum(0) - 1).tolist()
         picked = [r for c, end in zip(chunks, ends, strict=True) if c.samples for r in logit_rows(c, end)]
         rows = torch.tensor(picked, dtype=torch.int64, device=device)
-        return tokens, positions, rows, PagedAttention(cache, chunks, window)
+        return tokens, positions, rows, PagedAttention(cache, chunks, window, row_invariant)
 
 
 def logit_rows(chunk: ScheduledChunk, last_row: int) -> range:

@@ -189,7 +189,9 @@ class Transformer(RotaryModule):
     def embed(self, tokens: Tensor) -> Tensor:
         """Token embeddings (T, d_model)."""
         if self.tok_embeddings is None:
-            return self.output.weight.index_select(1, tokens).t()  # columns of the tied (d, vocab) table
+            # Columns of the tied (d, vocab) table, made contiguous: on the transposed view torch reduces a row's
+            # RMSNorm across rows, so its bits would depend on how many tokens the step has (measured).
+            return self.output.weight.index_select(1, tokens).t().contiguous()
         return self.tok_embeddings(tokens)
 
 

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from joulepath.engine import EngineConfig
+from joulepath.engine import EngineConfig, row_attention
 from joulepath.model import DenseCausalAttention, LoadedModel, load_model
 from joulepath.optimize import vnni
 from joulepath.optimize.quant import ALL_MODES, INT4_MODES, VNNI_MODES, QuantMode, quantize_model
@@ -237,6 +237,7 @@ def _key(spec: str, lever: Lever, examples: list[Example], max_drop: float) -> s
     ident = [GATE_VERSION, spec, weights_digest(spec), lever.name, max_drop, torch.__version__]
     if lever.mode in VNNI_MODES:  # joulepath's own kernels: a verdict holds for the kernel source it was reached on
         ident.append(hashlib.sha256(vnni.SOURCE.read_bytes()).hexdigest()[:16])
+    ident.append(hashlib.sha256(row_attention.SOURCE.read_bytes()).hexdigest()[:16])  # the engine's CPU attention
     ident.append(hashlib.sha256("\n".join(e.question for e in examples).encode()).hexdigest()[:16])
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]
 

@@ -1,13 +1,11 @@
 """joulepath's own int8 / int4 weight GEMV kernels for AVX512-VNNI CPUs (`vnni_kernels.c`), built on first use.
 
-The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with `FLAGS` into
-`$JOULEPATH_CACHE/kernels/<sha256 of source, flags and compiler version>.so` (default root
-`~/.cache/joulepath`), written to a temporary name and renamed into place, so two processes building at once
-both end with a complete library; it is loaded with `ctypes` and called with tensors' `data_ptr()`s. Each call
-quantizes the activation rows to int8 and streams the packed weight once per chunk of up to 8 tokens, on the
-calling thread (no OpenMP: torch's bundled runtime and a second one in this library would fight over the same
-2 cores; the route is single-threaded per call whatever `torch.get_num_threads()` says, unless the opt-in row
-split below is switched on: see `SPLIT_MIN_WORK`).
+The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with `FLAGS` into the kernel
+cache (`engine/native.py`: keyed by source, flags and compiler, built atomically); it is loaded with `ctypes` and
+called with tensors' `data_ptr()`s. Each call quantizes the activation rows to int8 and streams the packed weight
+once per chunk of up to 8 tokens, on the calling thread (no OpenMP: torch's bundled runtime and a second one in
+this library would fight over the same 2 cores; the route is single-threaded per call whatever
+`torch.get_num_threads()` says, unless the opt-in row split below is switched on: see `SPLIT_MIN_WORK`).
 
 `unavailable_reason()` says why the route cannot run here (not x86-64 Linux, no AVX512-F/BW/VNNI in
 `/proc/cpuinfo`, no compiler, the build failed, or `JOULEPATH_VNNI=0`); `quant.available_modes()` reports it
@@ -22,12 +20,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import os
 import platform
-import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -35,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from joulepath.engine import native
 
 SOURCE = Path(__file__).with_name("vnni_kernels.c")
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fPIC", "-shared")
@@ -46,57 +43,27 @@ SUPER = 4  # 16-row blocks interleaved per input step (one sequential stream, 4 
 PAD_N = BLOCK_N * SUPER  # out_features is padded to this (zero rows; the kernels store only the real ones)
 
 
-def kernel_dir() -> Path:
-    root = os.environ.get("JOULEPATH_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "joulepath")
-    return Path(root) / "kernels"
+kernel_dir = native.kernel_dir
+_compiler = native.compiler
 
 
 def _cpu_reason() -> str | None:
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
         return f"needs x86-64 Linux (this is {platform.system()} {platform.machine()})"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError as e:
-        return f"cannot read /proc/cpuinfo to check for AVX512-VNNI ({e})"
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    flags = native.cpu_flags()
+    if isinstance(flags, str):
+        return f"{flags} to check for AVX512-VNNI"
     missing = [f for f in CPU_FLAGS if f not in flags]
     return f"this CPU lacks {', '.join(missing)} (needs AVX512-F/BW and AVX512-VNNI)" if missing else None
 
 
-def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CC", "gcc"))
-
-
 def _compiler_run(cmd: list[str], timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
-    """The compiler, bounded: a hung compiler makes the route unavailable with a reason, not a hung run."""
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=timeout_s)
-    except subprocess.TimeoutExpired as e:
-        raise RuntimeError(f"{cmd[0]} did not finish within {timeout_s:g} s building the VNNI kernels") from e
+    return native.compiler_run(cmd, "the VNNI kernels", timeout_s)
 
 
 def _build(cc: str) -> Path:
     """Compile (or reuse) the library; raises RuntimeError with the compiler's message on failure."""
-    version = _compiler_run([cc, "--version"]).stdout.split("\n")[0]
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join((*FLAGS, version)).encode()).hexdigest()[:24]
-    out = kernel_dir() / f"{digest}.so"
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so.tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        proc = _compiler_run([cc, *FLAGS, "-o", tmp, str(SOURCE)])
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines() or ["no message"]
-            first = next((line for line in lines if "error" in line), lines[0])  # gcc's first error, not "In function"
-            raise RuntimeError(f"{cc} failed to build {SOURCE.name}: {first}")
-        os.chmod(tmp, 0o755)  # mkstemp made it 0600; a library must be readable to be mapped
-        os.replace(tmp, out)  # atomic: a concurrent builder's rename of identical bytes is harmless
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return native.build(SOURCE, FLAGS, cc, "the VNNI kernels")
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:

@@ -1,0 +1,183 @@
+/* Row-invariant attention over a paged KV cache (fp32, CPU), for joulepath's engine (engine/exact_attention.py).
+ *
+ * Every query row is computed on its own, over exactly its visible keys, in one fixed order: scores key by key
+ * (a dot product with 16 lane partials summed in a fixed tree), the row maximum, exponentials by one
+ * polynomial (Cephes' expf, branch-free), their sum in 16 lane partials, then the values weighted key by key.
+ * The arithmetic is written with GCC/Clang vector extensions (16-float vectors), so every build performs the
+ * same operations in the same order whatever vector width the compiler lowers them to.
+ * Nothing depends on the other rows of the call, on padding, or on how a sequence's tokens were split into
+ * steps, so a token's attention output is bitwise the same whether it was decoded alone, verified among
+ * drafts, computed in a batch of other sequences or in a prefill chunk of any size. That is what makes greedy
+ * speculative decoding token-identical to plain decoding when the weight GEMMs are row-invariant too (the
+ * int8/int4 VNNI kernels are: integer sums, per-row scales).
+ *
+ * Layout: q and out are (T, H, D) row-major; the layer's cache k and v are (S, KV, D) with S slots; row r reads
+ * keys at positions [lo[r], hi[r]) of its sequence, whose slot numbers are slots[off[r] + position]. Query
+ * head h reads KV head h / (H / KV) (grouped-query attention). Single-threaded per call.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 16
+#define MAX_VECS 16 /* head_dim up to 256 */
+
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t i16v __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) v16 load(const float *p) {
+    v16 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+
+static inline __attribute__((always_inline)) void store(float *p, v16 x) { memcpy(p, &x, sizeof x); }
+
+/* Lane 0 of a fixed tree: (l, l + 8), then (l, l + 4), (l, l + 2), (l, l + 1). */
+static inline __attribute__((always_inline)) float hsum(v16 a) {
+#ifdef __clang__
+    a += __builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+    a += __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3);
+    a += __builtin_shufflevector(a, a, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1);
+    a += __builtin_shufflevector(a, a, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0);
+#else
+    a += __builtin_shuffle(a, (i16v){8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+    a += __builtin_shuffle(a, (i16v){4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+    a += __builtin_shuffle(a, (i16v){2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+    a += __builtin_shuffle(a, (i16v){1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+#endif
+    return a[0];
+}
+
+/* q . k: lane l accumulates elements l, l + 16, ... in order (a tail shorter than 16 goes to lanes 0..). */
+static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int d) {
+    v16 acc = {0};
+    int i = 0;
+    for (; i + LANES <= d; i += LANES) acc += load(a + i) * load(b + i);
+    for (int l = 0; i < d; i++, l++) acc[l] += a[i] * b[i];
+    return hsum(acc);
+}
+
+/* x[i] = exp(x[i] - m) for x[i] <= m; Cephes' single-precision polynomial, branch-free so it vectorizes. */
+static void exp_shifted(float *x, int n, float m) {
+    for (int i = 0; i < n; i++) {
+        float v = x[i] - m;
+        v = v > -87.0f ? v : -87.0f;
+        float k = __builtin_floorf(v * 1.44269504088896341f + 0.5f);
+        float r = v - k * 0.693359375f;
+        r = r + k * 2.12194440e-4f;
+        float p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r + 1.0f;
+        int32_t bits = ((int32_t)k + 127) << 23;
+        float s;
+        memcpy(&s, &bits, sizeof s);
+        x[i] = p * s;
+    }
+}
+
+/* Sum in 16 lane partials (element i to lane i mod 16, in order), then the fixed tree. */
+static float sum(const float *x, int n) {
+    v16 acc = {0};
+    int i = 0;
+    for (; i + LANES <= n; i += LANES) acc += load(x + i);
+    for (int l = 0; i < n; i++, l++) acc[l] += x[i];
+    return hsum(acc);
+}
+
+#define BLOCK 4 /* query rows of one sequence attended together (their shared keys are read once) */
+
+/* Query head `head` of up to BLOCK rows of one sequence that see keys from the same `lo` (row i: q_i, keys
+   [lo, hi_i)): out_i = softmax(q_i . k_j * scale) . v_j. Each row's arithmetic is exactly that of the row alone:
+   its scores are independent products, its maximum is exact, its exponentials elementwise, and its sum and its
+   weighted values run over its own keys in increasing order; the block only interleaves the rows. */
+static inline __attribute__((always_inline)) void attend_block(const float *const *q, const float *kc,
+                                                               const float *vc, const int64_t *slots, int64_t lo,
+                                                               const int64_t *hi, int rows, int kv, int kv_stride,
+                                                               int d, float scale, float *scores, int64_t stride,
+                                                               float *const *out) {
+    int nv = d / LANES;
+    int64_t shared = hi[0];
+    for (int i = 1; i < rows; i++) shared = hi[i] < shared ? hi[i] : shared;
+    float m[BLOCK];
+    for (int i = 0; i < rows; i++) m[i] = -3.402823466e38f;
+    for (int64_t j = lo; j < shared; j++) {
+        const float *k = kc + slots[j] * kv_stride + (int64_t)kv * d;
+        for (int i = 0; i < rows; i++) {
+            float s = dot(q[i], k, d) * scale;
+            scores[i * stride + (j - lo)] = s;
+            m[i] = s > m[i] ? s : m[i];
+        }
+    }
+    for (int i = 0; i < rows; i++)
+        for (int64_t j = shared; j < hi[i]; j++) {
+            float s = dot(q[i], kc + slots[j] * kv_stride + (int64_t)kv * d, d) * scale;
+            scores[i * stride + (j - lo)] = s;
+            m[i] = s > m[i] ? s : m[i];
+        }
+    float inv[BLOCK];
+    for (int i = 0; i < rows; i++) {
+        exp_shifted(scores + i * stride, (int)(hi[i] - lo), m[i]);
+        inv[i] = 1.0f / sum(scores + i * stride, (int)(hi[i] - lo));
+    }
+    for (int i = 0; i < rows; i++) {
+        v16 acc[MAX_VECS];
+        float tail[LANES];
+        const float *w = scores + i * stride - lo;
+        for (int t = 0; t < nv; t++) acc[t] = (v16){0};
+        for (int c = nv * LANES; c < d; c++) tail[c - nv * LANES] = 0.0f;
+        for (int64_t j = lo; j < hi[i]; j++) {
+            const float *v = vc + slots[j] * kv_stride + (int64_t)kv * d;
+            for (int t = 0; t < nv; t++) acc[t] += w[j] * load(v + t * LANES);
+            for (int c = nv * LANES; c < d; c++) tail[c - nv * LANES] += w[j] * v[c];
+        }
+        for (int t = 0; t < nv; t++) store(out[i] + t * LANES, acc[t] * inv[i]);
+        for (int c = nv * LANES; c < d; c++) out[i][c] = tail[c - nv * LANES] * inv[i];
+    }
+}
+
+/* Returns 0; 1 if the score buffer could not be allocated; 2 if d > 16 * MAX_VECS (nothing written then). */
+int jp_attend_rows(const float *q, const float *kc, const float *vc, const int64_t *slots, const int64_t *off,
+                   const int64_t *lo, const int64_t *hi, const int64_t *rows, int n_rows, int h, int kv, int d,
+                   float scale, float *out) {
+    if (d > LANES * MAX_VECS) return 2;
+    int64_t longest = 1;
+    for (int r = 0; r < n_rows; r++)
+        if (hi[r] - lo[r] > longest) longest = hi[r] - lo[r];
+    float *scores = malloc((size_t)BLOCK * (size_t)longest * sizeof(float));
+    if (!scores) return 1;
+    int group = h / kv, kv_stride = kv * d;
+    /* Rows are taken in blocks of consecutive rows of one sequence (same slot list, same first key). The common
+       head sizes get a body compiled for their size (registers, no loop over d); the arithmetic is the same. */
+#define JP_ROWS(D)                                                                                              \
+    for (int r = 0; r < n_rows;) {                                                                              \
+        int rows_in = 1;                                                                                        \
+        while (rows_in < BLOCK && r + rows_in < n_rows && off[r + rows_in] == off[r] && lo[r + rows_in] == lo[r]) \
+            rows_in++;                                                                                          \
+        for (int head = 0; head < h; head++) {                                                                  \
+            const float *qs[BLOCK];                                                                             \
+            float *outs[BLOCK];                                                                                 \
+            for (int i = 0; i < rows_in; i++) {                                                                 \
+                int64_t at = (rows[r + i] * h + head) * (int64_t)(D);                                           \
+                qs[i] = q + at;                                                                                 \
+                outs[i] = out + at;                                                                             \
+            }                                                                                                   \
+            attend_block(qs, kc, vc, slots + off[r], lo[r], hi + r, rows_in, head / group, kv_stride, (D),      \
+                         scale, scores, longest, outs);                                                         \
+        }                                                                                                       \
+        r += rows_in;                                                                                           \
+    }
+    switch (d) {
+    case 64: JP_ROWS(64); break;
+    case 128: JP_ROWS(128); break;
+    case 32: JP_ROWS(32); break;
+    default: JP_ROWS(d);
+    }
+#undef JP_ROWS
+    free(scores);
+    return 0;
+}

@@ -1,0 +1,151 @@
+"""Row-invariant attention over the paged KV cache: joulepath's own C kernel (`attention_kernels.c`).
+
+Every query row is attended over exactly its visible keys in one fixed order, so its output does not depend
+on the rows beside it, on padding, or on how its sequence's tokens were split into steps (see the C file).
+torch's SDPA does not promise that: on this CPU the same row differs by ~1e-7 between a padded batched
+decode and a verify chunk, which is enough to flip a near-tied argmax. With row-invariant weight GEMMs
+(the int8/int4 VNNI kernels) this makes greedy speculative decoding token-identical to plain decoding by
+construction, and it is faster than padding + gathering for SDPA at decode (measured: benchmarks/RESULTS.md).
+
+The kernel takes fp32 on the CPU. It is built on first use by the system compiler (`engine/native.py`) with
+the widest vector flags this CPU has, is single-threaded per call, and splits a call's rows over two threads
+(rows are independent, so the split changes no bit) when torch has two or more and the call is big enough.
+`unavailable_reason()` says why it cannot run here (no compiler, a failed build, `JOULEPATH_ROW_ATTENTION=0`).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import platform
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from joulepath.engine import native
+
+SOURCE = Path(__file__).with_name("attention_kernels.c")
+BASE_FLAGS = ("-O3", "-Wno-psabi", "-fPIC", "-shared")
+MAX_HEAD_DIM = 256  # the kernel's MAX_VECS x 16
+SPLIT_MIN_WORK = 1 << 20  # key x head-dim x heads products in a call before half its rows go to a helper thread
+_pool: ThreadPoolExecutor | None = None
+
+
+def has_avx512() -> bool:
+    """Whether this is an x86-64 CPU with AVX-512F and FMA: the kernel's 16-float vectors are native there."""
+    cpu = native.cpu_flags()
+    return platform.machine() in ("x86_64", "AMD64") and not isinstance(cpu, str) and {"avx512f", "fma"} <= set(cpu)
+
+
+def flags() -> tuple[str, ...]:
+    """Compiler flags: AVX-512 vectors where the CPU has them, else plain -O3 (correct everywhere; on AVX2 the
+    16-float vectors are split and the kernel is slower than torch's SDPA: measured, so `auto` keeps SDPA)."""
+    return ("-mavx512f", "-mfma", "-mprefer-vector-width=512", *BASE_FLAGS) if has_avx512() else BASE_FLAGS
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str | None]:
+    if os.environ.get("JOULEPATH_ROW_ATTENTION", "1") == "0":
+        return None, "disabled by JOULEPATH_ROW_ATTENTION=0"
+    cc = native.compiler()
+    if cc is None:
+        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {SOURCE.name}"
+    try:
+        lib = ctypes.CDLL(str(native.build(SOURCE, flags(), cc, "the row-invariant attention kernel")))
+    except (RuntimeError, OSError) as e:
+        return None, str(e)
+    p, i32 = ctypes.c_void_p, ctypes.c_int
+    lib.jp_attend_rows.argtypes = [p, p, p, p, p, p, p, p, i32, i32, i32, i32, ctypes.c_float, p]
+    lib.jp_attend_rows.restype = ctypes.c_int
+    return lib, None
+
+
+def unavailable_reason() -> str | None:
+    """None if the kernel is built and loaded, else why not (once per process)."""
+    return _load()[1]
+
+
+@dataclass(frozen=True)
+class RowPlan:
+    """Which keys each query row of a step sees: row `rows[r]` of q reads positions [lo[r], hi[r]) of its
+    sequence, whose cache slots are `slots[off[r] + position]`. int64 CPU tensors, built once per step."""
+
+    slots: Tensor
+    off: Tensor
+    lo: Tensor
+    hi: Tensor
+    rows: Tensor
+
+    @staticmethod
+    def build(spans: list[tuple[Tensor, int, int, int]], window: int | None) -> RowPlan:
+        """`spans`: per chunk (its slots from position 0, its first q row, its first position, its token count)."""
+        slots, off, lo, hi, rows = [], [], [], [], []
+        base = 0
+        for chunk_slots, first_row, start, n in spans:
+            for j in range(n):
+                upto = start + j + 1
+                off.append(base)
+                lo.append(max(0, upto - window) if window else 0)
+                hi.append(upto)
+                rows.append(first_row + j)
+            slots.append(chunk_slots.cpu())
+            base += len(chunk_slots)
+        as64 = functools.partial(torch.tensor, dtype=torch.int64)
+        return RowPlan(torch.cat(slots).to(torch.int64), as64(off), as64(lo), as64(hi), as64(rows))
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, plan: RowPlan) -> Tensor:
+    """Attention output (T, H, D) of q (T, H, D) over one layer's cache k, v (S, KV, D), rows as `plan` says
+    (rows it does not name are left as zeros)."""
+    lib, reason = _load()
+    if lib is None:
+        raise RuntimeError(f"row-invariant attention is unavailable: {reason}")
+    if not (q.dtype is k.dtype is v.dtype is torch.float32 and q.is_cpu and k.is_cpu and v.is_cpu):
+        raise TypeError(
+            f"row-invariant attention takes fp32 CPU tensors; got q {q.dtype} on {q.device}, cache {k.dtype} on "
+            f"{k.device} (use EngineConfig.attention='sdpa' there)"
+        )
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the cache layer is a view of a contiguous pool
+    _, h, d = q.shape
+    if d > MAX_HEAD_DIM:
+        raise ValueError(f"row-invariant attention takes head_dim <= {MAX_HEAD_DIM}, got {d}; use attention='sdpa'")
+    kv = k.shape[1]
+    out = torch.zeros_like(q)
+    n = len(plan.rows)
+    scale = d**-0.5
+
+    def call(r0: int, count: int) -> int:
+        at = 8 * r0  # byte offset into the int64 per-row arrays
+        return int(lib.jp_attend_rows(
+            q.data_ptr(), k.data_ptr(), v.data_ptr(), plan.slots.data_ptr(), plan.off.data_ptr() + at,
+            plan.lo.data_ptr() + at, plan.hi.data_ptr() + at, plan.rows.data_ptr() + at, count, h, kv, d, scale,
+            out.data_ptr(),
+        ))  # fmt: skip
+
+    split = _split(plan, h * d)
+    if split:
+        global _pool
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="joulepath-attention")
+        other = _pool.submit(call, split, n - split)
+        status = call(0, split) | other.result()
+    else:
+        status = call(0, n) if n else 0
+    if status:
+        raise MemoryError("row-invariant attention could not allocate its score buffer")
+    return out
+
+
+def _split(plan: RowPlan, per_key: int) -> int:
+    """Rows for this thread when the call is worth two (the other thread takes the rest), else 0."""
+    if len(plan.rows) < 2 or torch.get_num_threads() < 2:
+        return 0
+    keys = (plan.hi - plan.lo).cumsum(0)
+    total = int(keys[-1])
+    if total * per_key < SPLIT_MIN_WORK:
+        return 0
+    return min(max(int(torch.searchsorted(keys, total // 2)) + 1, 1), len(plan.rows) - 1)
