@@ -91,12 +91,38 @@ def test_what_the_c_side_trusts_is_checked() -> None:
     with pytest.raises(ValueError, match="head_dim <= 256"):
         big = torch.zeros(10, 1, 272)
         row_attention.attend(torch.zeros(4, 1, 272), big, big, plan)
+    with pytest.raises(ValueError, match="multiple of KV heads"):
+        k3 = torch.zeros(10, 4, 8)
+        row_attention.attend(torch.zeros(4, 6, 8), k3, k3, plan)
+    with pytest.raises(ValueError, match=r"q row 3 and cache slot 3; q has 2 rows"):
+        row_attention.attend(torch.zeros(2, 1, 8), k, v, plan)
+    with pytest.raises(ValueError, match="cache slot 3; q has 4 rows and the cache 2 slots"):
+        row_attention.attend(torch.zeros(4, 1, 8), k[:2], v[:2], plan)
+    with pytest.raises(ValueError, match=r"want q \(T, H, D\)"):
+        row_attention.attend(torch.zeros(4, 1, 8), k, v[:, :, :4], plan)
+
+
+@needs_kernel
+def test_a_nan_is_not_hidden() -> None:
+    k, v = _cache(10, 1, 16, seed=0)
+    q = torch.randn(3, 2, 16)
+    q[1, 0, 5] = float("nan")
+    out = row_attention.attend(q, k, v, _plan([(torch.arange(3), 0, 0, 3)]))
+    assert out[1, 0].isnan().all() and not out[0].isnan().any() and not out[1, 1].isnan().any()
 
 
 def test_disabled_kernel_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOULEPATH_ROW_ATTENTION", "0")
     lib, reason = row_attention._load.__wrapped__()  # the uncached probe
     assert lib is None and reason == "disabled by JOULEPATH_ROW_ATTENTION=0"
+
+
+def test_auto_keeps_sdpa_where_the_kernel_would_be_slower(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    fp32 = load_model("dummy:tiny-llama", seed=1)
+    if row_attention.has_avx512():
+        assert row_attention.auto_declines() == "16 torch threads: SDPA's prefill uses them, the kernel at most 2"
+    assert Engine(fp32).row_invariant is False
 
 
 def test_engine_attention_setting_is_checked_and_explained() -> None:
@@ -149,7 +175,7 @@ def test_engine_rows_are_bit_identical_across_batches_chunks_and_speculation() -
 @needs_kernel
 def test_auto_uses_the_kernel_on_fp32_where_it_is_fast() -> None:
     loaded = load_model("dummy:tiny-llama", seed=1)
-    assert Engine(loaded).row_invariant is row_attention.has_avx512()
+    assert Engine(loaded).row_invariant is (row_attention.auto_declines() is None)
     kv = 64 * PagedKVCache.bytes_per_block(loaded.config, 4, torch.float32)
     engine = Engine(loaded, EngineConfig(kv, 4, attention="row_invariant"))
     ids = engine.add_request([5, 6, 7, 8, 9], SamplingParams(max_tokens=6, ignore_eos=True))

@@ -3,8 +3,10 @@
  * Every query row is computed on its own, over exactly its visible keys, in one fixed order: scores key by key
  * (a dot product with 16 lane partials summed in a fixed tree), the row maximum, exponentials by one
  * polynomial (Cephes' expf, branch-free), their sum in 16 lane partials, then the values weighted key by key.
- * The arithmetic is written with GCC/Clang vector extensions (16-float vectors), so every build performs the
- * same operations in the same order whatever vector width the compiler lowers them to.
+ * The arithmetic is written with GCC/Clang vector extensions (16-float vectors, exponentials included, so no
+ * element takes a scalar path whose split would depend on a buffer's length or alignment) and compiled with
+ * -ffp-contract=off (no fused multiply-adds), so every build performs the same operations in the same order
+ * whatever vector width the compiler lowers them to.
  * Nothing depends on the other rows of the call, on padding, or on how a sequence's tokens were split into
  * steps, so a token's attention output is bitwise the same whether it was decoded alone, verified among
  * drafts, computed in a batch of other sequences or in a prefill chunk of any size. That is what makes greedy
@@ -58,26 +60,31 @@ static inline __attribute__((always_inline)) float dot(const float *a, const flo
     return hsum(acc);
 }
 
-/* x[i] = exp(x[i] - m) for x[i] <= m; Cephes' single-precision polynomial, branch-free so it vectorizes. */
+/* exp(v) for v <= 0, 16 at a time: Cephes' single-precision polynomial on vectors, so every element of every
+   row goes through the same instructions (no scalar peel or tail whose split would depend on the buffer's
+   alignment or length). A NaN stays NaN (the clamp below keeps it: NaN compares false). */
+static inline __attribute__((always_inline)) v16 exp16(v16 v) {
+    v16 lo = (v16){0} - 87.0f;
+    v = (v16)((i16v)(v < lo) & (i16v)lo) + (v16)((i16v)(v >= lo | v != v) & (i16v)v);
+    v16 t = v * 1.44269504088896341f + 0.5f;
+    i16v ti = __builtin_convertvector(t, i16v); /* truncates toward zero */
+    ti += (i16v)(t < __builtin_convertvector(ti, v16)); /* ... so step down where that rounded up: floor */
+    v16 k = __builtin_convertvector(ti, v16);
+    v16 r = v - k * 0.693359375f;
+    r = r + k * 2.12194440e-4f;
+    v16 p = (v16){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * (v16)((ti + 127) << 23);
+}
+
+/* x[i] = exp(x[i] - m) for i < n; x has room for n rounded up to 16 (the padding is written, never read). */
 static void exp_shifted(float *x, int n, float m) {
-    for (int i = 0; i < n; i++) {
-        float v = x[i] - m;
-        v = v > -87.0f ? v : -87.0f;
-        float k = __builtin_floorf(v * 1.44269504088896341f + 0.5f);
-        float r = v - k * 0.693359375f;
-        r = r + k * 2.12194440e-4f;
-        float p = 1.9875691500e-4f;
-        p = p * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        p = p * r * r + r + 1.0f;
-        int32_t bits = ((int32_t)k + 127) << 23;
-        float s;
-        memcpy(&s, &bits, sizeof s);
-        x[i] = p * s;
-    }
+    for (int i = 0; i < n; i += LANES) store(x + i, exp16(load(x + i) - m));
 }
 
 /* Sum in 16 lane partials (element i to lane i mod 16, in order), then the fixed tree. */
@@ -127,13 +134,14 @@ static inline __attribute__((always_inline)) void attend_block(const float *cons
     for (int i = 0; i < rows; i++) {
         v16 acc[MAX_VECS];
         float tail[LANES];
-        const float *w = scores + i * stride - lo;
+        const float *w = scores + i * stride;
         for (int t = 0; t < nv; t++) acc[t] = (v16){0};
         for (int c = nv * LANES; c < d; c++) tail[c - nv * LANES] = 0.0f;
         for (int64_t j = lo; j < hi[i]; j++) {
             const float *v = vc + slots[j] * kv_stride + (int64_t)kv * d;
-            for (int t = 0; t < nv; t++) acc[t] += w[j] * load(v + t * LANES);
-            for (int c = nv * LANES; c < d; c++) tail[c - nv * LANES] += w[j] * v[c];
+            float wj = w[j - lo];
+            for (int t = 0; t < nv; t++) acc[t] += wj * load(v + t * LANES);
+            for (int c = nv * LANES; c < d; c++) tail[c - nv * LANES] += wj * v[c];
         }
         for (int t = 0; t < nv; t++) store(out[i] + t * LANES, acc[t] * inv[i]);
         for (int c = nv * LANES; c < d; c++) out[i][c] = tail[c - nv * LANES] * inv[i];
@@ -148,6 +156,7 @@ int jp_attend_rows(const float *q, const float *kc, const float *vc, const int64
     int64_t longest = 1;
     for (int r = 0; r < n_rows; r++)
         if (hi[r] - lo[r] > longest) longest = hi[r] - lo[r];
+    longest = (longest + LANES - 1) / LANES * LANES; /* exp16 writes whole vectors */
     float *scores = malloc((size_t)BLOCK * (size_t)longest * sizeof(float));
     if (!scores) return 1;
     int group = h / kv, kv_stride = kv * d;

@@ -74,8 +74,8 @@ class EngineConfig:
     track_logprobs: bool = False
     # Attention kernel: "sdpa" (torch's), "row_invariant" (joulepath's C kernel, engine/row_attention.py: fp32
     # on a CPU; each token's output independent of the step's batch, padding and chunking, so greedy
-    # speculative decoding is token-identical to plain decoding) or "auto" (row_invariant on an AVX-512 CPU
-    # with an fp32 KV cache, where it is also faster than padded SDPA at decode; SDPA elsewhere).
+    # speculative decoding is token-identical to plain decoding) or "auto" (row_invariant for fp32 on an
+    # AVX-512 CPU at <= 2 torch threads, where it is also faster than padded SDPA at decode; SDPA elsewhere).
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -182,10 +182,10 @@ class Engine:
             why = "it reads an fp32 KV cache and kv_int8 is on"
         elif self.loaded.config.head_dim > row_attention.MAX_HEAD_DIM:
             why = f"head_dim {self.loaded.config.head_dim} > {row_attention.MAX_HEAD_DIM}"
+        elif self.config.attention == "auto" and row_attention.auto_declines() is not None:
+            return False  # `auto` keeps SDPA where the kernel would be slower: no build, no error
         elif (reason := row_attention.unavailable_reason()) is not None:
             why = reason
-        elif self.config.attention == "auto" and not row_attention.has_avx512():
-            why = "auto keeps SDPA on CPUs without AVX-512 (the kernel is slower than SDPA there)"
         if why is not None and self.config.attention == "row_invariant":
             raise ValueError(f"EngineConfig.attention='row_invariant' cannot run here: {why}; use 'sdpa' or 'auto'")
         return why is None

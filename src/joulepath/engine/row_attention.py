@@ -29,7 +29,7 @@ from torch import Tensor
 from joulepath.engine import native
 
 SOURCE = Path(__file__).with_name("attention_kernels.c")
-BASE_FLAGS = ("-O3", "-Wno-psabi", "-fPIC", "-shared")
+BASE_FLAGS = ("-O3", "-ffp-contract=off", "-Wno-psabi", "-fPIC", "-shared")  # no fused multiply-adds: one arithmetic
 MAX_HEAD_DIM = 256  # the kernel's MAX_VECS x 16
 SPLIT_MIN_WORK = 1 << 20  # key x head-dim x heads products in a call before half its rows go to a helper thread
 _pool: ThreadPoolExecutor | None = None
@@ -39,6 +39,19 @@ def has_avx512() -> bool:
     """Whether this is an x86-64 CPU with AVX-512F and FMA: the kernel's 16-float vectors are native there."""
     cpu = native.cpu_flags()
     return platform.machine() in ("x86_64", "AMD64") and not isinstance(cpu, str) and {"avx512f", "fma"} <= set(cpu)
+
+
+AUTO_MAX_THREADS = 2  # above this, SDPA's prefill uses cores the kernel (at most 2 threads) would leave idle
+
+
+def auto_declines() -> str | None:
+    """Why `EngineConfig.attention='auto'` keeps SDPA on this machine and thread count, or None (measured on a
+    2-core AVX-512 VM: faster at decode, prefill at parity on 1 thread and ~8 % slower at 2)."""
+    if not has_avx512():
+        return "no AVX-512: the kernel's 16-float vectors are split and it is slower than SDPA"
+    if torch.get_num_threads() > AUTO_MAX_THREADS:
+        return f"{torch.get_num_threads()} torch threads: SDPA's prefill uses them, the kernel at most 2"
+    return None
 
 
 def flags() -> tuple[str, ...]:
@@ -79,6 +92,8 @@ class RowPlan:
     lo: Tensor
     hi: Tensor
     rows: Tensor
+    max_row: int = -1  # the largest q row and cache slot named (checked against the tensors at each call)
+    max_slot: int = -1
 
     @staticmethod
     def build(spans: list[tuple[Tensor, int, int, int]], window: int | None) -> RowPlan:
@@ -95,7 +110,11 @@ class RowPlan:
             slots.append(chunk_slots.cpu())
             base += len(chunk_slots)
         as64 = functools.partial(torch.tensor, dtype=torch.int64)
-        return RowPlan(torch.cat(slots).to(torch.int64), as64(off), as64(lo), as64(hi), as64(rows))
+        every = torch.cat(slots).to(torch.int64)
+        if len(every) and int(every.min()) < 0:
+            raise ValueError("a chunk's slot list holds a negative slot")
+        top_slot = int(every.max()) if len(every) else -1
+        return RowPlan(every, as64(off), as64(lo), as64(hi), as64(rows), max(rows, default=-1), top_slot)
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, plan: RowPlan) -> Tensor:
@@ -104,15 +123,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, plan: RowPlan) -> Tensor:
     lib, reason = _load()
     if lib is None:
         raise RuntimeError(f"row-invariant attention is unavailable: {reason}")
-    if not (q.dtype is k.dtype is v.dtype is torch.float32 and q.is_cpu and k.is_cpu and v.is_cpu):
-        raise TypeError(
-            f"row-invariant attention takes fp32 CPU tensors; got q {q.dtype} on {q.device}, cache {k.dtype} on "
-            f"{k.device} (use EngineConfig.attention='sdpa' there)"
-        )
+    _check(q, k, v, plan)
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # the cache layer is a view of a contiguous pool
     _, h, d = q.shape
-    if d > MAX_HEAD_DIM:
-        raise ValueError(f"row-invariant attention takes head_dim <= {MAX_HEAD_DIM}, got {d}; use attention='sdpa'")
     kv = k.shape[1]
     out = torch.zeros_like(q)
     n = len(plan.rows)
@@ -132,12 +145,37 @@ def attend(q: Tensor, k: Tensor, v: Tensor, plan: RowPlan) -> Tensor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="joulepath-attention")
         other = _pool.submit(call, split, n - split)
-        status = call(0, split) | other.result()
+        statuses = [call(0, split), other.result()]
     else:
-        status = call(0, n) if n else 0
-    if status:
+        statuses = [call(0, n) if n else 0]
+    if 1 in statuses:
         raise MemoryError("row-invariant attention could not allocate its score buffer")
+    if any(statuses):
+        raise RuntimeError(f"row-invariant attention refused the call (status {max(statuses)})")
     return out
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, plan: RowPlan) -> None:
+    """The C side trusts its pointers: refuse what would make it read or write the wrong bytes."""
+    if not (q.dtype is k.dtype is v.dtype is torch.float32 and q.is_cpu and k.is_cpu and v.is_cpu):
+        raise TypeError(
+            f"row-invariant attention takes fp32 CPU tensors; got q {q.dtype} on {q.device}, cache {k.dtype} on "
+            f"{k.device} (use EngineConfig.attention='sdpa' there)"
+        )
+    if q.dim() != 3 or k.dim() != 3 or k.shape != v.shape or q.shape[2] != k.shape[2]:
+        raise ValueError(
+            f"want q (T, H, D) and a cache layer (S, KV, D) for k and v; got {q.shape}, {k.shape}, {v.shape}"
+        )
+    h, kv, d = q.shape[1], k.shape[1], q.shape[2]
+    if kv < 1 or h % kv:
+        raise ValueError(f"query heads ({h}) must be a multiple of KV heads ({kv})")
+    if d > MAX_HEAD_DIM:
+        raise ValueError(f"row-invariant attention takes head_dim <= {MAX_HEAD_DIM}, got {d}; use attention='sdpa'")
+    if plan.max_row >= q.shape[0] or plan.max_slot >= k.shape[0]:
+        raise ValueError(
+            f"the plan names q row {plan.max_row} and cache slot {plan.max_slot}; q has {q.shape[0]} rows and the "
+            f"cache {k.shape[0]} slots"
+        )
 
 
 def _split(plan: RowPlan, per_key: int) -> int:
