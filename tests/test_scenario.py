@@ -134,6 +134,19 @@ def test_a_drafter_the_served_model_does_not_ship_is_refused_up_front(tmp_path: 
     assert parse_scenario({"serve": {"model": "jp-large", "speculative": "mtp"}}).serve.speculative == "mtp"
 
 
+def test_attention_setting_is_checked_against_the_int8_kv_cache() -> None:
+    import pytest
+
+    from joulepath.scenario import ScenarioError, parse_scenario
+
+    assert parse_scenario({}).serve.attention == "auto"
+    assert parse_scenario({"serve": {"attention": "row_invariant"}}).serve.attention == "row_invariant"
+    with pytest.raises(ScenarioError, match="row_invariant reads a full-precision KV cache: set kv_int8 = false"):
+        parse_scenario({"serve": {"attention": "row_invariant", "kv_int8": True}})
+    with pytest.raises(ScenarioError, match="attention"):
+        parse_scenario({"serve": {"attention": "flash"}})
+
+
 def test_unknown_serve_model_is_a_clear_error() -> None:
     import pytest
 

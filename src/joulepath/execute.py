@@ -167,16 +167,17 @@ MIB = 2**20
 def engine_config(serve: ServeSection, optimized: bool) -> EngineConfig:
     """The baseline's engine (no prefix cache, no tiers) or the optimized one as the scenario sets it."""
     if not optimized:
-        return EngineConfig()
+        return EngineConfig(attention=serve.attention)
     spec = {} if serve.speculative == "off" else {"speculative": serve.speculative, "draft_model": serve.draft_model}
     if not serve.prefix_cache:
-        return EngineConfig(**spec)  # type: ignore[arg-type]
+        return EngineConfig(attention=serve.attention, **spec)  # type: ignore[arg-type]
     modelled = 0 if serve.kv_modelled_tier == "none" else int(serve.kv_modelled_tier_gib * 2**30)
     return EngineConfig(
         prefix_cache=True,
         offload_host_bytes=serve.kv_offload_host_mib * MIB,
         offload_disk_bytes=serve.kv_offload_disk_mib * MIB,
         offload_modelled_bytes=modelled,
+        attention=serve.attention,
         **spec,  # type: ignore[arg-type]
     )
 
@@ -440,7 +441,7 @@ def ladder(loaded: LoadedModel, serve: ServeSection, weights: Weights, routing: 
     kv = ["int8 KV" + (" (offload tiers off)" if serve.prefix_cache else "")] if weights.kv_int8 else []
     lever_name = " + ".join(([weights.lever] if weights.lever else []) + kv)
     steps: list[tuple[str, EngineConfig, LoadedModel, Routing | None]] = [
-        ("continuous batching", EngineConfig(), loaded, None)
+        ("continuous batching", engine_config(serve, False), loaded, None)
     ]
     if serve.prefix_cache:  # with its offload tiers, which the int8 KV rung (if any) then turns off
         cached = dataclasses.replace(engine_config(serve, True), speculative=None, draft_model=None)

@@ -319,6 +319,13 @@ class ServeSection(_Section):
         "heads); k adapts to measured acceptance and step cost, so it switches itself off where it does not pay",
     )
     draft_model: str = Field("jp-small", description="the draft model for speculative = 'draft' (same tokenizer)")
+    attention: Literal["auto", "sdpa", "row_invariant"] = Field(
+        "auto",
+        description="the engine's attention kernel in every served configuration (engine/row_attention.py): "
+        "row_invariant gives each token the same bits whatever batch, chunking or drafts surround it (greedy "
+        "speculative decoding token-identical to plain); auto uses it where it is also faster (fp32 on an "
+        "AVX-512 CPU at 1 torch thread), sdpa is torch's",
+    )
     routing: Literal["auto", "off"] = Field(
         "auto",
         description="tiered routing in the optimized configuration: auto sends each request to small_tier or "
@@ -383,6 +390,10 @@ class ServeSection(_Section):
 
     @model_validator(mode="after")
     def _offload_needs_prefix_cache(self) -> ServeSection:
+        if self.attention == "row_invariant" and self.kv_int8:
+            raise ValueError(
+                "attention = row_invariant reads a full-precision KV cache: set kv_int8 = false, or attention = auto"
+            )
         asked = {"kv_offload_host_mib", "kv_offload_disk_mib"} & self.model_fields_set  # defaults just go unused
         if any(getattr(self, f) for f in asked) and self.kv_int8:
             raise ValueError(

@@ -76,7 +76,7 @@ def test_the_two_thread_split_changes_no_bit(monkeypatch: pytest.MonkeyPatch) ->
     q = torch.randn(300, 4, 32)
     plan = _plan([(slots, 0, 0, 300)])
     one = row_attention.attend(q, k, v, plan)
-    monkeypatch.setattr(row_attention, "SPLIT_MIN_WORK", 1)
+    monkeypatch.setattr(row_attention, "SPLIT_MIN_WORK", 1)  # opt-in
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert 0 < row_attention._split(plan, 4 * 32) < 300  # the split path runs
     assert torch.equal(row_attention.attend(q, k, v, plan), one)
@@ -120,9 +120,14 @@ def test_disabled_kernel_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_auto_keeps_sdpa_where_the_kernel_would_be_slower(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
     fp32 = load_model("dummy:tiny-llama", seed=1)
-    if row_attention.has_avx512():
-        assert row_attention.auto_declines() == "16 torch threads: SDPA's prefill uses them, the kernel at most 2"
     assert Engine(fp32).row_invariant is False
+    if row_attention.has_avx512() and row_attention.unavailable_reason() is None:
+        assert row_attention.auto_declines() == (
+            "16 torch threads: SDPA's prefill uses them (ask for 'row_invariant' by name)"
+        )
+        assert Engine(fp32, EngineConfig(attention="row_invariant")).row_invariant is True
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        assert Engine(fp32).row_invariant is True
 
 
 def test_engine_attention_setting_is_checked_and_explained() -> None:

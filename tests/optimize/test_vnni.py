@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.engine import Engine, EngineConfig, SamplingParams, row_attention
 from joulepath.model import DenseCausalAttention, load_model
 from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import ALL_MODES, VNNI_MODES, QuantizedLinear, available_modes, quantize_model, vnni
@@ -412,10 +412,12 @@ def test_engine_decode_equals_dense_forward_of_the_same_model(mode: str) -> None
 
 @pytest.mark.parametrize("mode", VNNI_MODES)
 def test_speculative_decoding_is_token_identical(mode: str) -> None:
-    """Batch invariance through the engine: verify chunks reproduce 1-token steps."""
+    """Batch invariance through the engine: verify chunks reproduce 1-token steps (exactly, with the
+    row-invariant attention kernel: tests/engine/test_row_attention.py checks the bits)."""
     require_vnni()
-    plain = _engine_tokens(mode, EngineConfig(block_size=4), seed=4)
-    spec = EngineConfig(block_size=4, speculative="prompt_lookup", spec_adaptive=False)
+    attention = "row_invariant" if row_attention.unavailable_reason() is None else "sdpa"
+    plain = _engine_tokens(mode, EngineConfig(block_size=4, attention=attention), seed=4)
+    spec = EngineConfig(block_size=4, speculative="prompt_lookup", spec_adaptive=False, attention=attention)
     assert _engine_tokens(mode, spec, seed=4) == plain
 
 

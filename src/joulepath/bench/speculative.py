@@ -7,10 +7,11 @@ to the target and the draft alike, and every speedup is against plain decoding o
 gain speculation adds. At batch 1 the fp32 model's plain decoding runs in the same rotation as a reference,
 so the combined gain (lever + speculation vs fp32 plain) is measured too. int8_vnni's GEMMs are
 batch-invariant (a row's int8 codes and sums do not depend on the rows beside it), so a (k+1)-token verify
-computes each token's projections exactly as a 1-token decode step does. Attention is not bitwise so:
-torch's CPU SDPA gives results ~1e-7 apart for the same row when the call's batch or padded key length
-differs (plain batched decoding pads to the batch's longest context, a verify chunk does not), and int8's
-per-token activation rounding can turn that into a different code and, at a near-tie, another argmax.
+computes each token's projections exactly as a 1-token decode step does. Every configuration runs on the
+same attention kernel (`same_attention`): on a CPU the row-invariant one (engine/row_attention.py), with
+which the whole forward is row-invariant and greedy speculation token-identical by construction; torch's
+CPU SDPA gives results ~1e-7 apart for the same row when the call's batch or padded key length differs,
+which int8's per-token rounding can carry to a near-tie argmax (`--attention sdpa` shows it).
 "identical" is therefore measured, request by request, and reported where it fails.
 
 Workloads: golden lookup prompts (prompt-grounded: the answer is copied from the prompt), golden
@@ -38,7 +39,7 @@ import numpy as np
 import torch
 
 from joulepath.bench.common import machine, write_result
-from joulepath.engine import Engine, EngineConfig, SamplingParams
+from joulepath.engine import Engine, EngineConfig, SamplingParams, row_attention
 from joulepath.model import LoadedModel, load_model
 from joulepath.model.eagle import load_eagle
 from joulepath.model.mtp import load_heads
@@ -118,7 +119,10 @@ def workloads(loaded: LoadedModel, n: int) -> dict[str, tuple[list[list[int]], S
     }
 
 
-def configs(draft: str | None, has_mtp: bool, has_eagle: bool = False) -> dict[str, EngineConfig]:
+def configs(
+    draft: str | None, has_mtp: bool, has_eagle: bool = False, attention: str = "auto"
+) -> dict[str, EngineConfig]:
+    """Plain decoding and each proposer, all on the same attention kernel (`same_attention`)."""
     out = {"plain": EngineConfig(), "prompt_lookup": EngineConfig(speculative="prompt_lookup")}
     if draft:
         out["draft"] = EngineConfig(speculative="draft", draft_model=draft)
@@ -126,7 +130,14 @@ def configs(draft: str | None, has_mtp: bool, has_eagle: bool = False) -> dict[s
         out["mtp"] = EngineConfig(speculative="mtp")
     if has_eagle:
         out["eagle"] = EngineConfig(speculative="eagle")
-    return out
+    return {name: dataclasses.replace(cfg, attention=attention) for name, cfg in out.items()}
+
+
+def same_attention(device: str) -> str:
+    """The kernel every configuration uses, so "identical" compares like with like: the row-invariant one on a
+    CPU where it runs (greedy speculation is then token-identical by construction), else SDPA (`auto` would
+    pick the kernel for the speculative engines only at more than 1 thread)."""
+    return "row_invariant" if device == "cpu" and row_attention.unavailable_reason() is None else "sdpa"
 
 
 def default_lever(device: str = "cpu") -> str | None:
@@ -146,15 +157,17 @@ def levered(model: str, lever: str | None, device: str) -> LoadedModel:
 
 
 def run(
-    model: str, draft: str | None, quick: bool, reps: int, batches: tuple[int, ...], lever: str | None = None
-) -> dict[str, Any]:
+    model: str, draft: str | None, quick: bool, reps: int, batches: tuple[int, ...], lever: str | None = None,
+    attention: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
     device = "cuda" if torch.cuda.is_available() else "cpu"
     loaded = levered(model, lever, device)
     reference = load_model(model, device=device) if lever else None
     draft_loaded = levered(draft, lever, device) if draft else None
     has_mtp = load_heads(Path(loaded.source)) is not None
     has_eagle = load_eagle(Path(loaded.source), loaded.config) is not None
-    cfgs = configs(draft, has_mtp, has_eagle)
+    attention = attention or same_attention(device)
+    cfgs = configs(draft, has_mtp, has_eagle, attention)
     n = 4 if quick else 24
     results: dict[str, Any] = {}
     identical = True
@@ -166,7 +179,7 @@ def run(
                 for name, cfg in cfgs.items()
             }
             if reference is not None and batch == 1:
-                engines[FP32_REFERENCE] = Engine(reference, EngineConfig(max_batch=1))
+                engines[FP32_REFERENCE] = Engine(reference, EngineConfig(max_batch=1, attention=attention))
             for engine in engines.values():  # warm-up: allocator, threads, first step-cost measurements
                 serve(engine, prompts[:2], params, batch)
             runs: dict[str, list[Decoded]] = {name: [] for name in engines}
@@ -240,6 +253,7 @@ def run(
         "greedy_identical": identical,
         "workloads": results,
         "k_choice": "adaptive: per sequence from measured acceptance and an online fit of step seconds vs tokens",
+        "attention": attention,
         "machine": machine(),
     }
 
@@ -252,7 +266,8 @@ def report(r: dict[str, Any]) -> None:
     m = r["machine"]
     print(
         f"{r['model']} (draft {r['draft_model']}, weights {r['lever'] or 'as shipped'}) on {m['cpu']}, "
-        f"{m['threads']} torch threads, {r['repetitions']} reps; speedups vs plain decoding on the same weights"
+        f"{m['threads']} torch threads, {r['repetitions']} reps, {r['attention']} attention everywhere; speedups vs "
+        "plain decoding on the same weights"
     )
     for key, e in r["workloads"].items():
         print(f"{key}: plain {e['plain_decode_tokens_per_s']:.1f} decode tokens/s ({e['requests']} requests)")
@@ -291,13 +306,17 @@ def main(argv: list[str] | None = None) -> int:
         "--lever", default="auto", help="weight lever for target and draft: auto (int8_vnni where available), none, "
         "or a lever name (optimize.levers)"
     )  # fmt: skip
+    parser.add_argument(
+        "--attention", choices=("row_invariant", "sdpa"), default=None,
+        help="attention kernel of every configuration (default: row_invariant on a CPU where it runs, else sdpa)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     batches = (1,) if args.quick else (1, 8)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     lever = default_lever(device) if args.lever == "auto" else None if args.lever == "none" else args.lever
-    result = run(args.model, args.draft or None, args.quick, args.reps, batches, lever)
+    result = run(args.model, args.draft or None, args.quick, args.reps, batches, lever, args.attention)
     report(result)
     print(f"wrote {write_result('speculative' if device == 'cpu' else 'speculative_cuda', result)}")
     return 0

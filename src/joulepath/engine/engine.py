@@ -74,8 +74,9 @@ class EngineConfig:
     track_logprobs: bool = False
     # Attention kernel: "sdpa" (torch's), "row_invariant" (joulepath's C kernel, engine/row_attention.py: fp32
     # on a CPU; each token's output independent of the step's batch, padding and chunking, so greedy
-    # speculative decoding is token-identical to plain decoding) or "auto" (row_invariant for fp32 on an
-    # AVX-512 CPU at <= 2 torch threads, where it is also faster than padded SDPA at decode; SDPA elsewhere).
+    # speculative decoding is token-identical to plain decoding on the same kernel) or "auto" (row_invariant
+    # for fp32 on an AVX-512 CPU at 1 torch thread, where it is also the faster kernel; SDPA elsewhere: see
+    # row_attention.auto_declines for the measurements).
     attention: str = "auto"
 
     def __post_init__(self) -> None:
@@ -182,7 +183,7 @@ class Engine:
             why = "it reads an fp32 KV cache and kv_int8 is on"
         elif self.loaded.config.head_dim > row_attention.MAX_HEAD_DIM:
             why = f"head_dim {self.loaded.config.head_dim} > {row_attention.MAX_HEAD_DIM}"
-        elif self.config.attention == "auto" and row_attention.auto_declines() is not None:
+        elif self.config.attention == "auto" and row_attention.auto_declines():
             return False  # `auto` keeps SDPA where the kernel would be slower: no build, no error
         elif (reason := row_attention.unavailable_reason()) is not None:
             why = reason

@@ -8,8 +8,8 @@ decode and a verify chunk, which is enough to flip a near-tied argmax. With row-
 construction, and it is faster than padding + gathering for SDPA at decode (measured: benchmarks/RESULTS.md).
 
 The kernel takes fp32 on the CPU. It is built on first use by the system compiler (`engine/native.py`) with
-the widest vector flags this CPU has, is single-threaded per call, and splits a call's rows over two threads
-(rows are independent, so the split changes no bit) when torch has two or more and the call is big enough.
+AVX-512 flags where the CPU has them and is single-threaded per call (an opt-in split over two threads
+changes no bit: `SPLIT_MIN_WORK`).
 `unavailable_reason()` says why it cannot run here (no compiler, a failed build, `JOULEPATH_ROW_ATTENTION=0`).
 """
 
@@ -31,7 +31,11 @@ from joulepath.engine import native
 SOURCE = Path(__file__).with_name("attention_kernels.c")
 BASE_FLAGS = ("-O3", "-ffp-contract=off", "-Wno-psabi", "-fPIC", "-shared")  # no fused multiply-adds: one arithmetic
 MAX_HEAD_DIM = 256  # the kernel's MAX_VECS x 16
-SPLIT_MIN_WORK = 1 << 20  # key x head-dim x heads products in a call before half its rows go to a helper thread
+# Opt-in 2-thread row split: a call with this many key x head-dim x heads products runs half its rows on a
+# helper thread when torch has 2 or more (rows are independent: no bit changes, tested). Off by default: on the
+# 2-core VM torch's OpenMP workers spin on the second core after each op, and the split gained nothing
+# end to end (measured: 4.35 vs 4.41 s with and without it, jp-large int8_vnni, 120 golden prompts).
+SPLIT_MIN_WORK = 1 << 62
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -41,16 +45,16 @@ def has_avx512() -> bool:
     return platform.machine() in ("x86_64", "AMD64") and not isinstance(cpu, str) and {"avx512f", "fma"} <= set(cpu)
 
 
-AUTO_MAX_THREADS = 2  # above this, SDPA's prefill uses cores the kernel (at most 2 threads) would leave idle
-
-
 def auto_declines() -> str | None:
-    """Why `EngineConfig.attention='auto'` keeps SDPA on this machine and thread count, or None (measured on a
-    2-core AVX-512 VM: faster at decode, prefill at parity on 1 thread and ~8 % slower at 2)."""
+    """Why `EngineConfig.attention='auto'` keeps SDPA here, or None. `auto` takes the kernel only where it is
+    also the faster one: an AVX-512 CPU at 1 torch thread. Above that SDPA's prefill uses the other cores and
+    was faster on prompt-heavy traffic (measured on a 2-core VM, jp-large, 120 golden prompts at batch 16,
+    wall time: SDPA 16 % less on int8_vnni and 4-9 % less on fp32 weights at 2 threads; the kernel 5-8 % less at
+    1 thread). Like vLLM's batch-invariant mode, exactness at any thread count is asked for by name."""
     if not has_avx512():
         return "no AVX-512: the kernel's 16-float vectors are split and it is slower than SDPA"
-    if torch.get_num_threads() > AUTO_MAX_THREADS:
-        return f"{torch.get_num_threads()} torch threads: SDPA's prefill uses them, the kernel at most 2"
+    if torch.get_num_threads() > 1:
+        return f"{torch.get_num_threads()} torch threads: SDPA's prefill uses them (ask for 'row_invariant' by name)"
     return None
 
 
