@@ -60,6 +60,44 @@ static inline __attribute__((always_inline)) float dot(const float *a, const flo
     return hsum(acc);
 }
 
+#ifdef __clang__
+#define SHUF2(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+#else
+#define SHUF2(a, b, ...) __builtin_shuffle((a), (b), (i16v){__VA_ARGS__})
+#endif
+
+/* The four levels of hsum's tree for 16 vectors at once: lane j of the result is hsum(a[j]), bit for bit (the
+   same additions of the same operands; the shuffles only pack two vectors' halves into one). */
+static inline __attribute__((always_inline)) v16 hsum16(const v16 *a) {
+    v16 c[8], e[4], f[2];
+    for (int m = 0; m < 8; m++)
+        c[m] = SHUF2(a[2 * m], a[2 * m + 1], 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23) +
+               SHUF2(a[2 * m], a[2 * m + 1], 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    for (int m = 0; m < 4; m++)
+        e[m] = SHUF2(c[2 * m], c[2 * m + 1], 0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27) +
+               SHUF2(c[2 * m], c[2 * m + 1], 4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    for (int m = 0; m < 2; m++)
+        f[m] = SHUF2(e[2 * m], e[2 * m + 1], 0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29) +
+               SHUF2(e[2 * m], e[2 * m + 1], 2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    return SHUF2(f[0], f[1], 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30) +
+           SHUF2(f[0], f[1], 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+}
+
+/* dot(q, k_j) for the 16 keys whose slots are slots[0..15], as one vector (each lane bit for bit dot()). */
+static inline __attribute__((always_inline)) v16 dot16(const float *q, const float *kc, const int64_t *slots,
+                                                       int64_t base, int d) {
+    v16 acc[LANES];
+    for (int j = 0; j < LANES; j++) {
+        const float *k = kc + slots[j] * base;
+        v16 a = {0};
+        int i = 0;
+        for (; i + LANES <= d; i += LANES) a += load(q + i) * load(k + i);
+        for (int l = 0; i < d; i++, l++) a[l] += q[i] * k[i];
+        acc[j] = a;
+    }
+    return hsum16(acc);
+}
+
 /* exp(v) for v <= 0, 16 at a time: Cephes' single-precision polynomial on vectors, so every element of every
    row goes through the same instructions (no scalar peel or tail whose split would depend on the buffer's
    alignment or length). A NaN stays NaN (the clamp below keeps it: NaN compares false). */
@@ -96,36 +134,30 @@ static float sum(const float *x, int n) {
     return hsum(acc);
 }
 
-#define BLOCK 4 /* query rows of one sequence attended together (their shared keys are read once) */
+#define BLOCK 4 /* query rows of one sequence handed over together (one score buffer, one slot list) */
 
 /* Query head `head` of up to BLOCK rows of one sequence that see keys from the same `lo` (row i: q_i, keys
    [lo, hi_i)): out_i = softmax(q_i . k_j * scale) . v_j. Each row's arithmetic is exactly that of the row alone:
-   its scores are independent products, its maximum is exact, its exponentials elementwise, and its sum and its
-   weighted values run over its own keys in increasing order; the block only interleaves the rows. */
+   its scores are independent products (16 keys at a time through hsum16, the rest through dot: the same bits
+   either way), its maximum is exact, its exponentials elementwise, and its sum and its weighted values run over
+   its own keys in increasing order. */
 static inline __attribute__((always_inline)) void attend_block(const float *const *q, const float *kc,
                                                                const float *vc, const int64_t *slots, int64_t lo,
                                                                const int64_t *hi, int rows, int kv, int kv_stride,
                                                                int d, float scale, float *scores, int64_t stride,
                                                                float *const *out) {
     int nv = d / LANES;
-    int64_t shared = hi[0];
-    for (int i = 1; i < rows; i++) shared = hi[i] < shared ? hi[i] : shared;
     float m[BLOCK];
-    for (int i = 0; i < rows; i++) m[i] = -3.402823466e38f;
-    for (int64_t j = lo; j < shared; j++) {
-        const float *k = kc + slots[j] * kv_stride + (int64_t)kv * d;
-        for (int i = 0; i < rows; i++) {
-            float s = dot(q[i], k, d) * scale;
-            scores[i * stride + (j - lo)] = s;
-            m[i] = s > m[i] ? s : m[i];
-        }
+    for (int i = 0; i < rows; i++) {
+        float *row = scores + i * stride;
+        int64_t j = lo;
+        for (; j + LANES <= hi[i]; j += LANES) /* kv_stride, d: the slot's row, then the KV head's offset */
+            store(row + (j - lo), dot16(q[i], kc + (int64_t)kv * d, slots + j, kv_stride, d) * scale);
+        for (; j < hi[i]; j++) row[j - lo] = dot(q[i], kc + slots[j] * kv_stride + (int64_t)kv * d, d) * scale;
+        float top = row[0]; /* the maximum is exact, whatever the order */
+        for (int64_t t = 1; t < hi[i] - lo; t++) top = row[t] > top ? row[t] : top;
+        m[i] = top;
     }
-    for (int i = 0; i < rows; i++)
-        for (int64_t j = shared; j < hi[i]; j++) {
-            float s = dot(q[i], kc + slots[j] * kv_stride + (int64_t)kv * d, d) * scale;
-            scores[i * stride + (j - lo)] = s;
-            m[i] = s > m[i] ? s : m[i];
-        }
     float inv[BLOCK];
     for (int i = 0; i < rows; i++) {
         exp_shifted(scores + i * stride, (int)(hi[i] - lo), m[i]);
