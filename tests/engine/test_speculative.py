@@ -9,7 +9,7 @@ import torch
 from scipy.stats import chi2_contingency
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.speculative import Speculator, StepCost, expected_tokens, lookup, verify
+from joulepath.engine.speculative import Speculator, StepCost, lookup, verify
 from joulepath.model import LoadedModel, load_model, save_checkpoint
 from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
 
@@ -135,6 +135,7 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
             from joulepath.engine.speculative import SpecState
 
             self.spec = SpecState(proposed=proposed, accepted=accepted)
+            self.all_ids: list[int] = []
 
     spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
     assert spec.plan([Seq(100, 5)], 1, [4]) == [0]  # 5 % acceptance: a draft costs more than it brings
@@ -145,7 +146,36 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
     spec = Speculator(proposer=None, max_k=4, cost=memory_bound)  # type: ignore[arg-type]
     assert spec.plan([Seq(100, 30)], 1, [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
     assert spec.plan([Seq(100, 98)], 1, [2]) == [2]  # never past the room left
-    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+
+
+def test_k_follows_a_step_cost_that_is_not_linear_in_tokens() -> None:
+    """Weights streamed once per 8 tokens (the VNNI kernels): at batch 8 any draft costs a second pass, which a
+    70 % acceptance does not pay for; at batch 1 four drafts ride in the same pass. The plan follows the steps
+    of each size it measured, not the straight line through them."""
+    import math
+
+    class Seq:
+        def __init__(self) -> None:
+            from joulepath.engine.speculative import SpecState
+
+            self.spec = SpecState(proposed=1000, accepted=700)
+            self.all_ids: list[int] = []
+
+    def step_s(tokens: int) -> float:
+        return 0.010 * math.ceil(tokens / 8) + 0.0001 * tokens
+
+    cost = StepCost()
+    for _ in range(2):
+        for tokens in range(1, 41):
+            cost.observe(tokens, step_s(tokens))
+    assert cost.seconds(9, (0.0, 0.0)) == pytest.approx(step_s(9))  # the measured mean, not the fit
+    spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
+    spec.proposed, spec.accepted = 1000, 700
+    assert spec.plan([Seq() for _ in range(8)], 8, [4] * 8) == [0] * 8
+    assert spec.plan([Seq()], 1, [4]) == [4]
+    a, b = cost.coefficients() or (0.0, 0.0)
+    line = 8 / (a + 8 * b) < (8 + 8 * 0.7) / (a + 16 * b)  # the straight line would have drafted at batch 8
+    assert line
 
 
 def test_a_fitted_slope_survives_a_long_run_of_plain_steps() -> None:
@@ -171,6 +201,7 @@ def test_speculation_switched_off_still_explores_now_and_then() -> None:
             from joulepath.engine.speculative import SpecState
 
             self.spec = SpecState(proposed=200, accepted=10)
+            self.all_ids: list[int] = []
 
     cost = StepCost()
     for tokens in (1, 2, 1, 2, 1, 2):
@@ -187,14 +218,21 @@ def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
     """A proposer that always proposes must still let plain steps be measured, or the fit never comes."""
 
     class Seq:
-        def __init__(self) -> None:
+        def __init__(self, n: int = 3) -> None:
             from joulepath.engine.speculative import SpecState
 
             self.spec = SpecState()
+            self.all_ids = list(range(n))
 
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
     plans = [spec.plan([Seq()], 1, [4])[0] for _ in range(4)]
     assert sorted(set(plans)) == [0, 1]
+    # a probe drafts one token for one sequence, the one with the shortest context (a model drafter's catch-up
+    # runs over every token it has not seen), and never for a sequence with no room
+    spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
+    batch = [Seq(300), Seq(40), Seq(20), Seq(90)]
+    plans = [spec.plan(batch, 4, [4, 4, 0, 4]) for _ in range(4)]
+    assert [ks for ks in plans if any(ks)] == [[0, 1, 0, 0]] * 2 and [0, 0, 0, 0] in plans
 
 
 def test_the_proposer_is_not_asked_on_steps_where_no_sequence_drafts(tiny: LoadedModel) -> None:
