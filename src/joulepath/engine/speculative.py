@@ -368,9 +368,6 @@ class EagleProposer:
         self.blind.discard(seq.seq_id)
 
 
-SIZE_WEIGHT = 0.2  # a new step's weight in the running mean of steps of its size
-
-
 @dataclass
 class StepCost:
     """Online least-squares fit of step seconds = a + b x tokens computed in the step (measured), over
@@ -384,21 +381,12 @@ class StepCost:
     sxy: float = 0.0
     decay: float = 0.98  # older steps weigh less: the machine's load changes
     slope: float | None = None  # the last b fitted while steps of different sizes were in the window
-    sizes: dict[int, tuple[float, int]] = field(default_factory=dict)  # tokens -> (running mean s, steps seen)
 
     def observe(self, tokens: int, seconds: float) -> None:
         d = self.decay
         self.n += 1
         self.sx, self.sy = d * self.sx + tokens, d * self.sy + seconds
         self.sxx, self.sxy = d * self.sxx + tokens * tokens, d * self.sxy + tokens * seconds
-        mean, seen = self.sizes.get(tokens, (seconds, 0))
-        self.sizes[tokens] = (mean + SIZE_WEIGHT * (seconds - mean) if seen else seconds, seen + 1)
-
-    def seconds(self, tokens: int, coef: tuple[float, float]) -> float:
-        """A step of `tokens` tokens: the running mean of such steps once two were seen (the cost need not be
-        linear in tokens), else the fit `coef` = (a, b) says a + b x tokens."""
-        mean, seen = self.sizes.get(tokens, (0.0, 0))
-        return mean if seen >= 2 else coef[0] + coef[1] * tokens
 
     def coefficients(self) -> tuple[float, float] | None:
         """(a, b) in seconds and seconds per token, or None until steps of different sizes were seen. Once
@@ -431,6 +419,11 @@ def one_draft(seqs: list[Sequence], caps: list[int]) -> list[int]:
     return ks
 
 
+def expected_tokens(alpha: float, k: int) -> float:
+    """Tokens a verify of k drafts emits when each is accepted with probability alpha: 1 + a + ... + a^k."""
+    return float(sum(alpha**i for i in range(k + 1)))
+
+
 @dataclass
 class Speculator:
     """A proposer, the per-step choice of k, and the statistics the choice is made from."""
@@ -453,13 +446,9 @@ class Speculator:
 
     def plan(self, seqs: list[Sequence], batch_tokens: int, room: list[int]) -> list[int]:
         """k for each decoding sequence (at most `room[i]`), maximising expected tokens per second of step
-        time given the other tokens already in the step (`batch_tokens`). A step of n tokens costs what steps
-        of n tokens measured (`StepCost.seconds`: their running mean, else the a + b x n fit) plus the
-        proposer's seconds per draft position x the largest k (a draft model runs one forward per position for
-        the whole batch). Every total number of drafts E is tried, each filled with the E drafts of largest
-        expected gain (a sequence's (k+1)-th draft adds alpha^(k+1) tokens): a step's cost need not be linear
-        in its tokens (the VNNI kernels stream the weights once per 8 tokens, so at batch 8 the first draft
-        costs a whole extra pass and the next seven almost nothing), which one-draft-at-a-time search misses."""
+        time given the other tokens already in the step (`batch_tokens`). A step costs a + b x tokens
+        (fitted on the engine's steps) plus the proposer's seconds per draft position x the largest k
+        (measured: a draft model runs one forward per position for the whole batch)."""
         caps = [max(0, min(self.max_k, r)) for r in room]
         if not self.adaptive:
             return caps
@@ -467,24 +456,32 @@ class Speculator:
         if coef is None:  # no cost fit yet: alternate plain steps and 1-draft steps, so both sizes get measured
             self.probes += 1
             return one_draft(seqs, caps) if self.probes % 2 else [0] * len(seqs)
+        a, b = coef
         c = self.propose_s_per_position or 0.0
         prior = self.global_acceptance()
         alphas = [s.spec.acceptance(prior) for s in seqs]
-        gains = [(alpha ** (k + 1), i) for i, alpha in enumerate(alphas) for k in range(caps[i])]
-        drafts = sorted(gains, key=lambda d: -d[0])  # a sequence's own drafts stay in order: alpha^(k+1) falls with k
-        best_e, best_rate = 0, len(seqs) / self.cost.seconds(batch_tokens, coef)
-        tokens, ks, k_max = float(len(seqs)), [0] * len(seqs), 0
-        for e, (gain, i) in enumerate(drafts, 1):
-            tokens += gain
-            ks[i] += 1
-            k_max = max(k_max, ks[i])
-            rate = tokens / (self.cost.seconds(batch_tokens + e, coef) + c * k_max)
-            if rate > best_rate * (1 + 1e-6):
-                best_e, best_rate = e, rate
         ks = [0] * len(seqs)
-        for _, i in drafts[:best_e]:
-            ks[i] += 1
-        return self._explore(seqs, ks, caps)
+        tokens, step_tokens, k_max = float(len(seqs)), float(batch_tokens), 0
+
+        def seconds(extra_tokens: float, k_top: int) -> float:
+            return a + b * (step_tokens + extra_tokens) + c * k_top
+
+        while True:  # add one draft at a time where it raises tokens per second most; stop when none does
+            rate = tokens / seconds(0, k_max)
+            best, best_rate, best_gain = -1, rate * (1 + 1e-6), 0.0
+            for i, (alpha, k) in enumerate(zip(alphas, ks, strict=True)):
+                if k >= caps[i]:
+                    continue
+                gain = expected_tokens(alpha, k + 1) - expected_tokens(alpha, k)
+                new_rate = (tokens + gain) / seconds(1, max(k_max, k + 1))
+                if new_rate > best_rate:
+                    best, best_rate, best_gain = i, new_rate, gain
+            if best < 0:
+                return self._explore(seqs, ks, caps)
+            tokens += best_gain
+            ks[best] += 1
+            step_tokens += 1
+            k_max = max(k_max, ks[best])
 
     def _explore(self, seqs: list[Sequence], ks: list[int], caps: list[int]) -> list[int]:
         """`ks`, except that after `explore_every` steps in a row with no draft one sequence drafts one token:
