@@ -33,12 +33,14 @@ BASE_FLAGS = ("-O3", "-ffp-contract=off", "-Wno-psabi", "-fPIC", "-shared")  # n
 MAX_HEAD_DIM = 256  # the kernel's MAX_VECS x 16
 # Opt-in 2-thread row split: a call with this many key x head-dim x heads products runs half its rows on a
 # helper thread when torch has 2 or more (rows are independent: no bit changes, tested). Off by default: on the
-# 2-core VM torch's OpenMP workers spin on the second core after each op, and the split gained nothing
-# end to end (measured: 4.35 vs 4.41 s with and without it, jp-large int8_vnni, 120 golden prompts).
+# 2-vCPU VM two threads of the kernel ran no faster than one (a 600-token prefill layer 11.3 vs 10.3 ms; two
+# threads of a scalar C loop do run in parallel there, so the vector units look shared), and end to end it
+# gained nothing (4.35 vs 4.41 s, jp-large int8_vnni, 120 golden prompts).
 SPLIT_MIN_WORK = 1 << 62
 _pool: ThreadPoolExecutor | None = None
 
 
+@functools.cache
 def has_avx512() -> bool:
     """Whether this is an x86-64 CPU with AVX-512F and FMA: the kernel's 16-float vectors are native there."""
     cpu = native.cpu_flags()
