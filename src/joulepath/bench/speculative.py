@@ -149,8 +149,8 @@ def configs(
 
 def same_attention(device: str) -> str:
     """The kernel every configuration uses, so "identical" compares like with like: the row-invariant one on a
-    CPU where it runs (greedy speculation is then token-identical by construction), else SDPA (`auto` would
-    pick the kernel for the speculative engines only at more than 1 thread)."""
+    CPU where it runs (greedy speculation is then token-identical by construction), else SDPA (`auto` picks the
+    kernel only at 1 torch thread)."""
     return "row_invariant" if device == "cpu" and row_attention.unavailable_reason() is None else "sdpa"
 
 

@@ -1,4 +1,4 @@
-/* Row-invariant attention over a paged KV cache (fp32, CPU), for joulepath's engine (engine/exact_attention.py).
+/* Row-invariant attention over a paged KV cache (fp32, CPU), for joulepath's engine (engine/row_attention.py).
  *
  * Every query row is computed on its own, over exactly its visible keys, in one fixed order: scores key by key
  * (a dot product with 16 lane partials summed in a fixed tree), the row maximum, exponentials by one
@@ -51,13 +51,18 @@ static inline __attribute__((always_inline)) float hsum(v16 a) {
     return a[0];
 }
 
-/* q . k: lane l accumulates elements l, l + 16, ... in order (a tail shorter than 16 goes to lanes 0..). */
-static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int d) {
+/* q . k before the tree: lane l accumulates elements l, l + 16, ... in order (a tail shorter than 16 goes to
+   lanes 0..). */
+static inline __attribute__((always_inline)) v16 lanes(const float *a, const float *b, int d) {
     v16 acc = {0};
     int i = 0;
     for (; i + LANES <= d; i += LANES) acc += load(a + i) * load(b + i);
     for (int l = 0; i < d; i++, l++) acc[l] += a[i] * b[i];
-    return hsum(acc);
+    return acc;
+}
+
+static inline __attribute__((always_inline)) float dot(const float *a, const float *b, int d) {
+    return hsum(lanes(a, b, d));
 }
 
 #ifdef __clang__
@@ -87,14 +92,7 @@ static inline __attribute__((always_inline)) v16 hsum16(const v16 *a) {
 static inline __attribute__((always_inline)) v16 dot16(const float *q, const float *kc, const int64_t *slots,
                                                        int64_t base, int d) {
     v16 acc[LANES];
-    for (int j = 0; j < LANES; j++) {
-        const float *k = kc + slots[j] * base;
-        v16 a = {0};
-        int i = 0;
-        for (; i + LANES <= d; i += LANES) a += load(q + i) * load(k + i);
-        for (int l = 0; i < d; i++, l++) a[l] += q[i] * k[i];
-        acc[j] = a;
-    }
+    for (int j = 0; j < LANES; j++) acc[j] = lanes(q, kc + slots[j] * base, d);
     return hsum16(acc);
 }
 
@@ -134,7 +132,8 @@ static float sum(const float *x, int n) {
     return hsum(acc);
 }
 
-#define BLOCK 4 /* query rows of one sequence handed over together (one score buffer, one slot list) */
+#define BLOCK 4 /* consecutive query rows of one sequence attended head by head together: one KV head's keys are
+                   reused by all four while in cache (measured: prefill ~4 % faster than row by row) */
 
 /* Query head `head` of up to BLOCK rows of one sequence that see keys from the same `lo` (row i: q_i, keys
    [lo, hi_i)): out_i = softmax(q_i . k_j * scale) . v_j. Each row's arithmetic is exactly that of the row alone:

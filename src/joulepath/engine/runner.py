@@ -36,12 +36,12 @@ class PagedAttention:
     ) -> None:
         self.cache = cache
         device = cache.k.device
-        self.write_slots = torch.cat([cache.slots(c.seq.seq_id, c.start, len(c.tokens)) for c in chunks])
+        seen = [cache.slots(c.seq.seq_id, 0, c.span_end) for c in chunks]  # each chunk's keys, position 0 on
+        self.write_slots = torch.cat([sl[c.start :] for sl, c in zip(seen, chunks, strict=True)])
         offsets = torch.tensor([0] + [len(c.tokens) for c in chunks]).cumsum(0).tolist()
         self.rows: row_attention.RowPlan | None = None
         if row_invariant:
-            spans = [(cache.slots(c.seq.seq_id, 0, c.span_end), offsets[i], c.start, len(c.tokens))
-                     for i, c in enumerate(chunks)]  # fmt: skip
+            spans = [(seen[i], offsets[i], c.start, len(c.tokens)) for i, c in enumerate(chunks)]
             self.rows = row_attention.RowPlan.build(spans, window)
             return
         # Decode tokens are rows of one batched SDPA over keys padded to the longest context. A verify chunk
@@ -52,7 +52,7 @@ class PagedAttention:
         rows = [(offsets[i], i, c.start + 1) for i, c in enumerate(chunks) if len(c.tokens) == 1]
         self.decode_rows = torch.tensor([r for r, _, _ in rows], dtype=torch.int64, device=device)
         self.verify = [
-            (offsets[i], len(c.tokens), cache.slots(c.seq.seq_id, 0, c.span_end), _row_masks(c, window, device))
+            (offsets[i], len(c.tokens), seen[i], _row_masks(c, window, device))
             for i, c in enumerate(chunks)
             if c.draft_tokens
         ]
@@ -60,7 +60,7 @@ class PagedAttention:
             (
                 offsets[i],
                 len(c.tokens),
-                cache.slots(c.seq.seq_id, 0, c.span_end),
+                seen[i],
                 causal_mask(len(c.tokens), c.span_end, c.start, window, device),
             )
             for i, c in enumerate(chunks)
@@ -71,7 +71,7 @@ class PagedAttention:
             self.padded = torch.zeros(len(rows), longest, dtype=torch.int64, device=device)  # (B, L)
             self.pad_mask = torch.zeros(len(rows), 1, 1, longest, dtype=torch.bool, device=device)  # (B, 1, 1, L)
             for row, (_, i, n) in enumerate(rows):
-                self.padded[row, :n] = cache.slots(chunks[i].seq.seq_id, 0, n)
+                self.padded[row, :n] = seen[i]  # a decode chunk's span ends at n
                 self.pad_mask[row, 0, 0, max(0, n - window) if window else 0 : n] = True
 
     def __call__(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
