@@ -138,15 +138,34 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
             self.all_ids: list[int] = []
 
     spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
-    assert spec.plan([Seq(100, 5)], 1, [4]) == [0]  # 5 % acceptance: a draft costs more than it brings
-    assert spec.plan([Seq(100, 98)], 1, [4]) == [4]  # near-certain acceptance pays on any step
+    assert spec.plan([Seq(100, 5)], [4]) == [0]  # 5 % acceptance: a draft costs more than it brings
+    assert spec.plan([Seq(100, 98)], [4]) == [4]  # near-certain acceptance pays on any step
     memory_bound = StepCost()
     for tokens in (1, 2, 3, 4, 5, 1, 2, 3):
         memory_bound.observe(tokens, 0.020 + 0.0005 * tokens)  # the weight read dominates
     spec = Speculator(proposer=None, max_k=4, cost=memory_bound)  # type: ignore[arg-type]
-    assert spec.plan([Seq(100, 30)], 1, [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
-    assert spec.plan([Seq(100, 98)], 1, [2]) == [2]  # never past the room left
+    assert spec.plan([Seq(100, 30)], [4])[0] >= 1  # 30 % acceptance pays when extra tokens are cheap
+    assert spec.plan([Seq(100, 98)], [2]) == [2]  # never past the room left
     assert expected_tokens(0.5, 2) == pytest.approx(1.75)
+
+
+def test_a_draft_pays_when_its_acceptance_beats_the_share_of_a_decode_step_it_costs() -> None:
+    """With a + b x n step costs, a draft is worth alpha x (a + b x n) / n seconds of plain decoding and costs b:
+    here (a = b, n = 1) the break-even acceptance is 0.5. Prefill in the same step changes neither side."""
+    cost = StepCost()
+    for tokens in (1, 2, 3, 1, 2, 3):
+        cost.observe(tokens, 0.010 + 0.010 * tokens)
+
+    class Seq:
+        def __init__(self, accepted: int) -> None:
+            from joulepath.engine.speculative import SpecState
+
+            self.spec = SpecState(proposed=1000, accepted=accepted)
+            self.all_ids: list[int] = []
+
+    spec = Speculator(proposer=None, max_k=4, cost=cost)  # type: ignore[arg-type]
+    assert spec.plan([Seq(550)], [4]) == [1]  # ~0.55: one draft pays (1.55 tokens / 30 ms > 1 / 20 ms), two do not
+    assert spec.plan([Seq(450)], [4]) == [0]  # ~0.45: 1.45 tokens / 30 ms < 1 / 20 ms
 
 
 def test_a_fitted_slope_survives_a_long_run_of_plain_steps() -> None:
@@ -179,10 +198,10 @@ def test_speculation_switched_off_still_explores_now_and_then() -> None:
         cost.observe(tokens, 0.010 + 0.010 * tokens)  # drafts cost as much as tokens: 5 % acceptance never pays
     spec = Speculator(proposer=None, max_k=4, cost=cost, explore_every=50)  # type: ignore[arg-type]
     spec.proposed, spec.accepted = 200, 10
-    plans = [spec.plan([Seq(), Seq()], 2, [4, 4]) for _ in range(120)]
+    plans = [spec.plan([Seq(), Seq()], [4, 4]) for _ in range(120)]
     drafting = [i for i, ks in enumerate(plans) if any(ks)]
     assert drafting == [49, 99] and all(plans[i] == [1, 0] for i in drafting)
-    assert spec.plan([Seq()], 1, [0]) == [0]  # no room: nothing to explore with
+    assert spec.plan([Seq()], [0]) == [0]  # no room: nothing to explore with
 
 
 def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
@@ -196,13 +215,13 @@ def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
             self.all_ids = list(range(n))
 
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
-    plans = [spec.plan([Seq()], 1, [4])[0] for _ in range(4)]
+    plans = [spec.plan([Seq()], [4])[0] for _ in range(4)]
     assert sorted(set(plans)) == [0, 1]
     # a probe drafts one token for one sequence, the one with the shortest context (a model drafter's catch-up
     # runs over every token it has not seen), and never for a sequence with no room
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
     batch = [Seq(300), Seq(40), Seq(20), Seq(90)]
-    plans = [spec.plan(batch, 4, [4, 4, 0, 4]) for _ in range(4)]
+    plans = [spec.plan(batch, [4, 4, 0, 4]) for _ in range(4)]
     assert [ks for ks in plans if any(ks)] == [[0, 1, 0, 0]] * 2 and [0, 0, 0, 0] in plans
 
 
@@ -212,9 +231,9 @@ def test_the_proposer_is_not_asked_on_steps_where_no_sequence_drafts(tiny: Loade
     asked: list[list[int]] = []
     propose = engine.speculator.proposer.propose
     engine.speculator.proposer.propose = lambda seqs, ks: asked.append(ks) or propose(seqs, ks)  # type: ignore[method-assign]
-    engine.speculator.plan = lambda seqs, batch_tokens, room: [0] * len(seqs)  # type: ignore[method-assign]
+    engine.speculator.plan = lambda seqs, room: [0] * len(seqs)  # type: ignore[method-assign]
     out = engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
     assert len(out[0].output_ids) == 6 and asked == []
-    engine.speculator.plan = lambda seqs, batch_tokens, room: [1] * len(seqs)  # type: ignore[method-assign]
+    engine.speculator.plan = lambda seqs, room: [1] * len(seqs)  # type: ignore[method-assign]
     engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
     assert asked and all(ks == [1] for ks in asked)

@@ -162,7 +162,7 @@ class Scheduler:
         self.waiting.sort(key=Sequence.order_key)
         budget = self.config.max_tokens_per_step
         chunks: list[ScheduledChunk] = []
-        drafts = self._propose(budget)
+        drafts = self._propose()
         for seq in list(self.running):  # decode tokens and unfinished prefills, highest priority first
             if seq.status is not Status.RUNNING or budget <= 0:
                 continue
@@ -185,16 +185,15 @@ class Scheduler:
             budget -= n
         return chunks
 
-    def _propose(self, budget: int) -> dict[int, tuple[int, ...]]:
+    def _propose(self) -> dict[int, tuple[int, ...]]:
         """Draft tokens for the running sequences that decode this step (none without a speculator)."""
         spec = self.speculator
         decoding = [s for s in self.running if s.status is Status.RUNNING and s.pending == 1]
         if spec is None or not decoding:
             return {}
         with scope("speculative.propose"):
-            prefill = sum(s.pending for s in self.running if s.pending > 1)
             room = [s.params.max_tokens - len(s.output_ids) - 1 for s in decoding]  # drafts past the end are waste
-            ks = spec.plan(decoding, min(len(decoding) + prefill, budget), room)
+            ks = spec.plan(decoding, room)
             if not any(ks):  # speculation is off for this step: the proposer is not asked at all
                 return {}
             t0 = time.perf_counter()
