@@ -217,6 +217,10 @@ def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
     plans = [spec.plan([Seq()], [4])[0] for _ in range(4)]
     assert sorted(set(plans)) == [0, 1]
+    # a step that prefill shares is not measured (the cost fit takes decode steps only): no probe there, and the
+    # alternation waits for a step that is
+    probes = spec.probes
+    assert [spec.plan([Seq()], [4], measurable=False) for _ in range(5)] == [[0]] * 5 and spec.probes == probes
     # a probe drafts one token for one sequence, the one with the shortest context (a model drafter's catch-up
     # runs over every token it has not seen), and never for a sequence with no room
     spec = Speculator(proposer=None, max_k=4)  # type: ignore[arg-type]
@@ -231,9 +235,9 @@ def test_the_proposer_is_not_asked_on_steps_where_no_sequence_drafts(tiny: Loade
     asked: list[list[int]] = []
     propose = engine.speculator.proposer.propose
     engine.speculator.proposer.propose = lambda seqs, ks: asked.append(ks) or propose(seqs, ks)  # type: ignore[method-assign]
-    engine.speculator.plan = lambda seqs, room: [0] * len(seqs)  # type: ignore[method-assign]
+    engine.speculator.plan = lambda seqs, room, measurable=True: [0] * len(seqs)  # type: ignore[method-assign]
     out = engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
     assert len(out[0].output_ids) == 6 and asked == []
-    engine.speculator.plan = lambda seqs, room: [1] * len(seqs)  # type: ignore[method-assign]
+    engine.speculator.plan = lambda seqs, room, measurable=True: [1] * len(seqs)  # type: ignore[method-assign]
     engine.generate([[5, 6, 7, 5, 6, 7, 5, 6]], SamplingParams(max_tokens=6, ignore_eos=True))
     assert asked and all(ks == [1] for ks in asked)

@@ -193,13 +193,20 @@ class Scheduler:
             return {}
         with scope("speculative.propose"):
             room = [s.params.max_tokens - len(s.output_ids) - 1 for s in decoding]  # drafts past the end are waste
-            ks = spec.plan(decoding, room)
+            ks = spec.plan(decoding, room, measurable=not self._prefill_expected())
             if not any(ks):  # speculation is off for this step: the proposer is not asked at all
                 return {}
             t0 = time.perf_counter()
             proposals = spec.proposer.propose(decoding, ks)
             spec.observe_propose(time.perf_counter() - t0, max(ks, default=0))
         return {s.seq_id: d[:k] for s, d, k in zip(decoding, proposals, ks, strict=True) if d and k}
+
+    def _prefill_expected(self) -> bool:
+        """Whether prefill will share this step: a running sequence still prefilling, or a waiting one that may
+        be admitted (the batch has room; the KV budget may still say no, so this errs towards yes)."""
+        return any(s.pending > 1 for s in self.running) or (
+            bool(self.waiting) and len(self.running) < self.config.max_batch
+        )
 
     def _fit_draft(self, seq: Sequence, draft: tuple[int, ...], budget: int) -> tuple[int, ...]:
         """As much of `draft` as the step's token budget and the free blocks allow (drafts never preempt or

@@ -444,7 +444,7 @@ class Speculator:
         if self.max_k < 1:
             raise ValueError(f"speculative max_k must be >= 1, got {self.max_k}")
 
-    def plan(self, seqs: list[Sequence], room: list[int]) -> list[int]:
+    def plan(self, seqs: list[Sequence], room: list[int], measurable: bool = True) -> list[int]:
         """k for each decoding sequence (at most `room[i]`), maximising expected tokens per second of a decode
         step of these sequences. A step of n tokens costs a + b x n (fitted on the engine's decode and verify
         steps) plus the proposer's seconds per draft position x the largest k (measured: a draft model runs
@@ -454,12 +454,19 @@ class Speculator:
         Prefill chunks sharing the step are left out on purpose: their cost is spent whether or not anyone
         drafts, and an accepted draft saves only a decode row of a later step, never prefill. Counting them
         made every draft look cheap beside a long prefill (measured, golden lookup at batch 8: 855 of the
-        MTP heads' 864 drafts went into mixed steps at 42 % acceptance)."""
+        MTP heads' 864 drafts went into mixed steps at 42 % acceptance).
+
+        Before the cost is fitted, plans alternate plain and one-draft probe steps, but only on `measurable`
+        steps (decode only: the engine fits its cost on those alone). A probe in a step that prefill shares
+        buys no measurement and still costs a model drafter its catch-up: at arithmetic batch 8 with 192
+        requests queued, 35 such probes went by before the first fit."""
         caps = [max(0, min(self.max_k, r)) for r in room]
         if not self.adaptive:
             return caps
         coef = self.cost.coefficients()
         if coef is None:  # no cost fit yet: alternate plain steps and 1-draft steps, so both sizes get measured
+            if not measurable:
+                return [0] * len(seqs)
             self.probes += 1
             return one_draft(seqs, caps) if self.probes % 2 else [0] * len(seqs)
         a, b = coef
