@@ -177,3 +177,19 @@ def test_a_frontend_with_a_router_serves_each_request_on_the_tier_it_picks() -> 
     assert done[0].request_id == rid and done[0].tier == "large" and "threshold" in done[0].route
     with pytest.raises(ValueError, match="router's tiers"):
         Tiers("small", (("xl", Engine(loaded)),), router)
+
+
+def test_generated_fitting_traffic_holds_no_golden_request_and_is_reproducible() -> None:
+    from collections import Counter
+
+    from joulepath.bench.routing import fitting_traffic
+    from joulepath.quality import golden
+    from joulepath.quality.tasks import LEVELS, SKILLS
+
+    traffic = fitting_traffic(5)
+    judged = {e.user_text for split in golden.SEEDS for e in golden.load(split)}
+    assert not judged & {e.user_text for e in traffic}  # nothing the gate or the main job serves is fitted on
+    assert len({e.user_text for e in traffic}) == len(traffic)  # no request twice
+    cells = Counter((e.skill, e.level) for e in traffic)
+    assert set(cells) == {(s, lv) for s in SKILLS for lv in LEVELS} and max(cells.values()) == 5
+    assert [e.user_text for e in fitting_traffic(5)] == [e.user_text for e in traffic]

@@ -3,10 +3,14 @@ cascade on the golden test split, all from one run.
 
 Both tiers (jp-small, jp-large) serve the dev and the test split with continuous batching; every answer
 is checked against its golden answer and every request's joules come from the engine's per-step meter
-windows (the ledger's rule). The router's correctness model and every threshold are fitted on dev (the
-second half of each cell: the main job serves the first); the
-policies are then applied to the test split's requests, each request costing what its tier(s) measured
-for it — the small tier's joules are counted for an escalated request too.
+windows (the ledger's rule). The router's correctness model and every threshold are fitted on the fitting
+split: golden dev's second half of each cell (the main job serves the first) and `FIT_GENERATED` fresh
+requests per cell from the suite's generators (`fitting_traffic`: labelled traffic as a deployment would log
+it, no golden text among it; with 20 per cell the out-of-fold accuracy curve moved by whole requests and the
+knob's target could not be met at any knob). The knob keeps `TARGET` (99.5 %) of always-large accuracy there:
+half of the headline's 1-point budget, the other half left to the weight lever. The policies are then applied
+to the test split's requests, each request costing what its tier(s) measured for it — the small tier's joules
+are counted for an escalated request too; the shipped router's gate on test is issue 17's 99 % (`GOAL`).
 
 `python benchmarks/routing.py [--quick] [--minilm] [--write-router]` writes `benchmarks/results/routing.json`
 (and, with `--write-router`, the router `joulepath run` ships with).
@@ -15,6 +19,7 @@ for it — the small tier's joules are counted for an escalated request too.
 from __future__ import annotations
 
 import argparse
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,8 +30,8 @@ import numpy as np
 from joulepath.bench.common import machine, write_result
 from joulepath.engine import Engine, EngineConfig, SamplingParams
 from joulepath.model import LoadedModel, load_model
-from joulepath.quality import golden
-from joulepath.quality.tasks import Example, chat_prompt, check
+from joulepath.quality import golden, tasks
+from joulepath.quality.tasks import LEVELS, SKILLS, Example, chat_prompt, check
 from joulepath.serving.frontend import Arrival, Frontend, Request, Tiers
 from joulepath.serving.router import (
     Cascade,
@@ -43,9 +48,13 @@ from joulepath.serving.router import (
 from joulepath.workload import SyntheticParams, generate
 
 TIERS = ("jp-small", "jp-large")
-TARGET = 0.99  # of always-large accuracy
+GOAL = 0.99  # issue 17: >= 60 % on the small tier at >= 99 % of always-large accuracy (test split)
+TARGET = 0.995  # the knob's target on the fitting split: half of the headline's 1-point budget (~0.4 points at
+# jp-large's ~80 %), leaving the other half to the weight lever, whose gate measured -0.4 points (int8_vnni)
 MAX_TOKENS = 40
 FIT_SKIP = golden.SERVED_PER_CELL  # fitted on each dev cell's examples after the ones the main job serves
+FIT_SEED = 20261128  # generated fitting traffic: the suite's generators on a seed neither golden split uses
+FIT_GENERATED = 100  # generated fitting requests per skill and level, beside golden dev's 20
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,27 @@ class Served:
     prompt_tokens: np.ndarray
     provenance: str
     seconds: float
+
+
+def fitting_traffic(per_cell: int, seed: int = FIT_SEED) -> list[Example]:
+    """`per_cell` fresh requests per skill and level from the task suite's generators (lookup with a document
+    of its own), none whose text equals a golden request of either split (so nothing judged is fitted on):
+    labelled traffic to fit the router on, as a deployment would log it."""
+    seen = {e.user_text for split in golden.SEEDS for e in golden.load(split)}
+    rng = random.Random(seed)
+    out: list[Example] = []
+    for level in LEVELS:
+        for skill in SKILLS:
+            cell: list[Example] = []
+            for _ in range(100 * per_cell):  # easy cells have small spaces: skip repeats, never loop forever
+                if len(cell) == per_cell:
+                    break
+                ex = tasks.generate(skill, level, rng)
+                if ex.user_text not in seen:
+                    seen.add(ex.user_text)
+                    cell.append(ex)
+            out += cell
+    return out
 
 
 def serve(model: str, examples: list[Example]) -> Served:
@@ -180,15 +210,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 example per skill and level per split")
     parser.add_argument("--per-cell", type=int, default=20, help="golden examples per skill and level per split")
+    parser.add_argument("--fit-generated", type=int, default=FIT_GENERATED,
+                        help="generated fitting requests per skill and level, beside golden dev's")  # fmt: skip
     parser.add_argument("--minilm", action="store_true", help="also route on MiniLM embeddings (offline rows)")
     parser.add_argument("--write-router", action="store_true",
                         help=f"ship the cost-aware router: write {router_path(*TIERS)}")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.write_router and (args.quick or args.per_cell < 20):
+    if args.write_router and (args.quick or args.per_cell < 20 or args.fit_generated < FIT_GENERATED):
         parser.error("--write-router ships the router with the zoo: fit and judge it on the full splits (no --quick, "
-                     "--per-cell >= 20)")  # fmt: skip
+                     f"--per-cell >= 20, --fit-generated >= {FIT_GENERATED})")  # fmt: skip
     per_cell = 1 if args.quick else args.per_cell
-    splits = {"dev": golden.load("dev", per_cell=per_cell, skip_per_cell=FIT_SKIP),
+    generated = 1 if args.quick else args.fit_generated
+    splits = {"dev": golden.load("dev", per_cell=per_cell, skip_per_cell=FIT_SKIP) + fitting_traffic(generated),
               "test": golden.load("test", per_cell=per_cell)}  # fmt: skip
     served = {name: {t: serve(t, ex) for t in TIERS} for name, ex in splits.items()}
     kinds = ("ngrams", "minilm") if args.minilm else ("ngrams",)
@@ -201,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     best = router  # the policy declared before the test split is looked at: the one `joulepath run` ships
     print(
         f"golden test split, {len(splits['test'])} requests; policies tuned on {len(splits['dev'])} dev requests "
-        f"(target: {TARGET:.0%} of always-large accuracy); energy {served['test'][TIERS[0]].provenance}"
+        f"(target: {TARGET:.1%} of always-large accuracy); energy {served['test'][TIERS[0]].provenance}"
     )
     print(f"{'policy':22} {'accuracy':>9} {'small share':>12} {'J/correct':>10} {'vs large':>9}")
     print("offline: each request costs what its tier(s) measured for it in batched serving of the split")
@@ -232,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         "provenance": "accuracy measured (exact match on the golden test split); joules per request from the "
         "engine's meter windows shared by tokens; policies tuned on the dev split only",
     }  # fmt: skip
-    share_ok = out["small_tier_share"] >= 0.6 and out["accuracy_ratio_vs_large"] >= TARGET
+    share_ok = out["small_tier_share"] >= 0.6 and out["accuracy_ratio_vs_large"] >= GOAL
     goals = {
         "small_share_ge_60pct_at_99pct_accuracy": share_ok,
         "joules_per_correct_ge_2x": out["joules_per_correct_vs_large"] >= 2.0,
@@ -241,13 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_router:
         shipped = router
         prov = {
-            "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level "
-            f"({len(splits['dev'])} requests) served on both tiers",
+            "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level, and "
+            f"{generated} generated requests per skill and level (seed {FIT_SEED}, no golden text among them); "
+            f"{len(splits['dev'])} requests served on both tiers",
             "judged_on": f"golden test ({len(splits['test'])})",
             "test_accuracy_ratio": shipped["accuracy"] / large["accuracy"] if large["accuracy"] else 0.0,
             "test_small_tier_share": shipped["small_tier_share"],
             "test_joules_per_correct_vs_large": large["joules_per_correct"] / shipped["joules_per_correct"],
-            "target": TARGET, "date_utc": out["machine"]["date_utc"], "energy": served["dev"][TIERS[0]].provenance,
+            "target": GOAL, "tuning_target": TARGET, "date_utc": out["machine"]["date_utc"],
+            "energy": served["dev"][TIERS[0]].provenance,
             "fit_skip_per_cell": FIT_SKIP, "max_tokens": MAX_TOKENS,
             "cascade_min_mean_logprob": result["cascade"].min_mean_logprob,
             **{f"weights_{t}": model_sha256(t) for t in TIERS},
