@@ -151,7 +151,7 @@ def test_k_is_chosen_from_measured_acceptance_and_step_cost() -> None:
 
 def test_a_draft_pays_when_its_acceptance_beats_the_share_of_a_decode_step_it_costs() -> None:
     """With a + b x n step costs, a draft is worth alpha x (a + b x n) / n seconds of plain decoding and costs b:
-    here (a = b, n = 1) the break-even acceptance is 0.5. Prefill in the same step changes neither side."""
+    here (a = b, n = 1) the break-even acceptance is 0.5."""
     cost = StepCost()
     for tokens in (1, 2, 3, 1, 2, 3):
         cost.observe(tokens, 0.010 + 0.010 * tokens)
@@ -227,6 +227,39 @@ def test_before_a_cost_fit_plans_alternate_plain_and_one_draft_steps() -> None:
     batch = [Seq(300), Seq(40), Seq(20), Seq(90)]
     plans = [spec.plan(batch, [4, 4, 0, 4]) for _ in range(4)]
     assert [ks for ks in plans if any(ks)] == [[0, 1, 0, 0]] * 2 and [0, 0, 0, 0] in plans
+
+
+def measurability(tiny: LoadedModel, prompts: list[list[int]], **config: int) -> list[tuple[int, bool]]:
+    """(decoding sequences, measurable) for every plan the scheduler asks for while serving `prompts`."""
+    from joulepath.engine.kv_cache import PagedKVCache
+
+    if "kv_blocks" in config:
+        per_block = PagedKVCache.bytes_per_block(tiny.config, BS, next(tiny.model.parameters()).dtype)
+        config = {k: v for k, v in config.items() if k != "kv_blocks"} | {
+            "kv_memory_bytes": config["kv_blocks"] * per_block
+        }
+    engine = Engine(tiny, EngineConfig(block_size=BS, speculative="prompt_lookup", **config))  # type: ignore[arg-type]
+    assert engine.speculator is not None
+    seen: list[tuple[int, bool]] = []
+    engine.speculator.plan = lambda seqs, room, measurable=True: seen.append((len(seqs), measurable)) or [0] * len(seqs)  # type: ignore[method-assign]
+    for p in prompts:
+        engine.add_request(p, SamplingParams(max_tokens=4, ignore_eos=True))
+    engine.run_until_done()
+    return seen
+
+
+def test_the_scheduler_says_which_steps_the_step_cost_fit_can_measure(tiny: LoadedModel) -> None:
+    """Decode-only steps are measurable; a step that a running prefill or an admissible waiting request will
+    share is not; a queue held back by the KV budget leaves the steps decode-only, so they count."""
+    short, long = [5, 6, 7], list(range(10, 50))
+    # a full batch: the second request waits, the first decodes alone
+    assert measurability(tiny, [short, short], max_batch=1) == [(1, True)] * 6
+    # the long prompt prefills 8 tokens a step while the short one decodes beside it
+    mixed = measurability(tiny, [short, long], max_batch=2, max_tokens_per_step=8)
+    assert (1, False) in mixed and mixed[-1] == (1, True)
+    # room in the batch but not in the KV cache (4 blocks: one request at a time): decode-only, measurable
+    blocked = measurability(tiny, [long[:12], long[:12]], max_batch=2, kv_blocks=4)
+    assert blocked and all(m for _, m in blocked[1:])
 
 
 def test_the_proposer_is_not_asked_on_steps_where_no_sequence_drafts(tiny: LoadedModel) -> None:

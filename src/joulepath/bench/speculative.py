@@ -143,17 +143,14 @@ def configs(
 ) -> dict[str, EngineConfig]:
     """Plain decoding (twice: the second is the A/A noise control) and each proposer, all on the same attention
     kernel (`same_attention`)."""
-    out = {
-        "plain": EngineConfig(),
-        AA_CONTROL: EngineConfig(),
-        "prompt_lookup": EngineConfig(speculative="prompt_lookup"),
-    }
+    out = {"plain": EngineConfig(), "prompt_lookup": EngineConfig(speculative="prompt_lookup")}
     if draft:
         out["draft"] = EngineConfig(speculative="draft", draft_model=draft)
     if has_mtp:
         out["mtp"] = EngineConfig(speculative="mtp")
     if has_eagle:
         out["eagle"] = EngineConfig(speculative="eagle")
+    out[AA_CONTROL] = EngineConfig()  # last: in the rotation it sits as far from `plain` as the proposers do
     return {name: dataclasses.replace(cfg, attention=attention) for name, cfg in out.items()}
 
 

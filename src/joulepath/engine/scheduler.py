@@ -143,6 +143,7 @@ class Scheduler:
         self.cache, self.config, self.prefix, self.speculator = cache, config, prefix, speculator
         self.waiting: list[Sequence] = []
         self.running: list[Sequence] = []
+        self.kv_refused = False  # the last step's admission stopped at the KV budget (blocks were short)
 
     def add(self, seq: Sequence) -> None:
         max_tokens = self.cache.n_blocks * self.cache.block_size
@@ -163,6 +164,7 @@ class Scheduler:
         budget = self.config.max_tokens_per_step
         chunks: list[ScheduledChunk] = []
         drafts = self._propose()
+        self.kv_refused = False
         for seq in list(self.running):  # decode tokens and unfinished prefills, highest priority first
             if seq.status is not Status.RUNNING or budget <= 0:
                 continue
@@ -176,6 +178,7 @@ class Scheduler:
             seq, hit = self._next_waiting()
             n = min(seq.pending - hit.n_blocks * self.cache.block_size, budget)
             if not self._admit(seq, hit, n):
+                self.kv_refused = True
                 break  # admission by KV budget: wait for blocks to free up
             self._pass_over(seq)
             self.waiting.remove(seq)
@@ -203,9 +206,11 @@ class Scheduler:
 
     def _prefill_expected(self) -> bool:
         """Whether prefill will share this step: a running sequence still prefilling, or a waiting one that may
-        be admitted (the batch has room; the KV budget may still say no, so this errs towards yes)."""
+        be admitted (the batch has room, and the last step's admission did not stop at the KV budget: a server
+        whose cache holds fewer sequences than max_batch, with a queue that never empties, runs decode-only
+        steps that must count as measurable, or the cost fit would never form)."""
         return any(s.pending > 1 for s in self.running) or (
-            bool(self.waiting) and len(self.running) < self.config.max_batch
+            bool(self.waiting) and len(self.running) < self.config.max_batch and not self.kv_refused
         )
 
     def _fit_draft(self, seq: Sequence, draft: tuple[int, ...], budget: int) -> tuple[int, ...]:

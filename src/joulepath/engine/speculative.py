@@ -434,7 +434,7 @@ class Speculator:
     prior: float = 0.5  # acceptance assumed for a sequence before it shows any
     cost: StepCost = field(default_factory=StepCost)
     propose_s_per_position: float | None = None  # measured
-    probes: int = 0  # plans made before the step cost could be fitted
+    probes: int = 0  # measurable plans made before the step cost could be fitted
     proposed: int = 0
     accepted: int = 0
     explore_every: int = 2048  # after this many steps with no draft at all, one step drafts one token
@@ -449,7 +449,8 @@ class Speculator:
         step of these sequences. A step of n tokens costs a + b x n (fitted on the engine's decode and verify
         steps) plus the proposer's seconds per draft position x the largest k (measured: a draft model runs
         one forward per position for the whole batch). So a draft pays when its acceptance, valued at what a
-        plain decode step costs per sequence ((a + b x n) / n), exceeds its marginal cost b.
+        plain decode step costs per sequence ((a + b x n) / n), exceeds its marginal cost b (plus c for each
+        position it adds to the largest k).
 
         Prefill chunks sharing the step are left out on purpose: their cost is spent whether or not anyone
         drafts, and an accepted draft saves only a decode row of a later step, never prefill. Counting them
