@@ -179,16 +179,21 @@ def test_a_frontend_with_a_router_serves_each_request_on_the_tier_it_picks() -> 
         Tiers("small", (("xl", Engine(loaded)),), router)
 
 
-def test_generated_fitting_traffic_holds_no_golden_request_and_is_reproducible() -> None:
+def test_the_fitting_split_holds_no_served_or_test_request_and_is_reproducible() -> None:
     from collections import Counter
 
-    from joulepath.bench.routing import fitting_traffic
+    from joulepath.bench.routing import FIT_SKIP, fitting_split, fitting_traffic
     from joulepath.quality import golden
     from joulepath.quality.tasks import LEVELS, SKILLS
 
+    judged = {e.user_text for e in golden.load("test")} | {e.user_text for e in golden.load("dev", per_cell=FIT_SKIP)}
+    golden_half = golden.load("dev", skip_per_cell=FIT_SKIP)
+    assert judged & {e.user_text for e in golden_half}  # the golden dev half has twins of judged requests ...
+    fitted = fitting_split(40 - FIT_SKIP, 5)
+    assert not judged & {e.user_text for e in fitted}  # ... which the fitting split leaves out
     traffic = fitting_traffic(5)
-    judged = {e.user_text for split in golden.SEEDS for e in golden.load(split)}
-    assert not judged & {e.user_text for e in traffic}  # nothing the gate or the main job serves is fitted on
+    every_golden = {e.user_text for split in golden.SEEDS for e in golden.load(split)}
+    assert not every_golden & {e.user_text for e in traffic}  # generated traffic holds no golden text at all
     assert len({e.user_text for e in traffic}) == len(traffic)  # no request twice
     cells = Counter((e.skill, e.level) for e in traffic)
     assert set(cells) == {(s, lv) for s in SKILLS for lv in LEVELS} and max(cells.values()) == 5

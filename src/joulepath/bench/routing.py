@@ -70,6 +70,21 @@ class Served:
     seconds: float
 
 
+def judged_texts() -> set[str]:
+    """Request texts the router must never be fitted on: the golden test split (its gate) and each golden dev
+    cell's first `FIT_SKIP` (what the main job serves)."""
+    return {e.user_text for e in golden.load("test")} | {e.user_text for e in golden.load("dev", per_cell=FIT_SKIP)}
+
+
+def fitting_split(golden_per_cell: int, generated_per_cell: int) -> list[Example]:
+    """The router's fitting requests: golden dev's examples after the first `FIT_SKIP` of each cell, less any
+    whose text is also a judged request (lookup questions share 4 documents per level and the easy cells have
+    small spaces: 21 served and 8 test requests had a twin there), then `fitting_traffic`."""
+    judged = judged_texts()
+    dev = [e for e in golden.load("dev", per_cell=golden_per_cell, skip_per_cell=FIT_SKIP) if e.user_text not in judged]
+    return dev + fitting_traffic(generated_per_cell)
+
+
 def fitting_traffic(per_cell: int, seed: int = FIT_SEED) -> list[Example]:
     """`per_cell` fresh requests per skill and level from the task suite's generators (lookup with a document
     of its own), none whose text equals a golden request of either split (so nothing judged is fitted on):
@@ -221,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"--per-cell >= 20, --fit-generated >= {FIT_GENERATED})")  # fmt: skip
     per_cell = 1 if args.quick else args.per_cell
     generated = 1 if args.quick else args.fit_generated
-    splits = {"dev": golden.load("dev", per_cell=per_cell, skip_per_cell=FIT_SKIP) + fitting_traffic(generated),
+    splits = {"dev": fitting_split(per_cell, generated),
               "test": golden.load("test", per_cell=per_cell)}  # fmt: skip
     served = {name: {t: serve(t, ex) for t in TIERS} for name, ex in splits.items()}
     kinds = ("ngrams", "minilm") if args.minilm else ("ngrams",)
@@ -252,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     online_router = next(r for r in live if r["policy"].startswith("router"))
     out = {
         "online": live,
-        "machine": machine(), "quick": args.quick, "requests_test": len(splits["test"]), "target": TARGET,
+        "machine": machine(), "quick": args.quick, "requests_test": len(splits["test"]),
+        "goal": GOAL, "tuning_target": TARGET,
         "shipped_policy": best["policy"], "small_tier_share": best["small_tier_share"],
         "accuracy_router": best["accuracy"], "accuracy_large": large["accuracy"],
         "accuracy_ratio_vs_large": best["accuracy"] / large["accuracy"] if large["accuracy"] else float("nan"),
@@ -274,9 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_router:
         shipped = router
         prov = {
-            "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level, and "
-            f"{generated} generated requests per skill and level (seed {FIT_SEED}, no golden text among them); "
-            f"{len(splits['dev'])} requests served on both tiers",
+            "fitted_on": f"golden dev, examples {FIT_SKIP + 1}-{FIT_SKIP + per_cell} of each skill and level less any "
+            f"whose text is a served or test request, and up to {generated} generated requests per skill and level "
+            f"(seed {FIT_SEED}, no golden text among them); {len(splits['dev'])} requests served on both tiers",
             "judged_on": f"golden test ({len(splits['test'])})",
             "test_accuracy_ratio": shipped["accuracy"] / large["accuracy"] if large["accuracy"] else 0.0,
             "test_small_tier_share": shipped["small_tier_share"],
