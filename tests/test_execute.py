@@ -160,3 +160,23 @@ def test_a_gpu_lever_on_a_cpu_is_skipped_with_the_reason() -> None:
     weights = optimized_weights(loaded, ServeSection(quantize="fp8_dynamic"), said.append)
     assert weights.lever is None and weights.loaded is loaded  # served as loaded, nothing gated
     assert any("fp8_dynamic not available here" in s and "8.9" in s for s in said)
+
+
+@pytest.mark.parametrize(
+    ("threads", "isa", "first"),
+    [
+        (2, "avx512_vnni", "int8_vnni"),  # equal to fbgemm at 2 threads, faster at 1 (measured)
+        (1, "avx512_vnni", "int8_vnni"),
+        (8, "avx512_vnni", "int8_dynamic"),  # the kernel is single-threaded: fbgemm's threads win
+        (2, "avx2", "int8_dynamic"),  # the AVX2 build serves prefill-heavy traffic at 0.78x fbgemm at 2 threads
+        (1, "avx2", "int8_dynamic"),
+        (2, None, "int8_vnni"),  # unavailable: listed, then skipped with its reason by available_modes()
+    ],
+)
+def test_the_auto_weight_lever_order_follows_threads_and_the_kernel_build(
+    threads: int, isa: str | None, first: str
+) -> None:
+    from joulepath.execute import AUTO_LEVERS, auto_levers
+
+    order = auto_levers(threads, isa)
+    assert order[0] == first and sorted(order) == sorted(AUTO_LEVERS)

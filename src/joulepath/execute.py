@@ -203,24 +203,27 @@ class Weights:
     kv_int8: bool = False  # the int8 KV cache passed its gate
 
 
-# fastest first on CPUs measured here. int8_vnni (joulepath's AVX512-VNNI kernel; skipped with its reason where
-# the CPU or a C compiler is missing) against int8_dynamic, serving jp-large's golden requests (max_batch 16,
-# 40 tokens; 2026-11-27, 3 paired reps each): at 2 threads 1.03x (1.03-1.04) in one run and 1.00x (0.99-1.01)
-# in wall and CPU time in the next, i.e. equal; at 1 thread 1.18x (1.17-1.20); on Qwen2.5-0.5B's shapes at
-# 1 thread 1.47x (benchmarks/quant_kernels.py)
-# The VNNI kernels run on the calling thread only, so with more than 2 torch threads fbgemm's multi-threaded
-# int8_dynamic goes first (not measured here: this VM has 2 cores).
+# fastest first on CPUs measured here. int8_vnni (joulepath's own int8 kernel: the AVX512-VNNI build, or the AVX2
+# one on CPUs without VNNI; skipped with its reason where the CPU or a C compiler is missing) against int8_dynamic,
+# serving jp-large's golden requests (max_batch 16, 40 tokens; 2026-11-27, 3 paired reps each): on AVX512-VNNI at
+# 2 threads 1.03x (1.03-1.04) in one run and 1.00x (0.99-1.01) in wall and CPU time in the next, i.e. equal; at
+# 1 thread 1.18x (1.17-1.20); on Qwen2.5-0.5B's shapes at 1 thread 1.47x (benchmarks/quant_kernels.py). The AVX2
+# build (AMD Zen 3, 144 golden requests) is 0.78x (0.77-0.80) int8_dynamic at 2 threads and 1.02x (0.91-1.04) at 1:
+# these requests are mostly prefill, which the kernel's 8-token chunks run on one core while fbgemm's GEMM uses two.
+# The kernels run on the calling thread only, so with more than 2 torch threads (or on the AVX2 build) fbgemm's
+# multi-threaded int8_dynamic goes first.
 AUTO_LEVERS = ("int8_vnni", "int8_dynamic", "int4_weight_only", "int8_weight_only")
 SINGLE_THREAD_LEVERS = ("int8_vnni",)
 
 
-def auto_levers(threads: int) -> tuple[str, ...]:
-    """`AUTO_LEVERS` for `threads` torch threads: single-threaded kernels after the others past 2 threads.
+def auto_levers(threads: int, kernel_isa: str | None = "avx512_vnni") -> tuple[str, ...]:
+    """`AUTO_LEVERS` for `threads` torch threads and the build of joulepath's kernels (`optimize.vnni.isa()`):
+    the single-threaded kernels go after the others past 2 threads, and on the AVX2 build at any count.
 
-    >>> auto_levers(2)[:2], auto_levers(8)[:2]
-    (('int8_vnni', 'int8_dynamic'), ('int8_dynamic', 'int4_weight_only'))
+    >>> auto_levers(2)[:2], auto_levers(8)[:2], auto_levers(2, "avx2")[:2]
+    (('int8_vnni', 'int8_dynamic'), ('int8_dynamic', 'int4_weight_only'), ('int8_dynamic', 'int4_weight_only'))
     """
-    if threads <= 2:
+    if threads <= 2 and kernel_isa != "avx2":
         return AUTO_LEVERS
     return tuple(n for n in AUTO_LEVERS if n not in SINGLE_THREAD_LEVERS) + SINGLE_THREAD_LEVERS
 
@@ -232,11 +235,11 @@ def optimized_weights(
     that passes to a fresh copy; with none passing, the optimized configuration serves the model as loaded."""
     if serve.quantize == "off" and not serve.sparsity and not serve.kv_int8:
         return Weights(loaded)
-    from joulepath.optimize import available_modes
+    from joulepath.optimize import available_modes, vnni
     from joulepath.optimize.levers import GATE_MAX_TOKENS, apply_lever, choose_lever, gate_examples, parse_lever
 
     usable = available_modes()
-    auto = auto_levers(torch.get_num_threads())
+    auto = auto_levers(torch.get_num_threads(), vnni.isa())
     candidates = list(auto if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
     if serve.sparsity:
         candidates.append(f"teal:{serve.sparsity:g}")

@@ -1,9 +1,11 @@
-"""joulepath's own AVX512-VNNI int8/int4 kernels (optimize.vnni, modes int8_vnni / int4_vnni): the build and its
-refusals, each kernel against a float64 reference of the same quantized numbers (tight) and against fp32 (loose),
-padding, prefill chunks, int32 bounds, batch invariance, and whole models through the engine."""
+"""joulepath's own int8/int4 kernels (optimize.vnni, modes int8_vnni / int4_vnni; the AVX512-VNNI build or the AVX2
+one, whichever this CPU runs): the build choice and its refusals, the two builds bit for bit (on a VNNI CPU), each
+kernel against a float64 reference of the same quantized numbers (tight) and against fp32 (loose), padding,
+prefill chunks, int32 bounds, batch invariance, and whole models through the engine."""
 
 from __future__ import annotations
 
+import ctypes
 import threading
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from joulepath.engine import Engine, EngineConfig, SamplingParams, row_attention
+from joulepath.engine import Engine, EngineConfig, SamplingParams, native, row_attention
 from joulepath.model import DenseCausalAttention, load_model
 from joulepath.model.transformer import Linear, Transformer
 from joulepath.optimize import ALL_MODES, VNNI_MODES, QuantizedLinear, available_modes, quantize_model, vnni
@@ -79,16 +81,47 @@ def test_missing_compiler_or_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> No
     assert "no C compiler (no-such-compiler-jp)" in reason or "lacks" in reason or "x86-64" in reason
 
 
-def test_cpu_without_vnni_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def _fake_cpu(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str) -> None:
     fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512bw\n")
+    fake.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
     real_read = Path.read_text
     monkeypatch.setattr(
         Path, "read_text", lambda self, *a, **k: real_read(fake if str(self) == "/proc/cpuinfo" else self)
     )
     monkeypatch.setattr(vnni.platform, "machine", lambda: "x86_64")
     monkeypatch.setattr(vnni.platform, "system", lambda: "Linux")
-    assert vnni._cpu_reason() == "this CPU lacks avx512_vnni (needs AVX512-F/BW and AVX512-VNNI)"
+
+
+def test_cpu_with_neither_build_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_cpu(monkeypatch, tmp_path, "fpu sse2 avx2 avx512f avx512bw")
+    monkeypatch.delenv("JOULEPATH_VNNI", raising=False)
+    assert vnni._cpu_reason() == (
+        "this CPU lacks avx512_vnni and fma (needs AVX512-F/BW and AVX512-VNNI, or AVX2 with FMA)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "isa"),
+    [
+        ("fpu avx2 fma avx512f avx512bw avx512_vnni", "1", "avx512_vnni"),
+        ("fpu avx2 fma", "1", "avx2"),  # AMD Zen 2/3, Intel before Ice Lake
+        ("fpu avx2 fma avx512f avx512bw avx512_vnni", "avx2", "avx2"),  # forced, to compare the builds
+    ],
+)
+def test_the_build_follows_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: str, env: str, isa: str
+) -> None:
+    _fake_cpu(monkeypatch, tmp_path, flags)
+    monkeypatch.setenv("JOULEPATH_VNNI", env)
+    build, reason = vnni.select_build()
+    assert reason is None and build is not None and build.isa == isa
+
+
+def test_an_unknown_build_name_says_what_is_allowed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    _fake_cpu(monkeypatch, tmp_path, "fpu avx2 fma")
+    monkeypatch.setenv("JOULEPATH_VNNI", "avx9")
+    build, reason = vnni.select_build()
+    assert build is None and reason == "JOULEPATH_VNNI='avx9' is not one of 0, 1, avx512_vnni, avx2"
 
 
 def _gcc_or_skip() -> str:
@@ -107,10 +140,9 @@ def test_build_failure_says_why(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     cc = _gcc_or_skip()
     broken = tmp_path / "broken.c"
     broken.write_text("int f(void) { return undefined_name; }\n")
-    monkeypatch.setattr(vnni, "SOURCE", broken)
     monkeypatch.setenv("JOULEPATH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(RuntimeError, match=r"failed to build broken\.c: .*undefined_name"):
-        vnni._build(cc)
+        vnni._build(cc, vnni.KernelBuild("avx2", broken, vnni.AVX2_FLAGS, ()))
     assert not list((tmp_path / "cache" / "kernels").iterdir())  # no half-written library left behind
 
 
@@ -165,6 +197,39 @@ def test_int4_kernel_matches_reference_and_fp32(k: int, n: int, m: int, group: i
     assert y.shape == (m, n)
     assert float((y.double() - ref).abs().max()) <= 1e-5 * float(ref.abs().max()) + 1e-6
     assert rel_error(y, fp) < 0.15
+
+
+def _raw_call(lib: ctypes.CDLL, layer: QuantizedLinear, x: torch.Tensor) -> torch.Tensor:
+    """One build's C function on a quantized layer's packed buffers, bypassing the loaded library."""
+    t, k = x.shape
+    n = layer.out_features
+    y = torch.full((t, n), float("nan"))
+    bias = layer.bias.data_ptr() if layer.bias is not None else None
+    if isinstance(layer, Int8VnniLinear):
+        rc = lib.jp_i8_linear(x.data_ptr(), k, t, k, n, layer.weight_vnni.data_ptr(), layer.scales.data_ptr(), bias,
+                              y.data_ptr(), n)  # fmt: skip
+    else:
+        assert isinstance(layer, Int4VnniLinear)
+        rc = lib.jp_i4_linear(x.data_ptr(), k, t, k, n, layer.group_size, layer.weight_vnni.data_ptr(),
+                              layer.scales_mins.data_ptr(), bias, y.data_ptr(), n)  # fmt: skip
+    assert rc == 0
+    return y
+
+
+@pytest.mark.parametrize(("k", "n", "m"), [(64, 32, 1), (256, 100, 3), (896, 1152, 8), (128, 70, 13)])
+def test_the_avx2_build_gives_the_vnni_builds_bits(k: int, n: int, m: int) -> None:
+    """A VNNI CPU runs both builds: int8 and int4 outputs equal bit for bit (exact integer sums, one fp32 epilogue)."""
+    cc = _gcc_or_skip()
+    flags = native.cpu_flags()
+    if isinstance(flags, str) or not all(f in flags for f in vnni.CPU_FLAGS):
+        pytest.skip("needs an AVX512-VNNI CPU to run both builds side by side")
+    libs = [vnni._bind(ctypes.CDLL(str(vnni._build(cc, b)))) for b in vnni.BUILDS]
+    layer = random_linear(k, n, bias=True, seed=k * n)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m)) * 3
+    x[0, 0] = 40.0  # an outlier sets the row's scale
+    for q in (Int8VnniLinear(layer.weight.data, layer.bias), Int4VnniLinear(layer.weight.data, layer.bias, 32)):
+        vnni_y, avx2_y = (_raw_call(lib, q, x) for lib in libs)
+        assert torch.equal(vnni_y, avx2_y), type(q).__name__
 
 
 def test_reference_would_catch_a_wrong_kernel() -> None:

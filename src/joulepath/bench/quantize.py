@@ -5,7 +5,7 @@ odd repetitions, each thread count inside every repetition):
 
 - Decode tokens/s of joulepath's engine at batch 1 and batch 8 for fp32 and each lever: int8_dynamic,
   int8_weight_only, int4_weight_only (group 128, or the largest group that divides every projection), joulepath's
-  own AVX512-VNNI kernels int8_vnni and int4_vnni (where this CPU and a C compiler allow), and TEAL
+  own kernels int8_vnni and int4_vnni (AVX512-VNNI or AVX2 build, where this CPU and a C compiler allow), and TEAL
   activation sparsity at target 0.5 (batch 1 only). Each configuration has its own loaded model copy and one
   `Engine` kept across repetitions. A repetition adds `batch` requests of a 32-token prompt each, steps the
   engine until every prompt is prefilled (its first token sampled), then times `steps` decode steps

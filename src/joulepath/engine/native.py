@@ -1,7 +1,7 @@
 """Build a C source file into a cached shared library with the system compiler, for ctypes.
 
 joulepath's own kernels (the engine's row-invariant attention, `engine/row_attention.py`; the AVX512-VNNI
-GEMVs, `optimize/vnni.py`) are plain C with no torch headers. `build(source, flags, cc)` compiles one into
+and AVX2 GEMVs, `optimize/vnni.py`) are plain C with no torch headers. `build(source, flags, cc)` compiles one into
 `$JOULEPATH_CACHE/kernels/<sha256 of source, flags and compiler version>.so` (default root
 `~/.cache/joulepath`), written to a temporary name and renamed into place, so two processes building at once
 both end with a complete library. Standard library only.

@@ -1,5 +1,5 @@
 """Model optimizations applied after a model loads: weight quantization as module swaps (`quant`, with
-joulepath's own AVX512-VNNI kernels in `vnni`)."""
+joulepath's own int8/int4 kernels for AVX512-VNNI and AVX2 CPUs in `vnni`)."""
 
 from joulepath.optimize.quant import (
     ALL_MODES,

@@ -236,7 +236,7 @@ def weights_digest(spec: str) -> str:
 def _key(spec: str, lever: Lever, examples: list[Example], max_drop: float) -> str:
     ident = [GATE_VERSION, spec, weights_digest(spec), lever.name, max_drop, torch.__version__]
     if lever.mode in VNNI_MODES:  # joulepath's own kernels: a verdict holds for the kernel source it was reached on
-        ident.append(hashlib.sha256(vnni.SOURCE.read_bytes()).hexdigest()[:16])
+        ident.append(vnni.source_digest())
     ident.append(hashlib.sha256(row_attention.SOURCE.read_bytes()).hexdigest()[:16])  # the engine's CPU attention
     ident.append(hashlib.sha256("\n".join(e.question for e in examples).encode()).hexdigest()[:16])
     return hashlib.sha256(json.dumps(ident).encode()).hexdigest()[:24]

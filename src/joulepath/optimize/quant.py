@@ -23,11 +23,13 @@ int4_weight_only g128 23.1 / 60.3 (4.5x / 4.5x); runs on other minutes moved the
 weight-only kernels are compute-bound here (batch 1 streams ~11 GB/s of int4 where fp32 streams
 ~19 GB/s), so a batch-8 step costs them about 2.6x a batch-1 step, and int8_dynamic 1.3x.
 
-joulepath's own kernels (`vnni.py`, `vnni_kernels.c`: plain C with AVX512-VNNI intrinsics, built by the system
-gcc on first use and called through ctypes; opt-in modes listed in `VNNI_MODES`, beside torch's `MODES`):
+joulepath's own kernels (`vnni.py`; `vnni_kernels.c`, plain C with AVX512-VNNI intrinsics, and its AVX2 twin
+`avx2_kernels.c` for CPUs without VNNI, bit-identical outputs; built by the system gcc on first use and called
+through ctypes; opt-in modes listed in `VNNI_MODES`, beside torch's `MODES`):
 
 - "int8_vnni": the same per-channel int8 weight codes as int8_dynamic, repacked 64 rows x 4 inputs per step;
-  activations int8 per token (absmax / 127); `vpdpbusd` sums, fp32 epilogue with both scales and the bias.
+  activations int8 per token (absmax / 127); `vpdpbusd` sums (AVX2: `vpmaddubsw` on |x| and w * sign(x), which
+  cannot saturate), fp32 epilogue with both scales and the bias.
 - "int4_vnni": the same group-wise asymmetric RTN codes as int4_weight_only, two per byte, unpacked in
   registers; bf16 scale and min per group; activations as int8_vnni.
 Both are memory-bound GEMVs for 1-8 tokens per weight pass (longer inputs run in chunks of 8 in the same

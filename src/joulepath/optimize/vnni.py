@@ -1,17 +1,24 @@
-"""joulepath's own int8 / int4 weight GEMV kernels for AVX512-VNNI CPUs (`vnni_kernels.c`), built on first use.
+"""joulepath's own int8 / int4 weight GEMV kernels for x86-64 CPUs, in C, built on first use.
 
-The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with `FLAGS` into the kernel
-cache (`engine/native.py`: keyed by source, flags and compiler, built atomically); it is loaded with `ctypes` and
-called with tensors' `data_ptr()`s. Each call quantizes the activation rows to int8 and streams the packed weight
-once per chunk of up to 8 tokens, on the calling thread (no OpenMP: torch's bundled runtime and a second one in
-this library would fight over the same 2 cores; the route is single-threaded per call whatever
+Two builds of one design: `vnni_kernels.c` for AVX512-VNNI CPUs (vpdpbusd) and `avx2_kernels.c` for CPUs
+without it (AVX2 with FMA: AMD Zen 2/3, Intel before Ice Lake). They take the same arguments and packed
+weights, quantize activations the same way and give bit-identical outputs (exact integer sums, the same fp32
+epilogue lane by lane), so a gate verdict or a test holds for both; the modes keep their names (`int8_vnni`,
+`int4_vnni`) on either. The build that fits the CPU is chosen from `/proc/cpuinfo` (`JOULEPATH_VNNI=avx2`
+forces the AVX2 one, e.g. to compare them on a VNNI machine; `JOULEPATH_VNNI=0` disables both).
+
+The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with the build's flags into
+the kernel cache (`engine/native.py`: keyed by source, flags and compiler, built atomically); it is loaded with
+`ctypes` and called with tensors' `data_ptr()`s. Each call quantizes the activation rows to int8 and streams the
+packed weight once per chunk of up to 8 tokens, on the calling thread (no OpenMP: torch's bundled runtime and a
+second one in this library would fight over the same 2 cores; the route is single-threaded per call whatever
 `torch.get_num_threads()` says, unless the opt-in row split below is switched on: see `SPLIT_MIN_WORK`).
 
-`unavailable_reason()` says why the route cannot run here (not x86-64 Linux, no AVX512-F/BW/VNNI in
-`/proc/cpuinfo`, no compiler, the build failed, or `JOULEPATH_VNNI=0`); `quant.available_modes()` reports it
-for the "int8_vnni" / "int4_vnni" modes and nothing else changes.
+`unavailable_reason()` says why the route cannot run here (not x86-64 Linux, neither AVX512-F/BW/VNNI nor
+AVX2 + FMA in `/proc/cpuinfo`, no compiler, the build failed, or `JOULEPATH_VNNI=0`); `quant.available_modes()`
+reports it for the "int8_vnni" / "int4_vnni" modes and nothing else changes. `isa()` names the build in use.
 
-Packed formats (see the C file's header; N padded to 64): int8 `[N/64][Kp/4][4][16][4]` bytes holding
+Packed formats (see the C files' headers; N padded to 64): int8 `[N/64][Kp/4][4][16][4]` bytes holding
 w + 128 with fp32 per-channel scales; int4 `[N/64][K/8][4][16][4]` bytes, two codes per byte, with bf16
 (scale, min) per group and 16 rows laid out `[N/16][K/G][2][16]`.
 """
@@ -20,11 +27,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import os
 import platform
 import subprocess
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,6 +45,25 @@ from joulepath.engine import native
 SOURCE = Path(__file__).with_name("vnni_kernels.c")
 FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fPIC", "-shared")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512_vnni")  # as /proc/cpuinfo spells them
+AVX2_SOURCE = Path(__file__).with_name("avx2_kernels.c")
+AVX2_FLAGS = ("-O3", "-mavx2", "-mfma", "-fPIC", "-shared")
+AVX2_CPU_FLAGS = ("avx2", "fma")
+
+
+@dataclass(frozen=True)
+class KernelBuild:
+    """One build of the kernels: the instruction set it needs, its C source and compiler flags."""
+
+    isa: str
+    source: Path
+    flags: tuple[str, ...]
+    cpu_flags: tuple[str, ...]
+
+
+BUILDS = (  # preferred first
+    KernelBuild("avx512_vnni", SOURCE, FLAGS, CPU_FLAGS),
+    KernelBuild("avx2", AVX2_SOURCE, AVX2_FLAGS, AVX2_CPU_FLAGS),
+)
 MAX_M = 8  # tokens per pass over the weight (the C kernels' JP_MAX_M)
 MAX_K_INT8 = 65536  # int8: |sum (w + 128) x| <= 255 * 127 * K must stay below 2**31 (K <= 66,311)
 BLOCK_N = 16  # output rows per 64-byte vector
@@ -47,23 +75,37 @@ kernel_dir = native.kernel_dir
 _compiler = native.compiler
 
 
-def _cpu_reason() -> str | None:
+def select_build() -> tuple[KernelBuild | None, str | None]:
+    """The build this CPU runs (the first of `BUILDS` whose instructions it has; `JOULEPATH_VNNI=avx2` picks the
+    AVX2 one), or None and why none fits."""
     if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return f"needs x86-64 Linux (this is {platform.system()} {platform.machine()})"
+        return None, f"needs x86-64 Linux (this is {platform.system()} {platform.machine()})"
     flags = native.cpu_flags()
     if isinstance(flags, str):
-        return f"{flags} to check for AVX512-VNNI"
-    missing = [f for f in CPU_FLAGS if f not in flags]
-    return f"this CPU lacks {', '.join(missing)} (needs AVX512-F/BW and AVX512-VNNI)" if missing else None
+        return None, f"{flags} to check for AVX512-VNNI or AVX2"
+    wanted = os.environ.get("JOULEPATH_VNNI", "1")
+    for build in BUILDS:
+        if wanted in ("1", build.isa) and all(f in flags for f in build.cpu_flags):
+            return build, None
+    if wanted not in ("1", *(b.isa for b in BUILDS)):
+        return None, f"JOULEPATH_VNNI={wanted!r} is not one of 0, 1, {', '.join(b.isa for b in BUILDS)}"
+    lacking = [f"{'/'.join(f for f in b.cpu_flags if f not in flags)}" for b in BUILDS if wanted in ("1", b.isa)]
+    return None, f"this CPU lacks {' and '.join(lacking)} (needs AVX512-F/BW and AVX512-VNNI, or AVX2 with FMA)"
+
+
+def _cpu_reason() -> str | None:
+    return select_build()[1]
 
 
 def _compiler_run(cmd: list[str], timeout_s: float = 300.0) -> subprocess.CompletedProcess[str]:
-    return native.compiler_run(cmd, "the VNNI kernels", timeout_s)
+    return native.compiler_run(cmd, "the int8/int4 kernels", timeout_s)
 
 
-def _build(cc: str) -> Path:
-    """Compile (or reuse) the library; raises RuntimeError with the compiler's message on failure."""
-    return native.build(SOURCE, FLAGS, cc, "the VNNI kernels")
+def _build(cc: str, build: KernelBuild | None = None) -> Path:
+    """Compile (or reuse) the library of `build` (default: this CPU's); raises RuntimeError with the compiler's
+    message on failure."""
+    chosen = build or select_build()[0] or BUILDS[0]
+    return native.build(chosen.source, chosen.flags, cc, f"the {chosen.isa} kernels")
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -80,16 +122,28 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
     if os.environ.get("JOULEPATH_VNNI", "1") == "0":
         return None, "disabled by JOULEPATH_VNNI=0"
-    reason = _cpu_reason()
-    if reason is not None:
+    build, reason = select_build()
+    if build is None:
         return None, reason
     cc = _compiler()
     if cc is None:
-        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {SOURCE.name}"
+        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {build.source.name}"
     try:
-        return _bind(ctypes.CDLL(str(_build(cc)))), None
+        return _bind(ctypes.CDLL(str(_build(cc, build)))), None
     except (RuntimeError, OSError) as e:
         return None, str(e)
+
+
+def isa() -> str | None:
+    """The instruction set of the build in use ("avx512_vnni" or "avx2"), or None where the kernels are unavailable."""
+    build = select_build()[0]
+    return build.isa if build is not None and _load()[0] is not None else None
+
+
+def source_digest() -> str:
+    """A digest of the C source this CPU builds (what a cached verdict reached on the kernels depends on)."""
+    build = select_build()[0]
+    return hashlib.sha256((build or BUILDS[0]).source.read_bytes()).hexdigest()[:16]
 
 
 def unavailable_reason() -> str | None:
@@ -100,7 +154,7 @@ def unavailable_reason() -> str | None:
 def library() -> ctypes.CDLL:
     lib, reason = _load()
     if lib is None:
-        raise RuntimeError(f"joulepath's VNNI kernels are unavailable: {reason}")
+        raise RuntimeError(f"joulepath's int8/int4 kernels are unavailable: {reason}")
     return lib
 
 

@@ -25,7 +25,8 @@ LEVERS = {
     "low_precision": Lever(
         "lower-precision GEMMs (INT8 / FP8 compute)",
         True,
-        "built: optimize int8_vnni (joulepath's AVX512-VNNI kernel) or int8_dynamic (fbgemm int8 GEMM) on a CPU, "
+        "built: optimize int8_vnni (joulepath's AVX512-VNNI / AVX2 kernel) or int8_dynamic (fbgemm int8 GEMM) "
+        "on a CPU, "
         "fp8_dynamic (torch._scaled_mm) on a GPU of compute capability 8.9+; gated",
     ),
     "kv_quantization": Lever(
