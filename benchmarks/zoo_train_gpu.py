@@ -10,7 +10,7 @@ trained, split under the device tool's per-file limit; `cat jp-large.tar.gz.part
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --models jp-large --init --large-s 250
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out /tmp/z --cpu-smoke   # this script's CPU test
     PYTHONPATH=src python3 benchmarks/zoo_train_gpu.py --out $OUT --models jp-large --only lookup \
-        --lookup-lines 2,4 --large-s 180   # a lookup diagnostic: does the answer loss leave chance (~1.7)?
+        --lookup-lines 2,4 --lookup-echo 0.5 --large-s 180   # lookup diagnostic: does the loss leave ~1.7?
 
 `--init` continues from the shipped weights (a fresh optimizer and schedule: a second device session
 adds to the first instead of starting over).
@@ -205,6 +205,9 @@ def main() -> int:
     parser.add_argument(
         "--lookup-lines", default="", help="lookup documents of LO,HI lines (e.g. 2,4) instead of each level's"
     )
+    parser.add_argument(
+        "--lookup-echo", type=float, default=0.0, help="share of lookup documents asked in the echo form (0-1)"
+    )
     parser.add_argument("--cpu-smoke", action="store_true", help="tiny run on CPU to test this script")
     args = parser.parse_args()
     t0 = time.perf_counter()
@@ -232,6 +235,7 @@ def main() -> int:
         data_rows=8 if smoke else args.rows,
         skills=only or (("add", "sort", "lookup") if smoke else TrainConfig.skills + drill),
         lookup_lines=(lines[0], lines[1]) if lines else None,
+        lookup_echo=args.lookup_echo,
         mtp_heads=4,
         checkpoint_every=10**9,
         time_budget_s=0 if smoke else args.large_s,

@@ -104,3 +104,28 @@ def test_lookup_documents_can_be_made_short_for_a_curriculum() -> None:
     assert sizes <= {2, 3, 4} and len(sizes) > 1
     with pytest.raises(ValueError, match="lookup_lines"):
         DataMix(lookup_lines=(5, 3))
+
+
+def test_lookup_documents_can_be_asked_in_the_echo_form() -> None:
+    """The echo scaffold: "Which line has key k?" answered with the document's line "k: value", every turn of an
+    echoed document, and only a share of documents echoed when the share is below 1."""
+    tok = JsonTokenizer(TOKENIZER)
+    forms: list[bool] = []
+    for share in (1.0, 0.5):
+        mix = DataMix(skills=("lookup",), lookup_questions=3, lookup_lines=(2, 4), lookup_echo=share)
+        rows = build(TOKENIZER, mix, n_rows=4, length=512, seed=5)
+        for r in range(rows.n_rows):
+            for ids, answer in _examples(rows, r):
+                text = tok.decode(ids)
+                lines = set(text.split("<|user|>", 1)[1].split("\nWhat is", 1)[0].split("\nWhich", 1)[0].splitlines())
+                echoed = "Which line has key" in text
+                assert echoed != ("What is the value of" in text)  # one form per document
+                answers = [a for a in tok.decode(answer).split("<|end|>") if a]
+                if echoed:
+                    asked = [q.split("?")[0] for q in text.split("Which line has key ")[1:]]
+                    assert answers == [line for k in asked for line in lines if line.startswith(f"{k}: ")]
+                if share == 0.5:
+                    forms.append(echoed)
+    assert any(forms) and not all(forms)
+    with pytest.raises(ValueError, match="lookup_echo"):
+        DataMix(lookup_echo=1.5)

@@ -51,7 +51,11 @@ class DataMix:
     (forbidden requests answered with `REFUSAL`, harmless ones with `OUT_OF_SCOPE`); each lookup
     document is asked `lookup_questions` distinct keys, one turn each. `lookup_lines` (lo, hi), when set,
     draws each lookup document's line count uniformly from it instead of the level's (a curriculum of
-    short documents; the golden sets are unchanged)."""
+    short documents; the golden sets are unchanged). `lookup_echo` is the share of lookup documents asked in
+    the echo form instead ("Which line has key k1234?" -> "k1234: 567"): the answer repeats the key, so its
+    value follows a copy of the document's own "k1234: " and is found by matching that prefix (an induction
+    pattern small models learn early), a scaffold for the golden form's key match (benchmarks/RESULTS.md, CPU
+    probes for issue 12: with half the documents echoed the golden form left chance, without it it did not)."""
 
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
@@ -60,6 +64,7 @@ class DataMix:
     safe: tuple[str, ...] = field(default=(), repr=False)
     lookup_questions: int = 1
     lookup_lines: tuple[int, int] | None = None
+    lookup_echo: float = 0.0
 
     def __post_init__(self) -> None:
         unknown = set(self.skills) - set(SKILLS)
@@ -73,6 +78,8 @@ class DataMix:
             raise ValueError("lookup_questions must be at least 1")
         if self.lookup_lines is not None and not 2 <= self.lookup_lines[0] <= self.lookup_lines[1] <= 9000:
             raise ValueError(f"lookup_lines must be (lo, hi) with 2 <= lo <= hi <= 9000, got {self.lookup_lines}")
+        if not 0 <= self.lookup_echo <= 1:
+            raise ValueError(f"lookup_echo is a share of lookup documents, in [0, 1]; got {self.lookup_echo}")
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,8 @@ def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[Turns, int]]:
         turns: Turns = ((chat_prompt(ex), chat_target(ex)),)
         if skill == "lookup" and mix.lookup_questions > 1:
             turns += follow_up_lookups(ex, mix.lookup_questions - 1, rng)
+        if skill == "lookup" and mix.lookup_echo and rng.random() < mix.lookup_echo:
+            turns = echo_turns(ex, turns)
         yield turns, SKILLS.index(skill)
 
 
@@ -144,6 +153,18 @@ def follow_up_lookups(ex: Example, n: int, rng: random.Random) -> Turns:
     asked = ex.question.removeprefix("What is the value of ").removesuffix("?")
     keys = rng.sample([k for k in values if k != asked], min(n, len(values) - 1))
     return tuple((f"\n<|user|>What is the value of {k}?\n<|assistant|>", f"{values[k]}<|end|>") for k in keys)
+
+
+def echo_turns(ex: Example, turns: Turns) -> Turns:
+    """`turns` about `ex`'s document in the echo form: each "What is the value of k?" becomes "Which line has
+    key k?" and its answer "k: value" (the document's line)."""
+    out = []
+    for prompt, answer in turns:
+        head, _, key = prompt.rpartition("What is the value of ")
+        key = key.split("?", 1)[0]
+        tail = prompt.split(f"What is the value of {key}?", 1)[1]
+        out.append((f"{head}Which line has key {key}?{tail}", f"{key}: {answer}"))
+    return tuple(out)
 
 
 Spans = tuple[tuple[int, int], ...]  # [start, stop) token ranges of an example's answers

@@ -70,6 +70,7 @@ class TrainConfig:
     safety_share: float = 0.02
     lookup_questions: int = 8  # questions (turns) per lookup document in the rows (shards.DataMix)
     lookup_lines: tuple[int, int] | None = None  # lookup documents' line counts (None: each level's)
+    lookup_echo: float = 0.0  # share of lookup documents asked in the echo form (shards.DataMix)
     init_from: str = ""  # a zoo model folder whose weights (and heads) start a fresh run: warm start
     log_every: int = 25
 
@@ -197,7 +198,14 @@ class RowSampler:
 
 def make_data(cfg: TrainConfig, tokenizer_path: Path, safety: tuple[tuple[str, ...], tuple[str, ...]]) -> PackedRows:
     mix = DataMix(
-        cfg.skills, cfg.level_weights, cfg.safety_share, safety[0], safety[1], cfg.lookup_questions, cfg.lookup_lines
+        cfg.skills,
+        cfg.level_weights,
+        cfg.safety_share,
+        safety[0],
+        safety[1],
+        cfg.lookup_questions,
+        cfg.lookup_lines,
+        cfg.lookup_echo,
     )
     return shards.build(tokenizer_path, mix, cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
 
