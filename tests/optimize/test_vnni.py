@@ -65,18 +65,19 @@ def test_vnni_modes_are_listed_with_a_reason_or_none() -> None:
     reason = vnni.unavailable_reason()
     for mode in VNNI_MODES:
         assert (modes[mode] is None) == (reason is None), modes[mode]
+    assert (vnni.isa() is None) == (reason is not None) and vnni.isa() in (None, "avx512_vnni", "avx2")
 
 
 def test_disabled_route_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JOULEPATH_VNNI", "0")
-    lib, reason = vnni._load.__wrapped__()  # the uncached probe
+    lib, reason, _ = vnni._load_build.__wrapped__()  # the uncached probe
     assert lib is None and reason == "disabled by JOULEPATH_VNNI=0"
 
 
 def test_missing_compiler_or_cpu_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("JOULEPATH_VNNI", raising=False)
     monkeypatch.setenv("CC", "no-such-compiler-jp")
-    lib, reason = vnni._load.__wrapped__()
+    lib, reason, _ = vnni._load_build.__wrapped__()
     assert lib is None and reason is not None
     assert "no C compiler (no-such-compiler-jp)" in reason or "lacks" in reason or "x86-64" in reason
 
@@ -122,6 +123,13 @@ def test_an_unknown_build_name_says_what_is_allowed(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("JOULEPATH_VNNI", "avx9")
     build, reason = vnni.select_build()
     assert build is None and reason == "JOULEPATH_VNNI='avx9' is not one of 0, 1, avx512_vnni, avx2"
+    monkeypatch.setenv("JOULEPATH_VNNI", "avx512_vnni")  # forced: the refusal names that build alone
+    assert vnni.select_build() == (
+        None,
+        "this CPU lacks avx512f/avx512bw/avx512_vnni (needs AVX512-F/BW and AVX512-VNNI)",
+    )
+    monkeypatch.setenv("JOULEPATH_VNNI", "0")
+    assert vnni.select_build() == (None, "disabled by JOULEPATH_VNNI=0")
 
 
 def _gcc_or_skip() -> str:

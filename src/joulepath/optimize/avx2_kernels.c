@@ -7,11 +7,15 @@
  * `vnni.py` with the system gcc (-O3 -mavx2 -mfma -fPIC -shared) where the CPU lacks AVX512-VNNI.
  *
  * AVX2 has no vpdpbusd. The int8 dot products use vpmaddubsw, whose int16 pair sums saturate for u8 x s8 in
- * general; the operands are arranged so that they cannot (llama.cpp's trick): |x| (u8, <= 127) times
- * w * sign(x) (s8, |w| <= 127), so a pair sum is at most 2 * 127 * 127 = 32,258 < 32,767. The weights are
- * stored as w + 128 (the VNNI kernel's unsigned operand); xor 0x80 gives w back, so the sum needs no
- * correction: sum w x directly. int4 codes c in [0, 15] are unsigned already: c x pair sums are at most
- * 2 * 15 * 127 and the low and high nibbles' sums add in int16 without overflow (<= 7,620).
+ * general; the operands are arranged so that they cannot (llama.cpp's trick): |x| (u8, <= 128) times
+ * w * sign(x) (s8, |w| <= 127), so a pair sum is at most 2 * 128 * 127 = 32,512 < 32,767. The weights are
+ * stored as w + 128 (the VNNI kernel's unsigned operand); xor 0x80 gives w back, so the sum is sum w x. The
+ * VNNI kernel subtracts 128 x (the token's unsaturated code sum) from sum (w + 128) x; the two agree exactly
+ * when no code saturated, and for rows where one did (an inf, or an absmax below 127 / FLT_MAX, both of whose
+ * outputs are meaningless anyway) this kernel adds the same 128 x (saturated sum - unsaturated sum), so even
+ * those bits match. int4 codes c in [0, 15] are unsigned already: c x pair sums are at most 2 * 15 * 128 and
+ * the low and high nibbles' sums add in int16 without overflow (<= 7,680). The fp32 epilogues are written as
+ * explicit FMAs in both files (a compiler's contraction choice cannot make them differ).
  * A 32-byte load is 8 output rows x 4 inputs; vpmaddwd with ones then leaves one int32 per row.
  * Layouts (N padded to 64): int8 [N/64][Kp/4][4][16][4] bytes; int4 [N/64][K/8][4][16][4], low nibbles
  * inputs 8t..8t+3, high nibbles 8t+4..8t+7; int4 scales and mins bf16 [N/16][K/G][2][16].
@@ -51,9 +55,10 @@ INLINE int32_t round_code(float v) { return _mm_cvtss_si32(_mm_set_ss(v)); }
 INLINE int8_t saturate8(int32_t v) { return (int8_t)(v > 127 ? 127 : v < -128 ? -128 : v); }
 
 /* As vnni_kernels.c's quantize_rows: rows [m0, m0 + mc) of x to int8 xq [mc][Kp] (zero padded), scales sx[mc]
- * and each row's code sums over groups of G inputs (G = Kp: one sum per row). */
+ * and each row's (unsaturated) code sums over groups of G inputs (G = Kp: one sum per row); with `qsum`, also
+ * each row's sum of the stored (saturated) codes, int32 wrapping (int8's correction, see the header). */
 static void quantize_rows(const float *x, int64_t ldx, int mc, int K, int Kp, int G, int8_t *xq, float *sx,
-                          int32_t *gsum) {
+                          int32_t *gsum, int32_t *qsum) {
     int ngroups = (Kp + G - 1) / G;
     const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     for (int m = 0; m < mc; m++) {
@@ -76,14 +81,17 @@ static void quantize_rows(const float *x, int64_t ldx, int mc, int K, int Kp, in
         __m256 vinv = _mm256_set1_ps(inv);
         int8_t *q = xq + (int64_t)m * Kp;
         memset(q, 0, (size_t)Kp);
+        uint32_t stored = 0;
         for (int g = 0; g < ngroups; g++) {
             int kend = (g + 1) * G < K ? (g + 1) * G : K;
-            __m256i s = _mm256_setzero_si256();
-            uint32_t tail = 0; /* unsigned: a NaN row's codes may wrap, harmlessly */
+            __m256i s = _mm256_setzero_si256(), sq = _mm256_setzero_si256();
+            const __m256i hi8 = _mm256_set1_epi32(127), lo8 = _mm256_set1_epi32(-128);
+            uint32_t tail = 0, tail_q = 0; /* unsigned: a NaN row's codes may wrap, harmlessly */
             int j = g * G;
             for (; j + 8 <= kend; j += 8) {
                 __m256i v = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(row + j), vinv));
                 s = _mm256_add_epi32(s, v);
+                sq = _mm256_add_epi32(sq, _mm256_max_epi32(_mm256_min_epi32(v, hi8), lo8));
                 __m128i w16 = _mm_packs_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
                 _mm_storel_epi64((__m128i *)(q + j), _mm_packs_epi16(w16, w16)); /* saturating, as cvtsepi32 */
             }
@@ -91,9 +99,12 @@ static void quantize_rows(const float *x, int64_t ldx, int mc, int K, int Kp, in
                 int32_t v = round_code(row[j] * inv);
                 tail += (uint32_t)v;
                 q[j] = saturate8(v);
+                tail_q += (uint32_t)(int32_t)q[j];
             }
             gsum[m * ngroups + g] = (int32_t)((uint32_t)hsum8_epi32(s) + tail);
+            stored += (uint32_t)hsum8_epi32(sq) + tail_q;
         }
+        if (qsum) qsum[m] = (int32_t)stored;
     }
 }
 
@@ -127,7 +138,8 @@ INLINE __m256i dot4(__m256i w, __m256i xb, __m256i ax, __m256i ones) {
 /* int8: NB blocks of 16 rows starting at block b0 (within one superblock), M tokens (compile-time constants
  * after inlining; 2 * NB * M accumulators, NB * M <= 8). */
 INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const uint8_t *W, const float *ws,
-                      const float *bias, const int8_t *xq, const float *sx, float *y, int64_t ldy) {
+                      const float *bias, const int8_t *xq, const float *sx, const int32_t *xcorr, float *y,
+                      int64_t ldy) {
     __m256i acc[4][2][4];
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
 #pragma GCC unroll 4
@@ -163,8 +175,9 @@ INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const ui
             __m256 bv = bias ? load_rows(bias + n, N - n) : _mm256_setzero_ps();
 #pragma GCC unroll 4
             for (int m = 0; m < M; m++) {
-                __m256 f = _mm256_mul_ps(_mm256_cvtepi32_ps(acc[b][h][m]), _mm256_mul_ps(scale, _mm256_set1_ps(sx[m])));
-                store_rows(y + m * ldy + n, N - n, _mm256_add_ps(f, bv));
+                __m256i d = _mm256_add_epi32(acc[b][h][m], _mm256_set1_epi32(xcorr[m]));
+                __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scale, _mm256_set1_ps(sx[m])), bv);
+                store_rows(y + m * ldy + n, N - n, f);
             }
         }
     }
@@ -177,10 +190,10 @@ INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const ui
  * exceed AVX2's 16 registers: the weight vectors are then reused across more tokens per load. */
 #define I8_CALL(MM, NBB)                                                                                         \
     for (int bg = 0; bg < JP_SB; bg += NBB)                                                                     \
-        i8_blocks(MM, NBB, b + bg, N, Kp, W, ws, bias, q, sx + m0, yy, ldy)
+        i8_blocks(MM, NBB, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy)
 
 static void i8_chunk(int mc, int N, int Kp, const uint8_t *W, const float *ws, const float *bias, const int8_t *xq,
-                     const float *sx, float *y, int64_t ldy) {
+                     const float *sx, const int32_t *xcorr, float *y, int64_t ldy) {
     int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB;
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
@@ -201,11 +214,13 @@ int jp_i8_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t
     int8_t *xq = (int8_t *)aligned_alloc(64, (size_t)(JP_MAX_M * Kp + 64) & ~(size_t)63);
     if (!xq) return -1;
     float sx[JP_MAX_M];
-    int32_t xsum[JP_MAX_M]; /* computed as the VNNI kernel does; this kernel's sums need no correction */
+    int32_t xsum[JP_MAX_M], qsum[JP_MAX_M], xcorr[JP_MAX_M];
     for (int m0 = 0; m0 < M; m0 += JP_MAX_M) {
         int mc = M - m0 < JP_MAX_M ? M - m0 : JP_MAX_M;
-        quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, Kp, Kp, xq, sx, xsum);
-        i8_chunk(mc, N, Kp, W, ws, bias, xq, sx, y + (int64_t)m0 * ldy, ldy);
+        quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, Kp, Kp, xq, sx, xsum, qsum);
+        for (int m = 0; m < mc; m++) /* 0 unless a code saturated: the VNNI kernel's exact int32 result */
+            xcorr[m] = (int32_t)(128u * ((uint32_t)qsum[m] - (uint32_t)xsum[m]));
+        i8_chunk(mc, N, Kp, W, ws, bias, xq, sx, xcorr, y + (int64_t)m0 * ldy, ldy);
     }
     free(xq);
     return 0;
@@ -321,7 +336,7 @@ int jp_i4_linear(const float *x, int64_t ldx, int M, int K, int N, int G, const 
     float sx[JP_MAX_M];
     for (int m0 = 0; m0 < M; m0 += JP_MAX_M) {
         int mc = M - m0 < JP_MAX_M ? M - m0 : JP_MAX_M;
-        quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, K, G, xq, sx, gsum);
+        quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, K, G, xq, sx, gsum, NULL);
         i4_chunk(mc, N, K, G, W, sz, bias, xq, sx, gsum, y + (int64_t)m0 * ldy, ldy);
     }
     free(xq);

@@ -341,11 +341,11 @@ def _vnni_forward(x: Tensor, in_features: int, kernel: Callable[..., Tensor], *a
 
 class Int8VnniLinear(QuantizedLinear):
     """Per-output-channel int8 weights (the codes `per_channel_int8` gives int8_dynamic) on joulepath's own
-    AVX512-VNNI kernel (`vnni.int8_linear`): activations quantized to int8 per token (absmax / 127, the same
-    step as int8_dynamic's per-token [-1, 1] range over 255 levels), the weight streamed once per 8 tokens,
-    fp32 output with both scales applied. Per token and batch-invariant: a token's integer sums and its fp32
-    epilogue do not depend on the other rows of the call. Longer inputs (prefill) run in chunks of 8 tokens
-    inside the same C call, still without dequantizing. CPU only; single-threaded per call."""
+    int8 kernel (`vnni.int8_linear`; the AVX512-VNNI or the AVX2 build): activations quantized to int8 per token
+    (absmax / 127, the same step as int8_dynamic's per-token [-1, 1] range over 255 levels), the weight streamed
+    once per 8 tokens, fp32 output with both scales applied. Per token and batch-invariant: a token's integer
+    sums and its fp32 epilogue do not depend on the other rows of the call. Longer inputs (prefill) run in chunks
+    of 8 tokens inside the same C call, still without dequantizing. CPU only; single-threaded per call."""
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
@@ -369,7 +369,7 @@ class Int8VnniLinear(QuantizedLinear):
 
 class Int4VnniLinear(QuantizedLinear):
     """Group-wise int4 weights (`groupwise_int4`'s asymmetric RTN, kept as w = code * scale + min with bf16
-    scale and min per group) on joulepath's own AVX512-VNNI kernel (`vnni.int4_linear`): nibbles unpacked in
+    scale and min per group) on joulepath's own int4 kernel (`vnni.int4_linear`, either build): nibbles unpacked in
     registers, int8 activations per token as in `Int8VnniLinear`, one fp32 multiply-add per group and token.
     Batch-invariant like `Int8VnniLinear`; prefill in chunks of 8 tokens. CPU only; single-threaded per call."""
 

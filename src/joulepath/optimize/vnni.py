@@ -58,11 +58,12 @@ class KernelBuild:
     source: Path
     flags: tuple[str, ...]
     cpu_flags: tuple[str, ...]
+    needs: str = ""  # the instructions in words, for refusals
 
 
 BUILDS = (  # preferred first
-    KernelBuild("avx512_vnni", SOURCE, FLAGS, CPU_FLAGS),
-    KernelBuild("avx2", AVX2_SOURCE, AVX2_FLAGS, AVX2_CPU_FLAGS),
+    KernelBuild("avx512_vnni", SOURCE, FLAGS, CPU_FLAGS, "AVX512-F/BW and AVX512-VNNI"),
+    KernelBuild("avx2", AVX2_SOURCE, AVX2_FLAGS, AVX2_CPU_FLAGS, "AVX2 with FMA"),
 )
 MAX_M = 8  # tokens per pass over the weight (the C kernels' JP_MAX_M)
 MAX_K_INT8 = 65536  # int8: |sum (w + 128) x| <= 255 * 127 * K must stay below 2**31 (K <= 66,311)
@@ -84,13 +85,16 @@ def select_build() -> tuple[KernelBuild | None, str | None]:
     if isinstance(flags, str):
         return None, f"{flags} to check for AVX512-VNNI or AVX2"
     wanted = os.environ.get("JOULEPATH_VNNI", "1")
-    for build in BUILDS:
-        if wanted in ("1", build.isa) and all(f in flags for f in build.cpu_flags):
-            return build, None
+    if wanted == "0":
+        return None, "disabled by JOULEPATH_VNNI=0"
     if wanted not in ("1", *(b.isa for b in BUILDS)):
         return None, f"JOULEPATH_VNNI={wanted!r} is not one of 0, 1, {', '.join(b.isa for b in BUILDS)}"
-    lacking = [f"{'/'.join(f for f in b.cpu_flags if f not in flags)}" for b in BUILDS if wanted in ("1", b.isa)]
-    return None, f"this CPU lacks {' and '.join(lacking)} (needs AVX512-F/BW and AVX512-VNNI, or AVX2 with FMA)"
+    allowed = [b for b in BUILDS if wanted in ("1", b.isa)]
+    for build in allowed:
+        if all(f in flags for f in build.cpu_flags):
+            return build, None
+    lacking = " and ".join("/".join(f for f in b.cpu_flags if f not in flags) for b in allowed)
+    return None, f"this CPU lacks {lacking} (needs {', or '.join(b.needs for b in allowed)})"
 
 
 def _cpu_reason() -> str | None:
@@ -118,32 +122,37 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     return lib
 
 
-@functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str | None]:
-    if os.environ.get("JOULEPATH_VNNI", "1") == "0":
-        return None, "disabled by JOULEPATH_VNNI=0"
+    lib, reason, _ = _load_build()
+    return lib, reason
+
+
+@functools.cache
+def _load_build() -> tuple[ctypes.CDLL | None, str | None, KernelBuild | None]:
+    """The library, why it is missing, and the build it came from (chosen once per process)."""
     build, reason = select_build()
     if build is None:
-        return None, reason
+        return None, reason, None
     cc = _compiler()
     if cc is None:
-        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {build.source.name}"
+        return None, f"no C compiler ({os.environ.get('CC', 'gcc')}) on PATH to build {build.source.name}", build
     try:
-        return _bind(ctypes.CDLL(str(_build(cc, build)))), None
+        return _bind(ctypes.CDLL(str(_build(cc, build)))), None, build
     except (RuntimeError, OSError) as e:
-        return None, str(e)
+        return None, str(e), build
 
 
 def isa() -> str | None:
     """The instruction set of the build in use ("avx512_vnni" or "avx2"), or None where the kernels are unavailable."""
-    build = select_build()[0]
-    return build.isa if build is not None and _load()[0] is not None else None
+    lib, _, build = _load_build()
+    return build.isa if lib is not None and build is not None else None
 
 
 def source_digest() -> str:
-    """A digest of the C source this CPU builds (what a cached verdict reached on the kernels depends on)."""
-    build = select_build()[0]
-    return hashlib.sha256((build or BUILDS[0]).source.read_bytes()).hexdigest()[:16]
+    """A digest of the C source of the build in use (what a cached verdict reached on the kernels depends on;
+    where none loads, the preferred build's)."""
+    build = _load_build()[2] or BUILDS[0]
+    return hashlib.sha256(build.source.read_bytes()).hexdigest()[:16]
 
 
 def unavailable_reason() -> str | None:

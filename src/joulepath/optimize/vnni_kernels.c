@@ -109,8 +109,9 @@ INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const ui
 #pragma GCC unroll 8
         for (int m = 0; m < M; m++) {
             __m512i d = _mm512_sub_epi32(acc[b][m], _mm512_set1_epi32(128 * xsum[m]));
-            __m512 f = _mm512_mul_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(scale, _mm512_set1_ps(sx[m])));
-            _mm512_mask_storeu_ps(y + m * ldy + n, mk, _mm512_add_ps(f, bv));
+            /* one FMA, written out: gcc contracted mul + add into it anyway, and avx2_kernels.c must match it */
+            __m512 f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_mul_ps(scale, _mm512_set1_ps(sx[m])), bv);
+            _mm512_mask_storeu_ps(y + m * ldy + n, mk, f);
         }
     }
 }
