@@ -136,10 +136,10 @@ INLINE __m256i dot4(__m256i w, __m256i xb, __m256i ax, __m256i ones) {
 }
 
 /* int8: NB blocks of 16 rows starting at block b0 (within one superblock), M tokens (compile-time constants
- * after inlining; 2 * NB * M accumulators, NB * M <= 8). */
-INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const uint8_t *W, const float *ws,
-                      const float *bias, const int8_t *xq, const float *sx, const int32_t *xcorr, float *y,
-                      int64_t ldy) {
+ * after inlining; 2 * NB * M accumulators, NB * M <= 8); CORR: add the saturated rows' correction xcorr. */
+INLINE void i8_blocks(const int M, const int NB, const int CORR, int b0, int N, int Kp, const uint8_t *W,
+                      const float *ws, const float *bias, const int8_t *xq, const float *sx, const int32_t *xcorr,
+                      float *y, int64_t ldy) {
     __m256i acc[4][2][4];
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8((char)0x80);
 #pragma GCC unroll 4
@@ -175,7 +175,7 @@ INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const ui
             __m256 bv = bias ? load_rows(bias + n, N - n) : _mm256_setzero_ps();
 #pragma GCC unroll 4
             for (int m = 0; m < M; m++) {
-                __m256i d = _mm256_add_epi32(acc[b][h][m], _mm256_set1_epi32(xcorr[m]));
+                __m256i d = CORR ? _mm256_add_epi32(acc[b][h][m], _mm256_set1_epi32(xcorr[m])) : acc[b][h][m];
                 __m256 f = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(scale, _mm256_set1_ps(sx[m])), bv);
                 store_rows(y + m * ldy + n, N - n, f);
             }
@@ -189,12 +189,16 @@ INLINE void i8_blocks(const int M, const int NB, int b0, int N, int Kp, const ui
  * 896 -> 1152 at 1-8 tokens: 8 tokens 20-25 % faster than (4, 1), at 1 token the same), though 16 accumulators
  * exceed AVX2's 16 registers: the weight vectors are then reused across more tokens per load. */
 #define I8_CALL(MM, NBB)                                                                                         \
-    for (int bg = 0; bg < JP_SB; bg += NBB)                                                                     \
-        i8_blocks(MM, NBB, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy)
+    for (int bg = 0; bg < JP_SB; bg += NBB) {                                                                   \
+        if (corr) i8_blocks(MM, NBB, 1, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy);           \
+        else i8_blocks(MM, NBB, 0, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy);                \
+    }
 
 static void i8_chunk(int mc, int N, int Kp, const uint8_t *W, const float *ws, const float *bias, const int8_t *xq,
                      const float *sx, const int32_t *xcorr, float *y, int64_t ldy) {
-    int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB;
+    int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB, corr = 0;
+    for (int m = 0; m < mc; m++) corr |= xcorr[m] != 0; /* only rows whose codes saturated need it (measured: the
+                                                          * add in every epilogue cost ~5 % at 8 tokens) */
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
             const int8_t *q = xq + (int64_t)m0 * Kp;
