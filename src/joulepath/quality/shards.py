@@ -55,7 +55,8 @@ class DataMix:
     the echo form instead ("Which line has key k1234?" -> "k1234: 567"): the answer repeats the key, so its
     value follows a copy of the document's own "k1234: " and is found by matching that prefix (an induction
     pattern small models learn early), a scaffold for the golden form's key match (benchmarks/RESULTS.md, CPU
-    probes for issue 12: with half the documents echoed the golden form left chance, without it it did not)."""
+    probes for issue 12: with half the documents echoed the golden form left chance, learning to copy, without
+    it it did not; the key match itself had at most begun after 9.8 M tokens)."""
 
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
