@@ -1,6 +1,8 @@
 """The served-here comparison: each configuration served `serve.repeats` times, interleaved, and every
 local ratio reported as the median and min-max of the paired repetitions."""
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,74 @@ def test_the_auto_weight_lever_order_follows_threads_and_the_kernel_build(
 
     order = auto_levers(threads, isa)
     assert order[0] == first and sorted(order) == sorted(AUTO_LEVERS)
+
+
+SLICED = [Example("add", "easy", f"What is {k} + 1?", str(k + 1)) for k in range(6)]
+
+
+def test_with_slices_each_repetition_serves_its_own_requests_and_accuracy_counts_them_all() -> None:
+    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=3, quantize="off", requests=6)
+    assert serve.repeat_over == "slices" and serve.per_repetition == 2
+    seen: list[str] = []
+    steps = serve_interleaved(load_model("dummy:tiny-llama"), np.zeros(2), SLICED, serve, None, seen.append)
+    for step in steps:  # repetition k: requests r(2k), r(2k+1), the same slice on every rung
+        ids = [sorted(r.record.request_id for r in run.requests) for run in step.runs]
+        assert ids == [["r0", "r1"], ["r2", "r3"], ["r4", "r5"]]
+        assert len(step.answers) == 6
+        assert step.accuracy == sum(r.correct for run in step.runs for r in run.requests) / 6
+    assert any("requests 3-4 of 6" in m for m in seen if m.startswith("serving"))
+    local = LocalComparison(
+        "m", "cpu", steps[0].median, steps[-1].median, None, steps[0].runs, steps[-1].runs, ladder=tuple(steps)
+    )
+    assert {r.record.request_id for r in local.optimized_answers} == {f"r{k}" for k in range(6)}
+    assert local.accuracy_baseline == steps[0].accuracy and local.accuracy_optimized == steps[-1].accuracy
+
+
+def test_requests_for_gives_one_repetitions_arrivals_and_a_task_for_every_slice() -> None:
+    from joulepath.execute import requests_for
+    from joulepath.run import build_trace
+    from joulepath.scenario import Scenario
+
+    scenario = Scenario()
+    trace = build_trace(scenario.workload)
+    arrivals, examples = requests_for(trace, scenario.serve, scenario.workload.seed)
+    assert scenario.serve.requests == 144 and len(arrivals) == 48 and len(examples) == 144
+    assert len({id(e) for e in examples}) == 144  # no golden task drawn twice
+    for k in range(3):  # each slice the golden mix: every (skill, level) cell twice
+        cells = Counter((e.skill, e.level) for e in examples[48 * k : 48 * (k + 1)])
+        assert len(cells) == 24 and set(cells.values()) == {2}
+    same = scenario.serve.model_copy(update={"repeat_over": "same"})
+    arrivals, examples = requests_for(trace, same, scenario.workload.seed)
+    assert len(arrivals) == len(examples) == 144
+
+
+def test_fewer_requests_than_slices_is_refused_with_the_fix() -> None:
+    with pytest.raises(ValueError, match="raise requests to at least 3, or set repeat_over = 'same'"):
+        ServeSection(requests=2, repeats=3)
+    assert ServeSection(requests=2, repeats=3, repeat_over="same").per_repetition == 2
+
+
+def test_where_repetitions_share_a_request_its_answer_is_the_median_repetitions() -> None:
+    from joulepath.results import answers
+
+    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=3, quantize="off")
+    steps = serve_interleaved(load_model("dummy:tiny-llama"), np.zeros(2), SLICED[:2], serve, None)
+    runs = steps[0].runs
+    chosen = answers(runs)
+    assert [r.record.request_id for r in chosen] == ["r0", "r1"]
+    assert all(any(a is b for b in steps[0].median.requests) for a in chosen)
+
+
+def test_tier_policies_cover_every_slice() -> None:
+    from joulepath.execute import Weights, ladder, tier_policies
+
+    small = load_model("dummy:tiny-llama")
+    serve = ServeSection(model="dummy:tiny-llama", max_batch=2, max_tokens=3, repeats=2, quantize="off", requests=4)
+    routing = threshold_routing(small, cascade_cut=-0.5)
+    steps = serve_interleaved(small, np.zeros(2), ROUTED_EXAMPLES, serve, None, routing=routing)
+    assert [len(run.requests) for run in steps[-1].runs] == [2, 2]
+    rungs = ladder(small, serve, Weights(small), routing)
+    rows = {p.policy: p for p in tier_policies(steps, rungs, serve, np.zeros(2), ROUTED_EXAMPLES, None)}
+    assert rows["router"].small_tier_share == 0.5  # r0, r1 (the first slice) to the small tier; r2, r3 not
+    assert rows["always-small"].small_tier_share == 1.0
+    assert rows["always-large"].correct == sum(r.correct for r in steps[-2].answers)

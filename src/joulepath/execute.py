@@ -12,11 +12,18 @@ more than batching does. Each configuration is served `serve.repeats` times, int
 after an untimed warm-up), so both see the same conditions; every local ratio is the median of the
 paired ratios (repetition i's optimized over its baseline) with its min-max spread, and a spread that
 includes 1.0 is reported as no significant difference.
+
+Greedy answers do not need repeating, only their timing does: by default (`serve.repeat_over = "slices"`)
+repetition k serves its own slice of the requests (the same arrival times, other golden tasks), every
+configuration the same slice in that repetition, so each ratio stays paired while accuracy is scored on
+every slice: `repeats` times the answers for the time of one slice each. "same" serves every request in
+every repetition instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -45,6 +52,7 @@ from joulepath.results import (
     ModelledTierEffect,
     ServedRequest,
     TierPolicy,
+    accuracy_of,
     median_run,
 )
 from joulepath.scenario import GuardSection, ServeSection
@@ -55,15 +63,54 @@ from joulepath.workload import Trace
 
 
 def requests_for(trace: Trace, serve: ServeSection, seed: int) -> tuple[np.ndarray, list[Example]]:
-    """Arrival times (seconds from 0, compressed to `replay_s`) and a golden task for each request."""
-    n = min(serve.requests, len(trace))
-    arrivals = trace.arrival_s[:n] - trace.arrival_s[0]
-    span = float(arrivals[-1]) if n > 1 else 0.0
+    """One repetition's arrival times (the trace's first `serve.per_repetition`, seconds from 0, compressed to
+    `replay_s`) and every distinct request's golden task: with `repeat_over = "slices"` one slice per
+    repetition (`repetition_slice`), each served at those arrival times; with "same", one task per arrival."""
+    per = min(serve.per_repetition, len(trace))
+    arrivals = trace.arrival_s[:per] - trace.arrival_s[0]
+    span = float(arrivals[-1]) if per > 1 else 0.0
     if span > 0:
         arrivals = arrivals * (serve.replay_s / span)
+    count = serve.repeats if serve.repeat_over == "slices" else 1
     pool = golden.load("dev", per_cell=golden.SERVED_PER_CELL)  # the router was fitted on the rest
-    examples = random.Random(seed).sample(pool, n) if n <= len(pool) else random.Random(seed).choices(pool, k=n)
-    return arrivals, examples
+    return arrivals, stratified_slices(pool, per, count, seed)
+
+
+def stratified_slices(pool: list[Example], per: int, count: int, seed: int) -> list[Example]:
+    """`count` slices of `per` golden tasks, each with the pool's (skill, level) cells as evenly as `per` allows
+    (every cell per // cells times; the remainder one more in cells a seeded draw picks per slice), in a
+    seeded order within the slice. A cell's tasks are drawn without replacement until it runs out, then again.
+    Slices alike in their mix keep a lever's paired step from moving with what one slice happened to hold (a
+    golden lookup prompt is ~20x a sum's length)."""
+    rng = random.Random(seed)
+    cells: dict[tuple[str, str], list[Example]] = {}
+    for e in pool:
+        cells.setdefault((e.skill, e.level), []).append(e)
+    keys = sorted(cells)
+    draws: dict[tuple[str, str], Iterator[Example]] = {}
+    for key in keys:
+        rng.shuffle(cells[key])
+        draws[key] = itertools.cycle(cells[key])
+    q, r = divmod(per, len(keys))
+    out: list[Example] = []
+    for _ in range(count):
+        extra = set(rng.sample(keys, r))
+        part = [next(draws[key]) for key in keys for _ in range(q + (key in extra))]
+        rng.shuffle(part)
+        out += part
+    return out
+
+
+def repetition_slice(examples: list[Example], per: int, k: int) -> tuple[list[Example], int]:
+    """Repetition `k`'s requests and the index of its first: the k-th slice of `per` where `examples` holds
+    a slice per repetition, else (one arrival per example) all of them, every time."""
+    start = (k * per) % len(examples)
+    return examples[start : start + per], start
+
+
+def slices(examples: list[Example], per: int) -> list[tuple[list[Example], int]]:
+    """Every distinct slice of `per` requests (one: all of them) with the index of its first."""
+    return [(examples[start : start + per], start) for start in range(0, len(examples), per)]
 
 
 def replay(
@@ -77,11 +124,12 @@ def replay(
     config: EngineConfig | None = None,
     modelled_tier: str | None = None,
     routing: Routing | None = None,
+    first_id: int = 0,
 ) -> LocalRun:
     """Serve the requests as they arrive, through the serving frontend (input guard, engine, text, output
     guard); the meter covers the whole replay, idle gaps included. `config` (default: the engine's) gets
     `max_batch`. With `routing`, the router sends each request to its small tier (the same engine settings
-    without speculation or the int8 KV cache) or to `loaded`."""
+    without speculation or the int8 KV cache) or to `loaded`. Request k is named r{first_id + k}."""
     config = dataclasses.replace(config or EngineConfig(), max_batch=max_batch)
     engine = Engine(loaded, config, auto_meter())
     small = None
@@ -95,14 +143,16 @@ def replay(
         frontend = Frontend(small, guard, tiers=tiers)
     params = SamplingParams(max_tokens=max_tokens, stop=("<|end|>",))
     trace = [
-        Arrival(float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{k}", user_text=ex.user_text))
+        Arrival(
+            float(arrivals[k]), Request(chat_prompt(ex), params, request_id=f"r{first_id + k}", user_text=ex.user_text)
+        )
         for k, ex in enumerate(examples)
     ]
     result = frontend.replay(trace)
     by_id = {r.request_id: r for r in result.responses}
     served, blocked = [], []
     for k, ex in enumerate(examples):
-        resp = by_id[f"r{k}"]
+        resp = by_id[f"r{first_id + k}"]
         if resp.record is None:
             blocked.append(resp.request_id)
             continue
@@ -324,27 +374,34 @@ def serves_alike(before: Rung, routed: Rung) -> bool:
 def always_large(
     before: tuple[Rung, LocalStep], routed: tuple[Rung, LocalStep], serve: ServeSection, arrivals: np.ndarray,
     examples: list[Example], guard: Guard | None, progress: Callable[[str], None],
-) -> tuple[LocalRun, str]:  # fmt: skip
-    """The always-large policy's run and how it was measured: the rung before routing (median repetition) where
-    it serves as the routed rung's large tier does, at the same threads (the ablation ladder); else (without
-    `serve.ablation` that rung is brute force) the large tier served once more with the routed rung's settings."""
+) -> tuple[tuple[ServedRequest, ...], str]:  # fmt: skip
+    """The always-large policy's answers and how they were measured: the rung before routing's (every request
+    it served over its repetitions) where it serves as the routed rung's large tier does, at the same threads
+    (the ablation ladder); else (without `serve.ablation` that rung is brute force) the large tier serving
+    every slice once more with the routed rung's settings."""
     (rung, step), (routed_rung, routed_step) = before, routed
     if serves_alike(rung, routed_rung) and step.runs[0].torch_threads == routed_step.runs[0].torch_threads:
-        return median_run(list(step.runs)), "as served (median repetition), the rung before routing"
+        return step.answers, f"{AS_SERVED}, the rung before routing"
     progress(f"tiered routing: {serve.model} on every request once more (always-large, the routed rung's settings)")
-    run = replay(
-        routed_rung.model, "always-large", routed_rung.max_batch, arrivals, examples, serve.max_tokens, guard,
-        routed_rung.config,
-    )  # fmt: skip
-    return run, "served once more on the large tier with the routed rung's settings"
+    served: list[ServedRequest] = []
+    for part, start in slices(examples, len(arrivals)):
+        run = replay(
+            routed_rung.model, "always-large", routed_rung.max_batch, arrivals, part, serve.max_tokens, guard,
+            routed_rung.config, first_id=start,
+        )  # fmt: skip
+        served += run.requests
+    return tuple(served), "served once more on the large tier with the routed rung's settings"
+
+
+AS_SERVED = "as served (each request's answer over the repetitions)"
 
 
 def tier_policies(
     steps: list[LocalStep], rungs: list[Rung], serve: ServeSection, arrivals: np.ndarray, examples: list[Example],
     guard: Guard | None, progress: Callable[[str], None] = lambda _: None,
 ) -> tuple[TierPolicy, ...]:  # fmt: skip
-    """Always-large, always-small, the router, the cascade and the oracle on the same served requests: the
-    router is the routing rung (`steps` served `rungs`; median repetition, as served); always-large is the
+    """Always-large, always-small, the router, the cascade and the oracle on the same served requests (every
+    distinct request the repetitions served): the router is the routing rung as served; always-large is the
     rung before it where that serves the large tier alike, else the large tier once more (`always_large`);
     always-small is the small tier serving every request once more (same engine settings, log-probabilities
     kept); both replays run at the routed rung's threads. The cascade and the oracle are composed from those
@@ -352,20 +409,23 @@ def tier_policies(
     i = next(k for k, rung in enumerate(rungs) if rung.routing is not None)
     routing = rungs[i].routing
     assert routing is not None
-    routed = median_run(list(steps[i].runs))
-    with torch_threads(routed.torch_threads):  # 0 (not recorded): as set
-        large_run, large_how = always_large(
+    routed = steps[i].answers
+    with torch_threads(median_run(list(steps[i].runs)).torch_threads):  # 0 (not recorded): as set
+        large_served, large_how = always_large(
             (rungs[i - 1], steps[i - 1]), (rungs[i], steps[i]), serve, arrivals, examples, guard, progress
         )
         progress(f"tiered routing: {routing.router.tiers[0]} on every request once more (always-small, the cascade)")
         config = dataclasses.replace(
             engine_config(serve, True), speculative=None, draft_model=None, track_logprobs=True
         )
-        small_run = replay(
-            routing.small, "always-small", serve.max_batch, arrivals, examples, serve.max_tokens, guard, config
-        )
-    large = {r.record.request_id: r for r in large_run.requests}
-    small = {r.record.request_id: r for r in small_run.requests}
+        small_served: list[ServedRequest] = []
+        for part, start in slices(examples, len(arrivals)):
+            small_served += replay(
+                routing.small, "always-small", serve.max_batch, arrivals, part, serve.max_tokens, guard, config,
+                first_id=start,
+            ).requests  # fmt: skip
+    large = {r.record.request_id: r for r in large_served}
+    small = {r.record.request_id: r for r in small_served}
     ids = [rid for rid in large if rid in small]
 
     def policy(name: str, on_small: Callable[[str], bool], escalate: Callable[[str], bool], how: str) -> TierPolicy:
@@ -381,17 +441,16 @@ def tier_policies(
         rec = small[rid].record
         return routing.cascade_cut is not None and rec.logprob_sum / max(rec.output_tokens, 1) < routing.cascade_cut
 
-    served = "as served (median repetition)"
     rows = [
         policy("always-large", lambda _: False, lambda _: False, large_how),
         policy("always-small", lambda _: True, lambda _: False, "served once more on the small tier"),
         TierPolicy(
             "router",
-            routed.accuracy,
-            routed.small_tier_share,
-            sum(r.correct for r in routed.requests),
-            sum(r.record.energy_j for r in routed.requests),
-            served,
+            accuracy_of(routed),
+            sum(r.tier == routing.router.tiers[0] for r in routed) / max(len(routed), 1),
+            sum(r.correct for r in routed),
+            sum(r.record.energy_j for r in routed),
+            AS_SERVED,
         ),
     ]
     if routing.cascade_cut is not None:
@@ -476,15 +535,17 @@ def serve_interleaved(
     routing: Routing | None = None,
 ) -> list[LocalStep]:
     """Serve every rung of the ladder `serve.repeats` times, interleaved (A B C A B C ...), after an
-    untimed warm-up; returns the rungs with their repetitions in the order served. The first rung's runs
-    are named "baseline", the last's "optimized" (it serves `weights`, default the loaded model). Every
-    rung after brute force runs at the thread count `joulepath tune` found (if it ran), so no lever's
-    step includes a change of threads."""
+    untimed warm-up; returns the rungs with their repetitions in the order served. Repetition k serves
+    `repetition_slice(examples, len(arrivals), k)` at `arrivals`: its own slice, or all the requests. The
+    first rung's runs are named "baseline", the last's "optimized" (it serves `weights`, default the loaded
+    model). Every rung after brute force runs at the thread count `joulepath tune` found (if it ran), so
+    no lever's step includes a change of threads."""
+    if len(examples) not in (len(arrivals), len(arrivals) * serve.repeats):
+        raise ValueError(
+            f"{len(examples)} requests for {len(arrivals)} arrivals: give one per arrival (every repetition serves "
+            f"all) or one per arrival per repetition ({len(arrivals) * serve.repeats}, a slice each)"
+        )
     weights = weights or Weights(loaded)
-    warm = min(WARM_UP_REQUESTS, len(examples))
-    models = [loaded, weights.loaded, *([routing.small] if routing else [])]
-    for model in {id(m): m for m in models}.values():
-        replay(model, "warm-up", serve.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard)
     rungs = ladder(loaded, serve, weights, routing)
     names = ["baseline", *(r.lever for r in rungs[1:-1]), "optimized"]
     modelled = None if serve.kv_modelled_tier == "none" else serve.kv_modelled_tier
@@ -492,18 +553,30 @@ def serve_interleaved(
     threads = tuned_threads(serve.model)
     if threads:
         progress(f"optimized configuration at {threads} torch thread(s), as `joulepath tune` measured fastest here")
+    # Every rung once, untimed, as it will be served: a rung's first replay pays one-off costs (the router's
+    # first features, a tier's first allocations: +1.5 s of 2 s for the routed rung on jp-large, 2026-11-27),
+    # which would otherwise land in the first repetition only.
+    warm = min(WARM_UP_REQUESTS, len(examples))
+    for i, rung in enumerate(rungs):
+        with torch_threads(threads if i > 0 else None):
+            replay(
+                rung.model, "warm-up", rung.max_batch, np.zeros(warm), examples[:warm], serve.max_tokens, guard,
+                rung.config, modelled if rung.config.prefix_cache else None, rung.routing,
+            )  # fmt: skip
     for k in range(serve.repeats):
+        part, start = repetition_slice(examples, len(arrivals), k)
+        which = f" (requests {start + 1}-{start + len(part)} of {len(examples)})" if len(part) < len(examples) else ""
         for i, (name, rung) in enumerate(zip(names, rungs, strict=True)):
             progress(
-                f"serving {len(examples)} requests on {serve.model}: {name} ({rung.how}), {k + 1} of {serve.repeats}"
+                f"serving {len(part)} requests{which} on {serve.model}: {name} ({rung.how}), {k + 1} of {serve.repeats}"
             )
             lever_model = rung.model is weights.loaded and weights.lever is not None
             if lever_model:
                 reset_counters(rung.model.model)
             with torch_threads(threads if i > 0 else None):  # tuned threads on every rung but brute force
                 run = replay(
-                    rung.model, name, rung.max_batch, arrivals, examples, serve.max_tokens, guard, rung.config,
-                    modelled if rung.config.prefix_cache else None, rung.routing,
+                    rung.model, name, rung.max_batch, arrivals, part, serve.max_tokens, guard, rung.config,
+                    modelled if rung.config.prefix_cache else None, rung.routing, start,
                 )  # fmt: skip
                 run = dataclasses.replace(run, torch_threads=torch.get_num_threads())
             if lever_model:

@@ -355,6 +355,25 @@ def median_run(runs: Sequence[LocalRun]) -> LocalRun:
     return ordered[(len(ordered) - 1) // 2]
 
 
+def answers(runs: Sequence[LocalRun]) -> tuple[ServedRequest, ...]:
+    """Every distinct request the repetitions served, in the order served: each repetition's own slice
+    (`serve.repeat_over = "slices"`); where repetitions served the same request ("same"), the median
+    repetition's answer to it."""
+    if not runs:
+        return ()
+    median = {r.record.request_id: r for r in median_run(runs).requests}
+    out: dict[str, ServedRequest] = {}
+    for run in runs:
+        for r in run.requests:
+            out.setdefault(r.record.request_id, median.get(r.record.request_id, r))
+    return tuple(out.values())
+
+
+def accuracy_of(served: Sequence[ServedRequest]) -> float:
+    """Share of `served` answered right (0 for none)."""
+    return sum(r.correct for r in served) / max(len(served), 1)
+
+
 @dataclass(frozen=True)
 class LocalStep:
     """One rung of the ablation ladder served here: the brute-force configuration with every lever up to
@@ -367,6 +386,20 @@ class LocalStep:
     @property
     def median(self) -> LocalRun:
         return median_run(self.runs)
+
+    @property
+    def answers(self) -> tuple[ServedRequest, ...]:
+        """Every distinct request this rung served over its repetitions (see `answers`)."""
+        return answers(self.runs)
+
+    @property
+    def accuracy(self) -> float:
+        return accuracy_of(self.answers)
+
+    @property
+    def accuracy_interval(self) -> tuple[float, float]:
+        served = self.answers
+        return wilson_interval(sum(r.correct for r in served), len(served))
 
     def ratio_to(self, before: LocalStep, metric: str = "j_per_token") -> RatioSpread:
         """This rung over the one before, paired by repetition (both served back to back)."""
@@ -409,11 +442,29 @@ class LocalComparison:
         """Every local ratio: energy per token, throughput, p99 time to first token."""
         return tuple(self.ratio(m) for m in LOCAL_RATIOS)
 
+    @property
+    def baseline_answers(self) -> tuple[ServedRequest, ...]:
+        """Every distinct request the baseline served over its repetitions (see `answers`)."""
+        return answers(self.baseline_runs or (self.baseline,))
+
+    @property
+    def optimized_answers(self) -> tuple[ServedRequest, ...]:
+        return answers(self.optimized_runs or (self.optimized,))
+
+    @property
+    def accuracy_baseline(self) -> float:
+        """Golden accuracy over every distinct request the baseline served (all repetitions' slices)."""
+        return accuracy_of(self.baseline_answers)
+
+    @property
+    def accuracy_optimized(self) -> float:
+        return accuracy_of(self.optimized_answers)
+
     def accuracy_delta_interval(self) -> tuple[float, float] | None:
-        """Paired 95 % interval of optimized - baseline accuracy over the requests both answered (the median
-        repetitions, whose accuracies are the ones reported); None when they share none."""
-        before = {r.record.request_id: r.correct for r in self.baseline.requests}
-        after = {r.record.request_id: r.correct for r in self.optimized.requests}
+        """Paired 95 % interval of optimized - baseline accuracy over the requests both answered (every
+        distinct request, whose accuracies are the ones reported); None when they share none."""
+        before = {r.record.request_id: r.correct for r in self.baseline_answers}
+        after = {r.record.request_id: r.correct for r in self.optimized_answers}
         shared = [rid for rid in before if rid in after]
         if not shared:
             return None
@@ -665,14 +716,11 @@ class AblationStep:
 
     @property
     def accuracy(self) -> float | None:
-        return self.local.median.accuracy if self.local else None
+        return self.local.accuracy if self.local else None
 
     @property
     def accuracy_interval(self) -> tuple[float, float] | None:
-        if self.local is None:
-            return None
-        run = self.local.median
-        return wilson_interval(sum(r.correct for r in run.requests), len(run.requests))
+        return self.local.accuracy_interval if self.local else None
 
 
 @dataclass(frozen=True)
@@ -713,7 +761,7 @@ class RunResult:
             return Headline(local, wall, None, None)
         served = self.local
         return Headline(
-            local, wall, served.baseline.accuracy, served.optimized.accuracy, served.accuracy_delta_interval()
+            local, wall, served.accuracy_baseline, served.accuracy_optimized, served.accuracy_delta_interval()
         )
 
 

@@ -27,7 +27,7 @@ from joulepath.cli.common import (
 from joulepath.cli.tables import Col, fit_table, num
 from joulepath.hw import UnknownHardwareError, accelerators, get_accelerator, interconnects, memories
 from joulepath.meter import auto_meter, provenance_kind, weakest_kind
-from joulepath.report.wording import RATIO_WORDS, gain_text, ratio_verdict
+from joulepath.report.wording import RATIO_WORDS, gain_text, ratio_verdict, served_in_words
 from joulepath.results import LocalComparison, RatioSpread, RunResult
 from joulepath.scenario import Scenario, check_scenario_files, load_scenario
 from joulepath.workload import read_azure_csv, trace_stats
@@ -343,7 +343,7 @@ def _print_local(result: RunResult) -> None:
         ("tokens/s", f"{b.tokens_per_s:.1f}", f"{o.tokens_per_s:.1f}", _ratio_cell(ratios["tokens_per_s"])),
         ("p99 TTFT", num(1e3 * b.percentile("ttft_s", 99), "ms"), num(1e3 * o.percentile("ttft_s", 99), "ms"),
          _ratio_cell(ratios["ttft_p99_s"])),
-        ("golden accuracy", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", _delta_cell(local)),
+        ("golden accuracy", f"{local.accuracy_baseline:.1%}", f"{local.accuracy_optimized:.1%}", _delta_cell(local)),
     ]  # fmt: skip
     cols = (
         Col("", left=True, wrap=True),
@@ -352,8 +352,8 @@ def _print_local(result: RunResult) -> None:
         Col("optimized / baseline", left=True, wrap=True),
     )
     title = (  # the labels lead, so a narrow terminal never wraps them apart from what they label
-        f"time measured, energy {energy_kind}: served here, {len(o.requests)} requests on {local.model}, "
-        f"each configuration {local.repeats}x interleaved (median repetition shown)"
+        f"time measured, energy {energy_kind}: served here on {local.model}, {served_in_words(local)}; "
+        f"median repetition shown, accuracy over all"
     )
     console.print(fit_table(console, cols, rows, title=title))
     for spread in ratios.values():
@@ -379,7 +379,7 @@ def _print_local(result: RunResult) -> None:
 def _delta_cell(local: LocalComparison) -> str:
     """The accuracy difference in points with its paired 95 % interval (the same requests answered twice)."""
     interval = local.accuracy_delta_interval()
-    delta = 100 * (local.optimized.accuracy - local.baseline.accuracy)
+    delta = 100 * (local.accuracy_optimized - local.accuracy_baseline)
     if interval is None:
         return f"{delta:+.1f} pts"
     return f"{delta:+.1f} pts ({100 * interval[0]:+.1f} to {100 * interval[1]:+.1f}, paired 95 %)"

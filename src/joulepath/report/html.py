@@ -20,7 +20,14 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from joulepath.meter import TIME_PROVENANCE, weakest_kind
-from joulepath.report.wording import NO_DIFFERENCE, RATIO_WORDS, gain_text, ratio_phrase, spread_range
+from joulepath.report.wording import (
+    NO_DIFFERENCE,
+    RATIO_WORDS,
+    gain_text,
+    ratio_phrase,
+    served_in_words,
+    spread_range,
+)
 from joulepath.results import (
     EndpointRun,
     KVOffloadUse,
@@ -312,7 +319,12 @@ def _local_rows(local: LocalComparison) -> list[tuple[str, str, str, str]]:
     time, energy = _tag("time", TIME_PROVENANCE), _tag("energy", b.energy_provenance, o.energy_provenance)
     accuracy = _tag("accuracy", b.accuracy_provenance)
     rows = [
-        ("golden accuracy of the served requests", f"{b.accuracy:.1%}", f"{o.accuracy:.1%}", accuracy),
+        (
+            f"golden accuracy of the {len(local.optimized_answers)} served requests",
+            f"{local.accuracy_baseline:.1%}",
+            f"{local.accuracy_optimized:.1%}",
+            accuracy,
+        ),
         ("energy per output token (this machine)", f"{b.j_per_token:.3g} J", f"{o.j_per_token:.3g} J", energy),
         ("throughput (this machine)", f"{b.tokens_per_s:.1f} tokens/s", f"{o.tokens_per_s:.1f} tokens/s", time),
     ]
@@ -421,7 +433,7 @@ def tier_table(result: RunResult) -> str:
         "<th>vs always-large</th><th>how</th></tr>"
     )
     accuracy = _tag("accuracy", "measured: each answer checked against its golden answer")
-    note = (f"{energy} {accuracy} the same {len(local.optimized.requests)} served requests each; joules are the "
+    note = (f"{energy} {accuracy} the same {len(local.optimized_answers)} served requests each; joules are the "
             "ledger's per-request shares.")  # fmt: skip
     table = f"<table>{head}{''.join(rows)}</table>"
     return f"<h3>Tiered processing on the served requests</h3>{table}<p class='note'>{note}</p>"
@@ -438,7 +450,7 @@ def ablation_table(result: RunResult) -> str:
             local = f"{1 / run.j_per_token:.3g}" if run.j_per_token else "—"
             ratio = gain_text(step.local_ratio) or "—"
             lo, hi = step.accuracy_interval or (float("nan"), float("nan"))
-            acc = f"{run.accuracy:.0%} ({lo:.0%}–{hi:.0%})"
+            acc = f"{step.local.accuracy:.0%} ({lo:.0%}–{hi:.0%})"
         vs_brute = first.wall_j_per_token / step.wall_j_per_token if step.wall_j_per_token else float("nan")
         tags = _tag("energy", step.provenance) + (
             " " + _tag("local energy", step.local.median.energy_provenance) if step.local else ""
@@ -515,11 +527,11 @@ def summary_text(result: RunResult) -> str:
     if local:
         b, o = local.baseline, local.optimized
         parts.append(
-            f"Serving {len(o.requests)} requests of this workload on <b>{html.escape(local.model)}</b> here, "
-            f"{local.repeats} times per configuration (interleaved), {_energy_claim(local.ratio('j_per_token'))} "
+            f"Serving {served_in_words(local)} of this workload on <b>{html.escape(local.model)}</b> here, "
+            f"{_energy_claim(local.ratio('j_per_token'))} "
             f"(median runs {b.j_per_token:.3g} → {o.j_per_token:.3g} J/token; "
             f"{_tag('time', TIME_PROVENANCE)} {_tag('energy', b.energy_provenance, o.energy_provenance)}), "
-            f"with golden accuracy {b.accuracy:.0%} → {o.accuracy:.0%}."
+            f"with golden accuracy {local.accuracy_baseline:.0%} → {local.accuracy_optimized:.0%} on all of them."
         )
         if local.profile and local.profile.classes:
             hot = local.profile.classes[0]

@@ -248,7 +248,10 @@ def kv_offload_to_dict(kv: KVOffloadUse | None) -> dict[str, Any] | None:
 def repetition_to_dict(run: LocalRun) -> dict[str, Any]:
     """One repetition's totals (the median repetition's full record is the configuration's entry)."""
     keys = ("wall_s", "output_tokens", "energy_j", "j_per_token", "tokens_per_s", "accuracy", "energy_provenance")
-    return {k: getattr(run, k) for k in keys} | {"ttft_p99_s": run.percentile("ttft_s", 99)}
+    return {k: getattr(run, k) for k in keys} | {
+        "requests": len(run.requests),
+        "ttft_p99_s": run.percentile("ttft_s", 99),
+    }
 
 
 def ratio_to_dict(
@@ -285,6 +288,10 @@ def headline_to_dict(result: RunResult) -> dict[str, Any] | None:
         "accuracy_delta_pts": h.accuracy_delta_pts,
         "accuracy_delta_ci95_pts": list(h.accuracy_delta_ci95_pts) if h.accuracy_delta_ci95_pts else None,
         "accuracy_provenance": LocalRun.accuracy_provenance,
+        "provenance": {
+            "accuracy_delta_ci95_pts": "measured: paired 95 % interval (Newcombe's hybrid score, method 10) over "
+            "every request both configurations answered"
+        },
     }
 
 
@@ -327,6 +334,10 @@ def local_to_dict(local: LocalComparison) -> dict[str, Any]:
         "model": local.model,
         "device": local.device,
         "repeats": local.repeats,
+        # every distinct request served (all repetitions' slices): the headline's accuracies are over these
+        "served_requests": len(local.optimized_answers),
+        "accuracy_baseline": local.accuracy_baseline,
+        "accuracy_optimized": local.accuracy_optimized,
         "baseline": local_run_to_dict(local.baseline)
         | {"repetitions": [repetition_to_dict(r) for r in local.baseline_runs]},
         "optimized": local_run_to_dict(local.optimized)

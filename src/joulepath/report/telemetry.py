@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from joulepath.meter import TIME_PROVENANCE
-from joulepath.results import HotPathProfile, RunResult
+from joulepath.results import HotPathProfile, LocalRun, RunResult
 
 if TYPE_CHECKING:
     import duckdb
@@ -36,12 +36,15 @@ def request_rows(result: RunResult) -> dict[str, list[Any]]:
         "ttft_s", "tpot_s", "e2e_s", "energy_j", "energy_provenance", "finish_reason", "tier", "route", "provenance",
     )}  # fmt: skip
     local = result.local
-    for run in (local.baseline, local.optimized) if local else ():  # each configuration's median repetition
-        for r in run.requests:
+    # each configuration's every distinct request (all repetitions' slices; a request served in several: the
+    # median repetition's answer)
+    configs = (("baseline", local.baseline_answers), ("optimized", local.optimized_answers)) if local else ()
+    for name, served in configs:
+        for r in served:
             rec = r.record
-            provenance = (f"arrival_s, ttft_s, tpot_s, e2e_s: {TIME_PROVENANCE}; correct: {run.accuracy_provenance}; "
-                          f"energy_j: {rec.energy_provenance}")  # fmt: skip
-            values = (run.name, rec.request_id, r.arrival_s, r.skill, r.level, r.correct, rec.prompt_tokens,
+            provenance = (f"arrival_s, ttft_s, tpot_s, e2e_s: {TIME_PROVENANCE}; "
+                          f"correct: {LocalRun.accuracy_provenance}; energy_j: {rec.energy_provenance}")  # fmt: skip
+            values = (name, rec.request_id, r.arrival_s, r.skill, r.level, r.correct, rec.prompt_tokens,
                       rec.output_tokens, rec.ttft_s, rec.tpot_s, rec.e2e_s, rec.energy_j, rec.energy_provenance,
                       rec.finish_reason, r.tier, r.route, provenance)  # fmt: skip
             for key, value in zip(cols, values, strict=True):

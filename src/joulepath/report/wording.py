@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from joulepath.results import RatioSpread
+from joulepath.results import LocalComparison, RatioSpread
 
 NO_DIFFERENCE = "no significant difference measured"
 # For each local ratio (optimized / baseline): its name, and the words for above 1 and below 1.
@@ -64,3 +64,14 @@ def gain_text(j_ratio: RatioSpread | None, dash: str = "–") -> str | None:
     g = j_ratio.inverted("tokens_per_joule")
     text = f"{g.median:.2f}x ({g.low:.2f}{dash}{g.high:.2f})"
     return f"{text}, {NO_DIFFERENCE}" if g.spread_known and g.includes_one else text
+
+
+def served_in_words(local: LocalComparison) -> str:
+    """What was served here and how it was repeated, e.g. "144 requests in 3 interleaved repetitions of 48"."""
+    n, per = len(local.optimized_answers), len(local.optimized.requests)
+    if n > per:
+        return (
+            f"{n} requests in {local.repeats} interleaved repetitions of {per} (each repetition its own slice, "
+            f"served by every configuration)"
+        )
+    return f"{n} requests, {local.repeats} times per configuration (interleaved)"
