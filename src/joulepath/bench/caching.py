@@ -299,13 +299,13 @@ def offload_pressure(loaded: LoadedModel, n_prompts: int, reps: int, prompt_toke
 
 
 def main_job_prompts(n: int) -> tuple[list[float], list[Example]]:
-    """The main job's default requests: the default scenario's trace and seed, `n` of them."""
+    """The main job's default requests: the default scenario's trace and seed, `n` of them, one per arrival."""
     from joulepath.execute import requests_for
     from joulepath.run import build_trace
     from joulepath.scenario import Scenario
 
     scenario = Scenario()
-    serve = scenario.serve.model_copy(update={"requests": n})
+    serve = scenario.serve.model_copy(update={"requests": n, "repeat_over": "same"})
     arrivals, examples = requests_for(build_trace(scenario.workload), serve, scenario.workload.seed)
     return arrivals.tolist(), examples
 
