@@ -165,22 +165,17 @@ def test_a_gpu_lever_on_a_cpu_is_skipped_with_the_reason() -> None:
 
 
 @pytest.mark.parametrize(
-    ("threads", "isa", "first"),
+    ("threads", "first"),
     [
-        (2, "avx512_vnni", "int8_vnni"),  # equal to fbgemm at 2 threads, faster at 1 (measured)
-        (1, "avx512_vnni", "int8_vnni"),
-        (8, "avx512_vnni", "int8_dynamic"),  # the kernel is single-threaded: fbgemm's threads win
-        (2, "avx2", "int8_dynamic"),  # the AVX2 build serves prefill-heavy traffic at 0.78x fbgemm at 2 threads
-        (1, "avx2", "int8_dynamic"),
-        (2, None, "int8_vnni"),  # unavailable: listed, then skipped with its reason by available_modes()
+        (2, "int8_vnni"),  # AVX512-VNNI: equal to fbgemm at 2 threads, faster at 1; AVX2 (threaded): 1.05x (measured)
+        (1, "int8_vnni"),
+        (8, "int8_dynamic"),  # the threaded kernels are unmeasured past 2 threads: fbgemm's first
     ],
 )
-def test_the_auto_weight_lever_order_follows_threads_and_the_kernel_build(
-    threads: int, isa: str | None, first: str
-) -> None:
+def test_the_auto_weight_lever_order_follows_threads(threads: int, first: str) -> None:
     from joulepath.execute import AUTO_LEVERS, auto_levers
 
-    order = auto_levers(threads, isa)
+    order = auto_levers(threads)
     assert order[0] == first and sorted(order) == sorted(AUTO_LEVERS)
 
 

@@ -258,24 +258,23 @@ class Weights:
 # serving jp-large's golden requests (max_batch 16, 40 tokens; 2026-11-27, 3 paired reps each): on AVX512-VNNI at
 # 2 threads 1.03x (1.03-1.04) in one run and 1.00x (0.99-1.01) in wall and CPU time in the next, i.e. equal; at
 # 1 thread 1.18x (1.17-1.20); on Qwen2.5-0.5B's shapes at 1 thread 1.47x (benchmarks/quant_kernels.py). The AVX2
-# build (AMD Zen 3, 144 golden requests) is 0.78x (0.77-0.80) int8_dynamic at 2 threads and 1.02x (0.91-1.04) at 1:
-# these requests are mostly prefill, which the kernel's 8-token chunks run on one core while fbgemm's GEMM uses two.
-# The kernels run on the calling thread only, so with more than 2 torch threads (or on the AVX2 build) fbgemm's
-# multi-threaded int8_dynamic goes first.
+# build (AMD Zen 3) was 0.78x (0.77-0.80) int8_dynamic at 2 threads while it ran on one core; split over both
+# (OpenMP, 17:50 UTC, the main job's 3 slices of 48) it spends 0.954x (0.86-0.96) int8_dynamic's joules per
+# token, i.e. 1.05x the tokens per joule, and 1.02x (0.91-1.04) at 1 thread. Past 2 torch threads the threaded
+# kernels are unmeasured: fbgemm's int8_dynamic, measured there, goes first.
 AUTO_LEVERS = ("int8_vnni", "int8_dynamic", "int4_weight_only", "int8_weight_only")
-SINGLE_THREAD_LEVERS = ("int8_vnni",)
+UNMEASURED_PAST_2_THREADS = ("int8_vnni",)
 
 
-def auto_levers(threads: int, kernel_isa: str | None = "avx512_vnni") -> tuple[str, ...]:
-    """`AUTO_LEVERS` for `threads` torch threads and the build of joulepath's kernels (`optimize.vnni.isa()`):
-    the single-threaded kernels go after the others past 2 threads, and on the AVX2 build at any count.
+def auto_levers(threads: int) -> tuple[str, ...]:
+    """`AUTO_LEVERS` for `threads` torch threads: joulepath's kernels go after the others past 2 threads.
 
-    >>> auto_levers(2)[:2], auto_levers(8)[:2], auto_levers(2, "avx2")[:2]
-    (('int8_vnni', 'int8_dynamic'), ('int8_dynamic', 'int4_weight_only'), ('int8_dynamic', 'int4_weight_only'))
+    >>> auto_levers(2)[:2], auto_levers(8)[:2]
+    (('int8_vnni', 'int8_dynamic'), ('int8_dynamic', 'int4_weight_only'))
     """
-    if threads <= 2 and kernel_isa != "avx2":
+    if threads <= 2:
         return AUTO_LEVERS
-    return tuple(n for n in AUTO_LEVERS if n not in SINGLE_THREAD_LEVERS) + SINGLE_THREAD_LEVERS
+    return tuple(n for n in AUTO_LEVERS if n not in UNMEASURED_PAST_2_THREADS) + UNMEASURED_PAST_2_THREADS
 
 
 def optimized_weights(
@@ -285,11 +284,11 @@ def optimized_weights(
     that passes to a fresh copy; with none passing, the optimized configuration serves the model as loaded."""
     if serve.quantize == "off" and not serve.sparsity and not serve.kv_int8:
         return Weights(loaded)
-    from joulepath.optimize import available_modes, vnni
+    from joulepath.optimize import available_modes
     from joulepath.optimize.levers import GATE_MAX_TOKENS, apply_lever, choose_lever, gate_examples, parse_lever
 
     usable = available_modes()
-    auto = auto_levers(torch.get_num_threads(), vnni.isa())
+    auto = auto_levers(torch.get_num_threads())
     candidates = list(auto if serve.quantize == "auto" else () if serve.quantize == "off" else (serve.quantize,))
     if serve.sparsity:
         candidates.append(f"teal:{serve.sparsity:g}")

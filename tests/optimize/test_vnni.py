@@ -337,23 +337,43 @@ def test_batch_invariant_bit_for_bit(mode: str) -> None:
 
 
 @pytest.mark.parametrize("mode", VNNI_MODES)
-@pytest.mark.parametrize("n", [200, 129, 256])
-def test_two_thread_row_split_is_bit_identical(mode: str, n: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Large layers split their rows across 2 threads (when torch has 2): the halves give the same bits."""
+@pytest.mark.parametrize("n", [200, 129, 1000])
+def test_the_threaded_kernel_gives_the_same_bits_at_any_thread_count(mode: str, n: int) -> None:
+    """The kernels split their superblocks over torch's thread count (OpenMP): 1, 2 and 3 threads, same bits."""
     require_vnni()
     q = make_quantized(mode, random_linear(128, n, bias=True), group_size=32)  # type: ignore[arg-type]
     x = torch.randn(11, 128)
     threads = torch.get_num_threads()
+    outs = []
     try:
-        torch.set_num_threads(1)
-        alone = q(x)
-        monkeypatch.setattr(vnni, "SPLIT_MIN_WORK", 0)
-        torch.set_num_threads(2)
-        assert 0 < vnni._split_rows(n, 1) < n  # the split path runs
-        split = q(x)
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            outs.append(q(x))
+            assert vnni._threads == t  # the library was told
     finally:
         torch.set_num_threads(threads)
-    assert torch.equal(split, alone)
+    assert torch.equal(outs[0], outs[1]) and torch.equal(outs[0], outs[2])
+
+
+def test_a_compiler_without_openmp_gets_a_single_threaded_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    cc = _gcc_or_skip()
+    real = native.build
+    tried: list[tuple[str, ...]] = []
+
+    def no_openmp(source: Path, flags: tuple[str, ...], cc: str, what: str) -> Path:
+        tried.append(flags)
+        if vnni.OPENMP in flags:
+            raise RuntimeError(f"failed to build {source.name}: unrecognized command-line option '-fopenmp'")
+        return real(source, flags, cc, what)
+
+    monkeypatch.setenv("JOULEPATH_CACHE", str(tmp_path))
+    monkeypatch.setattr(native, "build", no_openmp)
+    build = vnni.BUILDS[1]  # the AVX2 one: any x86-64 gcc compiles it
+    lib = vnni._bind(ctypes.CDLL(str(vnni._build(cc, build))))
+    assert tried == [build.flags, tuple(f for f in build.flags if f != vnni.OPENMP)]
+    lib.jp_set_threads(2)  # the setter exists; the pragmas were ignored
 
 
 @pytest.mark.parametrize("mode", VNNI_MODES)

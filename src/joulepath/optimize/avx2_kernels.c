@@ -194,11 +194,19 @@ INLINE void i8_blocks(const int M, const int NB, const int CORR, int b0, int N, 
         else i8_blocks(MM, NBB, 0, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy);                \
     }
 
+/* Threads per call (set from torch.get_num_threads() by vnni.py; 1 where the build has no OpenMP: the pragmas
+ * are then ignored). */
+static int jp_threads = 1;
+void jp_set_threads(int n) { jp_threads = n < 1 ? 1 : n; }
+
 static void i8_chunk(int mc, int N, int Kp, const uint8_t *W, const float *ws, const float *bias, const int8_t *xq,
                      const float *sx, const int32_t *xcorr, float *y, int64_t ldy) {
     int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB, corr = 0;
     for (int m = 0; m < mc; m++) corr |= xcorr[m] != 0; /* only rows whose codes saturated need it (measured: the
                                                           * add in every epilogue cost ~5 % at 8 tokens) */
+    /* superblocks split over jp_threads OpenMP threads: each output row is one thread's, computed exactly as
+     * single-threaded, so the bits do not depend on the count */
+#pragma omp parallel for schedule(static) num_threads(jp_threads) if (jp_threads > 1 && nblk >= 2 * JP_SB)
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
             const int8_t *q = xq + (int64_t)m0 * Kp;
@@ -314,6 +322,9 @@ INLINE void i4_blocks(const int M, const int NB, int b0, int N, int K, int G, co
 static void i4_chunk(int mc, int N, int K, int G, const uint8_t *W, const uint16_t *sz, const float *bias,
                      const int8_t *xq, const float *sx, const int32_t *gsum, float *y, int64_t ldy) {
     int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB, ngroups = K / G;
+    /* superblocks split over jp_threads OpenMP threads: each output row is one thread's, computed exactly as
+     * single-threaded, so the bits do not depend on the count */
+#pragma omp parallel for schedule(static) num_threads(jp_threads) if (jp_threads > 1 && nblk >= 2 * JP_SB)
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
             const int8_t *q = xq + (int64_t)m0 * K;

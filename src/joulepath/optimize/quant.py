@@ -32,17 +32,16 @@ through ctypes; opt-in modes listed in `VNNI_MODES`, beside torch's `MODES`):
   cannot saturate), fp32 epilogue with both scales and the bias.
 - "int4_vnni": the same group-wise asymmetric RTN codes as int4_weight_only, two per byte, unpacked in
   registers; bf16 scale and min per group; activations as int8_vnni.
-Both are memory-bound GEMVs for 1-8 tokens per weight pass (longer inputs run in chunks of 8 in the same
-call), batch-invariant, single-threaded per call. Measured on the same 2-core EPYC, 1 thread, load average
-0.6-1.0 (`benchmarks/quant_kernels.py`, results/quant_kernels.json): per GEMM at M = 1, cold weights, the LM head
-896 -> 151,936 takes int8_vnni 4.6 ms (29 GB/s) and int4_vnni 2.7 ms (27 GB/s) against fbgemm's 7.2 ms,
-torch int4's 7.1 ms and fp32's 21.3 ms, with a read roofline of 28-31 GB/s at 1 thread; dummy:qwen2.5-0.5b
-decodes at batch 1 with int8_vnni at 37.9 tokens/s and int4_vnni at 56.0 (4.3x / 6.3x fp32's 9.0; 1.42x /
-2.08x transformers + quantize_dynamic's 26.8; int8_dynamic 25.8, int4_weight_only 27.7), and at batch 8 with
-172 / 175 tokens/s (6.5x / 6.6x fp32; int8_dynamic 134, transformers 155), median of 5 interleaved repetitions
-(two earlier runs at load 0.9-1.25: batch 1 34.3-38.7 and 49.9-56.4). On jp-large's gate (240 examples)
-int8_vnni passes (KL 0.0010) and int4_vnni passes with the LM head kept (`+skip=output`), as
-int4_weight_only does.
+Both are memory-bound GEMVs for 1-8 tokens per weight pass (longer inputs run in chunks of 8 in the same call),
+batch-invariant, rows split over torch's threads (OpenMP). Measured on the AVX512-VNNI 2-core EPYC, 1 thread, load
+average 0.6-1.0 (`benchmarks/quant_kernels.py`, results/quant_kernels.json): per GEMM at M = 1, cold weights, the
+LM head 896 -> 151,936 takes int8_vnni 4.6 ms (29 GB/s) and int4_vnni 2.7 ms (27 GB/s) against fbgemm's 7.2 ms,
+torch int4's 7.1 ms and fp32's 21.3 ms, with a read roofline of 28-31 GB/s at 1 thread; dummy:qwen2.5-0.5b decodes
+at batch 1 with int8_vnni at 37.9 tokens/s and int4_vnni at 56.0 (4.3x / 6.3x fp32's 9.0; 1.42x / 2.08x
+transformers + quantize_dynamic's 26.8; int8_dynamic 25.8, int4_weight_only 27.7), and at batch 8 with 172 / 175
+tokens/s (6.5x / 6.6x fp32; int8_dynamic 134, transformers 155), median of 5 interleaved repetitions (two earlier
+runs at load 0.9-1.25: batch 1 34.3-38.7 and 49.9-56.4). On jp-large's gate (240 examples) int8_vnni passes (KL
+0.0010) and int4_vnni passes with the LM head kept (`+skip=output`), as int4_weight_only does.
 
 On a CUDA GPU (the modules are built on the model's device; `available_modes(device)` probes each there):
 - "fp8_dynamic": per-output-channel float8_e4m3fn weights (absmax / 448), activations e4m3 per token on the
@@ -345,7 +344,7 @@ class Int8VnniLinear(QuantizedLinear):
     (absmax / 127, the same step as int8_dynamic's per-token [-1, 1] range over 255 levels), the weight streamed
     once per 8 tokens, fp32 output with both scales applied. Per token and batch-invariant: a token's integer
     sums and its fp32 epilogue do not depend on the other rows of the call. Longer inputs (prefill) run in chunks
-    of 8 tokens inside the same C call, still without dequantizing. CPU only; single-threaded per call."""
+    of 8 tokens inside the same C call, still without dequantizing. CPU only; rows split over torch's threads."""
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)
@@ -371,7 +370,7 @@ class Int4VnniLinear(QuantizedLinear):
     """Group-wise int4 weights (`groupwise_int4`'s asymmetric RTN, kept as w = code * scale + min with bf16
     scale and min per group) on joulepath's own int4 kernel (`vnni.int4_linear`, either build): nibbles unpacked in
     registers, int8 activations per token as in `Int8VnniLinear`, one fp32 multiply-add per group and token.
-    Batch-invariant like `Int8VnniLinear`; prefill in chunks of 8 tokens. CPU only; single-threaded per call."""
+    Batch-invariant like `Int8VnniLinear`; prefill in chunks of 8 tokens. CPU only; rows split over torch's threads."""
 
     def __init__(self, weight_kn: Tensor, bias: Tensor | None, group_size: int = 128) -> None:
         super().__init__(weight_kn.shape[0], weight_kn.shape[1], bias)

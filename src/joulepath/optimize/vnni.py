@@ -10,9 +10,13 @@ forces the AVX2 one, e.g. to compare them on a VNNI machine; `JOULEPATH_VNNI=0` 
 The C source (no torch headers) is compiled by the system compiler (`$CC` or `gcc`) with the build's flags into
 the kernel cache (`engine/native.py`: keyed by source, flags and compiler, built atomically); it is loaded with
 `ctypes` and called with tensors' `data_ptr()`s. Each call quantizes the activation rows to int8 and streams the
-packed weight once per chunk of up to 8 tokens, on the calling thread (no OpenMP: torch's bundled runtime and a
-second one in this library would fight over the same 2 cores; the route is single-threaded per call whatever
-`torch.get_num_threads()` says, unless the opt-in row split below is switched on: see `SPLIT_MIN_WORK`).
+packed weight once per chunk of up to 8 tokens, its 64-row superblocks split over `torch.get_num_threads()`
+OpenMP threads (`-fopenmp`; each output row is one thread's, so the bits do not depend on the count; a compiler
+without OpenMP gets a single-threaded build). On the 2-core AVX2 VM (AMD Zen 3, 2026-11-27, dummy:qwen2.5-0.5b
+decode at 2 torch threads, 3 interleaved repetitions) the second thread raised tokens/s from 19.1 to 26.0
+(int8, batch 1), 61.8 to 91.5 (int8, batch 8), 25.6 to 32.7 (int4, batch 1) and 73.7 to 108.3 (int4, batch 8):
+the AVX2 kernels are compute-bound on one core. Handing half the rows to a Python thread instead had cost
+~50 us a call and gained nothing; this library's OpenMP runtime sits beside torch's own.
 
 `unavailable_reason()` says why the route cannot run here (not x86-64 Linux, neither AVX512-F/BW/VNNI nor
 AVX2 + FMA in `/proc/cpuinfo`, no compiler, the build failed, or `JOULEPATH_VNNI=0`); `quant.available_modes()`
@@ -31,8 +35,6 @@ import hashlib
 import os
 import platform
 import subprocess
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +45,11 @@ from torch import Tensor
 from joulepath.engine import native
 
 SOURCE = Path(__file__).with_name("vnni_kernels.c")
-FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", "-fPIC", "-shared")
+OPENMP = "-fopenmp"  # dropped, with a single-threaded build, where the compiler refuses it
+FLAGS = ("-O3", "-mavx512f", "-mavx512bw", "-mavx512vnni", OPENMP, "-fPIC", "-shared")
 CPU_FLAGS = ("avx512f", "avx512bw", "avx512_vnni")  # as /proc/cpuinfo spells them
 AVX2_SOURCE = Path(__file__).with_name("avx2_kernels.c")
-AVX2_FLAGS = ("-O3", "-mavx2", "-mfma", "-fPIC", "-shared")
+AVX2_FLAGS = ("-O3", "-mavx2", "-mfma", OPENMP, "-fPIC", "-shared")
 AVX2_CPU_FLAGS = ("avx2", "fma")
 
 
@@ -109,7 +112,14 @@ def _build(cc: str, build: KernelBuild | None = None) -> Path:
     """Compile (or reuse) the library of `build` (default: this CPU's); raises RuntimeError with the compiler's
     message on failure."""
     chosen = build or select_build()[0] or BUILDS[0]
-    return native.build(chosen.source, chosen.flags, cc, f"the {chosen.isa} kernels")
+    what = f"the {chosen.isa} kernels"
+    try:
+        return native.build(chosen.source, chosen.flags, cc, what)
+    except RuntimeError:
+        if OPENMP not in chosen.flags:
+            raise
+        single = tuple(f for f in chosen.flags if f != OPENMP)  # a compiler without OpenMP: one thread per call
+        return native.build(chosen.source, single, cc, f"{what} (single-threaded: {OPENMP} failed)")
 
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -117,6 +127,8 @@ def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.jp_i8_linear.argtypes = [p, i64, i32, i32, i32, p, p, p, p, i64]
     lib.jp_i4_linear.argtypes = [p, i64, i32, i32, i32, i32, p, p, p, p, i64]
     lib.jp_noop.argtypes = lib.jp_i4_linear.argtypes
+    lib.jp_set_threads.argtypes = [i32]
+    lib.jp_set_threads.restype = None
     for fn in (lib.jp_i8_linear, lib.jp_i4_linear, lib.jp_noop):
         fn.restype = ctypes.c_int
     return lib
@@ -161,10 +173,19 @@ def unavailable_reason() -> str | None:
 
 
 def library() -> ctypes.CDLL:
+    """The loaded kernels, their thread count set to torch's (checked on every call: a context may change it)."""
+    global _threads
     lib, reason = _load()
     if lib is None:
         raise RuntimeError(f"joulepath's int8/int4 kernels are unavailable: {reason}")
+    n = torch.get_num_threads()
+    if n != _threads:
+        lib.jp_set_threads(n)
+        _threads = n
     return lib
+
+
+_threads = 1  # what the library was last told (the C side starts at 1)
 
 
 # ---- packing -------------------------------------------------------------------------------------
@@ -230,42 +251,6 @@ def _check(x2: Tensor, packed: Tensor, scales: Tensor, scale_dtype: torch.dtype,
         )
 
 
-# Opt-in 2-thread row split: a call whose weight bytes x max(1, tokens / 2) reach SPLIT_MIN_WORK runs half its
-# rows on a helper thread when torch has 2 or more (set `vnni.SPLIT_MIN_WORK = 8 << 20` to use it). Handing half
-# over costs ~50 us (qkv 896 -> 1152 int8, 1 token: 76 -> 132 us), so only large or many-token calls gain; per
-# GEMM, cold weights, load average ~1: LM head 896 -> 151,936 int8 5.1 -> 4.4 ms (1 token), 7.7 -> 5.0 ms
-# (8 tokens); int4 3.1 -> 2.7 ms, 8.2 -> 4.9 ms; gate/up 896 -> 9728 int4 at 8 tokens 542 -> 377 us; down
-# 4864 -> 896 int4 at 1 token 123 -> 161 us. Off by default: whole-model decode of dummy:qwen2.5-0.5b at 2
-# threads did not gain on this shared 2-core VM (3 interleaved repetitions, load average 1.2-1.5, tokens/s
-# unsplit -> split: int4_vnni batch 1 52.3 -> 52.9, batch 8 164.8 -> 153.3; int8_vnni 28.7 -> 26.9, 154.8 ->
-# 153.8), where torch's own threads and other processes already hold the second core.
-SPLIT_MIN_WORK = 1 << 62
-_pool: ThreadPoolExecutor | None = None
-
-
-def _split_rows(n: int, work: int) -> int:
-    """Rows for the calling thread (a multiple of PAD_N) when the call is split in two, else 0."""
-    if work < SPLIT_MIN_WORK or n < 2 * PAD_N or torch.get_num_threads() < 2:
-        return 0
-    return (n + PAD_N - 1) // PAD_N // 2 * PAD_N
-
-
-def _run(call: Callable[[int, int], int], n: int, weight_bytes: int, tokens: int, name: str) -> None:
-    """`call(first_row, rows)` over all n rows: on this thread, or its two halves on this thread and one helper
-    thread (ctypes releases the GIL during the C call, so the halves run at once)."""
-    global _pool
-    n0 = _split_rows(n, weight_bytes * max(2, tokens) // 2)
-    if n0 == 0:
-        rcs = [call(0, n)]
-    else:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="joulepath-vnni")
-        other = _pool.submit(call, n0, n - n0)
-        rcs = [call(0, n0), other.result()]
-    if any(rcs):
-        raise MemoryError(f"{name} could not allocate its activation buffer")
-
-
 def check_int8_in_features(k: int) -> None:
     """The int8 kernel's int32 sums bound the inputs; the C side trusts this."""
     if k > MAX_K_INT8:
@@ -288,17 +273,8 @@ def int8_linear(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None,
     check_int8_in_features(k)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, sp, yp = library().jp_i8_linear, x2.data_ptr(), packed.data_ptr(), scales.data_ptr(), y.data_ptr()
-    bp, per_super = _ptr(bias), packed.stride(0)  # bytes per 64 rows
-    if packed.numel() * max(2, t) // 2 < SPLIT_MIN_WORK:  # the usual case, without the split's closure
-        if fn(xp, k, t, k, n, wp, sp, bp, yp, n):
-            raise MemoryError("jp_i8_linear could not allocate its activation buffer")
-        return y
-
-    def call(lo: int, rows: int) -> int:
-        b = None if bp is None else bp + 4 * lo
-        return int(fn(xp, k, t, k, rows, wp + lo // PAD_N * per_super, sp + 4 * lo, b, yp + 4 * lo, n))
-
-    _run(call, n, packed.numel(), t, "jp_i8_linear")
+    if fn(xp, k, t, k, n, wp, sp, _ptr(bias), yp, n):
+        raise MemoryError("jp_i8_linear could not allocate its activation buffer")
     return y
 
 
@@ -309,18 +285,8 @@ def int4_linear(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: 
     check_int4_group(k, group)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, zp, yp = library().jp_i4_linear, x2.data_ptr(), packed.data_ptr(), sz.data_ptr(), y.data_ptr()
-    bp, per_super, per_block = _ptr(bias), packed.stride(0), 2 * sz.stride(0)  # bytes per 64 / 16 rows
-    if packed.numel() * max(2, t) // 2 < SPLIT_MIN_WORK:  # the usual case, without the split's closure
-        if fn(xp, k, t, k, n, group, wp, zp, bp, yp, n):
-            raise MemoryError("jp_i4_linear could not allocate its activation buffer")
-        return y
-
-    def call(lo: int, rows: int) -> int:
-        b = None if bp is None else bp + 4 * lo
-        w, z = wp + lo // PAD_N * per_super, zp + lo // BLOCK_N * per_block
-        return int(fn(xp, k, t, k, rows, group, w, z, b, yp + 4 * lo, n))
-
-    _run(call, n, packed.numel(), t, "jp_i4_linear")
+    if fn(xp, k, t, k, n, group, wp, zp, _ptr(bias), yp, n):
+        raise MemoryError("jp_i4_linear could not allocate its activation buffer")
     return y
 
 
