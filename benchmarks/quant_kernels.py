@@ -1,6 +1,6 @@
 """joulepath's VNNI int8/int4 kernels (optimize.vnni) vs fp32 and torch's quantized routes, on this CPU (issue 13).
 
-Measured in one process at 1 thread (`torch.set_num_threads(1)`; the VNNI kernels are single-threaded anyway):
+Measured in one process at 1 thread (`torch.set_num_threads(1)`; the kernels split calls over torch's threads):
 
 - Per GEMM: Qwen2.5-0.5B's projection shapes (in -> out: 896 -> 1152 qkv, 896 -> 896 o, 896 -> 9728 fused
   gate/up, 4864 -> 896 down, 896 -> 151936 LM head) at M = 1 and 8 tokens, for fp32 `x @ W`, torch int8_dynamic

@@ -348,7 +348,7 @@ class ServeSection(_Section):
         description="weight quantization of the optimized configuration's model (joulepath.optimize), used only "
         "if it passes its quality gate (golden accuracy -1 point at most, overall and per skill); auto tries "
         "int8_vnni (where the CPU has AVX512-VNNI or AVX2 with FMA and a C compiler), int8_dynamic, "
-        "int4_weight_only, int8_weight_only in that order (int8_vnni last past 2 threads or on its AVX2 build; "
+        "int4_weight_only, int8_weight_only in that order (int8_vnni last past 2 threads, unmeasured there; "
         "each with gate-chosen opt-outs); fp8_dynamic needs a CUDA GPU of compute "
         "capability 8.9+: where the model runs on a CPU the run says so and serves the weights as loaded",
     )

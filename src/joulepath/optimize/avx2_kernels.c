@@ -4,7 +4,7 @@
  * The twin of vnni_kernels.c: the same three entry points and arguments, the same packed weight layouts, the
  * same activation quantization and the same fp32 epilogue, so both builds give bit-identical outputs (the
  * integer sums are exact on both; the float operations are the same, in the same order, lane by lane). Built by
- * `vnni.py` with the system gcc (-O3 -mavx2 -mfma -fPIC -shared) where the CPU lacks AVX512-VNNI.
+ * `vnni.py` with the system gcc (-O3 -mavx2 -mfma -fopenmp -fPIC -shared) where the CPU lacks AVX512-VNNI.
  *
  * AVX2 has no vpdpbusd. The int8 dot products use vpmaddubsw, whose int16 pair sums saturate for u8 x s8 in
  * general; the operands are arranged so that they cannot (llama.cpp's trick): |x| (u8, <= 128) times

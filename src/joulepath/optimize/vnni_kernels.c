@@ -1,8 +1,9 @@
 /* Batch-1..8 int8 / int4 weight GEMV kernels on AVX512-VNNI (vpdpbusd), for joulepath.optimize.vnni.
  *
  * Plain C, no torch headers: built by `vnni.py` with the system gcc
- * (-O3 -mavx512f -mavx512bw -mavx512vnni -fPIC -shared) and called through ctypes with tensor data pointers.
- * Single-threaded: one call streams the weight once per chunk of up to 8 tokens.
+ * (-O3 -mavx512f -mavx512bw -mavx512vnni -fopenmp -fPIC -shared) and called through ctypes with tensor data
+ * pointers. One call streams the weight once per chunk of up to 8 tokens, its superblocks split over jp_threads
+ * OpenMP threads (one thread per output row: the bits do not depend on the count).
  *
  * Activations: each token row is quantized symmetrically to int8 (scale = absmax / 127, round half to even),
  * the signed operand of vpdpbusd. Weights are the unsigned operand:

@@ -344,7 +344,7 @@ def _tier_rows(run: LocalRun) -> list[tuple[str, str, str, str]]:
                 f"{per_correct}")  # fmt: skip
         rows.append(
             (
-                f"tier {t.tier}",
+                f"tier {t.tier} (median repetition)",
                 "-",
                 text,
                 _tag("requests, accuracy, energy", "measured: served here", run.energy_provenance),

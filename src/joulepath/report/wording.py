@@ -68,7 +68,7 @@ def gain_text(j_ratio: RatioSpread | None, dash: str = "–") -> str | None:
 
 def served_in_words(local: LocalComparison) -> str:
     """What was served here and how it was repeated, e.g. "144 requests in 3 interleaved repetitions of 48"."""
-    n, per = len(local.optimized_answers), len(local.optimized.requests)
+    n, per = len(local.optimized_answers), len(local.optimized.requests) + len(local.optimized.blocked)
     if n > per:
         return (
             f"{n} requests in {local.repeats} interleaved repetitions of {per} (each repetition its own slice, "
