@@ -194,19 +194,14 @@ INLINE void i8_blocks(const int M, const int NB, const int CORR, int b0, int N, 
         else i8_blocks(MM, NBB, 0, b + bg, N, Kp, W, ws, bias, q, sx + m0, xcorr + m0, yy, ldy);                \
     }
 
-/* Threads per call (set from torch.get_num_threads() by vnni.py; 1 where the build has no OpenMP: the pragmas
- * are then ignored). */
-static int jp_threads = 1;
-void jp_set_threads(int n) { jp_threads = n < 1 ? 1 : n; }
-
 static void i8_chunk(int mc, int N, int Kp, const uint8_t *W, const float *ws, const float *bias, const int8_t *xq,
-                     const float *sx, const int32_t *xcorr, float *y, int64_t ldy) {
+                     const float *sx, const int32_t *xcorr, float *y, int64_t ldy, int nt) {
     int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB, corr = 0;
     for (int m = 0; m < mc; m++) corr |= xcorr[m] != 0; /* only rows whose codes saturated need it (measured: the
                                                           * add in every epilogue cost ~5 % at 8 tokens) */
-    /* superblocks split over jp_threads OpenMP threads: each output row is one thread's, computed exactly as
+    /* superblocks split over nt OpenMP threads: each output row is one thread's, computed exactly as
      * single-threaded, so the bits do not depend on the count */
-#pragma omp parallel for schedule(static) num_threads(jp_threads) if (jp_threads > 1 && nblk >= 2 * JP_SB)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nblk >= 2 * JP_SB)
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
             const int8_t *q = xq + (int64_t)m0 * Kp;
@@ -219,9 +214,10 @@ static void i8_chunk(int mc, int N, int Kp, const uint8_t *W, const float *ws, c
     }
 }
 
-/* y[M][N] (row stride ldy) = x[M][K] (row stride ldx) @ dequant(W) + bias. Returns 0, or -1 (no memory). */
+/* y[M][N] (row stride ldy) = x[M][K] (row stride ldx) @ dequant(W) + bias, over nt threads. Returns 0, or -1
+ * (no memory). */
 int jp_i8_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t *W, const float *ws,
-                 const float *bias, float *y, int64_t ldy) {
+                 const float *bias, float *y, int64_t ldy, int nt) {
     int Kp = (K + 3) & ~3;
     int8_t *xq = (int8_t *)aligned_alloc(64, (size_t)(JP_MAX_M * Kp + 64) & ~(size_t)63);
     if (!xq) return -1;
@@ -232,7 +228,7 @@ int jp_i8_linear(const float *x, int64_t ldx, int M, int K, int N, const uint8_t
         quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, Kp, Kp, xq, sx, xsum, qsum);
         for (int m = 0; m < mc; m++) /* 0 unless a code saturated: the VNNI kernel's exact int32 result */
             xcorr[m] = (int32_t)(128u * ((uint32_t)qsum[m] - (uint32_t)xsum[m]));
-        i8_chunk(mc, N, Kp, W, ws, bias, xq, sx, xcorr, y + (int64_t)m0 * ldy, ldy);
+        i8_chunk(mc, N, Kp, W, ws, bias, xq, sx, xcorr, y + (int64_t)m0 * ldy, ldy, nt);
     }
     free(xq);
     return 0;
@@ -320,11 +316,11 @@ INLINE void i4_blocks(const int M, const int NB, int b0, int N, int K, int G, co
 /* As i8_chunk: superblock by superblock, block groups of NB, tokens in pairs ((M, NB) = (2, 2): at 4-8 tokens
  * ~10 % faster than (4, 1) on the same shapes; int4's per-group fp32 accumulators double the registers). */
 static void i4_chunk(int mc, int N, int K, int G, const uint8_t *W, const uint16_t *sz, const float *bias,
-                     const int8_t *xq, const float *sx, const int32_t *gsum, float *y, int64_t ldy) {
+                     const int8_t *xq, const float *sx, const int32_t *gsum, float *y, int64_t ldy, int nt) {
     int nblk = (N + 16 * JP_SB - 1) / (16 * JP_SB) * JP_SB, ngroups = K / G;
-    /* superblocks split over jp_threads OpenMP threads: each output row is one thread's, computed exactly as
+    /* superblocks split over nt OpenMP threads: each output row is one thread's, computed exactly as
      * single-threaded, so the bits do not depend on the count */
-#pragma omp parallel for schedule(static) num_threads(jp_threads) if (jp_threads > 1 && nblk >= 2 * JP_SB)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1 && nblk >= 2 * JP_SB)
     for (int b = 0; b < nblk; b += JP_SB) {
         for (int m0 = 0; m0 < mc;) {
             const int8_t *q = xq + (int64_t)m0 * K;
@@ -339,7 +335,7 @@ static void i4_chunk(int mc, int N, int K, int G, const uint8_t *W, const uint16
 
 /* int4 twin of jp_i8_linear; K % G == 0 and G % 8 == 0 (checked in Python). */
 int jp_i4_linear(const float *x, int64_t ldx, int M, int K, int N, int G, const uint8_t *W, const uint16_t *sz,
-                 const float *bias, float *y, int64_t ldy) {
+                 const float *bias, float *y, int64_t ldy, int nt) {
     int ngroups = K / G;
     int8_t *xq = (int8_t *)aligned_alloc(64, (size_t)(JP_MAX_M * K + 64) & ~(size_t)63);
     int32_t *gsum = (int32_t *)malloc(sizeof(int32_t) * (size_t)(JP_MAX_M * ngroups));
@@ -352,7 +348,7 @@ int jp_i4_linear(const float *x, int64_t ldx, int M, int K, int N, int G, const 
     for (int m0 = 0; m0 < M; m0 += JP_MAX_M) {
         int mc = M - m0 < JP_MAX_M ? M - m0 : JP_MAX_M;
         quantize_rows(x + (int64_t)m0 * ldx, ldx, mc, K, K, G, xq, sx, gsum, NULL);
-        i4_chunk(mc, N, K, G, W, sz, bias, xq, sx, gsum, y + (int64_t)m0 * ldy, ldy);
+        i4_chunk(mc, N, K, G, W, sz, bias, xq, sx, gsum, y + (int64_t)m0 * ldy, ldy, nt);
     }
     free(xq);
     free(gsum);
@@ -361,7 +357,8 @@ int jp_i4_linear(const float *x, int64_t ldx, int M, int K, int N, int G, const 
 
 /* The same arguments as jp_i4_linear and nothing done: what a ctypes call costs by itself. */
 int jp_noop(const float *x, int64_t ldx, int M, int K, int N, int G, const uint8_t *W, const uint16_t *sz,
-            const float *bias, float *y, int64_t ldy) {
+            const float *bias, float *y, int64_t ldy, int nt) {
+    (void)nt;
     (void)x; (void)ldx; (void)M; (void)K; (void)N; (void)G; (void)W; (void)sz; (void)bias; (void)y; (void)ldy;
     return 0;
 }

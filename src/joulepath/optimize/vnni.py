@@ -124,11 +124,9 @@ def _build(cc: str, build: KernelBuild | None = None) -> Path:
 
 def _bind(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.jp_i8_linear.argtypes = [p, i64, i32, i32, i32, p, p, p, p, i64]
-    lib.jp_i4_linear.argtypes = [p, i64, i32, i32, i32, i32, p, p, p, p, i64]
+    lib.jp_i8_linear.argtypes = [p, i64, i32, i32, i32, p, p, p, p, i64, i32]  # ..., y, ldy, threads
+    lib.jp_i4_linear.argtypes = [p, i64, i32, i32, i32, i32, p, p, p, p, i64, i32]
     lib.jp_noop.argtypes = lib.jp_i4_linear.argtypes
-    lib.jp_set_threads.argtypes = [i32]
-    lib.jp_set_threads.restype = None
     for fn in (lib.jp_i8_linear, lib.jp_i4_linear, lib.jp_noop):
         fn.restype = ctypes.c_int
     return lib
@@ -173,19 +171,10 @@ def unavailable_reason() -> str | None:
 
 
 def library() -> ctypes.CDLL:
-    """The loaded kernels, their thread count set to torch's (checked on every call: a context may change it)."""
-    global _threads
     lib, reason = _load()
     if lib is None:
         raise RuntimeError(f"joulepath's int8/int4 kernels are unavailable: {reason}")
-    n = torch.get_num_threads()
-    if n != _threads:
-        lib.jp_set_threads(n)
-        _threads = n
     return lib
-
-
-_threads = 1  # what the library was last told (the C side starts at 1)
 
 
 # ---- packing -------------------------------------------------------------------------------------
@@ -273,7 +262,7 @@ def int8_linear(x2: Tensor, packed: Tensor, scales: Tensor, bias: Tensor | None,
     check_int8_in_features(k)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, sp, yp = library().jp_i8_linear, x2.data_ptr(), packed.data_ptr(), scales.data_ptr(), y.data_ptr()
-    if fn(xp, k, t, k, n, wp, sp, _ptr(bias), yp, n):
+    if fn(xp, k, t, k, n, wp, sp, _ptr(bias), yp, n, torch.get_num_threads()):
         raise MemoryError("jp_i8_linear could not allocate its activation buffer")
     return y
 
@@ -285,7 +274,7 @@ def int4_linear(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: 
     check_int4_group(k, group)
     y = torch.empty(t, n, dtype=torch.float32)
     fn, xp, wp, zp, yp = library().jp_i4_linear, x2.data_ptr(), packed.data_ptr(), sz.data_ptr(), y.data_ptr()
-    if fn(xp, k, t, k, n, group, wp, zp, _ptr(bias), yp, n):
+    if fn(xp, k, t, k, n, group, wp, zp, _ptr(bias), yp, n, torch.get_num_threads()):
         raise MemoryError("jp_i4_linear could not allocate its activation buffer")
     return y
 
@@ -317,6 +306,17 @@ def noop_call(x2: Tensor, packed: Tensor, sz: Tensor, y: Tensor) -> int:
     t, k = x2.shape
     return int(
         library().jp_noop(
-            x2.data_ptr(), k, t, k, y.shape[1], 32, packed.data_ptr(), sz.data_ptr(), None, y.data_ptr(), y.shape[1]
+            x2.data_ptr(),
+            k,
+            t,
+            k,
+            y.shape[1],
+            32,
+            packed.data_ptr(),
+            sz.data_ptr(),
+            None,
+            y.data_ptr(),
+            y.shape[1],
+            torch.get_num_threads(),
         )
     )
