@@ -110,7 +110,7 @@ def repetition_slice(examples: list[Example], per: int, k: int) -> tuple[list[Ex
 
 def slices(examples: list[Example], per: int) -> list[tuple[list[Example], int]]:
     """Every distinct slice of `per` requests (one: all of them) with the index of its first."""
-    return [(examples[start : start + per], start) for start in range(0, len(examples), per)]
+    return [repetition_slice(examples, per, k) for k in range(len(examples) // per)]
 
 
 def replay(
@@ -382,14 +382,23 @@ def always_large(
     if serves_alike(rung, routed_rung) and step.runs[0].torch_threads == routed_step.runs[0].torch_threads:
         return step.answers, f"{AS_SERVED}, the rung before routing"
     progress(f"tiered routing: {serve.model} on every request once more (always-large, the routed rung's settings)")
+    served = replay_slices(
+        routed_rung.model, "always-large", routed_rung.max_batch, arrivals, examples, serve.max_tokens, guard,
+        routed_rung.config,
+    )  # fmt: skip
+    return served, "served once more on the large tier with the routed rung's settings"
+
+
+def replay_slices(
+    loaded: LoadedModel, name: str, max_batch: int, arrivals: np.ndarray, examples: list[Example], max_tokens: int,
+    guard: Guard | None, config: EngineConfig,
+) -> tuple[ServedRequest, ...]:  # fmt: skip
+    """Every slice of `examples` served once at `arrivals` (`replay`, request ids as in the repetitions)."""
     served: list[ServedRequest] = []
     for part, start in slices(examples, len(arrivals)):
-        run = replay(
-            routed_rung.model, "always-large", routed_rung.max_batch, arrivals, part, serve.max_tokens, guard,
-            routed_rung.config, first_id=start,
-        )  # fmt: skip
+        run = replay(loaded, name, max_batch, arrivals, part, max_tokens, guard, config, first_id=start)
         served += run.requests
-    return tuple(served), "served once more on the large tier with the routed rung's settings"
+    return tuple(served)
 
 
 AS_SERVED = "as served (each request's answer over the repetitions)"
@@ -417,12 +426,9 @@ def tier_policies(
         config = dataclasses.replace(
             engine_config(serve, True), speculative=None, draft_model=None, track_logprobs=True
         )
-        small_served: list[ServedRequest] = []
-        for part, start in slices(examples, len(arrivals)):
-            small_served += replay(
-                routing.small, "always-small", serve.max_batch, arrivals, part, serve.max_tokens, guard, config,
-                first_id=start,
-            ).requests  # fmt: skip
+        small_served = replay_slices(
+            routing.small, "always-small", serve.max_batch, arrivals, examples, serve.max_tokens, guard, config
+        )
     large = {r.record.request_id: r for r in large_served}
     small = {r.record.request_id: r for r in small_served}
     ids = [rid for rid in large if rid in small]

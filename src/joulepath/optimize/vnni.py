@@ -303,20 +303,7 @@ def _(x2: Tensor, packed: Tensor, sz: Tensor, bias: Tensor | None, n: int, group
 
 def noop_call(x2: Tensor, packed: Tensor, sz: Tensor, y: Tensor) -> int:
     """A call with `int4_linear`'s arguments into a C function that returns at once (measures ctypes' cost)."""
-    t, k = x2.shape
+    (t, k), n, xp, yp = x2.shape, y.shape[1], x2.data_ptr(), y.data_ptr()
     return int(
-        library().jp_noop(
-            x2.data_ptr(),
-            k,
-            t,
-            k,
-            y.shape[1],
-            32,
-            packed.data_ptr(),
-            sz.data_ptr(),
-            None,
-            y.data_ptr(),
-            y.shape[1],
-            torch.get_num_threads(),
-        )
+        library().jp_noop(xp, k, t, k, n, 32, packed.data_ptr(), sz.data_ptr(), None, yp, n, torch.get_num_threads())
     )
