@@ -8,8 +8,10 @@ import torch
 from joulepath.bench import quantize_cuda
 
 
-def test_cpu_smoke_runs_every_variant_and_reports_the_headline_fields() -> None:
-    r = quantize_cuda.run(quick=False, smoke=True, reps=2, steps=3, per_cell=0)
+def test_cpu_smoke_runs_every_variant_reports_the_headline_fields_and_hands_over_partial_results() -> None:
+    seen: list[dict] = []
+    r = quantize_cuda.run(quick=False, smoke=True, reps=2, steps=3, per_cell=0, partial=seen.append)
+    assert len(seen) == 1 and not seen[0]["complete"] and "dummy:tiny-llama" in seen[0]["models"]  # after each model
     table = r["models"]["dummy:tiny-llama"]
     assert set(table["b1"]) == {"bf16", "bf16_eager", *quantize_cuda.LEVERS}
     for batch in (1, 8):
@@ -23,12 +25,6 @@ def test_cpu_smoke_runs_every_variant_and_reports_the_headline_fields() -> None:
         assert r[key] is not None and r[key] > 0
     assert r["cpu_smoke"] and r["device"] == "cpu" and r["complete"]
     assert all(row["energy_window_s"] > 0 for row in table["b8"].values())
-
-
-def test_partial_results_are_handed_over_after_each_model() -> None:
-    seen: list[dict] = []
-    quantize_cuda.run(quick=False, smoke=True, reps=1, steps=2, per_cell=0, partial=seen.append)
-    assert len(seen) == 1 and not seen[0]["complete"] and "dummy:tiny-llama" in seen[0]["models"]
 
 
 def test_without_cuda_it_says_so_and_measures_nothing(capsys: pytest.CaptureFixture[str]) -> None:

@@ -191,7 +191,7 @@ def test_an_interrupted_or_failed_run_leaves_no_run_folder(tmp_path: Path, monke
     import joulepath.report.html
 
     analytic = tmp_path / "analytic.toml"
-    analytic.write_text("[serve]\nenabled = false\n")
+    analytic.write_text("[serve]\nenabled = false\n[facility]\nhorizon_days = 7\n")  # a week: what fails is the write
     out_dir = tmp_path / "runs"
 
     def interrupt(*_: object) -> None:
