@@ -79,6 +79,21 @@ def test_work_profile_of_a_local_run() -> None:
     assert work_profiles(None) == (WorkProfile(batch_limit=1), WorkProfile())
 
 
+def test_work_profile_pools_repetitions_each_on_its_own_clock() -> None:
+    """Repetitions over slices serve other requests: the profile sums them all, and the mean batch is their
+    decode time over their busy time, each repetition's spans on its own clock (both start at 0 here, so
+    one timeline would see a batch of 3 that never ran)."""
+    a = LocalRun("optimized", 8, (_served(0, 0.1, 1.1, 30, 7), _served(0, 0.1, 1.1, 50, 9)), 2.0, 1.0, "x", 1.0)
+    b = LocalRun("optimized", 8, (_served(0, 0.1, 2.1, 40, 5),), 2.0, 1.0, "x", 1.0)
+    w = work_profile([a, b])
+    assert (w.requests, w.prompt_tokens, w.output_tokens) == (3, 120, 21)
+    assert w.mean_batch == pytest.approx((2.0 + 2.0) / (1.0 + 2.0)) and w.peak_batch == 2
+    assert "3 requests served here over 2 repetitions" in w.provenance
+    assert work_profile([a]) == work_profile(a)
+    with pytest.raises(ValueError, match="at least one"):
+        work_profile([])
+
+
 def test_prefix_cache_hits_in_the_records_reach_the_work_profile() -> None:
     hit = _served(0, 0.1, 1.1, 30, 7)
     hit = dataclasses.replace(hit, record=dataclasses.replace(hit.record, cached_prompt_tokens=24))

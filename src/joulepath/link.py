@@ -80,9 +80,12 @@ def weight_format_bytes(measured: float | None) -> float | None:
     return min(WEIGHT_DTYPE_BY_BYTES, key=lambda b: abs(b - measured))
 
 
-def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkProfile:
-    """The work one configuration did when served here: token counts from its request records, the
-    scheduler's limit, and the decode batches it reached from the requests' measured times.
+def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | None = None) -> WorkProfile:
+    """The work one configuration did when served here, pooled over the repetitions given (one run or
+    several of the same configuration): token counts from their request records, the scheduler's limit,
+    and the decode batches they reached from the requests' measured times (each repetition on its own
+    clock). With `serve.repeat_over = "slices"` each repetition served other requests, so pooling every
+    repetition projects the same requests for every configuration where one median repetition would not.
 
     Prefix-cache hits are the records' `cached_prompt_tokens` unless `prefix_hit_tokens` is given; draft
     tokens per decode step are the records' proposed and accepted drafts over their decode steps (0 with
@@ -90,31 +93,43 @@ def work_profile(run: LocalRun, prefix_hit_tokens: int | None = None) -> WorkPro
     (the nearest fleet weight format; 0 sparsity without TEAL); the small-tier share is the requests the
     router sent to the small tier (0 without tiered routing), and every other figure is the served model's
     own (`served_model_requests`)."""
-    requests = served_model_requests(run)
+    pool = (runs,) if not isinstance(runs, Sequence) else tuple(runs)
+    if not pool:
+        raise ValueError("work_profile needs at least one served run")
+    first = pool[0]
+    per_run = [served_model_requests(r) for r in pool]
+    requests = [q for served in per_run for q in served]
     prompt = sum(r.record.prompt_tokens for r in requests)
     if prefix_hit_tokens is None:
         prefix_hit_tokens = sum(r.record.cached_prompt_tokens for r in requests)
     steps = sum(r.record.decode_steps for r in requests)
     proposed = sum(r.record.draft_proposed for r in requests)
     accepted = sum(r.record.draft_accepted for r in requests)
-    mean_batch, peak_batch = batches_in_flight(requests)
+    spans = [decode_spans(served) for served in per_run]
+    busy_s = sum(b for _, b, _ in spans)
+    mean_batch = sum(d for d, _, _ in spans) / busy_s if busy_s > 0 else 1.0
+    peak_batch = max(max(p for _, _, p in spans), 1)
     # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
     # within one step can overlap in the records, so the limit bounds what they show.
-    mean_batch, peak_batch = min(mean_batch, run.max_batch), min(peak_batch, run.max_batch)
+    limit = max(r.max_batch for r in pool)
+    mean_batch, peak_batch = min(mean_batch, limit), min(peak_batch, limit)
+    served_all = sum(len(r.requests) for r in pool)
+    small = sum(r.small_tier_share * len(r.requests) for r in pool)
+    reps = f" over {len(pool)} repetitions" if len(pool) > 1 else ""
     return WorkProfile(
         requests=len(requests),
         prompt_tokens=prompt,
         computed_prompt_tokens=prompt - prefix_hit_tokens,
         output_tokens=sum(r.record.output_tokens for r in requests),
-        batch_limit=run.max_batch,
+        batch_limit=limit,
         mean_batch=mean_batch,
         peak_batch=peak_batch,
-        bytes_per_weight=weight_format_bytes(run.bytes_per_weight),
-        activation_sparsity=run.activation_sparsity,
-        small_tier_share=run.small_tier_share,
+        bytes_per_weight=weight_format_bytes(first.bytes_per_weight),
+        activation_sparsity=first.activation_sparsity,
+        small_tier_share=small / served_all if served_all else 0.0,
         accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
-        provenance=f"measured: {len(run.requests)} requests served here ({run.name}); batches from their token times",
+        provenance=f"measured: {served_all} requests served here{reps} ({first.name}); batches from their token times",
     )
 
 
@@ -129,18 +144,27 @@ def served_model_requests(run: LocalRun) -> tuple[ServedRequest, ...]:
 
 
 def work_profiles(local: LocalComparison | None) -> tuple[WorkProfile, WorkProfile]:
-    """(baseline, optimized) work profiles for the fleet projection: each configuration's median
-    repetition as served here, or, with nothing served (`serve.enabled = false`), the no-optimization
-    defaults with the baseline one request at a time."""
+    """(baseline, optimized) work profiles for the fleet projection: each configuration's repetitions as
+    served here, pooled (`work_profile`), or, with nothing served (`serve.enabled = false`), the
+    no-optimization defaults with the baseline one request at a time."""
     if local is None:
         return WorkProfile(batch_limit=1), WorkProfile()
-    return work_profile(local.baseline), work_profile(local.optimized)
+    baseline = local.baseline_runs or (local.baseline,)
+    optimized = local.optimized_runs or (local.optimized,)
+    return work_profile(baseline), work_profile(optimized)
 
 
 def batches_in_flight(requests: Sequence[ServedRequest]) -> tuple[float, int]:
     """(time-weighted mean, peak) decode batch: each request decodes from its first token to its last
     (`arrival_s + ttft_s` to `arrival_s + e2e_s`, all measured), and the mean is the summed decode time
     over the time any request was decoding (Little's law). Queueing before admission is not counted."""
+    decoding_s, busy_s, peak = decode_spans(requests)
+    return (decoding_s / busy_s if busy_s > 0 else 1.0), max(peak, 1)
+
+
+def decode_spans(requests: Sequence[ServedRequest]) -> tuple[float, float, int]:
+    """(summed decode time of the requests, time any of them was decoding, most decoding at once), seconds
+    from their measured token times (see `batches_in_flight`)."""
     spans = [(r.arrival_s + r.record.ttft_s, r.arrival_s + r.record.e2e_s) for r in requests]
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])  # at equal times a finish first
     in_flight, peak, busy_s, last_t = 0, 0, 0.0, 0.0
@@ -149,5 +173,4 @@ def batches_in_flight(requests: Sequence[ServedRequest]) -> tuple[float, int]:
             busy_s += t - last_t
         in_flight += change
         peak, last_t = max(peak, in_flight), t
-    decoding_s = sum(b - a for a, b in spans)
-    return (decoding_s / busy_s if busy_s > 0 else 1.0), max(peak, 1)
+    return sum(b - a for a, b in spans), busy_s, peak

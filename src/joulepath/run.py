@@ -161,7 +161,7 @@ def ablation(
     brute = rungs[0].description if rungs else "one request at a time (modelled)"
     steps = [_step(result.baseline.summary, "brute force", f"{brute}, no caches, no speculation", rungs[:1])]
     for i, rung in enumerate(rungs[1:], start=1):
-        work = work_profile(rung.median)
+        work = work_profile(rung.runs)
         outcome = fleet_outcome(scenario, trace, fleet_max_batch(scenario, work), work)
         steps.append(_step(outcome.summary, rung.lever, rung.description, (rung,), rung.ratio_to(rungs[i - 1])))
     if not rungs:  # nothing served: batching as the hardware model sees it
