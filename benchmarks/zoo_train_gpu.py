@@ -190,6 +190,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def int_pair(parser: argparse.ArgumentParser, flag: str, text: str) -> tuple[int, int] | None:
+    """LO,HI from a flag's text (None when empty); anything else ends the script with the flag's usage."""
+    if not text:
+        return None
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        parser.error(f"{flag} takes LO,HI, two whole numbers (e.g. 2,4), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -221,9 +231,7 @@ def main() -> int:
     device = "cpu" if smoke else "cuda"
     drill = tuple(s for s in args.drill.split(",") if s)
     only = tuple(s for s in args.only.split(",") if s)
-    lines = tuple(int(x) for x in args.lookup_lines.split(",")) if args.lookup_lines else None
-    if lines is not None and len(lines) != 2:
-        parser.error(f"--lookup-lines takes LO,HI (e.g. 2,4), got {args.lookup_lines!r}")
+    lines = int_pair(parser, "--lookup-lines", args.lookup_lines)
     large = TrainConfig(
         preset="jp-large",
         init_from=str(zoo_path("jp-large")) if args.init else "",
@@ -234,7 +242,7 @@ def main() -> int:
         warmup_steps=5 if smoke else (50 if args.init else 150),
         data_rows=8 if smoke else args.rows,
         skills=only or (("add", "sort", "lookup") if smoke else TrainConfig.skills + drill),
-        lookup_lines=(lines[0], lines[1]) if lines else None,
+        lookup_lines=lines,
         lookup_echo=args.lookup_echo,
         mtp_heads=4,
         checkpoint_every=10**9,

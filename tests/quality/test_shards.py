@@ -1,5 +1,6 @@
 """Packed training rows: whole examples, attention kept inside them, loss exactly on answer tokens."""
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from joulepath.model import JsonTokenizer
 from joulepath.model.checkpoint import zoo_path
 from joulepath.quality.shards import ALL_SKILLS, OUT_OF_SCOPE, REFUSAL, DataMix, PackedRows, build
+from joulepath.quality.tasks import make_document
 
 TOKENIZER = zoo_path("jp-small") / "tokenizer.json"
 
@@ -129,3 +131,33 @@ def test_lookup_documents_can_be_asked_in_the_echo_form() -> None:
     assert any(forms) and not all(forms)
     with pytest.raises(ValueError, match="lookup_echo"):
         DataMix(lookup_echo=1.5)
+
+
+def test_lookup_keys_can_be_made_short_and_the_golden_keys_stay_four_digits() -> None:
+    """`lookup_key_digits`: keys of 1-4 digits in the training rows (distinct, each asked once, answered with its
+    own value), raised to 2 digits where a document has more lines than the 9 one-digit keys; the golden sets'
+    documents keep four-digit keys."""
+    tok = JsonTokenizer(TOKENIZER)
+    lengths: set[int] = set()
+    for lines, digits in (((2, 4), (1, 4)), ((12, 12), (1, 1))):
+        mix = DataMix(skills=("lookup",), lookup_questions=4, lookup_lines=lines, lookup_key_digits=digits)
+        rows = build(TOKENIZER, mix, n_rows=3, length=512, seed=7)
+        for ids, answer in (ex for r in range(rows.n_rows) for ex in _examples(rows, r)):
+            text = tok.decode(ids)
+            document = text.split("<|user|>", 1)[1].split("\nWhat is", 1)[0]
+            values = dict(line.split(": ") for line in document.splitlines())
+            keys = [q.split("?")[0] for q in text.split("What is the value of ")[1:]]
+            assert len(keys) == len(set(keys)) and tok.decode(answer) == "".join(f"{values[k]}<|end|>" for k in keys)
+            sizes = {len(k) - 1 for k in values}
+            assert len(sizes) == 1  # one key length per document
+            if lines == (12, 12):
+                assert sizes == {2}  # 12 distinct keys need two digits
+            lengths |= sizes
+    assert lengths == {1, 2, 3, 4}  # every length drawn (seeded)
+    for bad in ((0, 4), (3, 2), (1, 5)):
+        with pytest.raises(ValueError, match="lookup_key_digits"):
+            DataMix(lookup_key_digits=bad)
+    with pytest.raises(ValueError, match="use more digits or fewer lines"):
+        make_document(random.Random(0), "easy", "doc", lines=10, key_digits=1)
+    golden = make_document(random.Random(0), "hard", "doc")[1]
+    assert len(golden) == 100 and all(len(k) == 5 and k[0] == "k" for k in golden)

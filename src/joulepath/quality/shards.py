@@ -24,6 +24,7 @@ import numpy as np
 from joulepath.model import JsonTokenizer
 from joulepath.quality.tasks import (
     LEVELS,
+    LOOKUP_LINES,
     SKILLS,
     SYSTEM_PROMPT,
     Example,
@@ -56,7 +57,10 @@ class DataMix:
     value follows a copy of the document's own "k1234: " and is found by matching that prefix (an induction
     pattern small models learn early), a scaffold for the golden form's key match (benchmarks/RESULTS.md, CPU
     probes for issue 12: with half the documents echoed the golden form left chance, learning to copy, without
-    it it did not; the key match itself had at most begun after 9.8 M tokens)."""
+    it it did not; the key match itself had at most begun after 9.8 M tokens). `lookup_key_digits` (lo, hi),
+    when set, draws each lookup document's key length from it instead of the golden sets' 4 digits, raised
+    where the document has more lines than keys of that length exist: a one-digit key is matched by one
+    token, so short keys give the key match a signal before it must compare four digits."""
 
     skills: tuple[str, ...] = SKILLS
     level_weights: tuple[float, float, float] = (0.2, 0.35, 0.45)  # easy, medium, hard
@@ -66,6 +70,7 @@ class DataMix:
     lookup_questions: int = 1
     lookup_lines: tuple[int, int] | None = None
     lookup_echo: float = 0.0
+    lookup_key_digits: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.skills) - set(SKILLS)
@@ -81,6 +86,9 @@ class DataMix:
             raise ValueError(f"lookup_lines must be (lo, hi) with 2 <= lo <= hi <= 9000, got {self.lookup_lines}")
         if not 0 <= self.lookup_echo <= 1:
             raise ValueError(f"lookup_echo is a share of lookup documents, in [0, 1]; got {self.lookup_echo}")
+        digits = self.lookup_key_digits
+        if digits is not None and not 1 <= digits[0] <= digits[1] <= 4:
+            raise ValueError(f"lookup_key_digits must be (lo, hi) with 1 <= lo <= hi <= 4, got {digits}")
 
 
 @dataclass(frozen=True)
@@ -134,8 +142,10 @@ def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[Turns, int]]:
             continue
         skill = rng.choice(mix.skills)
         level = rng.choices(LEVELS, weights=mix.level_weights)[0]
-        if skill == "lookup" and mix.lookup_lines is not None:
-            document = make_document(rng, level, "doc", rng.randint(*mix.lookup_lines))
+        if skill == "lookup" and (mix.lookup_lines is not None or mix.lookup_key_digits is not None):
+            lines = rng.randint(*mix.lookup_lines) if mix.lookup_lines is not None else LOOKUP_LINES[level]
+            digits = key_digits(rng.randint(*mix.lookup_key_digits), lines) if mix.lookup_key_digits else 4
+            document = make_document(rng, level, "doc", lines, digits)
             ex = gen_lookup(rng, level, (*document, "doc"))
         else:
             ex = generate(skill, level, rng)
@@ -145,6 +155,14 @@ def texts(rng: random.Random, mix: DataMix) -> Iterator[tuple[Turns, int]]:
         if skill == "lookup" and mix.lookup_echo and rng.random() < mix.lookup_echo:
             turns = echo_turns(ex, turns)
         yield turns, SKILLS.index(skill)
+
+
+def key_digits(wanted: int, lines: int) -> int:
+    """`wanted`, or the fewest digits above it with `lines` distinct keys (9 x 10^(d-1) keys of d digits)."""
+    d = wanted
+    while 9 * 10 ** (d - 1) < lines:
+        d += 1
+    return d
 
 
 def follow_up_lookups(ex: Example, n: int, rng: random.Random) -> Turns:

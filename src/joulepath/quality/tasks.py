@@ -136,9 +136,16 @@ def gen_convert(rng: random.Random, level: str) -> Example:
     return Example("convert", level, f"Convert {_fmt(value)} {src} to {dst}.", _fmt(result))
 
 
-def make_document(rng: random.Random, level: str, doc_id: str, lines: int | None = None) -> tuple[str, dict[str, str]]:
-    """A lookup document of `lines` key-value lines (default: the level's, `LOOKUP_LINES`)."""
-    keys = rng.sample(range(1000, 10000), lines or LOOKUP_LINES[level])
+def make_document(
+    rng: random.Random, level: str, doc_id: str, lines: int | None = None, key_digits: int = 4
+) -> tuple[str, dict[str, str]]:
+    """A lookup document of `lines` key-value lines (default: the level's, `LOOKUP_LINES`), keys "k" and
+    `key_digits` digits (the golden sets' 4 by default; fewer only in training data)."""
+    n = lines or LOOKUP_LINES[level]
+    space = range(10 ** (key_digits - 1), 10**key_digits)
+    if not 1 <= key_digits <= 9 or n > len(space):
+        raise ValueError(f"{n} distinct keys of {key_digits} digits do not exist: use more digits or fewer lines")
+    keys = rng.sample(space, n)
     values = {f"k{k}": str(rng.randint(0, 999)) for k in keys}
     return "\n".join(f"{k}: {v}" for k, v in values.items()), values
 

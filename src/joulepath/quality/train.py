@@ -71,6 +71,7 @@ class TrainConfig:
     lookup_questions: int = 8  # questions (turns) per lookup document in the rows (shards.DataMix)
     lookup_lines: tuple[int, int] | None = None  # lookup documents' line counts (None: each level's)
     lookup_echo: float = 0.0  # share of lookup documents asked in the echo form (shards.DataMix)
+    lookup_key_digits: tuple[int, int] | None = None  # lookup keys' digit counts (None: the golden sets' 4)
     init_from: str = ""  # a zoo model folder whose weights (and heads) start a fresh run: warm start
     log_every: int = 25
 
@@ -79,6 +80,21 @@ class TrainConfig:
             raise ValueError(f"unknown zoo preset {self.preset!r}; known: {', '.join(ZOO)}")
         if self.steps <= 0 or self.tokens_per_step <= 0 or self.seq_len <= 0 or self.lr <= 0:
             raise ValueError("steps, tokens_per_step, seq_len and lr must be positive")
+        self.data_mix()  # the mix's own checks, before any data is made
+
+    def data_mix(self, safety: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> DataMix:
+        """What the rows hold; `safety`: (forbidden requests, harmless requests)."""
+        return DataMix(
+            self.skills,
+            self.level_weights,
+            self.safety_share,
+            safety[0],
+            safety[1],
+            self.lookup_questions,
+            self.lookup_lines,
+            self.lookup_echo,
+            self.lookup_key_digits,
+        )
 
     @property
     def rows_per_step(self) -> int:
@@ -197,17 +213,7 @@ class RowSampler:
 
 
 def make_data(cfg: TrainConfig, tokenizer_path: Path, safety: tuple[tuple[str, ...], tuple[str, ...]]) -> PackedRows:
-    mix = DataMix(
-        cfg.skills,
-        cfg.level_weights,
-        cfg.safety_share,
-        safety[0],
-        safety[1],
-        cfg.lookup_questions,
-        cfg.lookup_lines,
-        cfg.lookup_echo,
-    )
-    return shards.build(tokenizer_path, mix, cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
+    return shards.build(tokenizer_path, cfg.data_mix(safety), cfg.data_rows, cfg.seq_len, cfg.seed, cfg.data_workers)
 
 
 def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, cuda: bool) -> torch.optim.AdamW:
