@@ -200,35 +200,10 @@ def int_pair(parser: argparse.ArgumentParser, flag: str, text: str) -> tuple[int
     return int(parts[0]), int(parts[1])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--large-s", type=float, default=250.0)
-    parser.add_argument("--small-s", type=float, default=70.0)
-    parser.add_argument("--rows", type=int, default=48_000)
-    parser.add_argument("--eval-per-cell", type=int, default=10)
-    parser.add_argument("--models", default="jp-large,jp-small", help="which to train, in this order")
-    parser.add_argument("--init", action="store_true", help="warm start from the shipped zoo weights")
-    parser.add_argument("--lr-scale", type=float, default=1.0, help="peak learning rates times this")
-    parser.add_argument("--drill", default="", help="skills added to the uniform draw again (e.g. add,mul)")
-    parser.add_argument("--only", default="", help="train on these skills alone (e.g. lookup: a diagnostic run)")
-    parser.add_argument(
-        "--lookup-lines", default="", help="lookup documents of LO,HI lines (e.g. 2,4) instead of each level's"
-    )
-    parser.add_argument(
-        "--lookup-echo", type=float, default=0.0, help="share of lookup documents asked in the echo form (0-1)"
-    )
-    parser.add_argument("--cpu-smoke", action="store_true", help="tiny run on CPU to test this script")
-    args = parser.parse_args()
-    t0 = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/zoo-train/models")
-    shutil.rmtree(work.parent, ignore_errors=True)
-    work.mkdir(parents=True)
-    LOG["machine"] = machine()
-    print(json.dumps(LOG["machine"]), flush=True)
-    smoke = args.cpu_smoke
-    device = "cpu" if smoke else "cuda"
+def train_configs(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool
+) -> tuple[TrainConfig, TrainConfig]:
+    """(jp-large, jp-small) training configs from the flags; a bad value ends the script with its reason."""
     drill = tuple(s for s in args.drill.split(",") if s)
     only = tuple(s for s in args.only.split(",") if s)
     lines = int_pair(parser, "--lookup-lines", args.lookup_lines)
@@ -261,6 +236,42 @@ def main() -> int:
             "time_budget_s": 0 if smoke else args.small_s,
         }
     )
+    return large, small
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--large-s", type=float, default=250.0)
+    parser.add_argument("--small-s", type=float, default=70.0)
+    parser.add_argument("--rows", type=int, default=48_000)
+    parser.add_argument("--eval-per-cell", type=int, default=10)
+    parser.add_argument("--models", default="jp-large,jp-small", help="which to train, in this order")
+    parser.add_argument("--init", action="store_true", help="warm start from the shipped zoo weights")
+    parser.add_argument("--lr-scale", type=float, default=1.0, help="peak learning rates times this")
+    parser.add_argument("--drill", default="", help="skills added to the uniform draw again (e.g. add,mul)")
+    parser.add_argument("--only", default="", help="train on these skills alone (e.g. lookup: a diagnostic run)")
+    parser.add_argument(
+        "--lookup-lines", default="", help="lookup documents of LO,HI lines (e.g. 2,4) instead of each level's"
+    )
+    parser.add_argument(
+        "--lookup-echo", type=float, default=0.0, help="share of lookup documents asked in the echo form (0-1)"
+    )
+    parser.add_argument("--cpu-smoke", action="store_true", help="tiny run on CPU to test this script")
+    args = parser.parse_args()
+    smoke = args.cpu_smoke
+    try:  # before anything is made or removed
+        large, small = train_configs(parser, args, smoke)
+    except ValueError as exc:  # e.g. --lookup-lines 1,4 or an unknown skill in --only
+        parser.error(str(exc))
+    t0 = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/zoo-train/models")
+    shutil.rmtree(work.parent, ignore_errors=True)
+    work.mkdir(parents=True)
+    LOG["machine"] = machine()
+    print(json.dumps(LOG["machine"]), flush=True)
+    device = "cpu" if smoke else "cuda"
     rows = make_rows(large, zoo_path("jp-large") / "tokenizer.json", 2 if smoke else max(1, (os.cpu_count() or 2) - 1))
     if rows is not None:
         busy = GpuBusySampler() if not smoke else None

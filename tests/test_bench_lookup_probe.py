@@ -12,7 +12,8 @@ from joulepath.model.checkpoint import zoo_path
 def test_arms_parse_and_bad_ones_say_the_form() -> None:
     assert parse_arm("short-keys:0.5:1-4") == Arm("short-keys", 0.5, (1, 4))
     assert parse_arm("few-rows:0.5:4-4:75") == Arm("few-rows", 0.5, (4, 4), 75.0)
-    for bad in ("short-keys:0.5", "a:b:1-4", "a:0.5:1", "a:0.5:x-4", "a:0.5:4-4:0", "a:0.5:4-4:2:3"):
+    bad_arms = ("short-keys:0.5", "a:b:1-4", "a:0.5:1", "a:0.5:x-4", "a:0.5:4-4:0", "a:0.5:4-4:2:3", "..:0.5:4-4")
+    for bad in (*bad_arms, "a/b:0.5:4-4", ":0.5:4-4", "a:nan:4-4", "a:0.5:4-4:nan"):
         with pytest.raises(ValueError, match="NAME:ECHO:LO-HI"):
             parse_arm(bad)
     with pytest.raises(ValueError, match="lookup_key_digits"):  # the data mix checks the range

@@ -63,9 +63,9 @@ def _served(arrival_s: float, ttft_s: float, e2e_s: float, prompt: int = 20, out
 
 def test_batches_come_from_the_requests_decode_times() -> None:
     one_at_a_time = [_served(0, 0.1, 1.0), _served(0, 1.1, 2.0), _served(0, 2.1, 3.0)]  # queued, never together
-    assert batches_in_flight(one_at_a_time) == (pytest.approx(1.0), 1)
+    assert batches_in_flight([one_at_a_time]) == (pytest.approx(1.0), 1)
     together = [_served(0, 0.1, 1.1), _served(0, 0.1, 1.1), _served(0.5, 0.1, 0.6)]
-    mean, peak = batches_in_flight(together)
+    mean, peak = batches_in_flight([together])
     assert peak == 3 and mean == pytest.approx(2.5)
 
 
@@ -92,6 +92,18 @@ def test_work_profile_pools_repetitions_each_on_its_own_clock() -> None:
     assert work_profile([a]) == work_profile(a)
     with pytest.raises(ValueError, match="at least one"):
         work_profile([])
+    with pytest.raises(ValueError, match="max_batch differ"):  # repetitions of one configuration only
+        work_profile([a, dataclasses.replace(b, max_batch=16)])
+    small, large = (
+        dataclasses.replace(_served(0, 0.1, 1.1, 10, 3), tier="s"),
+        dataclasses.replace(b.requests[0], tier="l"),
+    )
+    routed = [LocalRun("r", 8, (small,), 1.0, 1.0, "x", 1.0, small_tier="s"), dataclasses.replace(b, name="r")]
+    routed[1] = dataclasses.replace(routed[1], requests=(small, large), small_tier="s")
+    w = work_profile(routed)  # the large tier's requests, pooled; one repetition all small adds none of its own
+    assert (w.requests, w.prompt_tokens) == (1, 40) and w.small_tier_share == pytest.approx(2 / 3)
+    sparse = [dataclasses.replace(a, activation_sparsity=0.5), dataclasses.replace(b, activation_sparsity=0.2)]
+    assert work_profile(sparse).activation_sparsity == pytest.approx((0.5 * 96 + 0.2 * 45) / (96 + 45))
 
 
 def test_prefix_cache_hits_in_the_records_reach_the_work_profile() -> None:

@@ -52,6 +52,8 @@ def test_quick_pipeline_writes_result_report_and_telemetry(run_dir: Path) -> Non
     assert doc["baseline"]["summary"]["wall_j_per_token"] > 0
     # the optimized configuration serves with the prefix cache; its measured hits reach the fleet projection
     work, base_work = doc["fleet"]["work"], doc["baseline"]["work"]
+    assert "24 requests served here over 3 repetitions" in work["provenance"]  # every slice, pooled
+    assert "over 3 repetitions" in base_work["provenance"]
     assert doc["scenario"]["serve"]["prefix_cache"] is True and base_work["prefix_hit_tokens"] == 0
     assert (
         work["prefix_hit_tokens"] > 0

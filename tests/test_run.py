@@ -49,7 +49,9 @@ def test_the_headline_waterfall_runs_from_brute_force_to_the_optimized_run() -> 
     sh = result.shift  # the optimized facility's deferrable work shifted against carbon and price, with a battery
     assert sh is not None and sh.missed_deadlines == 0 and sh.deferrable_share == pytest.approx(0.2)
     assert sh.cost_usd[1] < sh.cost_usd[0] and sh.co2_kg[2] is not None
-    assert 0 < sh.oracle_fraction <= 1 + 1e-9  # the oracle saves at least the policy's share of the objective
+    # The policy saves at most the oracle's saving (no deadline missed: its schedule is feasible for the oracle's
+    # linear program), and more than nothing against run-now here (a regression check, not a guarantee).
+    assert 0 < sh.oracle_fraction <= 1 + 1e-9
     assert sh.grid_energy_j[1] >= sh.grid_energy_j[0]  # the battery's round trip loses energy, never makes it
     assert steps[-1].carbon_g_per_token == pytest.approx(steps[-2].carbon_g_per_token * sh.co2_kg[1] / sh.co2_kg[0])
     off = run(parse_scenario(ANALYTIC))  # shifting is off by default (its step is not positive here)

@@ -5,10 +5,10 @@ Two hand-offs, both outside `hw` (which never imports the model layer or torch):
 - `transformer_spec`: the one description of a model. A loaded model's `ModelConfig` (or a model
   preset's name) becomes the hardware model's `TransformerSpec`, so the profiler's FLOP/byte counts
   (`hw.perf.operator_work`) and the fleet projection describe the same architecture.
-- `work_profile`: what one configuration measured when it was served here (`results.LocalRun`) becomes
-  the `hw.work.WorkProfile` its fleet projection takes (`hw.fleet.project_trace(work=...)`), so an
-  optimization measured on this machine changes the projected device energy, the facility load and
-  the wall energy (`run.fleet_outcome`).
+- `work_profile`: what one configuration measured when it was served here (its `results.LocalRun`
+  repetitions, pooled) becomes the `hw.work.WorkProfile` its fleet projection takes
+  (`hw.fleet.project_trace(work=...)`), so an optimization measured on this machine changes the
+  projected device energy, the facility load and the wall energy (`run.fleet_outcome`).
 
 This module imports torch only through the model layer, and only when a preset name is looked up.
 """
@@ -90,14 +90,12 @@ def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | N
     Prefix-cache hits are the records' `cached_prompt_tokens` unless `prefix_hit_tokens` is given; draft
     tokens per decode step are the records' proposed and accepted drafts over their decode steps (0 with
     speculation off); bytes per weight and activation sparsity are what the served model's lever measured
-    (the nearest fleet weight format; 0 sparsity without TEAL); the small-tier share is the requests the
-    router sent to the small tier (0 without tiered routing), and every other figure is the served model's
-    own (`served_model_requests`)."""
-    pool = (runs,) if not isinstance(runs, Sequence) else tuple(runs)
-    if not pool:
-        raise ValueError("work_profile needs at least one served run")
+    (the nearest fleet weight format; sparsity weighted by each repetition's tokens, 0 without TEAL); the
+    small-tier share is the requests the router sent to the small tier (0 without tiered routing), and
+    every other figure is the served model's own (`served_model_requests`)."""
+    pool = same_configuration((runs,) if not isinstance(runs, Sequence) else tuple(runs))
     first = pool[0]
-    per_run = [served_model_requests(r) for r in pool]
+    per_run = served_model_requests(pool)
     requests = [q for served in per_run for q in served]
     prompt = sum(r.record.prompt_tokens for r in requests)
     if prefix_hit_tokens is None:
@@ -105,14 +103,10 @@ def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | N
     steps = sum(r.record.decode_steps for r in requests)
     proposed = sum(r.record.draft_proposed for r in requests)
     accepted = sum(r.record.draft_accepted for r in requests)
-    spans = [decode_spans(served) for served in per_run]
-    busy_s = sum(b for _, b, _ in spans)
-    mean_batch = sum(d for d, _, _ in spans) / busy_s if busy_s > 0 else 1.0
-    peak_batch = max(max(p for _, _, p in spans), 1)
+    mean_batch, peak_batch = batches_in_flight(per_run)
     # The scheduler never runs more than its limit; a finish and the next first token stamped a hair apart
     # within one step can overlap in the records, so the limit bounds what they show.
-    limit = max(r.max_batch for r in pool)
-    mean_batch, peak_batch = min(mean_batch, limit), min(peak_batch, limit)
+    mean_batch, peak_batch = min(mean_batch, first.max_batch), min(peak_batch, first.max_batch)
     served_all = sum(len(r.requests) for r in pool)
     small = sum(r.small_tier_share * len(r.requests) for r in pool)
     reps = f" over {len(pool)} repetitions" if len(pool) > 1 else ""
@@ -121,11 +115,11 @@ def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | N
         prompt_tokens=prompt,
         computed_prompt_tokens=prompt - prefix_hit_tokens,
         output_tokens=sum(r.record.output_tokens for r in requests),
-        batch_limit=limit,
+        batch_limit=first.max_batch,
         mean_batch=mean_batch,
         peak_batch=peak_batch,
         bytes_per_weight=weight_format_bytes(first.bytes_per_weight),
-        activation_sparsity=first.activation_sparsity,
+        activation_sparsity=token_weighted_sparsity(pool),
         small_tier_share=small / served_all if served_all else 0.0,
         accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
@@ -133,14 +127,33 @@ def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | N
     )
 
 
-def served_model_requests(run: LocalRun) -> tuple[ServedRequest, ...]:
-    """The requests the served model answered: with tiered routing, the large tier's (its engine's cache,
-    batches and drafts are what the fleet's large pool is projected with; the small tier's share is
-    carried separately), or all of them if the router sent every request to the small tier."""
-    if run.small_tier is None:
-        return run.requests
-    large = tuple(r for r in run.requests if r.tier != run.small_tier)
-    return large or run.requests
+def same_configuration(pool: tuple[LocalRun, ...]) -> tuple[LocalRun, ...]:
+    """`pool`, checked to be repetitions of one configuration (a ValueError says what differs)."""
+    if not pool:
+        raise ValueError("work_profile needs at least one served run")
+    for field in ("name", "max_batch", "bytes_per_weight", "small_tier"):
+        seen = {getattr(r, field) for r in pool}
+        if len(seen) > 1:
+            raise ValueError(f"work_profile pools repetitions of one configuration; their {field} differ: {seen}")
+    return pool
+
+
+def token_weighted_sparsity(pool: Sequence[LocalRun]) -> float:
+    """The repetitions' measured activation sparsity, each weighted by the tokens it processed."""
+    tokens = [sum(q.record.prompt_tokens + q.record.output_tokens for q in r.requests) for r in pool]
+    total = sum(tokens)
+    if total == 0:
+        return pool[0].activation_sparsity if pool else 0.0
+    return sum(r.activation_sparsity * t for r, t in zip(pool, tokens, strict=True)) / total
+
+
+def served_model_requests(pool: Sequence[LocalRun]) -> list[tuple[ServedRequest, ...]]:
+    """Per repetition, the requests the served model answered: with tiered routing, the large tier's (its
+    engine's cache, batches and drafts are what the fleet's large pool is projected with; the small tier's
+    share is carried separately), or every request if the router sent all of them, in every repetition, to
+    the small tier."""
+    large = [tuple(q for q in r.requests if r.small_tier is None or q.tier != r.small_tier) for r in pool]
+    return large if any(large) else [r.requests for r in pool]
 
 
 def work_profiles(local: LocalComparison | None) -> tuple[WorkProfile, WorkProfile]:
@@ -154,17 +167,20 @@ def work_profiles(local: LocalComparison | None) -> tuple[WorkProfile, WorkProfi
     return work_profile(baseline), work_profile(optimized)
 
 
-def batches_in_flight(requests: Sequence[ServedRequest]) -> tuple[float, int]:
-    """(time-weighted mean, peak) decode batch: each request decodes from its first token to its last
-    (`arrival_s + ttft_s` to `arrival_s + e2e_s`, all measured), and the mean is the summed decode time
-    over the time any request was decoding (Little's law). Queueing before admission is not counted."""
-    decoding_s, busy_s, peak = decode_spans(requests)
-    return (decoding_s / busy_s if busy_s > 0 else 1.0), max(peak, 1)
+def batches_in_flight(timelines: Sequence[Sequence[ServedRequest]]) -> tuple[float, int]:
+    """(time-weighted mean, peak) decode batch over one or more timelines (repetitions, each on its own
+    clock): each request decodes from its first token to its last (`arrival_s + ttft_s` to `arrival_s +
+    e2e_s`, all measured), and the mean is the summed decode time over the time any request of its timeline
+    was decoding (Little's law). Queueing before admission is not counted."""
+    spans = [decode_spans(t) for t in timelines]
+    busy_s = sum(b for _, b, _ in spans)
+    mean = sum(d for d, _, _ in spans) / busy_s if busy_s > 0 else 1.0
+    return mean, max([p for _, _, p in spans] + [1])
 
 
 def decode_spans(requests: Sequence[ServedRequest]) -> tuple[float, float, int]:
     """(summed decode time of the requests, time any of them was decoding, most decoding at once), seconds
-    from their measured token times (see `batches_in_flight`)."""
+    from their measured token times, on one clock (see `batches_in_flight`)."""
     spans = [(r.arrival_s + r.record.ttft_s, r.arrival_s + r.record.e2e_s) for r in requests]
     events = sorted([(a, 1) for a, _ in spans] + [(b, -1) for _, b in spans])  # at equal times a finish first
     in_flight, peak, busy_s, last_t = 0, 0, 0.0, 0.0

@@ -59,10 +59,21 @@ def test_schedule_warms_up_then_decays_to_its_floor() -> None:
     assert lr_at(100, 100, cfg) == pytest.approx(1e-4) and lr_at(55, 100, cfg) == pytest.approx(5.5e-4)
 
 
+def test_rows_made_ahead_default_to_one_pass_over_the_run() -> None:
+    assert TrainConfig(steps=100, tokens_per_step=4096, seq_len=1024).rows_to_make == 400  # 4 rows a step
+    assert TrainConfig(steps=100, data_rows=64).rows_to_make == 64
+    with pytest.raises(ValueError, match="data_rows"):  # a budgeted run's step count is not known ahead
+        TrainConfig(time_budget_s=60.0)
+    with pytest.raises(ValueError, match="data_rows"):
+        TrainConfig(data_rows=-1)
+
+
 def test_wall_budget_sets_the_step_count_from_the_timed_steps(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = iter([100.0, 101.0, 170.0])  # started at 99 s; step 10 at 100 s, step 30 at 101 s
     monkeypatch.setattr(train_module.time, "perf_counter", lambda: next(clock))
-    budget = train_module.WallBudget(TrainConfig(time_budget_s=60.0, timing_steps=30, steps=10**6), 99.0, 0)
+    budget = train_module.WallBudget(
+        TrainConfig(time_budget_s=60.0, timing_steps=30, steps=10**6, data_rows=64), 99.0, 0
+    )
     cpu = torch.device("cpu")
     assert budget.update(10, 500, cpu) == 500
     assert budget.update(30, 500, cpu) == 30 + 1160  # 0.05 s per timed step, 58 s of the budget left

@@ -159,5 +159,7 @@ def test_lookup_keys_can_be_made_short_and_the_golden_keys_stay_four_digits() ->
             DataMix(lookup_key_digits=bad)
     with pytest.raises(ValueError, match="use more digits or fewer lines"):
         make_document(random.Random(0), "easy", "doc", lines=10, key_digits=1)
+    with pytest.raises(ValueError, match="key_digits must be 1-9"):
+        make_document(random.Random(0), "easy", "doc", lines=2, key_digits=0)
     golden = make_document(random.Random(0), "hard", "doc")[1]
     assert len(golden) == 100 and all(len(k) == 5 and k[0] == "k" for k in golden)

@@ -109,6 +109,9 @@ def train_cmd(
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 3e-3,
     mtp_heads: Annotated[int, typer.Option(min=0, help="Medusa heads trained alongside (0: none).")] = 0,
     seed: Annotated[int, typer.Option(help="Data and init seed.")] = 0,
+    data_rows: Annotated[
+        int, typer.Option(min=0, help="Packed rows made ahead (0: one pass, steps x rows per step; fewer repeat).")
+    ] = 0,
 ) -> None:
     """Train a zoo model on the task suite and the safety set's training split (packed rows made ahead,
     AdamW, cosine, clipping, checkpoints, resume); the GPU run is benchmarks/zoo_train_gpu.py."""
@@ -118,7 +121,7 @@ def train_cmd(
     cfg = guarded(
         lambda: TrainConfig(
             preset=preset, steps=steps, tokens_per_step=tokens_per_step, seq_len=seq_len, lr=lr, mtp_heads=mtp_heads,
-            seed=seed, log_every=1,
+            seed=seed, log_every=1, data_rows=data_rows,
         )
     )  # fmt: skip
     safety = safety_texts("train")

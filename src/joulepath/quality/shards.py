@@ -263,7 +263,10 @@ def build_rows(tokenizer_path: str, mix: DataMix, n_rows: int, length: int, seed
         if len(ids) > length:
             skipped += 1
             if skipped > 1_000:  # the mix (nearly) never makes an example that fits: refuse, never loop forever
-                raise ValueError(f"no example of this mix fits rows of {length} tokens; raise seq_len")
+                raise ValueError(
+                    f"1,000 examples in a row of this mix were longer than rows of {length} tokens (fewer than about "
+                    "1 in 1,000 fit); raise seq_len"
+                )
             continue
         skipped = 0
         packer.add(ids, answers, skill)

@@ -141,9 +141,11 @@ def make_document(
 ) -> tuple[str, dict[str, str]]:
     """A lookup document of `lines` key-value lines (default: the level's, `LOOKUP_LINES`), keys "k" and
     `key_digits` digits (the golden sets' 4 by default; fewer only in training data)."""
+    if not 1 <= key_digits <= 9:
+        raise ValueError(f"key_digits must be 1-9 (the golden sets use 4), got {key_digits}")
     n = lines or LOOKUP_LINES[level]
     space = range(10 ** (key_digits - 1), 10**key_digits)
-    if not 1 <= key_digits <= 9 or n > len(space):
+    if n > len(space):
         raise ValueError(f"{n} distinct keys of {key_digits} digits do not exist: use more digits or fewer lines")
     keys = rng.sample(space, n)
     values = {f"k{k}": str(rng.randint(0, 999)) for k in keys}
