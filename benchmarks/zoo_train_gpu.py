@@ -204,6 +204,11 @@ def train_configs(
     parser: argparse.ArgumentParser, args: argparse.Namespace, smoke: bool
 ) -> tuple[TrainConfig, TrainConfig]:
     """(jp-large, jp-small) training configs from the flags; a bad value ends the script with its reason."""
+    unknown = set(args.models.split(",")) - {"jp-large", "jp-small"}
+    if unknown or not args.models:
+        parser.error(f"--models: jp-large and/or jp-small, comma-separated; got {args.models!r}")
+    if not smoke and (args.large_s <= 0 or args.small_s <= 0):
+        parser.error("--large-s and --small-s are wall-time budgets in seconds, > 0")
     drill = tuple(s for s in args.drill.split(",") if s)
     only = tuple(s for s in args.only.split(",") if s)
     lines = int_pair(parser, "--lookup-lines", args.lookup_lines)

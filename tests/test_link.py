@@ -102,6 +102,9 @@ def test_work_profile_pools_repetitions_each_on_its_own_clock() -> None:
     routed[1] = dataclasses.replace(routed[1], requests=(small, large), small_tier="s")
     w = work_profile(routed)  # the large tier's requests, pooled; one repetition all small adds none of its own
     assert (w.requests, w.prompt_tokens) == (1, 40) and w.small_tier_share == pytest.approx(2 / 3)
+    all_small = [routed[0], dataclasses.replace(routed[0], requests=(small, small))]
+    w = work_profile(all_small)  # the router sent every request to the small tier: all of them are the profile
+    assert (w.requests, w.small_tier_share) == (3, 1.0)
     sparse = [dataclasses.replace(a, activation_sparsity=0.5), dataclasses.replace(b, activation_sparsity=0.2)]
     assert work_profile(sparse).activation_sparsity == pytest.approx((0.5 * 96 + 0.2 * 45) / (96 + 45))
 

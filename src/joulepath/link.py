@@ -139,8 +139,12 @@ def same_configuration(pool: tuple[LocalRun, ...]) -> tuple[LocalRun, ...]:
 
 
 def token_weighted_sparsity(pool: Sequence[LocalRun]) -> float:
-    """The repetitions' measured activation sparsity, each weighted by the tokens it processed."""
-    tokens = [sum(q.record.prompt_tokens + q.record.output_tokens for q in r.requests) for r in pool]
+    """The repetitions' measured activation sparsity, each weighted by the tokens its served model computed
+    (prompt tokens past the prefix cache and output tokens, small-tier requests left out)."""
+    tokens = [
+        sum(q.record.prompt_tokens - q.record.cached_prompt_tokens + q.record.output_tokens for q in served)
+        for served in served_model_requests(pool)
+    ]
     total = sum(tokens)
     if total == 0:
         return pool[0].activation_sparsity if pool else 0.0

@@ -66,6 +66,8 @@ def test_rows_made_ahead_default_to_one_pass_over_the_run() -> None:
         TrainConfig(time_budget_s=60.0)
     with pytest.raises(ValueError, match="data_rows"):
         TrainConfig(data_rows=-1)
+    with pytest.raises(ValueError, match="give data_rows"):  # a pass too large to hold is refused, not built
+        TrainConfig(steps=100_000, tokens_per_step=98_304)
 
 
 def test_wall_budget_sets_the_step_count_from_the_timed_steps(monkeypatch: pytest.MonkeyPatch) -> None:

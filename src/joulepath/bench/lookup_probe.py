@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="24 steps, 10 documents: checks the path, not learning")
     args = parser.parse_args(argv)
     steps, docs = (24, 10) if args.quick else (args.steps, args.docs)
+    if not args.data_passes > 0 or not math.isfinite(args.data_passes):
+        parser.error(f"--data-passes: times each row is seen, a number > 0; got {args.data_passes}")
     try:  # every arm checked before the first one trains (an arm takes ~20 min here)
         arms = [parse_arm(a) for a in (args.arm or DEFAULT_ARMS)]
         for arm in arms:

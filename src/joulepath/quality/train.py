@@ -45,6 +45,9 @@ ZOO: dict[str, dict[str, Any]] = {  # shapes of the built-in models (vocabulary 
 }
 
 
+ONE_PASS_MAX_TOKENS = 500_000_000  # the most `data_rows = 0` makes ahead (~3.5 GB of row arrays)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "jp-small"
@@ -56,10 +59,11 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    # Rows made ahead; 0: one pass, steps x rows per step (a time-budgeted run must say). A run longer than its
-    # rows repeats them in new orders, and a small model learns repeated rows by heart: in the lookup probe
-    # (benchmarks/RESULTS.md) 512 rows seen 75 times reached the same training loss as 12,800 rows seen 3
-    # times, yet answered 1 % of fresh 2-line lookups right against 44 %.
+    # Rows made ahead; 0: one pass, steps x rows per step (a time-budgeted run, or one past ONE_PASS_MAX_TOKENS,
+    # must say). A run longer than its rows repeats them in new orders (a resumed run draws a new order), and a
+    # small model learns repeated rows by heart: in the lookup probe (benchmarks/RESULTS.md) 512 rows seen 75
+    # times reached the same training loss as 12,800 rows seen 3 times, yet answered 1 % of fresh 2-line
+    # lookups right against 44 %.
     data_rows: int = 0
     data_workers: int = 1
     vocab_size: int = 512
@@ -86,6 +90,11 @@ class TrainConfig:
             raise ValueError("steps, tokens_per_step, seq_len and lr must be positive")
         if self.data_rows < 0 or (self.data_rows == 0 and self.time_budget_s > 0):
             raise ValueError("data_rows: rows to make ahead, > 0 with a time budget (its steps are not known ahead)")
+        if self.data_rows == 0 and self.steps * self.rows_per_step * self.seq_len > ONE_PASS_MAX_TOKENS:
+            raise ValueError(
+                f"data_rows: one pass of this run is {self.steps * self.rows_per_step * self.seq_len:,} tokens, more "
+                f"than the {ONE_PASS_MAX_TOKENS:,} made ahead by default (all held in memory); give data_rows"
+            )
         self.data_mix()  # the mix's own checks, before any data is made
 
     def data_mix(self, safety: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> DataMix:
