@@ -17,11 +17,11 @@ def test_arms_parse_and_bad_ones_say_the_form() -> None:
         with pytest.raises(ValueError, match="NAME:ECHO:LO-HI"):
             parse_arm(bad)
     with pytest.raises(ValueError, match="lookup_key_digits"):  # the data mix checks the range
-        probe_config(Arm("x", 0.5, (0, 4)), steps=10, seed=0, data_passes=1)
+        probe_config(Arm("x", 0.5, (0, 4), 1.0), steps=10, seed=0)
 
 
 def test_probe_config_is_lookup_only_with_the_arms_mix() -> None:
-    cfg = probe_config(Arm("x", 0.25, (2, 3)), steps=100, seed=4, data_passes=2)
+    cfg = probe_config(Arm("x", 0.25, (2, 3), 2.0), steps=100, seed=4)
     assert cfg.skills == ("lookup",) and cfg.safety_share == 0 and cfg.lookup_lines == (2, 4)
     assert cfg.lookup_echo == 0.25 and cfg.lookup_key_digits == (2, 3) and cfg.seed == 4
     assert cfg.data_rows == 100 * cfg.rows_per_step // 2  # each row seen twice

@@ -119,7 +119,7 @@ def work_profile(runs: LocalRun | Sequence[LocalRun], prefix_hit_tokens: int | N
         mean_batch=mean_batch,
         peak_batch=peak_batch,
         bytes_per_weight=weight_format_bytes(first.bytes_per_weight),
-        activation_sparsity=token_weighted_sparsity(pool),
+        activation_sparsity=token_weighted_sparsity(pool, per_run),
         small_tier_share=small / served_all if served_all else 0.0,
         accepted_draft_tokens_per_step=accepted / steps if steps else 0.0,
         proposed_draft_tokens_per_step=proposed / steps if steps else None,
@@ -138,16 +138,17 @@ def same_configuration(pool: tuple[LocalRun, ...]) -> tuple[LocalRun, ...]:
     return pool
 
 
-def token_weighted_sparsity(pool: Sequence[LocalRun]) -> float:
+def token_weighted_sparsity(pool: Sequence[LocalRun], per_run: Sequence[Sequence[ServedRequest]]) -> float:
     """The repetitions' measured activation sparsity, each weighted by the tokens its served model computed
-    (prompt tokens past the prefix cache and output tokens, small-tier requests left out)."""
+    (`per_run`: each repetition's `served_model_requests`; prompt tokens past the prefix cache and output
+    tokens, small-tier requests left out)."""
     tokens = [
         sum(q.record.prompt_tokens - q.record.cached_prompt_tokens + q.record.output_tokens for q in served)
-        for served in served_model_requests(pool)
+        for served in per_run
     ]
     total = sum(tokens)
     if total == 0:
-        return pool[0].activation_sparsity if pool else 0.0
+        return pool[0].activation_sparsity
     return sum(r.activation_sparsity * t for r, t in zip(pool, tokens, strict=True)) / total
 
 

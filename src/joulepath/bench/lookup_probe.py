@@ -31,7 +31,7 @@ import re
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,10 +78,11 @@ def register_preset() -> None:
     ZOO.setdefault(PRESET, SHAPE)
 
 
-def probe_config(arm: Arm, steps: int, seed: int, data_passes: float) -> TrainConfig:
+def probe_config(arm: Arm, steps: int, seed: int) -> TrainConfig:
     """The probe's schedule (the third CPU probe's: rows of 256 tokens, 8,192 tokens a step, lr 3e-3 with
-    50 warm-up steps and a cosine to 10 %, documents of 2-4 lines asked 4 keys each) for one arm."""
-    rows_per_step = 8192 // 256
+    50 warm-up steps and a cosine to 10 %, documents of 2-4 lines asked 4 keys each) for one arm, its rows
+    seen `arm.data_passes` times (1 where unset)."""
+    rows_per_step, data_passes = 8192 // 256, arm.data_passes or 1.0
     register_preset()
     return TrainConfig(
         preset=PRESET,
@@ -128,8 +129,8 @@ def golden_form_scores(folder: Path, docs: int, seed: int) -> dict[str, dict[str
     return out
 
 
-def run_arm(arm: Arm, steps: int, seed: int, docs: int, data_passes: float, work: Path) -> dict[str, Any]:
-    cfg = probe_config(arm, steps, seed, arm.data_passes or data_passes)
+def run_arm(arm: Arm, steps: int, seed: int, docs: int, work: Path) -> dict[str, Any]:
+    cfg = probe_config(arm, steps, seed)
     folder = work / arm.name
     folder.mkdir(parents=True)
     shutil.copy2(zoo_path("jp-large") / "tokenizer.json", folder / "tokenizer.json")  # the zoo's tokenizer
@@ -187,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--data-passes: times each row is seen, a number > 0; got {args.data_passes}")
     try:  # every arm checked before the first one trains (an arm takes ~20 min here)
         arms = [parse_arm(a) for a in (args.arm or DEFAULT_ARMS)]
+        arms = [replace(a, data_passes=a.data_passes or args.data_passes) for a in arms]
         for arm in arms:
-            probe_config(arm, steps, args.seed, arm.data_passes or args.data_passes)
+            probe_config(arm, steps, args.seed)
     except ValueError as exc:
         parser.error(str(exc))
     if len({a.name for a in arms}) != len(arms):
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:
             lo, hi = arm.key_digits
             print(f"arm {arm.name}: echo {arm.echo}, keys of {lo}-{hi} digits", flush=True)
-            result["arms"].append(run_arm(arm, steps, args.seed, docs, args.data_passes, Path(tmp)))
+            result["arms"].append(run_arm(arm, steps, args.seed, docs, Path(tmp)))
             write_result("lookup_probe", result)  # each arm kept as soon as it is done
     result["complete"] = True
     report(result)

@@ -90,9 +90,9 @@ class TrainConfig:
             raise ValueError("steps, tokens_per_step, seq_len and lr must be positive")
         if self.data_rows < 0 or (self.data_rows == 0 and self.time_budget_s > 0):
             raise ValueError("data_rows: rows to make ahead, > 0 with a time budget (its steps are not known ahead)")
-        if self.data_rows == 0 and self.steps * self.rows_per_step * self.seq_len > ONE_PASS_MAX_TOKENS:
+        if self.data_rows == 0 and self.rows_to_make * self.seq_len > ONE_PASS_MAX_TOKENS:
             raise ValueError(
-                f"data_rows: one pass of this run is {self.steps * self.rows_per_step * self.seq_len:,} tokens, more "
+                f"data_rows: one pass of this run is {self.rows_to_make * self.seq_len:,} tokens, more "
                 f"than the {ONE_PASS_MAX_TOKENS:,} made ahead by default (all held in memory); give data_rows"
             )
         self.data_mix()  # the mix's own checks, before any data is made
